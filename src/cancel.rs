@@ -1,0 +1,147 @@
+//! Cancellation tokens with parent → child propagation, waitable both from
+//! plain threads (guest calls run on the embedder's thread) and from async
+//! tasks. Cancelling a token cancels every descendant; a child never
+//! cancels its parent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    cancelled: AtomicBool,
+    children: Mutex<Vec<Weak<Inner>>>,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    notify: tokio::sync::Notify,
+}
+
+impl Inner {
+    fn cancel(&self) {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        {
+            // Taking the lock orders the flag store before any waiter's
+            // check-then-wait, so no wake-up is lost.
+            let _guard = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+        self.notify.notify_waiters();
+        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for child in children.iter().filter_map(Weak::upgrade) {
+            child.cancel();
+        }
+    }
+}
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A token cancelled together with `self` (and on its own).
+    pub fn child(&self) -> CancelToken {
+        let child = CancelToken::new();
+        let mut children = self.inner.children.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_cancelled() {
+            child.inner.cancelled.store(true, Ordering::SeqCst);
+        } else {
+            children.retain(|w| w.strong_count() > 0);
+            children.push(Arc::downgrade(&child.inner));
+        }
+        child
+    }
+
+    pub fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Blocks the thread until cancelled or `until` passes. Returns true when
+    /// the token was cancelled.
+    pub fn wait_until(&self, until: Instant) -> bool {
+        let mut guard = self.inner.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.is_cancelled() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            guard = self
+                .inner
+                .wake
+                .wait_timeout(guard, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Blocks the thread for at most `timeout`; true when cancelled.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Instant::now() + timeout)
+    }
+
+    /// Resolves once the token is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_follows_parent_not_the_reverse() {
+        let parent = CancelToken::new();
+        let child = parent.child();
+        let grandchild = child.child();
+        child.cancel();
+        assert!(grandchild.is_cancelled());
+        assert!(!parent.is_cancelled());
+        let other = parent.child();
+        parent.cancel();
+        assert!(other.is_cancelled());
+        assert!(parent.child().is_cancelled(), "child of a cancelled token starts cancelled");
+    }
+
+    #[test]
+    fn wait_wakes_on_cancel_from_another_thread() {
+        let token = CancelToken::new();
+        let remote = token.clone();
+        let start = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            remote.cancel();
+        });
+        assert!(token.wait_timeout(Duration::from_secs(10)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn wait_times_out_without_cancel() {
+        let token = CancelToken::new();
+        assert!(!token.wait_timeout(Duration::from_millis(20)));
+    }
+}

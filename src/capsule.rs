@@ -1,0 +1,578 @@
+//! A loaded capsule: its manifest, its pre-linked component, a pool of
+//! instances that calls lease exclusively, cancellation and unload.
+
+use crate::cancel::CancelToken;
+use crate::engine::{self, ContentHash};
+use crate::error::{Code, Error, Result};
+use crate::host::{CallContext, HostState, Interrupt};
+use crate::manifest::{EnvKind, Manifest};
+use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{ComponentExportIndex, ComponentType, Instance, InstancePre, Lift};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// What the embedder may set per capsule at load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The capsule's owner (its data scope outside calls).
+    pub principal: Option<String>,
+    /// Host directory served as the workspace (`cwd`) mount.
+    pub workspace_root: Option<PathBuf>,
+    /// Host directory served as the owner's `home` mount.
+    pub home_root: Option<PathBuf>,
+    pub memory_limit: Option<u64>,
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    /// Values for the manifest's `[env]` keys.
+    pub config: Vec<(String, String)>,
+}
+
+/// What the embedder may set per call.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// The invoking principal (the call's context principal).
+    pub principal: Option<String>,
+    /// Config values that take precedence over load-time values.
+    pub config_overlay: Vec<(String, String)>,
+}
+
+/// The interceptor's answer (`astrid:guest/lifecycle.capsule-result`).
+#[derive(ComponentType, Lift, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct CallResult {
+    pub action: String,
+    pub data: Option<String>,
+}
+
+/// Capsule facts shared with its stores (no reference back to the pool).
+pub struct CapsuleShared {
+    pub(crate) runtime: Arc<RuntimeInner>,
+    pub name: String,
+    /// UUIDv5 of the name and the component hash.
+    pub id: String,
+    pub manifest: Manifest,
+    pub(crate) capability_names: Vec<String>,
+    pub(crate) owner: Option<Arc<str>>,
+    pub workspace_root: Option<PathBuf>,
+    pub home_root: Option<PathBuf>,
+    /// Load-time `[env]` values (embedder key-values, else defaults).
+    config: HashMap<String, String>,
+    /// Fires on unload: permanent, wins over everything.
+    pub(crate) unload_token: CancelToken,
+    unloaded: AtomicBool,
+}
+
+impl CapsuleShared {
+    /// `get-config` lookup order of host ABI §2.2 (secret providers arrive
+    /// with the embedder secret hook; without one a secret reads as absent).
+    pub(crate) fn config_value(&self, key: &str, overlay: Option<&HashMap<String, String>>) -> Option<String> {
+        let entry = self.manifest.env_entry(key)?;
+        if entry.kind == EnvKind::Secret {
+            return None;
+        }
+        if let Some(value) = overlay.and_then(|o| o.get(key)) {
+            return Some(value.clone());
+        }
+        self.config.get(key).cloned()
+    }
+
+    /// Sends a line to the embedder's log sink unless the capsule is gone.
+    pub(crate) fn log(&self, level: LogLevel, principal: Option<&str>, message: &str) {
+        if self.unloaded.load(Ordering::SeqCst) {
+            return;
+        }
+        self.runtime.log(&LogRecord {
+            level,
+            capsule: &self.name,
+            principal,
+            message,
+        });
+    }
+}
+
+struct Limits {
+    memory: u64,
+    timeout: Duration,
+    fuel: u64,
+}
+
+/// One pooled instance and its store.
+struct Worker {
+    store: Store<HostState>,
+    instance: Instance,
+}
+
+struct Pool {
+    idle: Vec<Box<Worker>>,
+    live: usize,
+    in_flight: usize,
+}
+
+const LOADED: u8 = 0;
+const UNLOADING: u8 = 1;
+const UNLOADED: u8 = 2;
+
+pub struct CapsuleInner {
+    pub(crate) shared: Arc<CapsuleShared>,
+    pre: InstancePre<HostState>,
+    hook: Option<ComponentExportIndex>,
+    limits: Limits,
+    /// Token of the current call generation; `cancel` replaces it.
+    call_token: Mutex<CancelToken>,
+    pool: Mutex<Pool>,
+    pool_changed: Condvar,
+    pool_max: usize,
+    state: AtomicU8,
+}
+
+/// Owner of a loaded capsule.
+pub struct Capsule {
+    pub(crate) inner: Arc<CapsuleInner>,
+}
+
+fn default_pool_size() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).clamp(8, 64)
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound { Code::NotFound } else { Code::Io };
+        Error::new(code, format!("cannot read {what} `{}`", path.display())).caused_by(e)
+    })
+}
+
+impl Capsule {
+    /// Loads a capsule directory: `Capsule.toml` and the component it names.
+    pub fn load_dir(runtime: &Runtime, dir: &Path, options: &LoadOptions) -> Result<Capsule> {
+        refuse_reentry("astrid_capsule_load")?;
+        runtime.inner.check_open()?;
+        let manifest_path = dir.join("Capsule.toml");
+        let text = read_file(&manifest_path, "the manifest")?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::new(Code::Utf8, format!("`{}` is not valid UTF-8", manifest_path.display())))?;
+        let manifest = Manifest::parse(&text, true)?;
+        let file = manifest.component.as_ref().and_then(|c| c.file.clone()).unwrap_or_default();
+        let relative = Path::new(&file);
+        if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(Error::manifest(format!(
+                "`component.file` must be a plain path inside the capsule directory, got `{file}`"
+            )));
+        }
+        let wasm = read_file(&dir.join(relative), "the component")?;
+        Self::load(runtime, &wasm, manifest, options)
+    }
+
+    /// Loads a capsule from memory: component bytes plus manifest text.
+    pub fn load_bytes(runtime: &Runtime, wasm: &[u8], manifest: &str, options: &LoadOptions) -> Result<Capsule> {
+        refuse_reentry("astrid_capsule_load_bytes")?;
+        runtime.inner.check_open()?;
+        let manifest = Manifest::parse(manifest, false)?;
+        Self::load(runtime, wasm, manifest, options)
+    }
+
+    fn load(runtime: &Runtime, wasm: &[u8], manifest: Manifest, options: &LoadOptions) -> Result<Capsule> {
+        let rt = &runtime.inner;
+        let hash = engine::content_hash(wasm);
+        if let Some(expected) = manifest.component.as_ref().and_then(|c| c.hash) {
+            if expected != hash {
+                return Err(Error::manifest("`component.hash` does not match the component binary"));
+            }
+        }
+        let config = resolve_config(&manifest, &options.config)?;
+        let limits = Limits {
+            memory: options.memory_limit.filter(|&m| m > 0).unwrap_or(rt.config.memory_limit),
+            timeout: options.timeout.filter(|t| !t.is_zero()).unwrap_or(rt.config.timeout),
+            fuel: options.fuel.filter(|&f| f > 0).unwrap_or(rt.config.fuel),
+        };
+        if let Some(p) = &options.principal {
+            validate_principal(p)?;
+        }
+
+        let component = rt.compile_cache.compile(&rt.engine, wasm, &hash)?;
+        engine::check_imports(&rt.engine, &component)?;
+        let pre = rt
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e))?;
+        let hook = component.get_export_index(None, "astrid-hook-trigger");
+
+        let shared = Arc::new(CapsuleShared {
+            runtime: rt.clone(),
+            id: capsule_id(&manifest.name, &hash),
+            name: manifest.name.clone(),
+            capability_names: manifest.capabilities.names(),
+            owner: options.principal.as_deref().map(Arc::from),
+            workspace_root: options.workspace_root.clone(),
+            home_root: options.home_root.clone(),
+            manifest,
+            config,
+            unload_token: CancelToken::new(),
+            unloaded: AtomicBool::new(false),
+        });
+        let inner = Arc::new(CapsuleInner {
+            call_token: Mutex::new(shared.unload_token.child()),
+            shared,
+            pre,
+            hook,
+            limits,
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                live: 0,
+                in_flight: 0,
+            }),
+            pool_changed: Condvar::new(),
+            pool_max: if rt.config.pool_size > 0 { rt.config.pool_size } else { default_pool_size() },
+            state: AtomicU8::new(LOADED),
+        });
+
+        // One instance now: a component that cannot be instantiated (start
+        // code that traps, memory above the ceiling) fails the load, and the
+        // first call finds a warm instance.
+        let token = inner.current_token();
+        let worker = inner.new_worker(&token)?;
+        inner.pool_lock().idle.push(worker);
+        inner.pool_lock().live = 1;
+        rt.register(&inner)?;
+        for name in &inner.shared.manifest.capabilities.inert {
+            inner.shared.log(LogLevel::Warn, None, &format!("capability `{name}` is recognised but has no effect in this runtime"));
+        }
+        Ok(Capsule { inner })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.shared.id
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.shared.manifest
+    }
+
+    /// Capability names the capsule holds (as `enumerate-capabilities`).
+    pub fn capabilities(&self) -> &[String] {
+        &self.inner.shared.capability_names
+    }
+
+    /// Calls the guest's `astrid-hook-trigger(action, payload)`.
+    pub fn call(&self, action: &str, payload: &[u8], options: Option<&CallOptions>) -> Result<CallResult> {
+        refuse_reentry("astrid_capsule_call")?;
+        self.inner.call(action, payload, options)
+    }
+
+    /// Cancels the calls in flight now; later calls are unaffected.
+    pub fn cancel(&self) {
+        let inner = &self.inner;
+        let fresh = inner.shared.unload_token.child();
+        let old = std::mem::replace(&mut *inner.call_token.lock().unwrap_or_else(|e| e.into_inner()), fresh);
+        old.cancel();
+        // Make running guest code reach its epoch check right away.
+        inner.shared.runtime.engine.increment_epoch();
+    }
+
+    /// Cancels, waits (bounded) for calls in flight and frees the instances.
+    pub fn unload(&self) -> Result<()> {
+        refuse_reentry("astrid_capsule_unload")?;
+        self.inner.begin_unload();
+        self.inner.finish_unload(self.inner.shared.runtime.config.unload_grace);
+        Ok(())
+    }
+
+    pub fn is_unloaded(&self) -> bool {
+        self.inner.state.load(Ordering::SeqCst) != LOADED
+    }
+}
+
+impl Drop for Capsule {
+    fn drop(&mut self) {
+        if !crate::runtime::in_callback() {
+            self.inner.begin_unload();
+            self.inner.finish_unload(self.inner.shared.runtime.config.unload_grace);
+        }
+    }
+}
+
+fn capsule_id(name: &str, hash: &ContentHash) -> String {
+    let mut seed = name.as_bytes().to_vec();
+    seed.push(b':');
+    seed.extend_from_slice(hash);
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &seed).to_string()
+}
+
+fn validate_principal(principal: &str) -> Result<()> {
+    if principal.is_empty() || principal.len() > 128 || principal.chars().any(char::is_control) {
+        return Err(Error::invalid_argument("a principal must be 1..=128 bytes without control characters"));
+    }
+    Ok(())
+}
+
+/// Load-time `[env]` values: the embedder's value, else the manifest default.
+/// Every non-secret key needs one; keys the manifest does not declare are
+/// ignored (one config set may serve several capsules).
+fn resolve_config(manifest: &Manifest, given: &[(String, String)]) -> Result<HashMap<String, String>> {
+    let mut values = HashMap::new();
+    for entry in &manifest.env {
+        if entry.kind == EnvKind::Secret {
+            continue;
+        }
+        let value = given.iter().rev().find(|(k, _)| *k == entry.key).map(|(_, v)| v.clone());
+        let value = match value.or_else(|| entry.default.clone()) {
+            Some(v) => v,
+            None => {
+                return Err(Error::manifest(format!(
+                    "`env.{}` has no value: pass it in the load options' config or give it a default",
+                    entry.key
+                )))
+            }
+        };
+        if entry.kind == EnvKind::Select && !entry.enum_values.iter().any(|v| *v == value) {
+            return Err(Error::invalid_argument(format!(
+                "config value for `{}` is not one of its enum_values",
+                entry.key
+            )));
+        }
+        values.insert(entry.key.clone(), value);
+    }
+    Ok(values)
+}
+
+impl CapsuleInner {
+    fn pool_lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current_token(&self) -> CancelToken {
+        self.call_token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn check_loaded(&self) -> Result<()> {
+        self.shared.runtime.check_open()?;
+        if self.state.load(Ordering::SeqCst) != LOADED {
+            return Err(Error::closed(format!("capsule `{}` has been unloaded", self.shared.name)));
+        }
+        Ok(())
+    }
+
+    /// Creates a store and instantiates, under the limits of a call.
+    fn new_worker(&self, token: &CancelToken) -> Result<Box<Worker>> {
+        let rt = &self.shared.runtime;
+        let mut store = Store::new(&rt.engine, HostState::new(self.shared.clone(), self.limits.memory));
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.call.token.is_cancelled() {
+                state.interrupt = Some(Interrupt::Cancelled);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if Instant::now() >= state.call.deadline {
+                state.interrupt = Some(Interrupt::Timeout);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        let data = store.data_mut();
+        data.call = CallContext::idle(token.clone());
+        data.call.deadline = Instant::now() + self.limits.timeout;
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| Error::new(Code::Internal, "cannot set fuel").caused_by(e))?;
+        store.set_epoch_deadline(1);
+        let _enter = rt.handle.enter();
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            let mut err = classify_failure(&store, &e, &self.limits, "instantiation");
+            if err.code() == Code::Trap && e.to_string().contains("limit") {
+                err = Error::new(Code::ResourceLimit, "the component needs more than the instance limits allow").caused_by(e);
+            }
+            err
+        })?;
+        store.data().stdio.flush();
+        Ok(Box::new(Worker { store, instance }))
+    }
+
+    /// Takes an idle instance, creates one, or waits for one to come back.
+    fn lease(&self, token: &CancelToken, deadline: Instant) -> Result<Box<Worker>> {
+        let mut pool = self.pool_lock();
+        loop {
+            self.check_loaded()?;
+            if token.is_cancelled() {
+                return Err(Error::new(Code::Cancelled, "the call was cancelled before it started"));
+            }
+            if let Some(worker) = pool.idle.pop() {
+                pool.in_flight += 1;
+                return Ok(worker);
+            }
+            if pool.live < self.pool_max {
+                pool.live += 1;
+                pool.in_flight += 1;
+                drop(pool);
+                return self.new_worker(token).inspect_err(|_| {
+                    let mut pool = self.pool_lock();
+                    pool.live -= 1;
+                    pool.in_flight -= 1;
+                    self.pool_changed.notify_all();
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::new(Code::Timeout, "every pooled instance stayed busy until the call's deadline"));
+            }
+            pool = self
+                .pool_changed
+                .wait_timeout(pool, (deadline - now).min(crate::runtime::EPOCH_TICK))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self, worker: Box<Worker>, reusable: bool) {
+        let mut pool = self.pool_lock();
+        pool.in_flight -= 1;
+        if reusable && self.state.load(Ordering::SeqCst) == LOADED {
+            pool.idle.push(worker);
+        } else {
+            pool.live -= 1;
+            drop(pool);
+            drop(worker);
+            pool = self.pool_lock();
+        }
+        drop(pool);
+        self.pool_changed.notify_all();
+    }
+
+    fn call(&self, action: &str, payload: &[u8], options: Option<&CallOptions>) -> Result<CallResult> {
+        self.check_loaded()?;
+        let hook = self.hook.ok_or_else(|| {
+            Error::new(Code::NotFound, format!("capsule `{}` does not export astrid-hook-trigger", self.shared.name))
+        })?;
+        let principal = match options.and_then(|o| o.principal.as_deref()) {
+            Some(p) => {
+                validate_principal(p)?;
+                Some(Arc::from(p))
+            }
+            None => self.shared.owner.clone(),
+        };
+        let overlay = options
+            .filter(|o| !o.config_overlay.is_empty())
+            .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
+        let token = self.current_token();
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout;
+        let mut worker = self.lease(&token, deadline)?;
+        let rt = &self.shared.runtime;
+
+        let Worker { store, instance } = &mut *worker;
+        let state = store.data_mut();
+        state.call = CallContext {
+            principal,
+            source_id: rt.host_source_id.clone(),
+            timestamp_ms: crate::host::sys::wall_clock_ms(),
+            token,
+            deadline,
+            overlay,
+            active: true,
+        };
+        state.interrupt = None;
+        state.limiter.hit = false;
+        state.stdio.set_principal(state.call.principal.as_ref());
+        let outcome = (|| {
+            store.set_fuel(self.limits.fuel)?;
+            store.set_epoch_deadline(1);
+            let _enter = rt.handle.enter();
+            let func = instance
+                .get_func(&mut *store, hook)
+                .ok_or_else(|| wasmtime::format_err!("astrid-hook-trigger export is missing"))?;
+            let typed = func.typed::<(&str, &[u8]), (CallResult,)>(&*store)?;
+            typed.call(&mut *store, (action, payload))
+        })();
+        store.data().stdio.flush();
+        let state = store.data_mut();
+        state.call.active = false;
+        state.call.overlay = None;
+
+        match outcome {
+            Ok((result,)) => {
+                self.release(worker, true);
+                Ok(result)
+            }
+            Err(e) => {
+                let err = classify_failure(store, &e, &self.limits, "call");
+                // A failed instance may hold broken state: never reuse it.
+                self.release(worker, false);
+                Err(err)
+            }
+        }
+    }
+
+    /// Marks the capsule unloading and cancels everything it runs.
+    pub(crate) fn begin_unload(&self) {
+        if self
+            .state
+            .compare_exchange(LOADED, UNLOADING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        self.shared.unload_token.cancel();
+        self.shared.runtime.engine.increment_epoch();
+        self.pool_changed.notify_all();
+    }
+
+    /// Waits up to `grace` for calls in flight, then frees the instances.
+    pub(crate) fn finish_unload(&self, grace: Duration) {
+        let until = Instant::now() + grace;
+        let mut pool = self.pool_lock();
+        while pool.in_flight > 0 {
+            let now = Instant::now();
+            if now >= until {
+                break; // Abandoned: those stores are freed when their calls end.
+            }
+            pool = self.pool_changed.wait_timeout(pool, until - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let idle = std::mem::take(&mut pool.idle);
+        pool.live -= idle.len();
+        drop(pool);
+        drop(idle);
+        if self.state.swap(UNLOADED, Ordering::SeqCst) != UNLOADED {
+            self.shared.unloaded.store(true, Ordering::SeqCst);
+            self.shared.runtime.unregister(self);
+        }
+    }
+}
+
+/// Turns a wasmtime failure into the error the embedder sees.
+fn classify_failure(store: &Store<HostState>, error: &wasmtime::Error, limits: &Limits, what: &str) -> Error {
+    let state = store.data();
+    match state.interrupt {
+        Some(Interrupt::Cancelled) => {
+            return Error::new(Code::Cancelled, format!("the {what} was cancelled"));
+        }
+        Some(Interrupt::Timeout) => {
+            return Error::new(
+                Code::Timeout,
+                format!("the {what} ran past its {} ms deadline", limits.timeout.as_millis()),
+            );
+        }
+        None => {}
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+        return Error::new(Code::OutOfFuel, format!("the {what} used up its {} units of fuel", limits.fuel));
+    }
+    if state.limiter.hit {
+        return Error::new(
+            Code::ResourceLimit,
+            format!("the {what} hit the {} byte memory ceiling", limits.memory),
+        )
+        .caused_by(format!("{error:?}"));
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Error::new(Code::Trap, format!("the guest called exit({})", exit.0));
+    }
+    Error::new(Code::Trap, format!("the guest trapped during the {what}")).caused_by(format!("{error:?}"))
+}

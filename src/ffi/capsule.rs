@@ -1,0 +1,434 @@
+//! Capsules: load (directory or bytes), call, cancel, unload, introspection.
+
+use super::errors::astrid_error_t;
+use super::runtime::{astrid_runtime_t, runtime_from};
+use super::{bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, astrid_status_t, Registry};
+use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions};
+use crate::error::{Error, Result};
+use once_cell::sync::Lazy;
+use std::ffi::CString;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A loaded capsule. Opaque; thread-safe (calls may run concurrently).
+pub struct astrid_capsule_t {
+    _private: [u8; 0],
+}
+
+struct CapsuleHandle {
+    capsule: Capsule,
+    name: CString,
+    id: CString,
+}
+
+static CAPSULES: Lazy<Registry<CapsuleHandle>> = Lazy::new(Registry::new);
+
+fn capsule_from(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
+    CAPSULES.get(capsule as usize, "capsule")
+}
+
+/// One `[env]` value for `astrid:sys` `get-config`: UTF-8 `(ptr, len)` pairs.
+#[repr(C)]
+pub struct astrid_config_entry_t {
+    pub key: *const libc::c_char,
+    pub key_len: usize,
+    pub value: *const libc::c_char,
+    pub value_len: usize,
+}
+
+/// Per-capsule load options. Size-prefixed: set `size = sizeof(astrid_load_options_t)`
+/// or call `astrid_load_options_init`. Read during the load call only.
+/// Strings are UTF-8 `(ptr, len)` pairs (`len == ASTRID_NTS`: NUL-terminated);
+/// NULL pointers mean "not set". Zero numeric fields mean "runtime default".
+#[repr(C)]
+pub struct astrid_load_options_t {
+    pub size: usize,
+    /// The capsule's owner principal (1..=128 bytes, no control characters).
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    /// Host directory served as the workspace mount (`cwd://`).
+    pub workspace_root: *const libc::c_char,
+    pub workspace_root_len: usize,
+    /// Host directory served as the owner's `home://` mount.
+    pub home_root: *const libc::c_char,
+    pub home_root_len: usize,
+    /// Linear-memory ceiling per instance in bytes.
+    pub memory_limit_bytes: u64,
+    /// Wall-clock deadline per call in milliseconds.
+    pub timeout_ms: u64,
+    /// Fuel per call.
+    pub fuel: u64,
+    /// Values for the manifest's `[env]` keys (`config_len` entries). Keys the
+    /// manifest does not declare are ignored; a declared non-secret key with
+    /// neither a value here nor a manifest default fails the load.
+    pub config: *const astrid_config_entry_t,
+    pub config_len: usize,
+}
+
+/// Per-call options. Size-prefixed like the load options.
+#[repr(C)]
+pub struct astrid_call_options_t {
+    pub size: usize,
+    /// The invoking principal; NULL = the capsule's owner.
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    /// Config values for this call only; they take precedence over load-time values.
+    pub config: *const astrid_config_entry_t,
+    pub config_len: usize,
+}
+
+/// The result of a call: the interceptor's `action` and optional `data`.
+/// Owned by the caller; free with `astrid_result_free`.
+pub struct astrid_result_t {
+    action: Vec<u8>,
+    action_len: usize,
+    data: Option<(Vec<u8>, usize)>,
+}
+
+/// NUL-terminated copy plus the text length.
+fn nul_terminated(text: String) -> (Vec<u8>, usize) {
+    let len = text.len();
+    let mut bytes = text.into_bytes();
+    bytes.push(0);
+    (bytes, len)
+}
+
+unsafe fn config_entries(ptr: *const astrid_config_entry_t, len: usize, what: &str) -> Result<Vec<(String, String)>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    non_null(ptr, what)?;
+    // SAFETY: the caller promises `len` readable entries.
+    let entries = unsafe { std::slice::from_raw_parts(ptr, len) };
+    entries
+        .iter()
+        .map(|e| {
+            // SAFETY: each entry's pointers are valid for their lengths.
+            let key = unsafe { str_arg(e.key, e.key_len, "config key")? };
+            let value = unsafe { str_arg(e.value, e.value_len, "config value")? };
+            if key.is_empty() {
+                return Err(Error::invalid_argument("a config key is empty"));
+            }
+            Ok((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions> {
+    // SAFETY: NULL or a readable size-prefixed struct.
+    let Some(o) = (unsafe { sized_struct(opts, "opts")? }) else {
+        return Ok(LoadOptions::default());
+    };
+    unsafe {
+        Ok(LoadOptions {
+            principal: opt_str_arg(o.principal, o.principal_len, "opts.principal")?.map(str::to_string),
+            workspace_root: opt_str_arg(o.workspace_root, o.workspace_root_len, "opts.workspace_root")?.map(Into::into),
+            home_root: opt_str_arg(o.home_root, o.home_root_len, "opts.home_root")?.map(Into::into),
+            memory_limit: Some(o.memory_limit_bytes).filter(|&v| v > 0),
+            timeout: Some(o.timeout_ms).filter(|&v| v > 0).map(Duration::from_millis),
+            fuel: Some(o.fuel).filter(|&v| v > 0),
+            config: config_entries(o.config, o.config_len, "opts.config")?,
+        })
+    }
+}
+
+fn publish(capsule: Capsule, out: *mut *mut astrid_capsule_t) -> Result<()> {
+    let name = CString::new(capsule.name()).unwrap_or_default();
+    let id = CString::new(capsule.id()).unwrap_or_default();
+    let handle = CAPSULES.insert(CapsuleHandle { capsule, name, id });
+    // SAFETY: `out` was checked non-NULL by the caller.
+    unsafe { *out = handle as *mut astrid_capsule_t };
+    Ok(())
+}
+
+/// Fills `opts` with defaults (everything unset) and sets `opts->size`.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn astrid_load_options_init(opts: *mut astrid_load_options_t) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        non_null(opts, "opts")?;
+        // SAFETY: non-NULL, writable.
+        unsafe {
+            opts.write(astrid_load_options_t {
+                size: std::mem::size_of::<astrid_load_options_t>(),
+                principal: std::ptr::null(),
+                principal_len: 0,
+                workspace_root: std::ptr::null(),
+                workspace_root_len: 0,
+                home_root: std::ptr::null(),
+                home_root_len: 0,
+                memory_limit_bytes: 0,
+                timeout_ms: 0,
+                fuel: 0,
+                config: std::ptr::null(),
+                config_len: 0,
+            })
+        };
+        Ok(())
+    })
+}
+
+/// Fills `opts` with defaults and sets `opts->size`.
+#[no_mangle]
+pub extern "C" fn astrid_call_options_init(opts: *mut astrid_call_options_t) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        non_null(opts, "opts")?;
+        // SAFETY: non-NULL, writable.
+        unsafe {
+            opts.write(astrid_call_options_t {
+                size: std::mem::size_of::<astrid_call_options_t>(),
+                principal: std::ptr::null(),
+                principal_len: 0,
+                config: std::ptr::null(),
+                config_len: 0,
+            })
+        };
+        Ok(())
+    })
+}
+
+/// Loads the capsule in directory `dir` (`Capsule.toml` plus the component
+/// its `[[component]] file` names). `opts` may be NULL. On success
+/// `*out_capsule` receives a handle to release with `astrid_capsule_unload`.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`, `ASTRID_E_NOT_FOUND`
+/// (no manifest or component file), `ASTRID_E_MANIFEST`, `ASTRID_E_COMPILE`,
+/// `ASTRID_E_LINK`, `ASTRID_E_TRAP` / `ASTRID_E_RESOURCE_LIMIT` (the first
+/// instantiation failed), `ASTRID_E_CLOSED` (runtime freed), `ASTRID_E_IO`,
+/// `ASTRID_E_REENTRANT` (called from a callback). Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_load(
+    rt: *mut astrid_runtime_t,
+    dir: *const libc::c_char,
+    dir_len: usize,
+    opts: *const astrid_load_options_t,
+    out_capsule: *mut *mut astrid_capsule_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        non_null(out_capsule, "out_capsule")?;
+        let runtime = runtime_from(rt)?;
+        non_null(dir, "dir")?;
+        // SAFETY: pointer arguments are valid for their lengths (caller contract).
+        let dir = unsafe { str_arg(dir, dir_len, "dir")? };
+        let options = unsafe { load_options(opts)? };
+        publish(Capsule::load_dir(&runtime, dir.as_ref(), &options)?, out_capsule)
+    })
+}
+
+/// Loads a capsule from memory: component bytes and `Capsule.toml` text. In
+/// this form `[[component]]` may be omitted; when present, its `file` is
+/// ignored and its `hash` checked. Both buffers are copied. Errors as for
+/// `astrid_capsule_load`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_load_bytes(
+    rt: *mut astrid_runtime_t,
+    wasm: *const u8,
+    wasm_len: usize,
+    manifest: *const libc::c_char,
+    manifest_len: usize,
+    opts: *const astrid_load_options_t,
+    out_capsule: *mut *mut astrid_capsule_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        non_null(out_capsule, "out_capsule")?;
+        let runtime = runtime_from(rt)?;
+        non_null(manifest, "manifest")?;
+        // SAFETY: pointer arguments are valid for their lengths (caller contract).
+        let wasm = unsafe { bytes_arg(wasm, wasm_len, "wasm")? };
+        let manifest = unsafe { str_arg(manifest, manifest_len, "manifest")? };
+        let options = unsafe { load_options(opts)? };
+        publish(Capsule::load_bytes(&runtime, wasm, manifest, &options)?, out_capsule)
+    })
+}
+
+/// Calls the capsule's `astrid-hook-trigger(action, payload)` on a pooled
+/// instance, as the capsule's owner. See `astrid_capsule_call_with`.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_call(
+    capsule: *mut astrid_capsule_t,
+    action: *const libc::c_char,
+    action_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    out_result: *mut *mut astrid_result_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    astrid_capsule_call_with(capsule, std::ptr::null(), action, action_len, payload, payload_len, out_result, err)
+}
+
+/// Calls `astrid-hook-trigger(action, payload)` with per-call options
+/// (`opts` may be NULL). Blocks the calling thread until the guest returns.
+/// Thread-safe: calls on one capsule run concurrently, up to the pool size.
+/// On success `*out_result` receives a result to free with `astrid_result_free`.
+/// A failed call leaves the capsule loaded; the next call runs on a fresh instance.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8` (action),
+/// `ASTRID_E_NOT_FOUND` (no `astrid-hook-trigger` export), `ASTRID_E_TIMEOUT`,
+/// `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
+/// `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
+/// `ASTRID_E_REENTRANT` (from inside a callback).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn astrid_capsule_call_with(
+    capsule: *mut astrid_capsule_t,
+    opts: *const astrid_call_options_t,
+    action: *const libc::c_char,
+    action_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    out_result: *mut *mut astrid_result_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        non_null(out_result, "out_result")?;
+        let handle = capsule_from(capsule)?;
+        non_null(action, "action")?;
+        // SAFETY: pointer arguments are valid for their lengths (caller contract).
+        let action = unsafe { str_arg(action, action_len, "action")? };
+        let payload = unsafe { bytes_arg(payload, payload_len, "payload")? };
+        let options = match unsafe { sized_struct(opts, "opts")? } {
+            None => None,
+            Some(o) => Some(CallOptions {
+                principal: unsafe { opt_str_arg(o.principal, o.principal_len, "opts.principal")? }.map(str::to_string),
+                config_overlay: unsafe { config_entries(o.config, o.config_len, "opts.config")? },
+            }),
+        };
+        let CallResult { action, data } = handle.capsule.call(action, payload, options.as_ref())?;
+        let (action, action_len) = nul_terminated(action);
+        let result = astrid_result_t {
+            action,
+            action_len,
+            data: data.map(nul_terminated),
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { *out_result = Box::into_raw(Box::new(result)) };
+        Ok(())
+    })
+}
+
+/// The result's action (`continue`, `final`, `deny`, ...), NUL-terminated;
+/// its length is written to `*len` when `len` is non-NULL. Borrowed: valid
+/// until `astrid_result_free`. NULL `result` gives NULL.
+#[no_mangle]
+pub extern "C" fn astrid_result_action(result: *const astrid_result_t, len: *mut usize) -> *const libc::c_char {
+    if result.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: a live result from this library.
+    let r = unsafe { &*result };
+    if !len.is_null() {
+        // SAFETY: caller-provided writable pointer.
+        unsafe { *len = r.action_len };
+    }
+    r.action.as_ptr().cast()
+}
+
+/// Whether the result carries data. When it does and `data` / `len` are
+/// non-NULL, they receive a borrowed NUL-terminated copy (valid until
+/// `astrid_result_free`) and its length. NULL `result` gives false.
+#[no_mangle]
+pub extern "C" fn astrid_result_data(result: *const astrid_result_t, data: *mut *const libc::c_char, len: *mut usize) -> bool {
+    if result.is_null() {
+        return false;
+    }
+    // SAFETY: a live result from this library.
+    let r = unsafe { &*result };
+    match &r.data {
+        None => false,
+        Some((bytes, n)) => {
+            if !data.is_null() {
+                // SAFETY: caller-provided writable pointers.
+                unsafe { *data = bytes.as_ptr().cast() };
+            }
+            if !len.is_null() {
+                unsafe { *len = *n };
+            }
+            true
+        }
+    }
+}
+
+/// Frees a result. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
+    if !result.is_null() {
+        // SAFETY: came from Box::into_raw in astrid_capsule_call_with.
+        drop(unsafe { Box::from_raw(result) });
+    }
+}
+
+/// Cancels the calls running on this capsule now: each returns
+/// `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,
+/// waiting host calls return at once). Calls started afterwards are not
+/// affected. Thread-safe, non-blocking, callable from callbacks. Errors:
+/// `ASTRID_E_CLOSED` for an unloaded or unknown handle.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_cancel(capsule: *mut astrid_capsule_t) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        capsule_from(capsule)?.capsule.cancel();
+        Ok(())
+    })
+}
+
+/// Unloads and frees the capsule: cancels its calls, waits for them (bounded
+/// by the runtime's unload grace), frees its instances, then frees the handle.
+/// No log callback for this capsule runs after it returns. NULL is a no-op.
+/// The handle is invalid afterwards: any further use returns
+/// `ASTRID_E_CLOSED` (handles are looked up, never dereferenced).
+/// Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
+/// inside a callback; nothing is done). Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        if capsule.is_null() {
+            return Ok(());
+        }
+        crate::runtime::refuse_reentry("astrid_capsule_unload")?;
+        let handle = CAPSULES
+            .remove(capsule as usize)
+            .ok_or_else(|| Error::closed("`capsule` was already unloaded or never created by this library"))?;
+        handle.capsule.unload()
+    })
+}
+
+/// The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
+/// when non-NULL. Borrowed: valid until `astrid_capsule_unload`. Unknown
+/// handle or NULL: returns NULL.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_name(capsule: *const astrid_capsule_t, len: *mut usize) -> *const libc::c_char {
+    borrowed_text(capsule, len, |h| &h.name)
+}
+
+/// The capsule's id (UUIDv5 of its name and component hash), as
+/// `astrid:sys` `check-capsule-capability` expects it. Borrowing as for
+/// `astrid_capsule_name`.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_id(capsule: *const astrid_capsule_t, len: *mut usize) -> *const libc::c_char {
+    borrowed_text(capsule, len, |h| &h.id)
+}
+
+fn borrowed_text(capsule: *const astrid_capsule_t, len: *mut usize, pick: fn(&CapsuleHandle) -> &CString) -> *const libc::c_char {
+    let found = std::panic::catch_unwind(|| capsule_from(capsule).ok());
+    let Ok(Some(handle)) = found else { return std::ptr::null() };
+    let text = pick(&handle);
+    if !len.is_null() {
+        // SAFETY: caller-provided writable pointer.
+        unsafe { *len = text.as_bytes().len() };
+    }
+    // The CString lives in the registry entry until unload removes it.
+    text.as_ptr()
+}
+
+/// Whether the capsule holds a capability, by the names of
+/// `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
+/// `fs_read`, `fs_write`, `uplink`). Unknown handle, NULL or bad UTF-8: false.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_has_capability(capsule: *const astrid_capsule_t, name: *const libc::c_char, name_len: usize) -> bool {
+    std::panic::catch_unwind(|| {
+        let Ok(handle) = capsule_from(capsule) else { return false };
+        // SAFETY: caller contract for (ptr, len) strings.
+        let Ok(name) = (unsafe { str_arg(name, name_len, "name") }) else { return false };
+        handle.capsule.capabilities().iter().any(|c| c == name)
+    })
+    .unwrap_or(false)
+}

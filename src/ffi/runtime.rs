@@ -1,0 +1,334 @@
+//! Runtime: version queries, configuration, creation and shutdown, and the
+//! log and audit callbacks.
+
+use super::errors::astrid_error_t;
+use super::{guard, non_null, opt_str_arg, opt_view, sized_struct, view, astrid_status_t, Callback, Registry};
+use crate::error::{Error, Result};
+use crate::runtime::{AuditEvent, LogRecord, Runtime, RuntimeConfig};
+use once_cell::sync::Lazy;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Incremented on every breaking change of this header. Bindings compare it
+/// with `astrid_abi_version()` when they load the library.
+pub const ASTRID_ABI_VERSION: u32 = 1;
+
+/// Runtime flag: let capsules reach loopback and private addresses. The only
+/// way to open that door; no environment variable can.
+pub const ASTRID_RUNTIME_ALLOW_LOOPBACK: u32 = 1;
+/// Runtime flag: `astrid:sys` capability lookups of other capsules answer
+/// `registry-unavailable`.
+pub const ASTRID_RUNTIME_DISABLE_CAPABILITY_REGISTRY: u32 = 2;
+
+/// Log levels of `astrid_log_record_t.level`.
+pub const ASTRID_LOG_TRACE: u32 = 0;
+pub const ASTRID_LOG_DEBUG: u32 = 1;
+pub const ASTRID_LOG_INFO: u32 = 2;
+pub const ASTRID_LOG_WARN: u32 = 3;
+pub const ASTRID_LOG_ERROR: u32 = 4;
+
+/// Audit outcomes of `astrid_audit_event_t.outcome`.
+pub const ASTRID_AUDIT_ALLOWED: u32 = 0;
+pub const ASTRID_AUDIT_DENIED: u32 = 1;
+pub const ASTRID_AUDIT_FAILED: u32 = 2;
+
+/// A runtime: engine, worker threads, epoch ticker, callbacks. Opaque.
+pub struct astrid_runtime_t {
+    _private: [u8; 0],
+}
+
+pub(crate) static RUNTIMES: Lazy<Registry<Runtime>> = Lazy::new(Registry::new);
+
+pub(crate) fn runtime_from(rt: *const astrid_runtime_t) -> Result<Arc<Runtime>> {
+    RUNTIMES.get(rt as usize, "rt")
+}
+
+/// Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
+/// or call `astrid_runtime_config_init`, which also fills the defaults.
+/// A zero in a numeric field means "the default".
+#[repr(C)]
+pub struct astrid_runtime_config_t {
+    /// `sizeof(astrid_runtime_config_t)` as the caller compiled it.
+    pub size: usize,
+    /// Async worker threads of the runtime; 0 = one per core.
+    pub worker_threads: u32,
+    /// Pooled instances per capsule (concurrent calls); 0 = clamp(2 × cores, 8, 64).
+    pub pool_size: u32,
+    /// Linear-memory ceiling per instance in bytes; default 64 MiB.
+    pub memory_limit_bytes: u64,
+    /// Wall-clock deadline per call in milliseconds; default 30 000.
+    pub timeout_ms: u64,
+    /// Fuel (instruction budget) per call; default 500 000 000.
+    pub fuel: u64,
+    /// Directory for compiled code (UTF-8, not NUL-terminated unless
+    /// `cache_dir_len == ASTRID_NTS`); NULL = cache in memory only.
+    pub cache_dir: *const libc::c_char,
+    pub cache_dir_len: usize,
+    /// `ASTRID_RUNTIME_*` flags; unknown bits are refused.
+    pub flags: u32,
+    /// How long unload and shutdown wait for calls in flight (ms); default 5000.
+    pub unload_grace_ms: u64,
+}
+
+/// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
+#[no_mangle]
+pub extern "C" fn astrid_abi_version() -> u32 {
+    ASTRID_ABI_VERSION
+}
+
+/// The library's version as a static NUL-terminated string (e.g. "0.1.0").
+#[no_mangle]
+pub extern "C" fn astrid_version() -> *const libc::c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Fills `cfg` with the defaults and sets `cfg->size`.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` when `cfg` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        non_null(cfg, "cfg")?;
+        let d = RuntimeConfig::default();
+        // SAFETY: non-NULL, and the caller provides a writable struct.
+        unsafe {
+            cfg.write(astrid_runtime_config_t {
+                size: std::mem::size_of::<astrid_runtime_config_t>(),
+                worker_threads: 0,
+                pool_size: 0,
+                memory_limit_bytes: d.memory_limit,
+                timeout_ms: d.timeout.as_millis() as u64,
+                fuel: d.fuel,
+                cache_dir: std::ptr::null(),
+                cache_dir_len: 0,
+                flags: 0,
+                unload_grace_ms: d.unload_grace.as_millis() as u64,
+            });
+        }
+        Ok(())
+    })
+}
+
+fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
+    let mut config = RuntimeConfig::default();
+    let Some(c) = cfg else { return Ok(config) };
+    config.worker_threads = c.worker_threads as usize;
+    config.pool_size = c.pool_size as usize;
+    if c.memory_limit_bytes > 0 {
+        config.memory_limit = c.memory_limit_bytes;
+    }
+    if c.timeout_ms > 0 {
+        config.timeout = Duration::from_millis(c.timeout_ms);
+    }
+    if c.fuel > 0 {
+        config.fuel = c.fuel;
+    }
+    if c.unload_grace_ms > 0 {
+        config.unload_grace = Duration::from_millis(c.unload_grace_ms);
+    }
+    config.flags = c.flags;
+    // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.
+    config.cache_dir = unsafe { opt_str_arg(c.cache_dir, c.cache_dir_len, "cfg.cache_dir")? }.map(Into::into);
+    Ok(config)
+}
+
+/// Starts a runtime. `cfg` may be NULL for the defaults; it is read during the
+/// call only. On success `*out_rt` receives a handle to free with
+/// `astrid_runtime_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `out_rt`,
+/// `cfg->size` too small, unknown flag), `ASTRID_E_UTF8` (cache_dir),
+/// `ASTRID_E_IO` (threads or cache directory), `ASTRID_E_INTERNAL`.
+/// Thread-safe. Must not be called from inside an astrid callback.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_new(
+    cfg: *const astrid_runtime_config_t,
+    out_rt: *mut *mut astrid_runtime_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        non_null(out_rt, "out_rt")?;
+        crate::runtime::refuse_reentry("astrid_runtime_new")?;
+        // SAFETY: cfg is NULL or a readable size-prefixed struct.
+        let cfg = unsafe { sized_struct(cfg, "cfg")? };
+        let runtime = Runtime::new(config_from(cfg)?)?;
+        let id = RUNTIMES.insert(runtime);
+        // SAFETY: checked non-NULL above.
+        unsafe { *out_rt = id as *mut astrid_runtime_t };
+        Ok(())
+    })
+}
+
+/// Shuts the runtime down: cancels every capsule, waits (bounded by the
+/// unload grace) for calls in flight, stops its threads and runs the
+/// finalizers of every registered callback. NULL is a no-op. Capsule handles
+/// of this runtime stay valid to unload, but every other use of them then
+/// returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
+/// Thread-safe. Calling it from inside an astrid callback returns without
+/// effect (the runtime cannot wait for the call that runs the callback).
+#[no_mangle]
+pub extern "C" fn astrid_runtime_free(rt: *mut astrid_runtime_t) {
+    let _ = guard(std::ptr::null_mut(), || {
+        if rt.is_null() {
+            return Ok(());
+        }
+        crate::runtime::refuse_reentry("astrid_runtime_free")?;
+        if let Some(runtime) = RUNTIMES.remove(rt as usize) {
+            runtime.close()?;
+        }
+        Ok(())
+    });
+}
+
+/// A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
+/// and stderr (warn), and runtime notes about a capsule. Borrowed for the
+/// duration of the callback only. Strings are UTF-8 and NOT NUL-terminated.
+#[repr(C)]
+pub struct astrid_log_record_t {
+    pub size: usize,
+    /// `ASTRID_LOG_*`.
+    pub level: u32,
+    pub capsule: *const libc::c_char,
+    pub capsule_len: usize,
+    /// The call's context principal; NULL when there is none.
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    pub message: *const libc::c_char,
+    pub message_len: usize,
+}
+
+/// Log callback. Runs on the thread executing the guest (the thread inside
+/// `astrid_capsule_call`, or a library worker), possibly concurrently for
+/// different calls. Must not call blocking astrid functions (they return
+/// `ASTRID_E_REENTRANT`).
+pub type astrid_log_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void, record: *const astrid_log_record_t)>;
+
+/// Finalizer of a callback's `user_data`: run exactly once when the library
+/// drops the callback (replaced, removed, or runtime freed).
+pub type astrid_finalizer_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void)>;
+
+/// Installs the log callback (NULL `log_fn` removes it). The previous
+/// callback's finalizer runs once no log line uses it any more. Errors:
+/// `ASTRID_E_INVALID_ARGUMENT` (unknown `rt`), `ASTRID_E_CLOSED`. Thread-safe.
+/// When the call fails, `finalizer` is NOT run: `user_data` stays the caller's.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_set_log_callback(
+    rt: *mut astrid_runtime_t,
+    log_fn: astrid_log_fn,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let runtime = runtime_from(rt)?;
+        let Some(function) = log_fn else {
+            return runtime.set_log_sink(None);
+        };
+        runtime.check_open_for_hooks()?;
+        let callback = Arc::new(Callback::new(function, user_data, finalizer));
+        runtime.set_log_sink(Some(Arc::new(move |record: &LogRecord<'_>| {
+            let (capsule, capsule_len) = view(record.capsule);
+            let (principal, principal_len) = opt_view(record.principal);
+            let (message, message_len) = view(record.message);
+            let c_record = astrid_log_record_t {
+                size: std::mem::size_of::<astrid_log_record_t>(),
+                level: record.level as u32,
+                capsule,
+                capsule_len,
+                principal,
+                principal_len,
+                message,
+                message_len,
+            };
+            // SAFETY: the embedder's function, called with its own user_data
+            // and a record that lives for the duration of the call.
+            unsafe { (callback.function)(callback.user_data, &c_record) };
+        })))
+    })
+}
+
+/// One host call, as the audit callback receives it. Borrowed for the
+/// duration of the callback. Strings are UTF-8, NOT NUL-terminated; absent
+/// ones are `(NULL, 0)`. Never contains payloads, bodies or config values.
+#[repr(C)]
+pub struct astrid_audit_event_t {
+    pub size: usize,
+    pub capsule: *const libc::c_char,
+    pub capsule_len: usize,
+    pub capsule_id: *const libc::c_char,
+    pub capsule_id_len: usize,
+    /// `p`, `system`, or `claimed(p)`.
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    /// `interface.function`, e.g. `sys.get-config`.
+    pub call: *const libc::c_char,
+    pub call_len: usize,
+    /// VFS path, `host:port`, URL without query, topic, or config key.
+    pub target: *const libc::c_char,
+    pub target_len: usize,
+    /// Payload bytes in plus out.
+    pub bytes: u64,
+    /// `ASTRID_AUDIT_*`.
+    pub outcome: u32,
+    /// Why it was denied or failed (never shown to the guest).
+    pub reason: *const libc::c_char,
+    pub reason_len: usize,
+    pub elapsed_us: u64,
+}
+
+/// Audit callback. Runs on the runtime's audit thread, one event at a time,
+/// in order. It observes and cannot veto. A slow callback makes capsules wait
+/// (events are never dropped).
+pub type astrid_audit_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void, event: *const astrid_audit_event_t)>;
+
+/// Installs the audit callback (NULL `audit_fn` removes it). Same ownership
+/// rules as `astrid_runtime_set_log_callback`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_set_audit_callback(
+    rt: *mut astrid_runtime_t,
+    audit_fn: astrid_audit_fn,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let runtime = runtime_from(rt)?;
+        let Some(function) = audit_fn else {
+            return runtime.set_audit_sink(None);
+        };
+        runtime.check_open_for_hooks()?;
+        let callback = Arc::new(Callback::new(function, user_data, finalizer));
+        runtime.set_audit_sink(Some(Arc::new(move |event: &AuditEvent| {
+            let (capsule, capsule_len) = view(&event.capsule);
+            let (capsule_id, capsule_id_len) = view(&event.capsule_id);
+            let (principal, principal_len) = view(&event.principal);
+            let (call, call_len) = view(&event.call);
+            let (target, target_len) = opt_view(event.target.as_deref());
+            let (reason, reason_len) = opt_view(event.reason.as_deref());
+            let c_event = astrid_audit_event_t {
+                size: std::mem::size_of::<astrid_audit_event_t>(),
+                capsule,
+                capsule_len,
+                capsule_id,
+                capsule_id_len,
+                principal,
+                principal_len,
+                call,
+                call_len,
+                target,
+                target_len,
+                bytes: event.bytes,
+                outcome: event.outcome as u32,
+                reason,
+                reason_len,
+                elapsed_us: event.elapsed_us,
+            };
+            // SAFETY: as for the log callback.
+            unsafe { (callback.function)(callback.user_data, &c_event) };
+        })))
+    })
+}
+
+impl Runtime {
+    fn check_open_for_hooks(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::closed("the runtime has been shut down"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! astrid: an embeddable runtime for Astrid capsules (WebAssembly components
+//! speaking the Astrid host ABI), with a C API in `include/astrid.h`.
+//!
+//! The Rust API (`Runtime`, `Capsule`) is what the C API wraps; everything
+//! `unsafe` and `extern "C"` lives in [`ffi`].
+
+pub mod cancel;
+pub mod capsule;
+pub mod engine;
+pub mod error;
+pub mod ffi;
+pub mod host;
+pub mod manifest;
+pub mod policy;
+pub mod runtime;
+
+pub use capsule::{CallOptions, CallResult, Capsule, LoadOptions};
+pub use error::{Code, Error, Result};
+pub use runtime::{AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig};

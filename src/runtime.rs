@@ -1,0 +1,366 @@
+//! The runtime: one wasmtime engine, one linker, one tokio runtime, the
+//! epoch ticker, the audit queue, the embedder's log and audit sinks, and
+//! the registry of loaded capsules.
+
+use crate::cancel::CancelToken;
+use crate::capsule::CapsuleInner;
+use crate::engine::{self, CompileCache};
+use crate::error::{Code, Error, Result};
+use crate::host::{self, HostState};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::Linker;
+use wasmtime::Engine;
+
+/// Lets capsules reach loopback and private addresses (tests, local setups).
+pub const FLAG_ALLOW_LOOPBACK: u32 = 1 << 0;
+/// Makes `check-capsule-capability` answer `registry-unavailable`.
+pub const FLAG_DISABLE_CAPABILITY_REGISTRY: u32 = 1 << 1;
+pub const KNOWN_FLAGS: u32 = FLAG_ALLOW_LOOPBACK | FLAG_DISABLE_CAPABILITY_REGISTRY;
+
+/// The epoch ticker's period: the granularity of wall-clock deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(100);
+const AUDIT_QUEUE: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; 0 = one per core.
+    pub worker_threads: usize,
+    /// Linear memory ceiling per instance, bytes.
+    pub memory_limit: u64,
+    /// Wall-clock deadline per interceptor call.
+    pub timeout: Duration,
+    /// Fuel per interceptor call.
+    pub fuel: u64,
+    /// Where compiled code is cached on disk; `None` = memory only.
+    pub cache_dir: Option<PathBuf>,
+    pub flags: u32,
+    /// Pooled instances per capsule; 0 = clamp(2 × cores, 8, 64).
+    pub pool_size: usize,
+    /// How long unload and runtime shutdown wait for calls in flight.
+    pub unload_grace: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            worker_threads: 0,
+            memory_limit: 64 << 20,
+            timeout: Duration::from_secs(30),
+            fuel: 500_000_000,
+            cache_dir: None,
+            flags: 0,
+            pool_size: 0,
+            unload_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+}
+
+/// One log line from a capsule (or the runtime about a capsule).
+pub struct LogRecord<'a> {
+    pub level: LogLevel,
+    pub capsule: &'a str,
+    pub principal: Option<&'a str>,
+    pub message: &'a str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Outcome {
+    Allowed = 0,
+    Denied = 1,
+    Failed = 2,
+}
+
+/// One host call, as the audit sink sees it (host ABI §1).
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub capsule: String,
+    pub capsule_id: String,
+    /// The context principal `p`, `system`, or `claimed(p)`.
+    pub principal: String,
+    /// `interface.function`, e.g. `sys.get-config`.
+    pub call: String,
+    pub target: Option<String>,
+    pub bytes: u64,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub elapsed_us: u64,
+}
+
+pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
+pub type AuditSink = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
+
+thread_local! {
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True while this thread runs an embedder callback: blocking API calls made
+/// from there return `Reentrant` instead of risking a deadlock.
+pub fn in_callback() -> bool {
+    CALLBACK_DEPTH.with(Cell::get) > 0
+}
+
+/// Runs an embedder callback, marking the thread and containing panics.
+pub fn run_callback<R>(f: impl FnOnce() -> R) -> Option<R> {
+    CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+    result.ok()
+}
+
+/// Fails with `Reentrant` when called from inside an embedder callback.
+pub fn refuse_reentry(what: &str) -> Result<()> {
+    if in_callback() {
+        return Err(Error::new(
+            Code::Reentrant,
+            format!("{what} cannot be called from inside an astrid callback"),
+        ));
+    }
+    Ok(())
+}
+
+pub struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) compile_cache: CompileCache,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) monotonic_origin: Instant,
+    /// Source id of calls and messages that come from the embedder.
+    pub(crate) host_source_id: Arc<str>,
+    tokio: Mutex<Option<tokio::runtime::Runtime>>,
+    log_sink: RwLock<Option<LogSink>>,
+    audit_sink: Arc<RwLock<Option<AuditSink>>>,
+    has_audit: AtomicBool,
+    audit_tx: RwLock<Option<SyncSender<AuditEvent>>>,
+    audit_thread: Mutex<Option<JoinHandle<()>>>,
+    capsules: Mutex<Vec<Weak<CapsuleInner>>>,
+    closed: AtomicBool,
+    ticker_stop: CancelToken,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Owner of a runtime. Dropping it shuts the runtime down.
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        if config.flags & !KNOWN_FLAGS != 0 {
+            return Err(Error::invalid_argument(format!("unknown runtime flags {:#x}", config.flags & !KNOWN_FLAGS)));
+        }
+        if config.memory_limit == 0 || config.fuel == 0 || config.timeout.is_zero() {
+            return Err(Error::invalid_argument("memory limit, fuel and timeout must be non-zero"));
+        }
+        let engine = engine::build_engine(config.cache_dir.as_deref())?;
+        let linker = host::build_linker(&engine)
+            .map_err(|e| Error::new(Code::Internal, "cannot build the host linker").caused_by(e))?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name("astrid-worker");
+        if config.worker_threads > 0 {
+            builder.worker_threads(config.worker_threads);
+        }
+        let tokio = builder
+            .build()
+            .map_err(|e| Error::new(Code::Io, "cannot start the runtime's worker threads").caused_by(e))?;
+
+        let audit_sink: Arc<RwLock<Option<AuditSink>>> = Arc::new(RwLock::new(None));
+        let (audit_tx, audit_rx) = sync_channel::<AuditEvent>(AUDIT_QUEUE);
+        let audit_thread = {
+            let sink = audit_sink.clone();
+            std::thread::Builder::new()
+                .name("astrid-audit".into())
+                .spawn(move || {
+                    for event in audit_rx {
+                        let current = sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        if let Some(sink) = current {
+                            run_callback(|| sink(&event));
+                        }
+                    }
+                })
+                .map_err(|e| Error::new(Code::Io, "cannot start the audit thread").caused_by(e))?
+        };
+
+        let ticker_stop = CancelToken::new();
+        let ticker = {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("astrid-epoch".into())
+                .spawn(move || {
+                    while !stop.wait_timeout(EPOCH_TICK) {
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::new(Code::Io, "cannot start the epoch ticker").caused_by(e))?
+        };
+
+        let host_source_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                handle: tokio.handle().clone(),
+                engine,
+                linker,
+                config,
+                compile_cache: CompileCache::default(),
+                monotonic_origin: Instant::now(),
+                host_source_id: Arc::from(host_source_id),
+                tokio: Mutex::new(Some(tokio)),
+                log_sink: RwLock::new(None),
+                audit_sink,
+                has_audit: AtomicBool::new(false),
+                audit_tx: RwLock::new(Some(audit_tx)),
+                audit_thread: Mutex::new(Some(audit_thread)),
+                capsules: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                ticker_stop,
+                ticker: Mutex::new(Some(ticker)),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Installs (or with `None` removes) the log sink. The previous sink is
+    /// dropped once no emission uses it any more.
+    pub fn set_log_sink(&self, sink: Option<LogSink>) -> Result<()> {
+        self.inner.check_open()?;
+        *self.inner.log_sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        Ok(())
+    }
+
+    pub fn set_audit_sink(&self, sink: Option<AuditSink>) -> Result<()> {
+        self.inner.check_open()?;
+        let present = sink.is_some();
+        *self.inner.audit_sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        self.inner.has_audit.store(present, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Cancels every capsule, waits (bounded) for calls in flight, stops the
+    /// threads and drops the sinks. Idempotent; also run on drop.
+    pub fn close(&self) -> Result<()> {
+        refuse_reentry("astrid_runtime_free")?;
+        self.inner.close();
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !in_callback() {
+            self.inner.close();
+        }
+    }
+}
+
+impl RuntimeInner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::closed("the runtime has been shut down"));
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let capsules: Vec<_> = self.capsules.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for capsule in capsules.iter().filter_map(Weak::upgrade) {
+            capsule.begin_unload();
+        }
+        for capsule in capsules.iter().filter_map(Weak::upgrade) {
+            capsule.finish_unload(self.config.unload_grace);
+        }
+        self.ticker_stop.cancel();
+        if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        // Closing the channel lets the audit thread drain what is queued and exit.
+        self.audit_tx.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.audit_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        self.log_sink.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.audit_sink.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.has_audit.store(false, Ordering::SeqCst);
+        if let Some(rt) = self.tokio.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            rt.shutdown_timeout(self.config.unload_grace);
+        }
+    }
+
+    pub(crate) fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {
+        let mut list = self.capsules.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the registry lock so close() cannot miss it.
+        self.check_open()?;
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(capsule));
+        Ok(())
+    }
+
+    pub(crate) fn unregister(&self, capsule: &CapsuleInner) {
+        self.capsules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|w| w.upgrade().is_some_and(|c| !std::ptr::eq(Arc::as_ptr(&c), capsule)));
+    }
+
+    /// `None` when the embedder disabled registry lookups.
+    pub(crate) fn capsule_holds_capability(&self, id: &str, capability: &str) -> Option<bool> {
+        if self.config.flags & FLAG_DISABLE_CAPABILITY_REGISTRY != 0 {
+            return None;
+        }
+        let list = self.capsules.lock().unwrap_or_else(|e| e.into_inner());
+        let found = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|c| c.shared.id == id)
+            .is_some_and(|c| c.shared.capability_names.iter().any(|n| n == capability));
+        Some(found)
+    }
+
+    pub(crate) fn log(&self, record: &LogRecord<'_>) {
+        let sink = self.log_sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(sink) = sink {
+            run_callback(|| sink(record));
+        }
+    }
+
+    #[inline]
+    pub(crate) fn has_audit_sink(&self) -> bool {
+        self.has_audit.load(Ordering::Relaxed)
+    }
+
+    /// Queues an event; waits when the queue is full (events are never dropped).
+    pub(crate) fn emit_audit(&self, event: AuditEvent) {
+        let tx = self.audit_tx.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(event);
+        }
+    }
+}

@@ -26,11 +26,23 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
+/// The WIT case name, as audit reasons spell it.
+fn case_name(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::CapabilityDenied => "capability-denied".into(),
+        ErrorCode::ConfigKeyReserved => "config-key-reserved".into(),
+        ErrorCode::TooLarge => "too-large".into(),
+        ErrorCode::RegistryUnavailable => "registry-unavailable".into(),
+        ErrorCode::Cancelled => "cancelled".into(),
+        ErrorCode::Unknown(text) => format!("unknown({text})"),
+    }
+}
+
 fn outcome<T>(result: &Result<T, ErrorCode>) -> (Outcome, Option<String>) {
     match result {
         Ok(_) => (Outcome::Allowed, None),
-        Err(ErrorCode::CapabilityDenied) => (Outcome::Denied, Some("capability-denied".into())),
-        Err(e) => (Outcome::Failed, Some(format!("{e:?}"))),
+        Err(code @ ErrorCode::CapabilityDenied) => (Outcome::Denied, Some(case_name(code))),
+        Err(code) => (Outcome::Failed, Some(case_name(code))),
     }
 }
 

@@ -1,0 +1,83 @@
+//! Shared helpers: capsule directories built by scripts/build-capsules.sh,
+//! runtimes with short limits, and a log collector.
+#![allow(dead_code)]
+
+use astrid::{Capsule, LoadOptions, LogLevel, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn capsule_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/capsules").join(name);
+    assert!(
+        dir.join("Capsule.toml").exists(),
+        "capsule `{name}` is not built: run scripts/build-capsules.sh (scripts/test.sh does)"
+    );
+    dir
+}
+
+pub fn wasm_of(name: &str) -> Vec<u8> {
+    let dir = capsule_dir(name);
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .expect("component file");
+    std::fs::read(file).unwrap()
+}
+
+pub fn runtime_with(timeout_ms: u64, fuel: u64) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        timeout: Duration::from_millis(timeout_ms),
+        fuel,
+        memory_limit: 32 << 20,
+        unload_grace: Duration::from_secs(2),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+pub fn runtime() -> Runtime {
+    runtime_with(5_000, 500_000_000)
+}
+
+pub fn load(rt: &Runtime, name: &str) -> Capsule {
+    Capsule::load_dir(rt, &capsule_dir(name), &probe_options()).unwrap_or_else(|e| panic!("load {name}: {e}"))
+}
+
+/// The probe capsule declares `REQUIRED` without a default.
+pub fn probe_options() -> LoadOptions {
+    LoadOptions {
+        config: vec![("REQUIRED".into(), "given".into())],
+        ..LoadOptions::default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub level: LogLevel,
+    pub capsule: String,
+    pub principal: Option<String>,
+    pub message: String,
+}
+
+/// Installs a log sink that records every line.
+pub fn collect_logs(rt: &Runtime) -> Arc<Mutex<Vec<Line>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    rt.set_log_sink(Some(Arc::new(move |r: &astrid::LogRecord<'_>| {
+        sink.lock().unwrap().push(Line {
+            level: r.level,
+            capsule: r.capsule.to_string(),
+            principal: r.principal.map(str::to_string),
+            message: r.message.to_string(),
+        });
+    })))
+    .unwrap();
+    lines
+}
+
+pub fn data(result: &astrid::CallResult) -> &str {
+    result.data.as_deref().unwrap_or("<none>")
+}

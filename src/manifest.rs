@@ -604,7 +604,7 @@ default = ["Oslo", "Lima"]
     fn unknown_field_names_field_and_line() {
         let text = GOOD.replace("homepage_x = 1", "").replace("[capabilities]\n", "[capabilities]\nteleport = true\n");
         let e = err(&text);
-        assert!(e.contains("teleport") && e.contains("line 13"), "{e}");
+        assert!(e.contains("teleport") && e.contains("line 12"), "{e}");
         let e = err("[package]\nname = \"a\"\nversion = \"1.0.0\"\nfoo = 1\n[[component]]\nfile = \"a.wasm\"\n");
         assert!(e.contains("foo") && e.contains("line 4"), "{e}");
         let e = err("[package]\nname = \"a\"\nversion = \"1.0.0\"\n[[component]]\nfile = \"a.wasm\"\n[extras]\n");

@@ -1,0 +1,119 @@
+//! Bad capsules and manifests get typed errors naming the problem, and the
+//! runtime keeps serving afterwards.
+
+mod common;
+
+use astrid::{Capsule, Code, LoadOptions};
+use common::*;
+
+const MANIFEST: &str = "[package]\nname = \"t\"\nversion = \"1.0.0\"\n";
+
+fn load_bytes_err(rt: &astrid::Runtime, wasm: &[u8], manifest: &str) -> astrid::Error {
+    Capsule::load_bytes(rt, wasm, manifest, &LoadOptions::default()).err().expect("load must fail")
+}
+
+fn runtime_still_serves(rt: &astrid::Runtime) {
+    let hello = load(rt, "hello");
+    hello.call("noop", b"", None).unwrap();
+}
+
+#[test]
+fn wrong_binaries() {
+    let rt = runtime();
+    let e = load_bytes_err(&rt, b"", MANIFEST);
+    assert_eq!(e.code(), Code::Compile);
+    assert!(e.message().contains("empty"), "{e}");
+    let e = load_bytes_err(&rt, b"garbage bytes, not wasm at all", MANIFEST);
+    assert_eq!(e.code(), Code::Compile);
+    assert!(e.message().contains("magic"), "{e}");
+    // A minimal core module: magic, version 1, layer 0.
+    let e = load_bytes_err(&rt, b"\0asm\x01\0\0\0", MANIFEST);
+    assert_eq!(e.code(), Code::Compile);
+    assert!(e.message().contains("core WebAssembly module"), "{e}");
+    let mut truncated = wasm_of("hello");
+    truncated.truncate(truncated.len() / 2);
+    let e = load_bytes_err(&rt, &truncated, MANIFEST);
+    assert_eq!(e.code(), Code::Compile, "{e}");
+    runtime_still_serves(&rt);
+}
+
+#[test]
+fn unknown_import_names_it() {
+    let rt = runtime();
+    let e = Capsule::load_dir(&rt, &capsule_dir("bad-import"), &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.code(), Code::Link, "{e}");
+    assert!(e.message().contains("evil:thing/api@1.0.0"), "{e}");
+    runtime_still_serves(&rt);
+}
+
+#[test]
+fn manifest_problems() {
+    let rt = runtime();
+    let wasm = wasm_of("hello");
+    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}surprise = true\n"));
+    assert_eq!(e.code(), Code::Manifest);
+    assert!(e.message().contains("surprise") && e.message().contains("line 4"), "{e}");
+    let e = load_bytes_err(&rt, &wasm, "[package]\nname = 5\nversion = \"1.0.0\"\n");
+    assert_eq!(e.code(), Code::Manifest);
+    assert!(e.message().contains("line 2"), "{e}");
+    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[subscribe]\n\"bad..topic\" = \"x\"\n"));
+    assert_eq!(e.code(), Code::Manifest);
+    assert!(e.message().contains("bad..topic"), "{e}");
+    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[capabilities]\nfs_write = [\"../etc\"]\n"));
+    assert_eq!(e.code(), Code::Manifest);
+    assert!(e.message().contains("fs_write"), "{e}");
+    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[[component]]\nhash = \"blake3:{}\"\n", "0".repeat(64)));
+    assert_eq!(e.code(), Code::Manifest);
+    assert!(e.message().contains("does not match"), "{e}");
+    let good_hash = blake3::hash(&wasm).to_hex();
+    Capsule::load_bytes(&rt, &wasm, &format!("{MANIFEST}[[component]]\nhash = \"blake3:{good_hash}\"\n"), &LoadOptions::default())
+        .expect("a matching hash loads");
+    runtime_still_serves(&rt);
+}
+
+#[test]
+fn capsule_directory_problems() {
+    let rt = runtime();
+    let dir = std::env::temp_dir().join(format!("astrid-bad-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert!(e.message().contains("Capsule.toml"), "{e}");
+    std::fs::write(dir.join("Capsule.toml"), format!("{MANIFEST}[[component]]\nfile = \"../hello.wasm\"\n")).unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.code(), Code::Manifest, "{e}");
+    std::fs::write(dir.join("Capsule.toml"), format!("{MANIFEST}[[component]]\nfile = \"absent.wasm\"\n")).unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    std::fs::write(dir.join("Capsule.toml"), b"[package]\nname = \"\xff\"\n").unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    assert_eq!(e.code(), Code::Utf8, "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    runtime_still_serves(&rt);
+}
+
+#[test]
+fn missing_export_is_not_found() {
+    let rt = runtime();
+    // A component with no exports at all (the smallest valid component).
+    let e = Capsule::load_bytes(&rt, b"\0asm\x0d\0\x01\0", MANIFEST, &LoadOptions::default())
+        .unwrap()
+        .call("x", b"", None)
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+}
+
+#[test]
+fn compiled_components_are_cached_by_content() {
+    let rt = runtime();
+    let wasm = wasm_of("hello");
+    let started = std::time::Instant::now();
+    let a = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
+    let cold = started.elapsed();
+    let started = std::time::Instant::now();
+    let b = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
+    let warm = started.elapsed();
+    assert_eq!(a.id(), b.id(), "same name and binary, same id");
+    // Not a timing assertion: both loads must work; the cache is measured by B16.
+    let _ = (cold, warm);
+}

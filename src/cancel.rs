@@ -33,7 +33,8 @@ impl Inner {
             self.wake.notify_all();
         }
         self.notify.notify_waiters();
-        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for child in children.iter().filter_map(Weak::upgrade) {
             child.cancel();
         }
@@ -48,7 +49,11 @@ impl CancelToken {
     /// A token cancelled together with `self` (and on its own).
     pub fn child(&self) -> CancelToken {
         let child = CancelToken::new();
-        let mut children = self.inner.children.lock().unwrap_or_else(|e| e.into_inner());
+        let mut children = self
+            .inner
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if self.is_cancelled() {
             child.inner.cancelled.store(true, Ordering::SeqCst);
         } else {
@@ -70,7 +75,11 @@ impl CancelToken {
     /// Blocks the thread until cancelled or `until` passes. Returns true when
     /// the token was cancelled.
     pub fn wait_until(&self, until: Instant) -> bool {
-        let mut guard = self.inner.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self
+            .inner
+            .wake_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         loop {
             if self.is_cancelled() {
                 return true;
@@ -122,7 +131,10 @@ mod tests {
         let other = parent.child();
         parent.cancel();
         assert!(other.is_cancelled());
-        assert!(parent.child().is_cancelled(), "child of a cancelled token starts cancelled");
+        assert!(
+            parent.child().is_cancelled(),
+            "child of a cancelled token starts cancelled"
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub struct CapsuleShared {
 impl CapsuleShared {
     /// `get-config` lookup order of host ABI §2.2 (secret providers arrive
     /// with the embedder secret hook; without one a secret reads as absent).
-    pub(crate) fn config_value(&self, key: &str, overlay: Option<&HashMap<String, String>>) -> Option<String> {
+    pub(crate) fn config_value(
+        &self,
+        key: &str,
+        overlay: Option<&HashMap<String, String>>,
+    ) -> Option<String> {
         let entry = self.manifest.env_entry(key)?;
         if entry.kind == EnvKind::Secret {
             return None;
@@ -141,7 +145,11 @@ fn default_pool_size() -> usize {
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::NotFound { Code::NotFound } else { Code::Io };
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            Code::NotFound
+        } else {
+            Code::Io
+        };
         Error::new(code, format!("cannot read {what} `{}`", path.display())).caused_by(e)
     })
 }
@@ -153,12 +161,24 @@ impl Capsule {
         runtime.inner.check_open()?;
         let manifest_path = dir.join("Capsule.toml");
         let text = read_file(&manifest_path, "the manifest")?;
-        let text = String::from_utf8(text)
-            .map_err(|_| Error::new(Code::Utf8, format!("`{}` is not valid UTF-8", manifest_path.display())))?;
+        let text = String::from_utf8(text).map_err(|_| {
+            Error::new(
+                Code::Utf8,
+                format!("`{}` is not valid UTF-8", manifest_path.display()),
+            )
+        })?;
         let manifest = Manifest::parse(&text, true)?;
-        let file = manifest.component.as_ref().and_then(|c| c.file.clone()).unwrap_or_default();
+        let file = manifest
+            .component
+            .as_ref()
+            .and_then(|c| c.file.clone())
+            .unwrap_or_default();
         let relative = Path::new(&file);
-        if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
             return Err(Error::manifest(format!(
                 "`component.file` must be a plain path inside the capsule directory, got `{file}`"
             )));
@@ -168,25 +188,43 @@ impl Capsule {
     }
 
     /// Loads a capsule from memory: component bytes plus manifest text.
-    pub fn load_bytes(runtime: &Runtime, wasm: &[u8], manifest: &str, options: &LoadOptions) -> Result<Capsule> {
+    pub fn load_bytes(
+        runtime: &Runtime,
+        wasm: &[u8],
+        manifest: &str,
+        options: &LoadOptions,
+    ) -> Result<Capsule> {
         refuse_reentry("astrid_capsule_load_bytes")?;
         runtime.inner.check_open()?;
         let manifest = Manifest::parse(manifest, false)?;
         Self::load(runtime, wasm, manifest, options)
     }
 
-    fn load(runtime: &Runtime, wasm: &[u8], manifest: Manifest, options: &LoadOptions) -> Result<Capsule> {
+    fn load(
+        runtime: &Runtime,
+        wasm: &[u8],
+        manifest: Manifest,
+        options: &LoadOptions,
+    ) -> Result<Capsule> {
         let rt = &runtime.inner;
         let hash = engine::content_hash(wasm);
         if let Some(expected) = manifest.component.as_ref().and_then(|c| c.hash) {
             if expected != hash {
-                return Err(Error::manifest("`component.hash` does not match the component binary"));
+                return Err(Error::manifest(
+                    "`component.hash` does not match the component binary",
+                ));
             }
         }
         let config = resolve_config(&manifest, &options.config)?;
         let limits = Limits {
-            memory: options.memory_limit.filter(|&m| m > 0).unwrap_or(rt.config.memory_limit),
-            timeout: options.timeout.filter(|t| !t.is_zero()).unwrap_or(rt.config.timeout),
+            memory: options
+                .memory_limit
+                .filter(|&m| m > 0)
+                .unwrap_or(rt.config.memory_limit),
+            timeout: options
+                .timeout
+                .filter(|t| !t.is_zero())
+                .unwrap_or(rt.config.timeout),
             fuel: options.fuel.filter(|&f| f > 0).unwrap_or(rt.config.fuel),
         };
         if let Some(p) = &options.principal {
@@ -195,10 +233,9 @@ impl Capsule {
 
         let component = rt.compile_cache.compile(&rt.engine, wasm, &hash)?;
         engine::check_imports(&rt.engine, &component)?;
-        let pre = rt
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e))?;
+        let pre = rt.linker.instantiate_pre(&component).map_err(|e| {
+            Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e)
+        })?;
         let hook = component.get_export_index(None, "astrid-hook-trigger");
 
         let shared = Arc::new(CapsuleShared {
@@ -226,7 +263,11 @@ impl Capsule {
                 in_flight: 0,
             }),
             pool_changed: Condvar::new(),
-            pool_max: if rt.config.pool_size > 0 { rt.config.pool_size } else { default_pool_size() },
+            pool_max: if rt.config.pool_size > 0 {
+                rt.config.pool_size
+            } else {
+                default_pool_size()
+            },
             state: AtomicU8::new(LOADED),
         });
 
@@ -239,7 +280,11 @@ impl Capsule {
         inner.pool_lock().live = 1;
         rt.register(&inner)?;
         for name in &inner.shared.manifest.capabilities.inert {
-            inner.shared.log(LogLevel::Warn, None, &format!("capability `{name}` is recognised but has no effect in this runtime"));
+            inner.shared.log(
+                LogLevel::Warn,
+                None,
+                &format!("capability `{name}` is recognised but has no effect in this runtime"),
+            );
         }
         Ok(Capsule { inner })
     }
@@ -262,7 +307,12 @@ impl Capsule {
     }
 
     /// Calls the guest's `astrid-hook-trigger(action, payload)`.
-    pub fn call(&self, action: &str, payload: &[u8], options: Option<&CallOptions>) -> Result<CallResult> {
+    pub fn call(
+        &self,
+        action: &str,
+        payload: &[u8],
+        options: Option<&CallOptions>,
+    ) -> Result<CallResult> {
         refuse_reentry("astrid_capsule_call")?;
         self.inner.call(action, payload, options)
     }
@@ -271,7 +321,10 @@ impl Capsule {
     pub fn cancel(&self) {
         let inner = &self.inner;
         let fresh = inner.shared.unload_token.child();
-        let old = std::mem::replace(&mut *inner.call_token.lock().unwrap_or_else(|e| e.into_inner()), fresh);
+        let old = std::mem::replace(
+            &mut *inner.call_token.lock().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
         old.cancel();
         // Make running guest code reach its epoch check right away.
         inner.shared.runtime.engine.increment_epoch();
@@ -281,7 +334,8 @@ impl Capsule {
     pub fn unload(&self) -> Result<()> {
         refuse_reentry("astrid_capsule_unload")?;
         self.inner.begin_unload();
-        self.inner.finish_unload(self.inner.shared.runtime.config.unload_grace);
+        self.inner
+            .finish_unload(self.inner.shared.runtime.config.unload_grace);
         Ok(())
     }
 
@@ -294,7 +348,8 @@ impl Drop for Capsule {
     fn drop(&mut self) {
         if !crate::runtime::in_callback() {
             self.inner.begin_unload();
-            self.inner.finish_unload(self.inner.shared.runtime.config.unload_grace);
+            self.inner
+                .finish_unload(self.inner.shared.runtime.config.unload_grace);
         }
     }
 }
@@ -308,7 +363,9 @@ fn capsule_id(name: &str, hash: &ContentHash) -> String {
 
 fn validate_principal(principal: &str) -> Result<()> {
     if principal.is_empty() || principal.len() > 128 || principal.chars().any(char::is_control) {
-        return Err(Error::invalid_argument("a principal must be 1..=128 bytes without control characters"));
+        return Err(Error::invalid_argument(
+            "a principal must be 1..=128 bytes without control characters",
+        ));
     }
     Ok(())
 }
@@ -316,21 +373,26 @@ fn validate_principal(principal: &str) -> Result<()> {
 /// Load-time `[env]` values: the embedder's value, else the manifest default.
 /// Every non-secret key needs one; keys the manifest does not declare are
 /// ignored (one config set may serve several capsules).
-fn resolve_config(manifest: &Manifest, given: &[(String, String)]) -> Result<HashMap<String, String>> {
+fn resolve_config(
+    manifest: &Manifest,
+    given: &[(String, String)],
+) -> Result<HashMap<String, String>> {
     let mut values = HashMap::new();
     for entry in &manifest.env {
         if entry.kind == EnvKind::Secret {
             continue;
         }
-        let value = given.iter().rev().find(|(k, _)| *k == entry.key).map(|(_, v)| v.clone());
+        let value = given
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == entry.key)
+            .map(|(_, v)| v.clone());
         let value = match value.or_else(|| entry.default.clone()) {
             Some(v) => v,
-            None => {
-                return Err(Error::manifest(format!(
-                    "`env.{}` has no value: pass it in the load options' config or give it a default",
-                    entry.key
-                )))
-            }
+            None => return Err(Error::manifest(format!(
+                "`env.{}` has no value: pass it in the load options' config or give it a default",
+                entry.key
+            ))),
         };
         if entry.kind == EnvKind::Select && !entry.enum_values.iter().any(|v| *v == value) {
             return Err(Error::invalid_argument(format!(
@@ -349,13 +411,19 @@ impl CapsuleInner {
     }
 
     fn current_token(&self) -> CancelToken {
-        self.call_token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.call_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn check_loaded(&self) -> Result<()> {
         self.shared.runtime.check_open()?;
         if self.state.load(Ordering::SeqCst) != LOADED {
-            return Err(Error::closed(format!("capsule `{}` has been unloaded", self.shared.name)));
+            return Err(Error::closed(format!(
+                "capsule `{}` has been unloaded",
+                self.shared.name
+            )));
         }
         Ok(())
     }
@@ -363,7 +431,10 @@ impl CapsuleInner {
     /// Creates a store and instantiates, under the limits of a call.
     fn new_worker(&self, token: &CancelToken) -> Result<Box<Worker>> {
         let rt = &self.shared.runtime;
-        let mut store = Store::new(&rt.engine, HostState::new(self.shared.clone(), self.limits.memory));
+        let mut store = Store::new(
+            &rt.engine,
+            HostState::new(self.shared.clone(), self.limits.memory),
+        );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -388,7 +459,11 @@ impl CapsuleInner {
         let instance = self.pre.instantiate(&mut store).map_err(|e| {
             let mut err = classify_failure(&store, &e, &self.limits, "instantiation");
             if err.code() == Code::Trap && e.to_string().contains("limit") {
-                err = Error::new(Code::ResourceLimit, "the component needs more than the instance limits allow").caused_by(e);
+                err = Error::new(
+                    Code::ResourceLimit,
+                    "the component needs more than the instance limits allow",
+                )
+                .caused_by(e);
             }
             err
         })?;
@@ -402,7 +477,10 @@ impl CapsuleInner {
         loop {
             self.check_loaded()?;
             if token.is_cancelled() {
-                return Err(Error::new(Code::Cancelled, "the call was cancelled before it started"));
+                return Err(Error::new(
+                    Code::Cancelled,
+                    "the call was cancelled before it started",
+                ));
             }
             if let Some(worker) = pool.idle.pop() {
                 pool.in_flight += 1;
@@ -421,7 +499,10 @@ impl CapsuleInner {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::new(Code::Timeout, "every pooled instance stayed busy until the call's deadline"));
+                return Err(Error::new(
+                    Code::Timeout,
+                    "every pooled instance stayed busy until the call's deadline",
+                ));
             }
             pool = self
                 .pool_changed
@@ -446,10 +527,21 @@ impl CapsuleInner {
         self.pool_changed.notify_all();
     }
 
-    fn call(&self, action: &str, payload: &[u8], options: Option<&CallOptions>) -> Result<CallResult> {
+    fn call(
+        &self,
+        action: &str,
+        payload: &[u8],
+        options: Option<&CallOptions>,
+    ) -> Result<CallResult> {
         self.check_loaded()?;
         let hook = self.hook.ok_or_else(|| {
-            Error::new(Code::NotFound, format!("capsule `{}` does not export astrid-hook-trigger", self.shared.name))
+            Error::new(
+                Code::NotFound,
+                format!(
+                    "capsule `{}` does not export astrid-hook-trigger",
+                    self.shared.name
+                ),
+            )
         })?;
         let principal = match options.and_then(|o| o.principal.as_deref()) {
             Some(p) => {
@@ -533,7 +625,11 @@ impl CapsuleInner {
             if now >= until {
                 break; // Abandoned: those stores are freed when their calls end.
             }
-            pool = self.pool_changed.wait_timeout(pool, until - now).unwrap_or_else(|e| e.into_inner()).0;
+            pool = self
+                .pool_changed
+                .wait_timeout(pool, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let idle = std::mem::take(&mut pool.idle);
         pool.live -= idle.len();
@@ -547,7 +643,12 @@ impl CapsuleInner {
 }
 
 /// Turns a wasmtime failure into the error the embedder sees.
-fn classify_failure(store: &Store<HostState>, error: &wasmtime::Error, limits: &Limits, what: &str) -> Error {
+fn classify_failure(
+    store: &Store<HostState>,
+    error: &wasmtime::Error,
+    limits: &Limits,
+    what: &str,
+) -> Error {
     let state = store.data();
     match state.interrupt {
         Some(Interrupt::Cancelled) => {
@@ -556,13 +657,19 @@ fn classify_failure(store: &Store<HostState>, error: &wasmtime::Error, limits: &
         Some(Interrupt::Timeout) => {
             return Error::new(
                 Code::Timeout,
-                format!("the {what} ran past its {} ms deadline", limits.timeout.as_millis()),
+                format!(
+                    "the {what} ran past its {} ms deadline",
+                    limits.timeout.as_millis()
+                ),
             );
         }
         None => {}
     }
     if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-        return Error::new(Code::OutOfFuel, format!("the {what} used up its {} units of fuel", limits.fuel));
+        return Error::new(
+            Code::OutOfFuel,
+            format!("the {what} used up its {} units of fuel", limits.fuel),
+        );
     }
     if state.limiter.hit {
         return Error::new(
@@ -574,5 +681,6 @@ fn classify_failure(store: &Store<HostState>, error: &wasmtime::Error, limits: &
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Error::new(Code::Trap, format!("the guest called exit({})", exit.0));
     }
-    Error::new(Code::Trap, format!("the guest trapped during the {what}")).caused_by(format!("{error:?}"))
+    Error::new(Code::Trap, format!("the guest trapped during the {what}"))
+        .caused_by(format!("{error:?}"))
 }

@@ -12,12 +12,18 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// Packages this runtime links, matched by exact (package, version) for
 /// `astrid:*`; WASI 0.2 is matched semver-compatibly by wasmtime's linker.
-pub const SERVED_ASTRID_INTERFACES: &[&str] = &["astrid:sys/host@1.0.0", crate::host::GUEST_LIFECYCLE];
+pub const SERVED_ASTRID_INTERFACES: &[&str] =
+    &["astrid:sys/host@1.0.0", crate::host::GUEST_LIFECYCLE];
 
 /// Host ABI packages published by the SDK but deliberately not linked in this
 /// version (host ABI §0).
-const DEFERRED_PACKAGES: &[&str] =
-    &["astrid:process", "astrid:identity", "astrid:approval", "astrid:elicit", "astrid:uplink"];
+const DEFERRED_PACKAGES: &[&str] = &[
+    "astrid:process",
+    "astrid:identity",
+    "astrid:approval",
+    "astrid:elicit",
+    "astrid:uplink",
+];
 
 /// Builds the engine. Speed choices: component-model concurrency support
 /// off (it triples the cost of every call and nothing here needs it), the
@@ -26,7 +32,11 @@ const DEFERRED_PACKAGES: &[&str] =
 pub fn build_engine(cache_dir: Option<&Path>) -> Result<Engine> {
     let mut config = base_config(cache_dir)?;
     let mut pooling = PoolingAllocationConfig::new();
-    pooling.total_component_instances(1000).total_core_instances(4000).total_memories(1000).total_tables(2000);
+    pooling
+        .total_component_instances(1000)
+        .total_core_instances(4000)
+        .total_memories(1000)
+        .total_tables(2000);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),
@@ -35,7 +45,9 @@ pub fn build_engine(cache_dir: Option<&Path>) -> Result<Engine> {
             // fall back to on-demand allocation rather than failing.
             tracing::warn!("pooling allocator unavailable, using on-demand: {pool_err}");
             let config = base_config(cache_dir)?;
-            Engine::new(&config).map_err(|e| Error::new(Code::Internal, "cannot create the wasm engine").caused_by(e))
+            Engine::new(&config).map_err(|e| {
+                Error::new(Code::Internal, "cannot create the wasm engine").caused_by(e)
+            })
         }
     }
 }
@@ -49,12 +61,14 @@ fn base_config(cache_dir: Option<&Path>) -> Result<Config> {
         .epoch_interruption(true)
         .memory_init_cow(true);
     if let Some(dir) = cache_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::new(Code::Io, "cannot create the compiled-code cache directory").caused_by(e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(Code::Io, "cannot create the compiled-code cache directory").caused_by(e)
+        })?;
         let mut cache_config = wasmtime::CacheConfig::new();
         cache_config.with_directory(dir);
-        let cache = wasmtime::Cache::new(cache_config)
-            .map_err(|e| Error::new(Code::Io, "cannot open the compiled-code cache").caused_by(e))?;
+        let cache = wasmtime::Cache::new(cache_config).map_err(|e| {
+            Error::new(Code::Io, "cannot open the compiled-code cache").caused_by(e)
+        })?;
         config.cache(Some(cache));
     }
     Ok(config)
@@ -75,13 +89,26 @@ pub struct CompileCache {
 
 impl CompileCache {
     pub fn compile(&self, engine: &Engine, bytes: &[u8], hash: &ContentHash) -> Result<Component> {
-        if let Some(found) = self.components.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
+        if let Some(found) = self
+            .components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+        {
             return Ok(found.clone());
         }
         check_component_header(bytes)?;
-        let component = Component::new(engine, bytes)
-            .map_err(|e| Error::new(Code::Compile, "the bytes are not a valid WebAssembly component").caused_by(e))?;
-        self.components.lock().unwrap_or_else(|e| e.into_inner()).insert(*hash, component.clone());
+        let component = Component::new(engine, bytes).map_err(|e| {
+            Error::new(
+                Code::Compile,
+                "the bytes are not a valid WebAssembly component",
+            )
+            .caused_by(e)
+        })?;
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*hash, component.clone());
         Ok(component)
     }
 }
@@ -89,10 +116,16 @@ impl CompileCache {
 /// Distinguishes the common wrong inputs before compiling, for clearer errors.
 fn check_component_header(bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
-        return Err(Error::new(Code::Compile, "the component is empty (0 bytes)"));
+        return Err(Error::new(
+            Code::Compile,
+            "the component is empty (0 bytes)",
+        ));
     }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(Error::new(Code::Compile, "the bytes are not WebAssembly (bad magic number)"));
+        return Err(Error::new(
+            Code::Compile,
+            "the bytes are not WebAssembly (bad magic number)",
+        ));
     }
     // Bytes 4..8: version (u16) then layer (u16); layer 0 is a core module.
     if bytes[6] == 0 && bytes[7] == 0 {
@@ -108,7 +141,10 @@ fn check_component_header(bytes: &[u8]) -> Result<()> {
 pub fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
     for (name, item) in component.component_type().imports(engine) {
         let is_instance = matches!(item.ty, ComponentItem::ComponentInstance(_));
-        if let Some(package) = DEFERRED_PACKAGES.iter().find(|p| name.starts_with(&format!("{p}/"))) {
+        if let Some(package) = DEFERRED_PACKAGES
+            .iter()
+            .find(|p| name.starts_with(&format!("{p}/")))
+        {
             return Err(Error::new(
                 Code::Link,
                 format!("import `{name}`: {package} is not served by this runtime version"),
@@ -116,14 +152,22 @@ pub fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
         }
         if name.starts_with("astrid:") {
             if !is_instance || !SERVED_ASTRID_INTERFACES.contains(&name) {
-                return Err(Error::new(Code::Link, format!("import `{name}` is not served by this runtime")));
+                return Err(Error::new(
+                    Code::Link,
+                    format!("import `{name}` is not served by this runtime"),
+                ));
             }
             continue;
         }
         let wasi_02 = name.starts_with("wasi:")
-            && name.split_once('@').is_some_and(|(_, version)| version.starts_with("0.2."));
+            && name
+                .split_once('@')
+                .is_some_and(|(_, version)| version.starts_with("0.2."));
         if !wasi_02 || name.starts_with("wasi:http/") {
-            return Err(Error::new(Code::Link, format!("import `{name}` is not served by this runtime")));
+            return Err(Error::new(
+                Code::Link,
+                format!("import `{name}` is not served by this runtime"),
+            ));
         }
     }
     Ok(())

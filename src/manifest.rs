@@ -21,8 +21,13 @@ pub const HOST_ABI_VERSION: semver::Version = semver::Version::new(1, 0, 0);
 pub const MAX_HANDLERS: usize = 64;
 
 /// Capabilities recognised for compatibility but without effect here.
-pub const INERT_CAPABILITIES: [&str; 5] =
-    ["host_process", "allow_persistent", "identity", "bind_workers", "allow_prompt_injection"];
+pub const INERT_CAPABILITIES: [&str; 5] = [
+    "host_process",
+    "allow_persistent",
+    "identity",
+    "bind_workers",
+    "allow_prompt_injection",
+];
 
 #[derive(Clone, Debug)]
 pub struct Manifest {
@@ -249,7 +254,10 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a table")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, V>()? {
                     entries.push((key, value));
@@ -267,11 +275,23 @@ struct Source<'a>(&'a str);
 
 impl Source<'_> {
     fn line(&self, offset: usize) -> usize {
-        self.0.as_bytes()[..offset.min(self.0.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        self.0.as_bytes()[..offset.min(self.0.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn err<T>(&self, span: std::ops::Range<usize>, field: &str, what: impl fmt::Display) -> Result<T> {
-        Err(Error::manifest(format!("Capsule.toml line {}: `{field}` {what}", self.line(span.start))))
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        what: impl fmt::Display,
+    ) -> Result<T> {
+        Err(Error::manifest(format!(
+            "Capsule.toml line {}: `{field}` {what}",
+            self.line(span.start)
+        )))
     }
 }
 
@@ -284,7 +304,9 @@ fn valid_package_name(name: &str) -> bool {
 
 fn valid_env_key(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -298,7 +320,9 @@ pub fn render_config_value(value: &toml::Value) -> String {
 
 fn parse_hash(src: &Source, hash: &Spanned<String>) -> Result<[u8; 32]> {
     let text = hash.get_ref();
-    let hex = text.strip_prefix("blake3:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = text
+        .strip_prefix("blake3:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
     match hex {
         Some(hex) => {
             let mut out = [0u8; 32];
@@ -307,11 +331,20 @@ fn parse_hash(src: &Source, hash: &Spanned<String>) -> Result<[u8; 32]> {
             }
             Ok(out)
         }
-        None => src.err(hash.span(), "component.hash", "must be `blake3:` followed by 64 hex digits"),
+        None => src.err(
+            hash.span(),
+            "component.hash",
+            "must be `blake3:` followed by 64 hex digits",
+        ),
     }
 }
 
-fn merge_capabilities(src: &Source, raw: RawCapabilities, into: &mut Capabilities, prefix: &str) -> Result<()> {
+fn merge_capabilities(
+    src: &Source,
+    raw: RawCapabilities,
+    into: &mut Capabilities,
+    prefix: &str,
+) -> Result<()> {
     for entry in raw.net {
         match HttpHostGrant::parse(entry.get_ref()) {
             Ok(g) => into.net.push(g),
@@ -325,16 +358,29 @@ fn merge_capabilities(src: &Source, raw: RawCapabilities, into: &mut Capabilitie
         for entry in list {
             match SocketGrant::parse(entry.get_ref(), unix) {
                 Ok(g) => out.push(g),
-                Err(e) => return src.err(entry.span(), &format!("{prefix}{field}"), format!("entry {e}")),
+                Err(e) => {
+                    return src.err(
+                        entry.span(),
+                        &format!("{prefix}{field}"),
+                        format!("entry {e}"),
+                    )
+                }
             }
         }
     }
-    for (list, out, field) in [(raw.fs_read, &mut into.fs_read, "fs_read"), (raw.fs_write, &mut into.fs_write, "fs_write")] {
+    for (list, out, field) in [
+        (raw.fs_read, &mut into.fs_read, "fs_read"),
+        (raw.fs_write, &mut into.fs_write, "fs_write"),
+    ] {
         for entry in list {
             match PathGrant::parse(entry.get_ref()) {
                 Ok(g) => out.push(g),
                 Err(e) => {
-                    return src.err(entry.span(), &format!("{prefix}{field}"), format!("entry `{}` {e}", entry.get_ref()))
+                    return src.err(
+                        entry.span(),
+                        &format!("{prefix}{field}"),
+                        format!("entry `{}` {e}", entry.get_ref()),
+                    )
                 }
             }
         }
@@ -362,29 +408,47 @@ impl Manifest {
     pub fn parse(text: &str, require_file: bool) -> Result<Manifest> {
         let src = Source(text);
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| format!(" line {}", src.line(s.start))).unwrap_or_default();
+            let line = e
+                .span()
+                .map(|s| format!(" line {}", src.line(s.start)))
+                .unwrap_or_default();
             Error::manifest(format!("Capsule.toml{line}: {}", e.message().trim()))
         })?;
 
         let package_span = raw.package.span();
         let package = raw.package.into_inner();
         if !valid_package_name(package.name.get_ref()) {
-            return src.err(package.name.span(), "package.name", "must match [a-z][a-z0-9_-]* and be at most 64 bytes");
+            return src.err(
+                package.name.span(),
+                "package.name",
+                "must match [a-z][a-z0-9_-]* and be at most 64 bytes",
+            );
         }
         let version = semver::Version::parse(package.version.get_ref()).or_else(|e| {
-            src.err(package.version.span(), "package.version", format!("is not a semantic version ({e})"))
+            src.err(
+                package.version.span(),
+                "package.version",
+                format!("is not a semantic version ({e})"),
+            )
         })?;
         let astrid_version = match &package.astrid_version {
             None => None,
             Some(req) => {
                 let parsed = semver::VersionReq::parse(req.get_ref()).or_else(|e| {
-                    src.err(req.span(), "package.astrid-version", format!("is not a version requirement ({e})"))
+                    src.err(
+                        req.span(),
+                        "package.astrid-version",
+                        format!("is not a version requirement ({e})"),
+                    )
                 })?;
                 if !parsed.matches(&HOST_ABI_VERSION) {
                     return src.err(
                         req.span(),
                         "package.astrid-version",
-                        format!("`{}` does not accept this runtime's host ABI {HOST_ABI_VERSION}", req.get_ref()),
+                        format!(
+                            "`{}` does not accept this runtime's host ABI {HOST_ABI_VERSION}",
+                            req.get_ref()
+                        ),
                     );
                 }
                 Some(parsed)
@@ -397,11 +461,19 @@ impl Manifest {
         }
 
         if raw.component.len() > 1 {
-            return src.err(raw.component[1].span(), "component", "appears twice: exactly one [[component]] is allowed");
+            return src.err(
+                raw.component[1].span(),
+                "component",
+                "appears twice: exactly one [[component]] is allowed",
+            );
         }
         let component = match raw.component.into_iter().next() {
             None if require_file => {
-                return src.err(package_span, "component", "is missing: exactly one [[component]] is required")
+                return src.err(
+                    package_span,
+                    "component",
+                    "is missing: exactly one [[component]] is required",
+                )
             }
             None => None,
             Some(spanned) => {
@@ -430,7 +502,11 @@ impl Manifest {
         let mut publish = Vec::new();
         for (pattern, value) in raw.publish.0 {
             if let Err(e) = topic::validate_pattern(&pattern) {
-                return src.err(value.span(), &format!("publish.\"{pattern}\""), format!("topic pattern {e}"));
+                return src.err(
+                    value.span(),
+                    &format!("publish.\"{pattern}\""),
+                    format!("topic pattern {e}"),
+                );
             }
             let schema = match value.into_inner() {
                 RawTopicValue::Schema(s) => Some(s),
@@ -472,7 +548,11 @@ impl Manifest {
             if grant.handler.is_some() {
                 handlers += 1;
                 if handlers > MAX_HANDLERS {
-                    return src.err(span, &field, "exceeds the limit of 64 entries with a handler");
+                    return src.err(
+                        span,
+                        &field,
+                        "exceeds the limit of 64 entries with a handler",
+                    );
                 }
             }
             subscribe.push(grant);
@@ -495,22 +575,36 @@ impl Manifest {
                 Some("select") => EnvKind::Select,
                 Some("array") => EnvKind::Array,
                 Some(other) => {
-                    return src.err(span, &format!("{field}.type"), format!("`{other}` is not one of text, secret, select, array"))
+                    return src.err(
+                        span,
+                        &format!("{field}.type"),
+                        format!("`{other}` is not one of text, secret, select, array"),
+                    )
                 }
             };
             let enum_values = raw_env.enum_values.unwrap_or_default();
             if kind == EnvKind::Select && enum_values.is_empty() {
-                return src.err(span, &format!("{field}.enum_values"), "is required for type select");
+                return src.err(
+                    span,
+                    &format!("{field}.enum_values"),
+                    "is required for type select",
+                );
             }
             if let Some(default) = &raw_env.default {
                 let fits = match kind {
                     EnvKind::Array => default.is_array(),
-                    EnvKind::Select => default.as_str().is_some_and(|d| enum_values.iter().any(|v| v == d)),
+                    EnvKind::Select => default
+                        .as_str()
+                        .is_some_and(|d| enum_values.iter().any(|v| v == d)),
                     EnvKind::Secret => false,
                     EnvKind::Text => !default.is_array() && !default.is_table(),
                 };
                 if !fits {
-                    return src.err(span, &format!("{field}.default"), "does not fit the entry's type");
+                    return src.err(
+                        span,
+                        &format!("{field}.default"),
+                        "does not fit the entry's type",
+                    );
                 }
             }
             env.push(EnvEntry {
@@ -582,27 +676,41 @@ default = ["Oslo", "Lima"]
 "#;
 
     fn err(text: &str) -> String {
-        Manifest::parse(text, true).unwrap_err().message().to_string()
+        Manifest::parse(text, true)
+            .unwrap_err()
+            .message()
+            .to_string()
     }
 
     #[test]
     fn parses_the_spec_example() {
         let m = Manifest::parse(GOOD, true).unwrap();
         assert_eq!(m.name, "weather");
-        assert_eq!(m.capabilities.names(), ["net", "net_connect", "fs_read", "fs_write"]);
+        assert_eq!(
+            m.capabilities.names(),
+            ["net", "net_connect", "fs_read", "fs_write"]
+        );
         assert_eq!(m.subscribe.len(), 3);
         assert_eq!(m.subscribe[0].handler.as_deref(), Some("forecast"));
         assert_eq!(m.subscribe[0].priority, 50);
         assert_eq!(m.subscribe[2].pattern, "a.first", "document order is kept");
         assert_eq!(m.subscribe[2].priority, 100);
-        assert_eq!(m.env_entry("UNITS").unwrap().default.as_deref(), Some("metric"));
-        assert_eq!(m.env_entry("CITIES").unwrap().default.as_deref(), Some(r#"["Oslo","Lima"]"#));
+        assert_eq!(
+            m.env_entry("UNITS").unwrap().default.as_deref(),
+            Some("metric")
+        );
+        assert_eq!(
+            m.env_entry("CITIES").unwrap().default.as_deref(),
+            Some(r#"["Oslo","Lima"]"#)
+        );
         assert_eq!(m.env_entry("API_TOKEN").unwrap().kind, EnvKind::Secret);
     }
 
     #[test]
     fn unknown_field_names_field_and_line() {
-        let text = GOOD.replace("homepage_x = 1", "").replace("[capabilities]\n", "[capabilities]\nteleport = true\n");
+        let text = GOOD
+            .replace("homepage_x = 1", "")
+            .replace("[capabilities]\n", "[capabilities]\nteleport = true\n");
         let e = err(&text);
         assert!(e.contains("teleport") && e.contains("line 12"), "{e}");
         let e = err("[package]\nname = \"a\"\nversion = \"1.0.0\"\nfoo = 1\n[[component]]\nfile = \"a.wasm\"\n");
@@ -613,24 +721,42 @@ default = ["Oslo", "Lima"]
 
     #[test]
     fn wrong_types_and_values() {
-        let base = "[package]\nname = \"a\"\nversion = \"1.0.0\"\n[[component]]\nfile = \"a.wasm\"\n";
+        let base =
+            "[package]\nname = \"a\"\nversion = \"1.0.0\"\n[[component]]\nfile = \"a.wasm\"\n";
         assert!(err(&format!("{base}[capabilities]\nuplink = \"yes\"\n")).contains("line 7"));
         assert!(err("[package]\nname = \"A\"\nversion = \"1.0.0\"\n").contains("package.name"));
         assert!(err("[package]\nname = \"a\"\nversion = \"one\"\n").contains("package.version"));
-        assert!(err("[package]\nname = \"a\"\nversion = \"1.0.0\"\nastrid-version = \">=2\"\n").contains("astrid-version"));
+        assert!(
+            err("[package]\nname = \"a\"\nversion = \"1.0.0\"\nastrid-version = \">=2\"\n")
+                .contains("astrid-version")
+        );
         assert!(err("[package]\nname = \"a\"\nversion = \"1.0.0\"\n").contains("[[component]]"));
         let two = format!("{base}[[component]]\nfile = \"b.wasm\"\n");
         let e = err(&two);
         assert!(e.contains("line 6") && e.contains("exactly one"), "{e}");
         let e = err(&format!("{base}[subscribe]\n\"a.b*\" = \"x\"\n"));
-        assert!(e.contains("subscribe.\"a.b*\"") && e.contains("line 7"), "{e}");
-        let e = err(&format!("{base}[capabilities]\nfs_read = [\"cwd://a/../b\"]\n"));
+        assert!(
+            e.contains("subscribe.\"a.b*\"") && e.contains("line 7"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}[capabilities]\nfs_read = [\"cwd://a/../b\"]\n"
+        ));
         assert!(e.contains("fs_read") && e.contains(".."), "{e}");
-        assert!(err(&format!("{base}[capabilities]\nnet_connect = [\"nohost\"]\n")).contains("net_connect"));
+        assert!(err(&format!(
+            "{base}[capabilities]\nnet_connect = [\"nohost\"]\n"
+        ))
+        .contains("net_connect"));
         assert!(err(&format!("{base}[env.ASTRID_X]\ndefault = \"1\"\n")).contains("reserved"));
         assert!(err(&format!("{base}[env.\"1BAD\"]\ndefault = \"1\"\n")).contains("env.1BAD"));
-        assert!(err(&format!("{base}[subscribe]\n\"a.b\" = {{ priority = 3 }}\n")).contains("priority"));
-        assert!(err(&format!("{base}[[component]]\nfile=\"x\"\nhash = \"md5:00\"\n")).contains("appears twice"));
+        assert!(err(&format!(
+            "{base}[subscribe]\n\"a.b\" = {{ priority = 3 }}\n"
+        ))
+        .contains("priority"));
+        assert!(err(&format!(
+            "{base}[[component]]\nfile=\"x\"\nhash = \"md5:00\"\n"
+        ))
+        .contains("appears twice"));
         let e = Manifest::parse(&format!("{base}hash = \"md5:00\"\n"), true).unwrap_err();
         assert!(e.message().contains("component.hash"), "{e}");
         let mut many = base.to_string() + "[subscribe]\n";

@@ -165,10 +165,15 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
         if config.flags & !KNOWN_FLAGS != 0 {
-            return Err(Error::invalid_argument(format!("unknown runtime flags {:#x}", config.flags & !KNOWN_FLAGS)));
+            return Err(Error::invalid_argument(format!(
+                "unknown runtime flags {:#x}",
+                config.flags & !KNOWN_FLAGS
+            )));
         }
         if config.memory_limit == 0 || config.fuel == 0 || config.timeout.is_zero() {
-            return Err(Error::invalid_argument("memory limit, fuel and timeout must be non-zero"));
+            return Err(Error::invalid_argument(
+                "memory limit, fuel and timeout must be non-zero",
+            ));
         }
         let engine = engine::build_engine(config.cache_dir.as_deref())?;
         let linker = host::build_linker(&engine)
@@ -178,9 +183,9 @@ impl Runtime {
         if config.worker_threads > 0 {
             builder.worker_threads(config.worker_threads);
         }
-        let tokio = builder
-            .build()
-            .map_err(|e| Error::new(Code::Io, "cannot start the runtime's worker threads").caused_by(e))?;
+        let tokio = builder.build().map_err(|e| {
+            Error::new(Code::Io, "cannot start the runtime's worker threads").caused_by(e)
+        })?;
 
         let audit_sink: Arc<RwLock<Option<AuditSink>>> = Arc::new(RwLock::new(None));
         let (audit_tx, audit_rx) = sync_channel::<AuditEvent>(AUDIT_QUEUE);
@@ -213,7 +218,8 @@ impl Runtime {
                 .map_err(|e| Error::new(Code::Io, "cannot start the epoch ticker").caused_by(e))?
         };
 
-        let host_source_id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
+        let host_source_id =
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 handle: tokio.handle().clone(),
@@ -245,14 +251,22 @@ impl Runtime {
     /// dropped once no emission uses it any more.
     pub fn set_log_sink(&self, sink: Option<LogSink>) -> Result<()> {
         self.inner.check_open()?;
-        *self.inner.log_sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        *self
+            .inner
+            .log_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = sink;
         Ok(())
     }
 
     pub fn set_audit_sink(&self, sink: Option<AuditSink>) -> Result<()> {
         self.inner.check_open()?;
         let present = sink.is_some();
-        *self.inner.audit_sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        *self
+            .inner
+            .audit_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = sink;
         self.inner.has_audit.store(present, Ordering::SeqCst);
         Ok(())
     }
@@ -290,7 +304,12 @@ impl RuntimeInner {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let capsules: Vec<_> = self.capsules.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let capsules: Vec<_> = self
+            .capsules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
         for capsule in capsules.iter().filter_map(Weak::upgrade) {
             capsule.begin_unload();
         }
@@ -302,12 +321,26 @@ impl RuntimeInner {
             let _ = t.join();
         }
         // Closing the channel lets the audit thread drain what is queued and exit.
-        self.audit_tx.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = self.audit_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        self.audit_tx
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = self
+            .audit_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
-        self.log_sink.write().unwrap_or_else(|e| e.into_inner()).take();
-        self.audit_sink.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.log_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.audit_sink
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.has_audit.store(false, Ordering::SeqCst);
         if let Some(rt) = self.tokio.lock().unwrap_or_else(|e| e.into_inner()).take() {
             rt.shutdown_timeout(self.config.unload_grace);
@@ -327,7 +360,10 @@ impl RuntimeInner {
         self.capsules
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|w| w.upgrade().is_some_and(|c| !std::ptr::eq(Arc::as_ptr(&c), capsule)));
+            .retain(|w| {
+                w.upgrade()
+                    .is_some_and(|c| !std::ptr::eq(Arc::as_ptr(&c), capsule))
+            });
     }
 
     /// `None` when the embedder disabled registry lookups.
@@ -345,7 +381,11 @@ impl RuntimeInner {
     }
 
     pub(crate) fn log(&self, record: &LogRecord<'_>) {
-        let sink = self.log_sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let sink = self
+            .log_sink
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(sink) = sink {
             run_callback(|| sink(record));
         }
@@ -358,7 +398,11 @@ impl RuntimeInner {
 
     /// Queues an event; waits when the queue is full (events are never dropped).
     pub(crate) fn emit_audit(&self, event: AuditEvent) {
-        let tx = self.audit_tx.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let tx = self
+            .audit_tx
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(tx) = tx {
             let _ = tx.send(event);
         }

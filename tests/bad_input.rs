@@ -9,7 +9,9 @@ use common::*;
 const MANIFEST: &str = "[package]\nname = \"t\"\nversion = \"1.0.0\"\n";
 
 fn load_bytes_err(rt: &astrid::Runtime, wasm: &[u8], manifest: &str) -> astrid::Error {
-    Capsule::load_bytes(rt, wasm, manifest, &LoadOptions::default()).err().expect("load must fail")
+    Capsule::load_bytes(rt, wasm, manifest, &LoadOptions::default())
+        .err()
+        .expect("load must fail")
 }
 
 fn runtime_still_serves(rt: &astrid::Runtime) {
@@ -40,7 +42,9 @@ fn wrong_binaries() {
 #[test]
 fn unknown_import_names_it() {
     let rt = runtime();
-    let e = Capsule::load_dir(&rt, &capsule_dir("bad-import"), &LoadOptions::default()).err().unwrap();
+    let e = Capsule::load_dir(&rt, &capsule_dir("bad-import"), &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::Link, "{e}");
     assert!(e.message().contains("evil:thing/api@1.0.0"), "{e}");
     runtime_still_serves(&rt);
@@ -52,22 +56,45 @@ fn manifest_problems() {
     let wasm = wasm_of("hello");
     let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}surprise = true\n"));
     assert_eq!(e.code(), Code::Manifest);
-    assert!(e.message().contains("surprise") && e.message().contains("line 4"), "{e}");
+    assert!(
+        e.message().contains("surprise") && e.message().contains("line 4"),
+        "{e}"
+    );
     let e = load_bytes_err(&rt, &wasm, "[package]\nname = 5\nversion = \"1.0.0\"\n");
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("line 2"), "{e}");
-    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[subscribe]\n\"bad..topic\" = \"x\"\n"));
+    let e = load_bytes_err(
+        &rt,
+        &wasm,
+        &format!("{MANIFEST}[subscribe]\n\"bad..topic\" = \"x\"\n"),
+    );
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("bad..topic"), "{e}");
-    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[capabilities]\nfs_write = [\"../etc\"]\n"));
+    let e = load_bytes_err(
+        &rt,
+        &wasm,
+        &format!("{MANIFEST}[capabilities]\nfs_write = [\"../etc\"]\n"),
+    );
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("fs_write"), "{e}");
-    let e = load_bytes_err(&rt, &wasm, &format!("{MANIFEST}[[component]]\nhash = \"blake3:{}\"\n", "0".repeat(64)));
+    let e = load_bytes_err(
+        &rt,
+        &wasm,
+        &format!(
+            "{MANIFEST}[[component]]\nhash = \"blake3:{}\"\n",
+            "0".repeat(64)
+        ),
+    );
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("does not match"), "{e}");
     let good_hash = blake3::hash(&wasm).to_hex();
-    Capsule::load_bytes(&rt, &wasm, &format!("{MANIFEST}[[component]]\nhash = \"blake3:{good_hash}\"\n"), &LoadOptions::default())
-        .expect("a matching hash loads");
+    Capsule::load_bytes(
+        &rt,
+        &wasm,
+        &format!("{MANIFEST}[[component]]\nhash = \"blake3:{good_hash}\"\n"),
+        &LoadOptions::default(),
+    )
+    .expect("a matching hash loads");
     runtime_still_serves(&rt);
 }
 
@@ -76,17 +103,33 @@ fn capsule_directory_problems() {
     let rt = runtime();
     let dir = std::env::temp_dir().join(format!("astrid-bad-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(e.message().contains("Capsule.toml"), "{e}");
-    std::fs::write(dir.join("Capsule.toml"), format!("{MANIFEST}[[component]]\nfile = \"../hello.wasm\"\n")).unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    std::fs::write(
+        dir.join("Capsule.toml"),
+        format!("{MANIFEST}[[component]]\nfile = \"../hello.wasm\"\n"),
+    )
+    .unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::Manifest, "{e}");
-    std::fs::write(dir.join("Capsule.toml"), format!("{MANIFEST}[[component]]\nfile = \"absent.wasm\"\n")).unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    std::fs::write(
+        dir.join("Capsule.toml"),
+        format!("{MANIFEST}[[component]]\nfile = \"absent.wasm\"\n"),
+    )
+    .unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     std::fs::write(dir.join("Capsule.toml"), b"[package]\nname = \"\xff\"\n").unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).err().unwrap();
+    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::Utf8, "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
     runtime_still_serves(&rt);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn still_serves(capsule: &Capsule) {
-    let r = capsule.call("anything", b"", None).expect("the next call works");
+    let r = capsule
+        .call("anything", b"", None)
+        .expect("the next call works");
     assert_eq!(data(&r), "harmless");
 }
 
@@ -21,7 +23,11 @@ fn infinite_loop_times_out_then_next_call_works() {
     let e = hostile.call("loop", b"", None).unwrap_err();
     assert_eq!(e.code(), Code::Timeout, "{e}");
     assert!(e.message().contains("300 ms"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     still_serves(&hostile);
 }
 
@@ -57,7 +63,10 @@ fn trap_panic_exit_and_stack_overflow_fail_one_call() {
     let e = hostile.call("panic", b"", None).unwrap_err();
     assert_eq!(e.code(), Code::Trap, "{e}");
     assert!(
-        logs.lock().unwrap().iter().any(|l| l.level == LogLevel::Warn && l.message.contains("panicked on purpose")),
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.level == LogLevel::Warn && l.message.contains("panicked on purpose")),
         "the guest's panic message reaches the log as stderr"
     );
     still_serves(&hostile);
@@ -79,13 +88,23 @@ fn stdout_flood_is_bounded_and_long_lines_are_cut() {
     let hostile = load(&rt, "hostile");
     let e = hostile.call("flood", b"", None).unwrap_err();
     assert!(matches!(e.code(), Code::Timeout | Code::OutOfFuel), "{e}");
-    assert!(logs.lock().unwrap().len() > 10, "flood lines were delivered as log lines");
+    assert!(
+        logs.lock().unwrap().len() > 10,
+        "flood lines were delivered as log lines"
+    );
     still_serves(&hostile);
     logs.lock().unwrap().clear();
     hostile.call("longline", b"", None).unwrap();
     let lines = logs.lock().unwrap();
-    let pieces: Vec<_> = lines.iter().filter(|l| l.message.starts_with("xxxx")).collect();
-    assert_eq!(pieces.len(), 4, "200 000 bytes without newline: three cut pieces and the flushed rest");
+    let pieces: Vec<_> = lines
+        .iter()
+        .filter(|l| l.message.starts_with("xxxx"))
+        .collect();
+    assert_eq!(
+        pieces.len(),
+        4,
+        "200 000 bytes without newline: three cut pieces and the flushed rest"
+    );
     assert!(pieces[0].message.ends_with("[line truncated]"));
     assert!(pieces.iter().all(|p| p.message.len() <= 64 * 1024 + 20));
 }
@@ -120,7 +139,11 @@ fn cancel_wakes_a_call_waiting_in_the_host() {
     let started = Instant::now();
     let outcome = hostile.call("sleep", b"", None);
     canceller.join().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     match outcome {
         // The sleep returns `cancelled`; the guest then either finishes or is
         // interrupted at its next epoch check.
@@ -141,7 +164,11 @@ fn eight_threads_call_one_capsule_at_once() {
                 for j in 0..25 {
                     let payload = format!("{{\"name\":\"t{i}-{j}\"}}");
                     let r = hello.call("greet", payload.as_bytes(), None).unwrap();
-                    assert!(data(&r).contains(&format!("Hello, t{i}-{j}!")), "{}", data(&r));
+                    assert!(
+                        data(&r).contains(&format!("Hello, t{i}-{j}!")),
+                        "{}",
+                        data(&r)
+                    );
                 }
             })
         })
@@ -160,7 +187,11 @@ fn unload_while_a_call_runs_and_calls_after_unload() {
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     hostile.unload().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3), "unload waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "unload waited {:?}",
+        started.elapsed()
+    );
     let e = call.join().unwrap().unwrap_err();
     assert_eq!(e.code(), Code::Cancelled, "{e}");
     let e = hostile.call("anything", b"", None).unwrap_err();
@@ -178,9 +209,15 @@ fn runtime_close_stops_capsules_and_keeps_handles_safe() {
     let e = hello.call("greet", b"{}", None).unwrap_err();
     assert_eq!(e.code(), Code::Closed, "{e}");
     let before = logs.lock().unwrap().len();
-    let e = Capsule::load_dir(&rt, &capsule_dir("hello"), &Default::default()).err().unwrap();
+    let e = Capsule::load_dir(&rt, &capsule_dir("hello"), &Default::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::Closed);
-    assert_eq!(logs.lock().unwrap().len(), before, "no callback after close");
+    assert_eq!(
+        logs.lock().unwrap().len(),
+        before,
+        "no callback after close"
+    );
 }
 
 #[test]
@@ -194,7 +231,10 @@ fn api_calls_from_inside_a_callback_are_refused_not_deadlocked() {
         let seen = seen.clone();
         rt.set_log_sink(Some(Arc::new(move |_r: &astrid::LogRecord<'_>| {
             if let Some(capsule) = slot.lock().unwrap().clone() {
-                let outcome = capsule.call("noop", b"", None).map(|_| ()).map_err(|e| e.code());
+                let outcome = capsule
+                    .call("noop", b"", None)
+                    .map(|_| ())
+                    .map_err(|e| e.code());
                 seen.lock().unwrap().push(outcome);
                 capsule.cancel(); // non-blocking: allowed from a callback
             }
@@ -204,7 +244,11 @@ fn api_calls_from_inside_a_callback_are_refused_not_deadlocked() {
     *slot.lock().unwrap() = Some(hello.clone());
     let outcome = hello.call("greet", b"{}", None);
     *slot.lock().unwrap() = None;
-    assert!(seen.lock().unwrap().iter().all(|o| *o == Err(Code::Reentrant)));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|o| *o == Err(Code::Reentrant)));
     assert!(!seen.lock().unwrap().is_empty());
     // The callback cancelled its own call: that call fails, the next works.
     if let Err(e) = outcome {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn ask(capsule: &Capsule, action: &str) -> String {
-    let r = capsule.call(action, b"", None).unwrap_or_else(|e| panic!("{action}: {e}"));
+    let r = capsule
+        .call(action, b"", None)
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
     assert_eq!(r.action, "final");
     data(&r).to_string()
 }
@@ -32,11 +34,17 @@ fn hello_greets_with_config_principal_and_logs() {
     assert!(d.contains(r#""principal":"alice""#), "{d}");
     assert!(d.contains(r#""nonce_bytes":4"#), "{d}");
     let lines = logs.lock().unwrap();
-    let sys_line = lines.iter().find(|l| l.message == "greeting Ada on behalf of alice").expect("sys log line");
+    let sys_line = lines
+        .iter()
+        .find(|l| l.message == "greeting Ada on behalf of alice")
+        .expect("sys log line");
     assert_eq!(sys_line.level, LogLevel::Info);
     assert_eq!(sys_line.capsule, "hello");
     assert_eq!(sys_line.principal.as_deref(), Some("alice"));
-    let stdout_line = lines.iter().find(|l| l.message == "hello capsule wrote this line to stdout").expect("stdout line");
+    let stdout_line = lines
+        .iter()
+        .find(|l| l.message == "hello capsule wrote this line to stdout")
+        .expect("stdout line");
     assert_eq!(stdout_line.level, LogLevel::Info);
 }
 
@@ -51,8 +59,15 @@ fn sdk_capsule_runs_unmodified() {
     assert_eq!(v["message"], "Howdy, SDK!");
     let now = astrid::host::sys::wall_clock_ms();
     let clock = v["clock_ms"].as_u64().unwrap();
-    assert!(clock <= now && now - clock < 60_000, "clock {clock} vs {now}");
-    assert!(logs.lock().unwrap().iter().any(|l| l.message == "sdk capsule greeting SDK"));
+    assert!(
+        clock <= now && now - clock < 60_000,
+        "clock {clock} vs {now}"
+    );
+    assert!(logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.message == "sdk capsule greeting SDK"));
     // The SDK maps a handler error to `deny` (bad arguments here).
     let r = sdk.call("greet", b"not json", None).unwrap();
     assert_eq!(r.action, "deny");
@@ -65,16 +80,32 @@ fn config_lookup_order_and_rendering() {
         &rt,
         &capsule_dir("probe"),
         &LoadOptions {
-            config: vec![("REQUIRED".into(), "given".into()), ("GREETING".into(), "Hi".into()), ("UNDECLARED".into(), "x".into())],
+            config: vec![
+                ("REQUIRED".into(), "given".into()),
+                ("GREETING".into(), "Hi".into()),
+                ("UNDECLARED".into(), "x".into()),
+            ],
             ..LoadOptions::default()
         },
     )
     .unwrap();
-    assert_eq!(ask(&probe, "config:GREETING"), "some:Hi", "embedder value beats the default");
+    assert_eq!(
+        ask(&probe, "config:GREETING"),
+        "some:Hi",
+        "embedder value beats the default"
+    );
     assert_eq!(ask(&probe, "config:COLOR"), "some:red", "manifest default");
-    assert_eq!(ask(&probe, "config:LIMITS"), "some:[1,2,3]", "non-strings come back as JSON");
+    assert_eq!(
+        ask(&probe, "config:LIMITS"),
+        "some:[1,2,3]",
+        "non-strings come back as JSON"
+    );
     assert_eq!(ask(&probe, "config:REQUIRED"), "some:given");
-    assert_eq!(ask(&probe, "config:TOKEN"), "none", "no secret provider: absent");
+    assert_eq!(
+        ask(&probe, "config:TOKEN"),
+        "none",
+        "no secret provider: absent"
+    );
     assert_eq!(ask(&probe, "config:UNDECLARED"), "none");
     assert_eq!(ask(&probe, "config:ASTRID_HOME"), "err:config-key-reserved");
     let overlay = CallOptions {
@@ -83,20 +114,29 @@ fn config_lookup_order_and_rendering() {
     };
     let r = probe.call("config:GREETING", b"", Some(&overlay)).unwrap();
     assert_eq!(data(&r), "some:Yo", "per-call overlay wins");
-    assert_eq!(ask(&probe, "config:GREETING"), "some:Hi", "overlay does not stick");
+    assert_eq!(
+        ask(&probe, "config:GREETING"),
+        "some:Hi",
+        "overlay does not stick"
+    );
 }
 
 #[test]
 fn missing_required_config_and_bad_select_fail_the_load() {
     let rt = runtime();
-    let e = Capsule::load_dir(&rt, &capsule_dir("probe"), &LoadOptions::default()).err().unwrap();
+    let e = Capsule::load_dir(&rt, &capsule_dir("probe"), &LoadOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("env.REQUIRED"), "{e}");
     let e = Capsule::load_dir(
         &rt,
         &capsule_dir("probe"),
         &LoadOptions {
-            config: vec![("REQUIRED".into(), "x".into()), ("COLOR".into(), "blue".into())],
+            config: vec![
+                ("REQUIRED".into(), "x".into()),
+                ("COLOR".into(), "blue".into()),
+            ],
             ..LoadOptions::default()
         },
     )
@@ -122,7 +162,10 @@ fn caller_context() {
     let parts: Vec<&str> = owner.split('|').collect();
     assert_eq!(parts[0], "owner-1");
     assert_eq!(parts[1].len(), 36, "source id is a UUID: {owner}");
-    assert!(parts[2].ends_with('Z') && parts[2].contains('T'), "ISO 8601 UTC: {owner}");
+    assert!(
+        parts[2].ends_with('Z') && parts[2].contains('T'),
+        "ISO 8601 UTC: {owner}"
+    );
     let as_bob = CallOptions {
         principal: Some("bob".into()),
         ..CallOptions::default()
@@ -130,7 +173,14 @@ fn caller_context() {
     let r = probe.call("caller", b"", Some(&as_bob)).unwrap();
     assert!(data(&r).starts_with("bob|"), "{}", data(&r));
     let e = probe
-        .call("caller", b"", Some(&CallOptions { principal: Some("bad\nname".into()), ..CallOptions::default() }))
+        .call(
+            "caller",
+            b"",
+            Some(&CallOptions {
+                principal: Some("bad\nname".into()),
+                ..CallOptions::default()
+            }),
+        )
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 }
@@ -151,7 +201,11 @@ fn sleep_random_clock_and_limits() {
     let wall: u64 = wall.parse().unwrap();
     assert!(wall.abs_diff(astrid::host::sys::wall_clock_ms()) < 60_000);
     assert_eq!(monotonic_ok, "true");
-    assert_eq!(ask(&probe, "ready"), "ok", "signal-ready is a no-op in an interceptor call");
+    assert_eq!(
+        ask(&probe, "ready"),
+        "ok",
+        "signal-ready is a no-op in an interceptor call"
+    );
 }
 
 #[test]
@@ -160,7 +214,11 @@ fn sleep_ends_at_the_call_deadline() {
     let probe = load(&rt, "probe");
     let started = Instant::now();
     let e = probe.call("sleep:10000000000", b"", None).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(e.code(), Code::Timeout), "{e}");
     assert_eq!(ask(&probe, "random:64"), "64:true", "the next call works");
 }
@@ -177,9 +235,18 @@ fn capabilities_and_registry() {
         .iter()
         .any(|l| l.level == LogLevel::Warn && l.message.contains("host_process")));
     let hello = load(&rt, "hello");
-    assert_eq!(ask(&probe, &format!("check:{}/fs_read", probe.id())), "true");
-    assert_eq!(ask(&probe, &format!("check:{}/net_bind", probe.id())), "false");
-    assert_eq!(ask(&probe, &format!("check:{}/fs_read", hello.id())), "false");
+    assert_eq!(
+        ask(&probe, &format!("check:{}/fs_read", probe.id())),
+        "true"
+    );
+    assert_eq!(
+        ask(&probe, &format!("check:{}/net_bind", probe.id())),
+        "false"
+    );
+    assert_eq!(
+        ask(&probe, &format!("check:{}/fs_read", hello.id())),
+        "false"
+    );
     assert_eq!(ask(&probe, "check:not-a-uuid/fs_read"), "false");
     hello.unload().unwrap();
 
@@ -189,7 +256,10 @@ fn capabilities_and_registry() {
     })
     .unwrap();
     let probe2 = load(&closed, "probe");
-    assert_eq!(ask(&probe2, &format!("check:{}/fs_read", probe2.id())), "err:registry-unavailable");
+    assert_eq!(
+        ask(&probe2, &format!("check:{}/fs_read", probe2.id())),
+        "err:registry-unavailable"
+    );
 }
 
 #[test]
@@ -203,11 +273,34 @@ fn log_levels_truncation_and_stderr() {
     ask(&probe, "biglog");
     ask(&probe, "stderr:to stderr");
     let lines = logs.lock().unwrap();
-    let levels: Vec<LogLevel> = lines.iter().filter(|l| l.message.starts_with("at ")).map(|l| l.level).collect();
-    assert_eq!(levels, [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error]);
-    let big = lines.iter().find(|l| l.message.starts_with("yyyy")).unwrap();
-    assert!(big.message.len() < 70 * 1024, "truncated to 64 KiB plus a marker");
-    assert!(big.message.ends_with("[truncated 6144 bytes]"), "{}", &big.message[big.message.len() - 40..]);
+    let levels: Vec<LogLevel> = lines
+        .iter()
+        .filter(|l| l.message.starts_with("at "))
+        .map(|l| l.level)
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error
+        ]
+    );
+    let big = lines
+        .iter()
+        .find(|l| l.message.starts_with("yyyy"))
+        .unwrap();
+    assert!(
+        big.message.len() < 70 * 1024,
+        "truncated to 64 KiB plus a marker"
+    );
+    assert!(
+        big.message.ends_with("[truncated 6144 bytes]"),
+        "{}",
+        &big.message[big.message.len() - 40..]
+    );
     let err_line = lines.iter().find(|l| l.message == "to stderr").unwrap();
     assert_eq!(err_line.level, LogLevel::Warn);
 }
@@ -217,8 +310,10 @@ fn audit_events_for_host_calls() {
     let rt = runtime();
     let events = Arc::new(Mutex::new(Vec::<astrid::AuditEvent>::new()));
     let sink = events.clone();
-    rt.set_audit_sink(Some(Arc::new(move |e: &astrid::AuditEvent| sink.lock().unwrap().push(e.clone()))))
-        .unwrap();
+    rt.set_audit_sink(Some(Arc::new(move |e: &astrid::AuditEvent| {
+        sink.lock().unwrap().push(e.clone())
+    })))
+    .unwrap();
     let probe = Capsule::load_dir(
         &rt,
         &capsule_dir("probe"),
@@ -233,12 +328,18 @@ fn audit_events_for_host_calls() {
     drop(probe);
     rt.close().unwrap(); // drains the audit queue
     let events = events.lock().unwrap();
-    let config = events.iter().find(|e| e.call == "sys.get-config").expect("get-config audited");
+    let config = events
+        .iter()
+        .find(|e| e.call == "sys.get-config")
+        .expect("get-config audited");
     assert_eq!(config.outcome, astrid::Outcome::Allowed);
     assert_eq!(config.target.as_deref(), Some("GREETING"));
     assert_eq!(config.principal, "carol");
     assert_eq!(config.capsule, "probe");
-    let random = events.iter().find(|e| e.call == "sys.random-bytes").expect("random audited");
+    let random = events
+        .iter()
+        .find(|e| e.call == "sys.random-bytes")
+        .expect("random audited");
     assert_eq!(random.outcome, astrid::Outcome::Failed);
     assert_eq!(random.reason.as_deref(), Some("too-large"));
 }

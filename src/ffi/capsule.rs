@@ -2,7 +2,9 @@
 
 use super::errors::astrid_error_t;
 use super::runtime::{astrid_runtime_t, runtime_from};
-use super::{bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, astrid_status_t, Registry};
+use super::{
+    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, Registry,
+};
 use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions};
 use crate::error::{Error, Result};
 use once_cell::sync::Lazy;
@@ -93,7 +95,11 @@ fn nul_terminated(text: String) -> (Vec<u8>, usize) {
     (bytes, len)
 }
 
-unsafe fn config_entries(ptr: *const astrid_config_entry_t, len: usize, what: &str) -> Result<Vec<(String, String)>> {
+unsafe fn config_entries(
+    ptr: *const astrid_config_entry_t,
+    len: usize,
+    what: &str,
+) -> Result<Vec<(String, String)>> {
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -121,11 +127,19 @@ unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions
     };
     unsafe {
         Ok(LoadOptions {
-            principal: opt_str_arg(o.principal, o.principal_len, "opts.principal")?.map(str::to_string),
-            workspace_root: opt_str_arg(o.workspace_root, o.workspace_root_len, "opts.workspace_root")?.map(Into::into),
+            principal: opt_str_arg(o.principal, o.principal_len, "opts.principal")?
+                .map(str::to_string),
+            workspace_root: opt_str_arg(
+                o.workspace_root,
+                o.workspace_root_len,
+                "opts.workspace_root",
+            )?
+            .map(Into::into),
             home_root: opt_str_arg(o.home_root, o.home_root_len, "opts.home_root")?.map(Into::into),
             memory_limit: Some(o.memory_limit_bytes).filter(|&v| v > 0),
-            timeout: Some(o.timeout_ms).filter(|&v| v > 0).map(Duration::from_millis),
+            timeout: Some(o.timeout_ms)
+                .filter(|&v| v > 0)
+                .map(Duration::from_millis),
             fuel: Some(o.fuel).filter(|&v| v > 0),
             config: config_entries(o.config, o.config_len, "opts.config")?,
         })
@@ -211,7 +225,10 @@ pub extern "C" fn astrid_capsule_load(
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let dir = unsafe { str_arg(dir, dir_len, "dir")? };
         let options = unsafe { load_options(opts)? };
-        publish(Capsule::load_dir(&runtime, dir.as_ref(), &options)?, out_capsule)
+        publish(
+            Capsule::load_dir(&runtime, dir.as_ref(), &options)?,
+            out_capsule,
+        )
     })
 }
 
@@ -238,7 +255,10 @@ pub extern "C" fn astrid_capsule_load_bytes(
         let wasm = unsafe { bytes_arg(wasm, wasm_len, "wasm")? };
         let manifest = unsafe { str_arg(manifest, manifest_len, "manifest")? };
         let options = unsafe { load_options(opts)? };
-        publish(Capsule::load_bytes(&runtime, wasm, manifest, &options)?, out_capsule)
+        publish(
+            Capsule::load_bytes(&runtime, wasm, manifest, &options)?,
+            out_capsule,
+        )
     })
 }
 
@@ -254,7 +274,16 @@ pub extern "C" fn astrid_capsule_call(
     out_result: *mut *mut astrid_result_t,
     err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    astrid_capsule_call_with(capsule, std::ptr::null(), action, action_len, payload, payload_len, out_result, err)
+    astrid_capsule_call_with(
+        capsule,
+        std::ptr::null(),
+        action,
+        action_len,
+        payload,
+        payload_len,
+        out_result,
+        err,
+    )
 }
 
 /// Calls `astrid-hook-trigger(action, payload)` with per-call options
@@ -289,7 +318,8 @@ pub extern "C" fn astrid_capsule_call_with(
         let options = match unsafe { sized_struct(opts, "opts")? } {
             None => None,
             Some(o) => Some(CallOptions {
-                principal: unsafe { opt_str_arg(o.principal, o.principal_len, "opts.principal")? }.map(str::to_string),
+                principal: unsafe { opt_str_arg(o.principal, o.principal_len, "opts.principal")? }
+                    .map(str::to_string),
                 config_overlay: unsafe { config_entries(o.config, o.config_len, "opts.config")? },
             }),
         };
@@ -310,7 +340,10 @@ pub extern "C" fn astrid_capsule_call_with(
 /// its length is written to `*len` when `len` is non-NULL. Borrowed: valid
 /// until `astrid_result_free`. NULL `result` gives NULL.
 #[no_mangle]
-pub extern "C" fn astrid_result_action(result: *const astrid_result_t, len: *mut usize) -> *const libc::c_char {
+pub extern "C" fn astrid_result_action(
+    result: *const astrid_result_t,
+    len: *mut usize,
+) -> *const libc::c_char {
     if result.is_null() {
         return std::ptr::null();
     }
@@ -327,7 +360,11 @@ pub extern "C" fn astrid_result_action(result: *const astrid_result_t, len: *mut
 /// non-NULL, they receive a borrowed NUL-terminated copy (valid until
 /// `astrid_result_free`) and its length. NULL `result` gives false.
 #[no_mangle]
-pub extern "C" fn astrid_result_data(result: *const astrid_result_t, data: *mut *const libc::c_char, len: *mut usize) -> bool {
+pub extern "C" fn astrid_result_data(
+    result: *const astrid_result_t,
+    data: *mut *const libc::c_char,
+    len: *mut usize,
+) -> bool {
     if result.is_null() {
         return false;
     }
@@ -384,9 +421,9 @@ pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astri
             return Ok(());
         }
         crate::runtime::refuse_reentry("astrid_capsule_unload")?;
-        let handle = CAPSULES
-            .remove(capsule as usize)
-            .ok_or_else(|| Error::closed("`capsule` was already unloaded or never created by this library"))?;
+        let handle = CAPSULES.remove(capsule as usize).ok_or_else(|| {
+            Error::closed("`capsule` was already unloaded or never created by this library")
+        })?;
         handle.capsule.unload()
     })
 }
@@ -395,7 +432,10 @@ pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astri
 /// when non-NULL. Borrowed: valid until `astrid_capsule_unload`. Unknown
 /// handle or NULL: returns NULL.
 #[no_mangle]
-pub extern "C" fn astrid_capsule_name(capsule: *const astrid_capsule_t, len: *mut usize) -> *const libc::c_char {
+pub extern "C" fn astrid_capsule_name(
+    capsule: *const astrid_capsule_t,
+    len: *mut usize,
+) -> *const libc::c_char {
     borrowed_text(capsule, len, |h| &h.name)
 }
 
@@ -403,13 +443,22 @@ pub extern "C" fn astrid_capsule_name(capsule: *const astrid_capsule_t, len: *mu
 /// `astrid:sys` `check-capsule-capability` expects it. Borrowing as for
 /// `astrid_capsule_name`.
 #[no_mangle]
-pub extern "C" fn astrid_capsule_id(capsule: *const astrid_capsule_t, len: *mut usize) -> *const libc::c_char {
+pub extern "C" fn astrid_capsule_id(
+    capsule: *const astrid_capsule_t,
+    len: *mut usize,
+) -> *const libc::c_char {
     borrowed_text(capsule, len, |h| &h.id)
 }
 
-fn borrowed_text(capsule: *const astrid_capsule_t, len: *mut usize, pick: fn(&CapsuleHandle) -> &CString) -> *const libc::c_char {
+fn borrowed_text(
+    capsule: *const astrid_capsule_t,
+    len: *mut usize,
+    pick: fn(&CapsuleHandle) -> &CString,
+) -> *const libc::c_char {
     let found = std::panic::catch_unwind(|| capsule_from(capsule).ok());
-    let Ok(Some(handle)) = found else { return std::ptr::null() };
+    let Ok(Some(handle)) = found else {
+        return std::ptr::null();
+    };
     let text = pick(&handle);
     if !len.is_null() {
         // SAFETY: caller-provided writable pointer.
@@ -423,11 +472,19 @@ fn borrowed_text(capsule: *const astrid_capsule_t, len: *mut usize, pick: fn(&Ca
 /// `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
 /// `fs_read`, `fs_write`, `uplink`). Unknown handle, NULL or bad UTF-8: false.
 #[no_mangle]
-pub extern "C" fn astrid_capsule_has_capability(capsule: *const astrid_capsule_t, name: *const libc::c_char, name_len: usize) -> bool {
+pub extern "C" fn astrid_capsule_has_capability(
+    capsule: *const astrid_capsule_t,
+    name: *const libc::c_char,
+    name_len: usize,
+) -> bool {
     std::panic::catch_unwind(|| {
-        let Ok(handle) = capsule_from(capsule) else { return false };
+        let Ok(handle) = capsule_from(capsule) else {
+            return false;
+        };
         // SAFETY: caller contract for (ptr, len) strings.
-        let Ok(name) = (unsafe { str_arg(name, name_len, "name") }) else { return false };
+        let Ok(name) = (unsafe { str_arg(name, name_len, "name") }) else {
+            return false;
+        };
         handle.capsule.capabilities().iter().any(|c| c == name)
     })
     .unwrap_or(false)

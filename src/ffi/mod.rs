@@ -93,14 +93,20 @@ pub const ASTRID_NTS: usize = usize::MAX;
 
 /// Runs an API body: panics become `ASTRID_E_PANIC`, errors are written to
 /// `err` (when non-NULL) and returned as a status.
-pub(crate) fn guard(err: *mut *mut astrid_error_t, body: impl FnOnce() -> Result<()>) -> astrid_status_t {
+pub(crate) fn guard(
+    err: *mut *mut astrid_error_t,
+    body: impl FnOnce() -> Result<()>,
+) -> astrid_status_t {
     let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let text = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic payload".to_string());
-        Err(Error::new(Code::Panic, format!("a Rust panic was caught at the API boundary: {text}")))
+        Err(Error::new(
+            Code::Panic,
+            format!("a Rust panic was caught at the API boundary: {text}"),
+        ))
     });
     match outcome {
         Ok(()) => ASTRID_OK,
@@ -121,16 +127,25 @@ pub(crate) fn guard(err: *mut *mut astrid_error_t, body: impl FnOnce() -> Result
 /// # Safety
 /// `ptr` must be NULL or point to `len` readable bytes (or a NUL-terminated
 /// string when `len == ASTRID_NTS`) that outlive the returned borrow.
-pub(crate) unsafe fn str_arg<'a>(ptr: *const libc::c_char, len: usize, what: &str) -> Result<&'a str> {
+pub(crate) unsafe fn str_arg<'a>(
+    ptr: *const libc::c_char,
+    len: usize,
+    what: &str,
+) -> Result<&'a str> {
     let bytes = unsafe { bytes_arg(ptr.cast(), len, what)? };
-    std::str::from_utf8(bytes).map_err(|e| Error::new(Code::Utf8, format!("`{what}` is not valid UTF-8")).caused_by(e))
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::new(Code::Utf8, format!("`{what}` is not valid UTF-8")).caused_by(e))
 }
 
 /// Like [`str_arg`] but NULL means "absent".
 ///
 /// # Safety
 /// As for [`str_arg`].
-pub(crate) unsafe fn opt_str_arg<'a>(ptr: *const libc::c_char, len: usize, what: &str) -> Result<Option<&'a str>> {
+pub(crate) unsafe fn opt_str_arg<'a>(
+    ptr: *const libc::c_char,
+    len: usize,
+    what: &str,
+) -> Result<Option<&'a str>> {
     if ptr.is_null() {
         return Ok(None);
     }
@@ -146,7 +161,9 @@ pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Re
         return if len == 0 || len == ASTRID_NTS {
             Ok(&[])
         } else {
-            Err(Error::invalid_argument(format!("`{what}` is NULL with a non-zero length")))
+            Err(Error::invalid_argument(format!(
+                "`{what}` is NULL with a non-zero length"
+            )))
         };
     }
     if len == ASTRID_NTS {
@@ -154,7 +171,9 @@ pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Re
         return Ok(unsafe { std::ffi::CStr::from_ptr(ptr.cast()) }.to_bytes());
     }
     if len > isize::MAX as usize {
-        return Err(Error::invalid_argument(format!("`{what}` length is too large")));
+        return Err(Error::invalid_argument(format!(
+            "`{what}` length is too large"
+        )));
     }
     // SAFETY: the caller promises `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
@@ -163,7 +182,9 @@ pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Re
 /// Fails with `ASTRID_E_INVALID_ARGUMENT` when a required pointer is NULL.
 pub(crate) fn non_null<T>(ptr: *const T, what: &str) -> Result<()> {
     if ptr.is_null() {
-        return Err(Error::invalid_argument(format!("`{what}` must not be NULL")));
+        return Err(Error::invalid_argument(format!(
+            "`{what}` must not be NULL"
+        )));
     }
     Ok(())
 }
@@ -206,24 +227,36 @@ impl<T> Registry<T> {
 
     pub(crate) fn insert(&self, value: T) -> usize {
         let id = NEXT_HANDLE.fetch_add(16, Ordering::Relaxed);
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(value));
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(value));
         id
     }
 
     pub(crate) fn get(&self, id: usize, what: &str) -> Result<Arc<T>> {
         if id == 0 {
-            return Err(Error::invalid_argument(format!("`{what}` must not be NULL")));
+            return Err(Error::invalid_argument(format!(
+                "`{what}` must not be NULL"
+            )));
         }
         self.entries
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
-            .ok_or_else(|| Error::closed(format!("`{what}` was already freed or never created by this library")))
+            .ok_or_else(|| {
+                Error::closed(format!(
+                    "`{what}` was already freed or never created by this library"
+                ))
+            })
     }
 
     pub(crate) fn remove(&self, id: usize) -> Option<Arc<T>> {
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).remove(&id)
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
     }
 }
 
@@ -241,7 +274,11 @@ unsafe impl<F: Copy> Send for Callback<F> {}
 unsafe impl<F: Copy> Sync for Callback<F> {}
 
 impl<F: Copy> Callback<F> {
-    pub(crate) fn new(function: F, user_data: *mut libc::c_void, finalizer: Option<unsafe extern "C" fn(*mut libc::c_void)>) -> Self {
+    pub(crate) fn new(
+        function: F,
+        user_data: *mut libc::c_void,
+        finalizer: Option<unsafe extern "C" fn(*mut libc::c_void)>,
+    ) -> Self {
         Callback {
             function,
             user_data,

@@ -2,7 +2,9 @@
 //! log and audit callbacks.
 
 use super::errors::astrid_error_t;
-use super::{guard, non_null, opt_str_arg, opt_view, sized_struct, view, astrid_status_t, Callback, Registry};
+use super::{
+    astrid_status_t, guard, non_null, opt_str_arg, opt_view, sized_struct, view, Callback, Registry,
+};
 use crate::error::{Error, Result};
 use crate::runtime::{AuditEvent, LogRecord, Runtime, RuntimeConfig};
 use once_cell::sync::Lazy;
@@ -127,7 +129,8 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     config.flags = c.flags;
     // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.
-    config.cache_dir = unsafe { opt_str_arg(c.cache_dir, c.cache_dir_len, "cfg.cache_dir")? }.map(Into::into);
+    config.cache_dir =
+        unsafe { opt_str_arg(c.cache_dir, c.cache_dir_len, "cfg.cache_dir")? }.map(Into::into);
     Ok(config)
 }
 
@@ -198,7 +201,8 @@ pub struct astrid_log_record_t {
 /// `astrid_capsule_call`, or a library worker), possibly concurrently for
 /// different calls. Must not call blocking astrid functions (they return
 /// `ASTRID_E_REENTRANT`).
-pub type astrid_log_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void, record: *const astrid_log_record_t)>;
+pub type astrid_log_fn =
+    Option<unsafe extern "C" fn(user_data: *mut libc::c_void, record: *const astrid_log_record_t)>;
 
 /// Finalizer of a callback's `user_data`: run exactly once when the library
 /// drops the callback (replaced, removed, or runtime freed).
@@ -275,7 +279,8 @@ pub struct astrid_audit_event_t {
 /// Audit callback. Runs on the runtime's audit thread, one event at a time,
 /// in order. It observes and cannot veto. A slow callback makes capsules wait
 /// (events are never dropped).
-pub type astrid_audit_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void, event: *const astrid_audit_event_t)>;
+pub type astrid_audit_fn =
+    Option<unsafe extern "C" fn(user_data: *mut libc::c_void, event: *const astrid_audit_event_t)>;
 
 /// Installs the audit callback (NULL `audit_fn` removes it). Same ownership
 /// rules as `astrid_runtime_set_log_callback`. Thread-safe.

@@ -59,13 +59,23 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.max_memory;
         self.hit |= !allowed;
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.max_table_elements;
         self.hit |= !allowed;
         Ok(allowed)
@@ -104,7 +114,15 @@ impl HostState {
     }
 
     /// Records one audit event for a host call (a no-op without a sink).
-    pub(crate) fn audit(&self, call: &'static str, target: Option<&str>, bytes: u64, outcome: Outcome, reason: Option<&str>, started: Instant) {
+    pub(crate) fn audit(
+        &self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes: u64,
+        outcome: Outcome,
+        reason: Option<&str>,
+        started: Instant,
+    ) {
         let runtime = &self.capsule.runtime;
         if !runtime.has_audit_sink() {
             return;
@@ -112,7 +130,11 @@ impl HostState {
         runtime.emit_audit(AuditEvent {
             capsule: self.capsule.name.clone(),
             capsule_id: self.capsule.id.clone(),
-            principal: self.call.principal.as_deref().map_or_else(|| "system".to_string(), str::to_string),
+            principal: self
+                .call
+                .principal
+                .as_deref()
+                .map_or_else(|| "system".to_string(), str::to_string),
             call: call.to_string(),
             target: target.map(str::to_string),
             bytes,

@@ -15,7 +15,8 @@ mod bindings {
 }
 
 use bindings::astrid::sys::host::{
-    self, CallerContext, CapabilityCheckRequest, CapabilityCheckResponse, ErrorCode, LogLevel as WitLevel,
+    self, CallerContext, CapabilityCheckRequest, CapabilityCheckResponse, ErrorCode,
+    LogLevel as WitLevel,
 };
 
 pub const MAX_RANDOM_BYTES: u64 = 4096;
@@ -71,7 +72,9 @@ pub fn iso8601_utc(ms: u64) -> String {
 }
 
 pub fn wall_clock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl host::Host for HostState {
@@ -80,10 +83,19 @@ impl host::Host for HostState {
         let result = if key.starts_with("ASTRID_") {
             Err(ErrorCode::ConfigKeyReserved)
         } else {
-            Ok(self.capsule.config_value(&key, self.call.overlay.as_deref()))
+            Ok(self
+                .capsule
+                .config_value(&key, self.call.overlay.as_deref()))
         };
         let (out, reason) = outcome(&result);
-        self.audit("sys.get-config", Some(&key), key.len() as u64, out, reason.as_deref(), started);
+        self.audit(
+            "sys.get-config",
+            Some(&key),
+            key.len() as u64,
+            out,
+            reason.as_deref(),
+            started,
+        );
         result
     }
 
@@ -121,10 +133,16 @@ impl host::Host for HostState {
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
-            let text = format!("{} [truncated {} bytes]", &message[..cut], message.len() - cut);
-            self.capsule.log(level, self.call.principal.as_deref(), &text);
+            let text = format!(
+                "{} [truncated {} bytes]",
+                &message[..cut],
+                message.len() - cut
+            );
+            self.capsule
+                .log(level, self.call.principal.as_deref(), &text);
         } else {
-            self.capsule.log(level, self.call.principal.as_deref(), &message);
+            self.capsule
+                .log(level, self.call.principal.as_deref(), &message);
         }
         self.audit("sys.log", None, bytes, Outcome::Allowed, None, started);
     }
@@ -146,7 +164,14 @@ impl host::Host for HostState {
     fn clock_monotonic_ns(&mut self) -> u64 {
         let started = Instant::now();
         let elapsed = self.capsule.runtime.monotonic_origin.elapsed();
-        self.audit("sys.clock-monotonic-ns", None, 0, Outcome::Allowed, None, started);
+        self.audit(
+            "sys.clock-monotonic-ns",
+            None,
+            0,
+            Outcome::Allowed,
+            None,
+            started,
+        );
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -160,7 +185,11 @@ impl host::Host for HostState {
             let wanted = started + Duration::from_nanos(duration_ns);
             // The call's deadline ends the wait early; the guest then traps
             // with "timeout" at its next epoch check.
-            let until = if self.call.active { wanted.min(self.call.deadline) } else { wanted };
+            let until = if self.call.active {
+                wanted.min(self.call.deadline)
+            } else {
+                wanted
+            };
             if self.call.token.wait_until(until) || until < wanted {
                 Err(ErrorCode::Cancelled)
             } else {
@@ -178,14 +207,26 @@ impl host::Host for HostState {
             Err(ErrorCode::TooLarge)
         } else {
             let mut buf = vec![0u8; length as usize];
-            getrandom::fill(&mut buf).map(|()| buf).map_err(|_| ErrorCode::Unknown("entropy source failed".into()))
+            getrandom::fill(&mut buf)
+                .map(|()| buf)
+                .map_err(|_| ErrorCode::Unknown("entropy source failed".into()))
         };
         let (out, reason) = outcome(&result);
-        self.audit("sys.random-bytes", None, length, out, reason.as_deref(), started);
+        self.audit(
+            "sys.random-bytes",
+            None,
+            length,
+            out,
+            reason.as_deref(),
+            started,
+        );
         result
     }
 
-    fn check_capsule_capability(&mut self, request: CapabilityCheckRequest) -> Result<CapabilityCheckResponse, ErrorCode> {
+    fn check_capsule_capability(
+        &mut self,
+        request: CapabilityCheckRequest,
+    ) -> Result<CapabilityCheckResponse, ErrorCode> {
         let started = Instant::now();
         let result = self
             .capsule
@@ -194,14 +235,28 @@ impl host::Host for HostState {
             .map(|allowed| CapabilityCheckResponse { allowed })
             .ok_or(ErrorCode::RegistryUnavailable);
         let (out, reason) = outcome(&result);
-        self.audit("sys.check-capsule-capability", Some(&request.source_uuid), 0, out, reason.as_deref(), started);
+        self.audit(
+            "sys.check-capsule-capability",
+            Some(&request.source_uuid),
+            0,
+            out,
+            reason.as_deref(),
+            started,
+        );
         result
     }
 
     fn enumerate_capabilities(&mut self) -> Vec<String> {
         let started = Instant::now();
         let names = self.capsule.capability_names.clone();
-        self.audit("sys.enumerate-capabilities", None, 0, Outcome::Allowed, None, started);
+        self.audit(
+            "sys.enumerate-capabilities",
+            None,
+            0,
+            Outcome::Allowed,
+            None,
+            started,
+        );
         names
     }
 }

@@ -92,10 +92,16 @@ impl StdioLog {
     pub fn flush(&self) {
         let (principal, rests) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let rests = [std::mem::take(&mut state.pending[0]), std::mem::take(&mut state.pending[1])];
+            let rests = [
+                std::mem::take(&mut state.pending[0]),
+                std::mem::take(&mut state.pending[1]),
+            ];
             (state.principal.clone(), rests)
         };
-        for (channel, rest) in [(Channel::Stdout, rests[0].as_slice()), (Channel::Stderr, rests[1].as_slice())] {
+        for (channel, rest) in [
+            (Channel::Stdout, rests[0].as_slice()),
+            (Channel::Stderr, rests[1].as_slice()),
+        ] {
             if !rest.is_empty() {
                 self.emit(channel, principal.as_deref(), rest);
             }
@@ -162,7 +168,11 @@ impl Pollable for StdioPipe {
 }
 
 impl tokio::io::AsyncWrite for StdioPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.log.write(self.channel, buf);
         Poll::Ready(Ok(buf.len()))
     }

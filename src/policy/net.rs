@@ -24,7 +24,10 @@ pub enum PortPattern {
 pub enum SocketGrant {
     /// `unix:*` (only meaningful in `net_bind`).
     Unix,
-    Inet { host: HostPattern, port: PortPattern },
+    Inet {
+        host: HostPattern,
+        port: PortPattern,
+    },
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -35,7 +38,9 @@ fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
 }
 
@@ -92,7 +97,11 @@ impl SocketGrant {
         let port = match port {
             "*" => PortPattern::Any,
             digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-                PortPattern::Exact(digits.parse().map_err(|_| format!("port `{digits}` is out of range"))?)
+                PortPattern::Exact(
+                    digits
+                        .parse()
+                        .map_err(|_| format!("port `{digits}` is out of range"))?,
+                )
             }
             other => return Err(format!("port `{other}` is not `*` or a number")),
         };
@@ -116,7 +125,10 @@ impl HttpHostGrant {
         if entry == "*" {
             return Ok(HttpHostGrant::Any);
         }
-        let bare = entry.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(entry);
+        let bare = entry
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(entry);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(HttpHostGrant::Ip(ip));
         }
@@ -124,7 +136,9 @@ impl HttpHostGrant {
         if valid_hostname(&name) {
             Ok(HttpHostGrant::Name(name))
         } else {
-            Err(format!("`{entry}` is not a host name (no scheme, port or path)"))
+            Err(format!(
+                "`{entry}` is not a host name (no scheme, port or path)"
+            ))
         }
     }
 }
@@ -154,16 +168,30 @@ mod tests {
             Ok(SocketGrant::Inet { host: HostPattern::Subdomains(h), .. }) if h == "example.com"
         ));
         assert_eq!(SocketGrant::parse("unix:*", true), Ok(SocketGrant::Unix));
-        for bad in ["unix:*", "host", "host:70000", "host:x", "::1:80", "bad host:1", ":80"] {
+        for bad in [
+            "unix:*",
+            "host",
+            "host:70000",
+            "host:x",
+            "::1:80",
+            "bad host:1",
+            ":80",
+        ] {
             assert!(SocketGrant::parse(bad, false).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn http_entries() {
-        assert_eq!(HttpHostGrant::parse("API.example.com."), Ok(HttpHostGrant::Name("api.example.com".into())));
+        assert_eq!(
+            HttpHostGrant::parse("API.example.com."),
+            Ok(HttpHostGrant::Name("api.example.com".into()))
+        );
         assert_eq!(HttpHostGrant::parse("*"), Ok(HttpHostGrant::Any));
-        assert!(matches!(HttpHostGrant::parse("10.0.0.1"), Ok(HttpHostGrant::Ip(_))));
+        assert!(matches!(
+            HttpHostGrant::parse("10.0.0.1"),
+            Ok(HttpHostGrant::Ip(_))
+        ));
         for bad in ["https://x.com", "x.com/path", "x.com:443", ""] {
             assert!(HttpHostGrant::parse(bad).is_err(), "{bad}");
         }

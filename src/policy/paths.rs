@@ -136,7 +136,13 @@ impl PathGrant {
         let components = path
             .components
             .into_iter()
-            .map(|c| if c == "*" { GrantComponent::Any } else { GrantComponent::Literal(c) })
+            .map(|c| {
+                if c == "*" {
+                    GrantComponent::Any
+                } else {
+                    GrantComponent::Literal(c)
+                }
+            })
             .collect();
         Ok(PathGrant {
             mount: path.mount,
@@ -149,10 +155,14 @@ impl PathGrant {
     pub fn covers(&self, path: &VfsPath) -> bool {
         self.mount == path.mount
             && self.components.len() <= path.components.len()
-            && self.components.iter().zip(&path.components).all(|(g, c)| match g {
-                GrantComponent::Any => true,
-                GrantComponent::Literal(l) => l == c,
-            })
+            && self
+                .components
+                .iter()
+                .zip(&path.components)
+                .all(|(g, c)| match g {
+                    GrantComponent::Any => true,
+                    GrantComponent::Literal(l) => l == c,
+                })
     }
 }
 
@@ -200,7 +210,12 @@ mod tests {
         let mid = PathGrant::parse("cwd://users/*/inbox").unwrap();
         assert!(mid.covers(&parse("cwd://users/ann/inbox/1").unwrap()));
         assert!(!mid.covers(&parse("cwd://users/ann/outbox").unwrap()));
-        assert_eq!(PathGrant::parse("cwd://a/../b"), Err(PathError::ParentComponent));
-        assert!(PathGrant::parse("tmp://").unwrap().covers(&parse("/tmp/x").unwrap()));
+        assert_eq!(
+            PathGrant::parse("cwd://a/../b"),
+            Err(PathError::ParentComponent)
+        );
+        assert!(PathGrant::parse("tmp://")
+            .unwrap()
+            .covers(&parse("/tmp/x").unwrap()));
     }
 }

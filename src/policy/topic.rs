@@ -121,7 +121,10 @@ mod tests {
         assert_eq!(validate_topic("a..b"), Err(TopicError::EmptySegment));
         assert_eq!(validate_topic(""), Err(TopicError::Empty));
         assert_eq!(validate_topic("a b"), Err(TopicError::BadCharacter));
-        assert_eq!(validate_topic("1.2.3.4.5.6.7.8.9"), Err(TopicError::TooManySegments));
+        assert_eq!(
+            validate_topic("1.2.3.4.5.6.7.8.9"),
+            Err(TopicError::TooManySegments)
+        );
         assert!(validate_topic("1.2.3.4.5.6.7.8").is_ok());
         assert_eq!(validate_topic(&"a".repeat(257)), Err(TopicError::TooLong));
     }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub fn capsule_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/capsules").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("build/capsules")
+        .join(name);
     assert!(
         dir.join("Capsule.toml").exists(),
         "capsule `{name}` is not built: run scripts/build-capsules.sh (scripts/test.sh does)"
@@ -43,7 +45,8 @@ pub fn runtime() -> Runtime {
 }
 
 pub fn load(rt: &Runtime, name: &str) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir(name), &probe_options()).unwrap_or_else(|e| panic!("load {name}: {e}"))
+    Capsule::load_dir(rt, &capsule_dir(name), &probe_options())
+        .unwrap_or_else(|e| panic!("load {name}: {e}"))
 }
 
 /// The probe capsule declares `REQUIRED` without a default.

@@ -1,0 +1,386 @@
+/*
+ * C tests of the astrid API: argument checking (NULL, UTF-8, sizes), error
+ * objects, ownership of callbacks, calls after unload / runtime free,
+ * hostile guests, cancellation and concurrency from C threads.
+ *
+ *   usage: test_api CAPSULES_DIR [lifetime]   (prints "N passed, N failed")
+ *
+ * With `lifetime`, only the argument and handle-lifetime tests run (the
+ * subset run under valgrind, where timing-bound tests would be too slow).
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "astrid.h"
+
+static int passed, failed;
+static const char *capsules;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            passed++;                                                                              \
+        } else {                                                                                   \
+            failed++;                                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
+    } while (0)
+
+/* Checks a status and, when an error object came back, that its code agrees. */
+#define CHECK_STATUS(call, expected)                                                               \
+    do {                                                                                           \
+        astrid_error_t *e_ = NULL;                                                                 \
+        astrid_error_t **err = &e_;                                                                \
+        astrid_status_t s_ = (call);                                                               \
+        (void)err;                                                                                 \
+        if (s_ == (expected) && (s_ == ASTRID_OK || e_ == NULL || astrid_error_code(e_) == s_)) {  \
+            passed++;                                                                              \
+        } else {                                                                                   \
+            failed++;                                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s -> %d (%s), expected %d\n", __FILE__, __LINE__, #call, \
+                    s_, e_ ? astrid_error_message(e_) : "", (expected));                           \
+        }                                                                                          \
+        astrid_error_free(e_);                                                                     \
+    } while (0)
+
+static char *path_of(const char *name) {
+    static char buf[8][1024];
+    static int next;
+    char *out = buf[next++ % 8];
+    snprintf(out, 1024, "%s/%s", capsules, name);
+    return out;
+}
+
+static astrid_runtime_t *new_runtime(uint64_t timeout_ms) {
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    cfg.timeout_ms = timeout_ms;
+    cfg.unload_grace_ms = 2000;
+    cfg.fuel = UINT64_C(1) << 50; /* let deadlines, not fuel, stop the loops here */
+    astrid_runtime_t *rt = NULL;
+    astrid_error_t *err = NULL;
+    if (astrid_runtime_new(&cfg, &rt, &err) != ASTRID_OK) {
+        fprintf(stderr, "runtime: %s\n", astrid_error_message(err));
+        exit(2);
+    }
+    return rt;
+}
+
+static astrid_capsule_t *load(astrid_runtime_t *rt, const char *name) {
+    astrid_capsule_t *capsule = NULL;
+    astrid_error_t *err = NULL;
+    if (astrid_capsule_load(rt, path_of(name), ASTRID_NTS, NULL, &capsule, &err) != ASTRID_OK) {
+        fprintf(stderr, "load %s: %s\n", name, astrid_error_message(err));
+        exit(2);
+    }
+    return capsule;
+}
+
+static astrid_status_t call(astrid_capsule_t *capsule, const char *action, astrid_error_t **err) {
+    astrid_result_t *result = NULL;
+    astrid_status_t s = astrid_capsule_call(capsule, action, ASTRID_NTS, NULL, 0, &result, err);
+    astrid_result_free(result);
+    return s;
+}
+
+static void test_versions_and_errors(void) {
+    CHECK(astrid_abi_version() == ASTRID_ABI_VERSION);
+    CHECK(strlen(astrid_version()) > 0);
+    CHECK(astrid_error_code(NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(strcmp(astrid_error_message(NULL), "") == 0);
+    astrid_error_free(NULL);
+    CHECK(astrid_result_action(NULL, NULL) == NULL);
+    CHECK(!astrid_result_data(NULL, NULL, NULL));
+    astrid_result_free(NULL);
+    astrid_runtime_free(NULL);
+    CHECK(astrid_capsule_unload(NULL) == ASTRID_OK);
+}
+
+static void test_runtime_arguments(void) {
+    astrid_runtime_config_t cfg;
+    CHECK(astrid_runtime_config_init(NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_config_init(&cfg) == ASTRID_OK);
+    CHECK(cfg.size == sizeof cfg && cfg.memory_limit_bytes == 64u << 20 && cfg.timeout_ms == 30000);
+    CHECK_STATUS(astrid_runtime_new(&cfg, NULL, err), ASTRID_E_INVALID_ARGUMENT);
+    astrid_runtime_t *rt = NULL;
+    cfg.size = 8;
+    astrid_error_t *e = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, &e) == ASTRID_E_INVALID_ARGUMENT && rt == NULL);
+    CHECK(e && strstr(astrid_error_message(e), "size") != NULL);
+    astrid_error_free(e);
+    astrid_runtime_config_init(&cfg);
+    cfg.flags = 0x80;
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_INVALID_ARGUMENT);
+    astrid_runtime_config_init(&cfg);
+    cfg.cache_dir = "\xff\xfe";
+    cfg.cache_dir_len = 2;
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_UTF8);
+    CHECK(rt == NULL);
+    CHECK_STATUS(astrid_runtime_new(NULL, &rt, err), ASTRID_OK);
+    CHECK(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_set_log_callback((astrid_runtime_t *)0x1234, NULL, NULL, NULL) == ASTRID_E_CLOSED);
+    astrid_runtime_free(rt);
+    CHECK(astrid_runtime_set_audit_callback(rt, NULL, NULL, NULL) == ASTRID_E_CLOSED);
+    astrid_runtime_free(rt); /* a second free of a dead handle is harmless */
+}
+
+static void test_load_arguments(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_capsule_t *c = NULL;
+    const char *dir = path_of("hello");
+    CHECK_STATUS(astrid_capsule_load(NULL, dir, ASTRID_NTS, NULL, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_load(rt, NULL, 0, NULL, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_load(rt, "\xc3\x28", 2, NULL, &c, err), ASTRID_E_UTF8);
+    CHECK_STATUS(astrid_capsule_load(rt, "/nonexistent/capsule", ASTRID_NTS, NULL, &c, err), ASTRID_E_NOT_FOUND);
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("bad-import"), ASTRID_NTS, NULL, &c, err), ASTRID_E_LINK);
+    astrid_load_options_t opts;
+    CHECK(astrid_load_options_init(NULL) == ASTRID_E_INVALID_ARGUMENT);
+    astrid_load_options_init(&opts);
+    opts.size = 4;
+    CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    astrid_load_options_init(&opts);
+    opts.principal = "\xff";
+    opts.principal_len = 1;
+    CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_UTF8);
+    astrid_load_options_init(&opts);
+    opts.config_len = 3; /* NULL array with a length */
+    CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK(c == NULL);
+
+    const char *manifest = "[package]\nname = \"b\"\nversion = \"1.0.0\"\n";
+    const uint8_t garbage[] = "definitely not wasm";
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, NULL, 5, manifest, ASTRID_NTS, NULL, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, NULL, 0, manifest, ASTRID_NTS, NULL, &c, err), ASTRID_E_COMPILE);
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, garbage, sizeof garbage, manifest, ASTRID_NTS, NULL, &c, err),
+                 ASTRID_E_COMPILE);
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, garbage, sizeof garbage, NULL, 0, NULL, &c, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, garbage, sizeof garbage, "[package]\nname=\"\xff\"", ASTRID_NTS, NULL, &c, err),
+                 ASTRID_E_UTF8);
+    CHECK_STATUS(astrid_capsule_load_bytes(rt, garbage, sizeof garbage, "[package", ASTRID_NTS, NULL, &c, err),
+                 ASTRID_E_MANIFEST);
+    CHECK(c == NULL);
+    astrid_runtime_free(rt);
+}
+
+static void test_call_arguments_and_results(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_capsule_t *hello = load(rt, "hello");
+    astrid_result_t *r = NULL;
+    const uint8_t payload[] = "{\"name\":\"C tests\"}";
+    CHECK_STATUS(astrid_capsule_call(NULL, "greet", ASTRID_NTS, payload, sizeof payload - 1, &r, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_call(hello, NULL, 0, payload, sizeof payload - 1, &r, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_call(hello, "greet", ASTRID_NTS, payload, sizeof payload - 1, NULL, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_capsule_call(hello, "gr\xff" "et", 5, payload, 3, &r, err), ASTRID_E_UTF8);
+    CHECK_STATUS(astrid_capsule_call(hello, "greet", ASTRID_NTS, NULL, 7, &r, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK(r == NULL);
+    astrid_call_options_t copts;
+    astrid_call_options_init(&copts);
+    copts.size = 1;
+    CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
+
+    /* Errors are optional: NULL err still returns the status. */
+    CHECK(astrid_capsule_call(hello, NULL, 0, NULL, 0, &r, NULL) == ASTRID_E_INVALID_ARGUMENT);
+
+    CHECK_STATUS(astrid_capsule_call(hello, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
+    size_t len = 99;
+    CHECK(strcmp(astrid_result_action(r, &len), "continue") == 0 && len == 8);
+    CHECK(!astrid_result_data(r, NULL, NULL));
+    astrid_result_free(r);
+    r = NULL;
+
+    astrid_call_options_init(&copts);
+    copts.principal = "dora";
+    copts.principal_len = ASTRID_NTS;
+    CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "greet", ASTRID_NTS, payload, sizeof payload - 1, &r, err),
+                 ASTRID_OK);
+    const char *data = NULL;
+    CHECK(astrid_result_data(r, &data, &len));
+    CHECK(data && strstr(data, "\"Hello, C tests!\"") && strstr(data, "\"principal\":\"dora\"") && strlen(data) == len);
+    CHECK(strcmp(astrid_result_action(r, NULL), "final") == 0);
+    astrid_result_free(r);
+
+    size_t name_len = 0;
+    CHECK(strcmp(astrid_capsule_name(hello, &name_len), "hello") == 0 && name_len == 5);
+    CHECK(strlen(astrid_capsule_id(hello, NULL)) == 36);
+    CHECK(astrid_capsule_name(NULL, NULL) == NULL);
+    CHECK(!astrid_capsule_has_capability(hello, "net", ASTRID_NTS));
+
+    /* After unload the handle is dead, never dereferenced. */
+    CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_call(hello, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_name(hello, NULL) == NULL);
+    CHECK_STATUS(astrid_capsule_call((astrid_capsule_t *)0xdeadbeef, "noop", ASTRID_NTS, NULL, 0, &r, err),
+                 ASTRID_E_CLOSED);
+    astrid_runtime_free(rt);
+}
+
+static void test_after_runtime_free(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_capsule_t *hello = load(rt, "hello");
+    astrid_runtime_free(rt);
+    CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
+    astrid_capsule_t *c = NULL;
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &c, err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
+}
+
+struct log_state {
+    atomic_int lines;
+    atomic_int finalized;
+    atomic_int reentrant;
+    astrid_capsule_t *target; /* called from inside the callback */
+};
+
+static void count_log(void *user_data, const astrid_log_record_t *rec) {
+    struct log_state *st = user_data;
+    CHECK(rec->size >= sizeof *rec && rec->capsule_len > 0);
+    atomic_fetch_add(&st->lines, 1);
+    if (st->target) {
+        astrid_error_t *e = NULL;
+        if (call(st->target, "noop", &e) == ASTRID_E_REENTRANT) atomic_fetch_add(&st->reentrant, 1);
+        astrid_error_free(e);
+    }
+}
+
+static void finalize(void *user_data) {
+    struct log_state *st = user_data;
+    atomic_fetch_add(&st->finalized, 1);
+}
+
+struct audit_state {
+    atomic_int events;
+    atomic_int config_calls;
+};
+
+static void count_audit(void *user_data, const astrid_audit_event_t *ev) {
+    struct audit_state *st = user_data;
+    atomic_fetch_add(&st->events, 1);
+    if (ev->call_len == strlen("sys.get-config") && memcmp(ev->call, "sys.get-config", ev->call_len) == 0 &&
+        ev->outcome == ASTRID_AUDIT_ALLOWED)
+        atomic_fetch_add(&st->config_calls, 1);
+}
+
+static void test_callbacks(void) {
+    static struct log_state first, second;
+    static struct audit_state audit;
+    astrid_runtime_t *rt = new_runtime(5000);
+    CHECK(astrid_runtime_set_log_callback(rt, count_log, &first, finalize) == ASTRID_OK);
+    CHECK(astrid_runtime_set_audit_callback(rt, count_audit, &audit, NULL) == ASTRID_OK);
+    astrid_capsule_t *hello = load(rt, "hello");
+    astrid_error_t *e = NULL;
+    CHECK(call(hello, "greet", &e) == ASTRID_OK);
+    CHECK(atomic_load(&first.lines) == 2);
+    /* Replacing the callback runs the old finalizer exactly once. */
+    CHECK(astrid_runtime_set_log_callback(rt, count_log, &second, finalize) == ASTRID_OK);
+    CHECK(atomic_load(&first.finalized) == 1);
+    second.target = hello;
+    CHECK(call(hello, "greet", &e) == ASTRID_OK);
+    CHECK(atomic_load(&second.lines) == 2 && atomic_load(&second.reentrant) == 2);
+    second.target = NULL;
+    astrid_capsule_unload(hello);
+    astrid_runtime_free(rt);
+    CHECK(atomic_load(&second.finalized) == 1 && atomic_load(&first.finalized) == 1);
+    CHECK(atomic_load(&audit.config_calls) == 2);
+    CHECK(atomic_load(&audit.events) >= 8);
+}
+
+struct canceller {
+    astrid_capsule_t *capsule;
+    int delay_ms;
+};
+
+static void *cancel_later(void *arg) {
+    struct canceller *c = arg;
+    usleep(c->delay_ms * 1000);
+    astrid_capsule_cancel(c->capsule);
+    return NULL;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_hostile_guests(void) {
+    astrid_runtime_t *rt = new_runtime(400);
+    astrid_capsule_t *hostile = load(rt, "hostile");
+    double t0 = now_s();
+    CHECK_STATUS(call(hostile, "loop", err), ASTRID_E_TIMEOUT);
+    CHECK(now_s() - t0 < 3.0);
+    CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
+    CHECK_STATUS(call(hostile, "membomb", err), ASTRID_E_RESOURCE_LIMIT);
+    CHECK_STATUS(call(hostile, "trap", err), ASTRID_E_TRAP);
+    CHECK_STATUS(call(hostile, "panic", err), ASTRID_E_TRAP);
+    CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
+    astrid_capsule_unload(hostile);
+    astrid_runtime_free(rt);
+
+    rt = new_runtime(20000);
+    hostile = load(rt, "hostile");
+    pthread_t t;
+    struct canceller c = {hostile, 200};
+    pthread_create(&t, NULL, cancel_later, &c);
+    t0 = now_s();
+    CHECK_STATUS(call(hostile, "loop", err), ASTRID_E_CANCELLED);
+    CHECK(now_s() - t0 < 5.0);
+    pthread_join(t, NULL);
+    CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK); /* the cancel did not leak */
+    astrid_capsule_unload(hostile);
+    astrid_runtime_free(rt);
+}
+
+static atomic_int concurrent_ok;
+
+static void *call_many(void *arg) {
+    astrid_capsule_t *hello = arg;
+    for (int i = 0; i < 20; i++) {
+        astrid_result_t *r = NULL;
+        const uint8_t payload[] = "{\"name\":\"thread\"}";
+        if (astrid_capsule_call(hello, "greet", ASTRID_NTS, payload, sizeof payload - 1, &r, NULL) == ASTRID_OK) {
+            const char *data = NULL;
+            if (astrid_result_data(r, &data, NULL) && strstr(data, "Hello, thread!")) atomic_fetch_add(&concurrent_ok, 1);
+        }
+        astrid_result_free(r);
+    }
+    return NULL;
+}
+
+static void test_eight_threads(void) {
+    astrid_runtime_t *rt = new_runtime(10000);
+    astrid_capsule_t *hello = load(rt, "hello");
+    pthread_t threads[8];
+    for (int i = 0; i < 8; i++) pthread_create(&threads[i], NULL, call_many, hello);
+    for (int i = 0; i < 8; i++) pthread_join(threads[i], NULL);
+    CHECK(atomic_load(&concurrent_ok) == 160);
+    astrid_capsule_unload(hello);
+    astrid_runtime_free(rt);
+}
+
+int main(int argc, char **argv) {
+    capsules = argc > 1 ? argv[1] : "build/capsules";
+    test_versions_and_errors();
+    test_runtime_arguments();
+    test_load_arguments();
+    test_call_arguments_and_results();
+    test_after_runtime_free();
+    test_callbacks();
+    if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
+        test_hostile_guests();
+        test_eight_threads();
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

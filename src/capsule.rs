@@ -110,8 +110,12 @@ struct Worker {
     instance: Instance,
 }
 
+/// Idle instances unused this long are freed by the runtime's housekeeping.
+pub const IDLE_INSTANCE_TTL: Duration = Duration::from_secs(30);
+
 struct Pool {
-    idle: Vec<Box<Worker>>,
+    /// Idle instances with the time they were returned, oldest first.
+    idle: Vec<(Instant, Box<Worker>)>,
     live: usize,
     in_flight: usize,
 }
@@ -276,8 +280,11 @@ impl Capsule {
         // first call finds a warm instance.
         let token = inner.current_token();
         let worker = inner.new_worker(&token)?;
-        inner.pool_lock().idle.push(worker);
-        inner.pool_lock().live = 1;
+        {
+            let mut pool = inner.pool_lock();
+            pool.idle.push((Instant::now(), worker));
+            pool.live = 1;
+        }
         rt.register(&inner)?;
         for name in &inner.shared.manifest.capabilities.inert {
             inner.shared.log(
@@ -339,6 +346,12 @@ impl Capsule {
         Ok(())
     }
 
+    /// Frees the idle pooled instances (memory goes back to the allocator);
+    /// later calls instantiate afresh. Returns how many were freed.
+    pub fn trim_idle(&self) -> usize {
+        self.inner.trim_idle_older_than(Duration::ZERO)
+    }
+
     pub fn is_unloaded(&self) -> bool {
         self.inner.state.load(Ordering::SeqCst) != LOADED
     }
@@ -389,12 +402,14 @@ fn resolve_config(
             .map(|(_, v)| v.clone());
         let value = match value.or_else(|| entry.default.clone()) {
             Some(v) => v,
-            None => return Err(Error::manifest(format!(
+            None => {
+                return Err(Error::manifest(format!(
                 "`env.{}` has no value: pass it in the load options' config or give it a default",
                 entry.key
-            ))),
+            )))
+            }
         };
-        if entry.kind == EnvKind::Select && !entry.enum_values.iter().any(|v| *v == value) {
+        if entry.kind == EnvKind::Select && !entry.enum_values.contains(&value) {
             return Err(Error::invalid_argument(format!(
                 "config value for `{}` is not one of its enum_values",
                 entry.key
@@ -482,7 +497,7 @@ impl CapsuleInner {
                     "the call was cancelled before it started",
                 ));
             }
-            if let Some(worker) = pool.idle.pop() {
+            if let Some((_, worker)) = pool.idle.pop() {
                 pool.in_flight += 1;
                 return Ok(worker);
             }
@@ -516,7 +531,7 @@ impl CapsuleInner {
         let mut pool = self.pool_lock();
         pool.in_flight -= 1;
         if reusable && self.state.load(Ordering::SeqCst) == LOADED {
-            pool.idle.push(worker);
+            pool.idle.push((Instant::now(), worker));
         } else {
             pool.live -= 1;
             drop(pool);
@@ -600,6 +615,20 @@ impl CapsuleInner {
                 Err(err)
             }
         }
+    }
+
+    /// Frees idle instances returned longer than `ttl` ago.
+    pub(crate) fn trim_idle_older_than(&self, ttl: Duration) -> usize {
+        let mut pool = self.pool_lock();
+        let keep_from = pool
+            .idle
+            .iter()
+            .position(|(since, _)| since.elapsed() < ttl)
+            .unwrap_or(pool.idle.len());
+        let expired: Vec<_> = pool.idle.drain(..keep_from).collect();
+        pool.live -= expired.len();
+        drop(pool);
+        expired.len()
     }
 
     /// Marks the capsule unloading and cancels everything it runs.

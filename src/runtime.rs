@@ -27,6 +27,7 @@ pub const KNOWN_FLAGS: u32 = FLAG_ALLOW_LOOPBACK | FLAG_DISABLE_CAPABILITY_REGIS
 /// The epoch ticker's period: the granularity of wall-clock deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(100);
 const AUDIT_QUEUE: usize = 4096;
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -220,7 +221,7 @@ impl Runtime {
 
         let host_source_id =
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
                 handle: tokio.handle().clone(),
                 engine,
@@ -240,7 +241,20 @@ impl Runtime {
                 ticker_stop,
                 ticker: Mutex::new(Some(ticker)),
             }),
-        })
+        };
+        // Housekeeping: free pooled instances idle for longer than their TTL.
+        let weak = Arc::downgrade(&runtime.inner);
+        runtime.inner.handle.spawn(async move {
+            loop {
+                tokio::time::sleep(HOUSEKEEPING_PERIOD).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                inner.trim_idle_instances();
+            }
+        });
+        Ok(runtime)
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -289,6 +303,23 @@ impl Drop for Runtime {
         if !in_callback() {
             self.inner.close();
         }
+    }
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        // Normally close() already took the tokio runtime. If not (the owner
+        // was dropped inside a callback), shut it down without blocking: this
+        // may run on one of its own workers.
+        if let Some(rt) = self
+            .tokio
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+        self.ticker_stop.cancel();
     }
 }
 
@@ -364,6 +395,17 @@ impl RuntimeInner {
                 w.upgrade()
                     .is_some_and(|c| !std::ptr::eq(Arc::as_ptr(&c), capsule))
             });
+    }
+
+    fn trim_idle_instances(&self) {
+        let capsules: Vec<_> = self
+            .capsules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for capsule in capsules.iter().filter_map(Weak::upgrade) {
+            capsule.trim_idle_older_than(crate::capsule::IDLE_INSTANCE_TTL);
+        }
     }
 
     /// `None` when the embedder disabled registry lookups.

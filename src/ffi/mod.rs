@@ -3,7 +3,9 @@
 //! runs inside [`guard`], which contains panics, checks pointers and
 //! converts errors into `astrid_error_t` objects.
 
-#![allow(non_camel_case_types)]
+// C names for C types; entry points take raw pointers whose validity is the
+// C caller's documented contract, so they are `extern "C" fn`, not `unsafe fn`.
+#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod capsule;
 pub mod errors;
@@ -56,37 +58,6 @@ pub const ASTRID_E_IO: astrid_status_t = -15;
 pub const ASTRID_E_PANIC: astrid_status_t = -16;
 /// Anything else.
 pub const ASTRID_E_INTERNAL: astrid_status_t = -17;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_constants_match_codes() {
-        let pairs = [
-            (ASTRID_E_INVALID_ARGUMENT, Code::InvalidArgument),
-            (ASTRID_E_UTF8, Code::Utf8),
-            (ASTRID_E_MANIFEST, Code::Manifest),
-            (ASTRID_E_COMPILE, Code::Compile),
-            (ASTRID_E_LINK, Code::Link),
-            (ASTRID_E_NOT_FOUND, Code::NotFound),
-            (ASTRID_E_DENIED, Code::Denied),
-            (ASTRID_E_TIMEOUT, Code::Timeout),
-            (ASTRID_E_CANCELLED, Code::Cancelled),
-            (ASTRID_E_OUT_OF_FUEL, Code::OutOfFuel),
-            (ASTRID_E_RESOURCE_LIMIT, Code::ResourceLimit),
-            (ASTRID_E_TRAP, Code::Trap),
-            (ASTRID_E_CLOSED, Code::Closed),
-            (ASTRID_E_REENTRANT, Code::Reentrant),
-            (ASTRID_E_IO, Code::Io),
-            (ASTRID_E_PANIC, Code::Panic),
-            (ASTRID_E_INTERNAL, Code::Internal),
-        ];
-        for (status, code) in pairs {
-            assert_eq!(status, code as i32, "{code:?}");
-        }
-    }
-}
 
 /// Pass as a string length to mean "NUL-terminated: measure it".
 pub const ASTRID_NTS: usize = usize::MAX;
@@ -305,4 +276,35 @@ pub(crate) fn view(s: &str) -> (*const libc::c_char, usize) {
 /// Same, with `(NULL, 0)` for absent.
 pub(crate) fn opt_view(s: Option<&str>) -> (*const libc::c_char, usize) {
     s.map_or((std::ptr::null(), 0), view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_constants_match_codes() {
+        let pairs = [
+            (ASTRID_E_INVALID_ARGUMENT, Code::InvalidArgument),
+            (ASTRID_E_UTF8, Code::Utf8),
+            (ASTRID_E_MANIFEST, Code::Manifest),
+            (ASTRID_E_COMPILE, Code::Compile),
+            (ASTRID_E_LINK, Code::Link),
+            (ASTRID_E_NOT_FOUND, Code::NotFound),
+            (ASTRID_E_DENIED, Code::Denied),
+            (ASTRID_E_TIMEOUT, Code::Timeout),
+            (ASTRID_E_CANCELLED, Code::Cancelled),
+            (ASTRID_E_OUT_OF_FUEL, Code::OutOfFuel),
+            (ASTRID_E_RESOURCE_LIMIT, Code::ResourceLimit),
+            (ASTRID_E_TRAP, Code::Trap),
+            (ASTRID_E_CLOSED, Code::Closed),
+            (ASTRID_E_REENTRANT, Code::Reentrant),
+            (ASTRID_E_IO, Code::Io),
+            (ASTRID_E_PANIC, Code::Panic),
+            (ASTRID_E_INTERNAL, Code::Internal),
+        ];
+        for (status, code) in pairs {
+            assert_eq!(status, code as i32, "{code:?}");
+        }
+    }
 }

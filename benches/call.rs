@@ -1,0 +1,364 @@
+//! Call-path benchmarks (performance.md method): B02, B03, B08, B16.
+//!
+//! Every table runs its rows interleaved round-robin in this one process,
+//! each row calibrated to a ~20 ms batch, 15 rounds; it prints min and median
+//! ns/op and the median of the per-round ratios against the comparator.
+//! Run with `scripts/bench.sh` (builds the capsules and the Extism plugin,
+//! finds Extism's C library) or `cargo bench --bench call`.
+
+use astrid::ffi::capsule::{
+    astrid_capsule_call, astrid_capsule_load, astrid_capsule_t, astrid_capsule_unload,
+    astrid_result_free,
+};
+use astrid::ffi::runtime::{astrid_runtime_free, astrid_runtime_new, astrid_runtime_t};
+use astrid::ffi::ASTRID_OK;
+use astrid::{CallResult, Capsule, LoadOptions, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+const ROUNDS: usize = 15;
+const BATCH: Duration = Duration::from_millis(20);
+
+struct Row<'a> {
+    name: String,
+    run: Box<dyn FnMut() + 'a>,
+    iters: u64,
+    samples: Vec<f64>,
+}
+
+impl<'a> Row<'a> {
+    fn new(name: impl Into<String>, run: impl FnMut() + 'a) -> Self {
+        Row {
+            name: name.into(),
+            run: Box::new(run),
+            iters: 1,
+            samples: Vec::new(),
+        }
+    }
+
+    fn calibrate(&mut self) {
+        (self.run)(); // warm up
+        loop {
+            let started = Instant::now();
+            for _ in 0..self.iters {
+                (self.run)();
+            }
+            if started.elapsed() >= BATCH / 2 || self.iters >= 1 << 24 {
+                let per = started.elapsed().as_secs_f64() / self.iters as f64;
+                self.iters = ((BATCH.as_secs_f64() / per) as u64).max(1);
+                return;
+            }
+            self.iters *= 2;
+        }
+    }
+
+    fn round(&mut self) {
+        let started = Instant::now();
+        for _ in 0..self.iters {
+            (self.run)();
+        }
+        self.samples
+            .push(started.elapsed().as_nanos() as f64 / self.iters as f64);
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Runs the rows round-robin and prints the table; ratios are against row `base`.
+fn table(title: &str, rows: &mut [Row<'_>], base: usize) -> Vec<f64> {
+    for row in rows.iter_mut() {
+        row.calibrate();
+    }
+    for _ in 0..ROUNDS {
+        for row in rows.iter_mut() {
+            row.round();
+        }
+    }
+    println!("\n{title}");
+    println!(
+        "{:<48} {:>12} {:>12} {:>10}",
+        "row",
+        "min ns/op",
+        "median ns/op",
+        format!("× row {}", base + 1)
+    );
+    let base_samples = rows[base].samples.clone();
+    let mut ratios = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let ratio = median(
+            row.samples
+                .iter()
+                .zip(&base_samples)
+                .map(|(a, b)| a / b)
+                .collect(),
+        );
+        let min = row.samples.iter().copied().fold(f64::MAX, f64::min);
+        println!(
+            "{:<48} {:>12.0} {:>12.0} {:>10.2}",
+            format!("{}. {}", i + 1, row.name),
+            min,
+            median(row.samples.clone()),
+            ratio
+        );
+        ratios.push(ratio);
+    }
+    ratios
+}
+
+fn capsule_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("build/capsules")
+        .join(name)
+}
+
+/// Extism's C API, loaded from the `extism-sys` wheel's library.
+mod extism {
+    use std::ffi::{c_char, c_void, CString};
+
+    type New = unsafe extern "C" fn(
+        *const u8,
+        u64,
+        *const *const c_void,
+        u64,
+        bool,
+        *mut *mut c_char,
+    ) -> *mut c_void;
+    type Call = unsafe extern "C" fn(*mut c_void, *const c_char, *const u8, u64) -> i32;
+    type Free = unsafe extern "C" fn(*mut c_void);
+
+    pub struct Plugin {
+        plugin: *mut c_void,
+        call: Call,
+        free: Free,
+        func: CString,
+    }
+
+    impl Plugin {
+        pub fn load(library: &str, wasm: &[u8], func: &str) -> Option<Plugin> {
+            let lib = CString::new(library).ok()?;
+            // SAFETY: dlopen/dlsym of Extism's documented C symbols.
+            unsafe {
+                let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+                if handle.is_null() {
+                    return None;
+                }
+                let new = libc::dlsym(handle, c"extism_plugin_new".as_ptr());
+                let call = libc::dlsym(handle, c"extism_plugin_call".as_ptr());
+                let free = libc::dlsym(handle, c"extism_plugin_free".as_ptr());
+                if new.is_null() || call.is_null() || free.is_null() {
+                    return None;
+                }
+                let new: New = std::mem::transmute(new);
+                let mut err = std::ptr::null_mut();
+                let plugin = new(
+                    wasm.as_ptr(),
+                    wasm.len() as u64,
+                    std::ptr::null(),
+                    0,
+                    false,
+                    &mut err,
+                );
+                if plugin.is_null() {
+                    return None;
+                }
+                Some(Plugin {
+                    plugin,
+                    call: std::mem::transmute::<*mut c_void, Call>(call),
+                    free: std::mem::transmute::<*mut c_void, Free>(free),
+                    func: CString::new(func).ok()?,
+                })
+            }
+        }
+
+        pub fn call(&self, input: &[u8]) {
+            // SAFETY: a live plugin and a valid buffer.
+            let rc = unsafe {
+                (self.call)(
+                    self.plugin,
+                    self.func.as_ptr(),
+                    input.as_ptr(),
+                    input.len() as u64,
+                )
+            };
+            assert_eq!(rc, 0, "extism call failed");
+        }
+    }
+
+    impl Drop for Plugin {
+        fn drop(&mut self) {
+            // SAFETY: freed once.
+            unsafe { (self.free)(self.plugin) };
+        }
+    }
+}
+
+fn c_call(capsule: *mut astrid_capsule_t, action: &str, payload: &[u8]) {
+    let mut result = std::ptr::null_mut();
+    let status = astrid_capsule_call(
+        capsule,
+        action.as_ptr().cast(),
+        action.len(),
+        payload.as_ptr(),
+        payload.len(),
+        &mut result,
+        std::ptr::null_mut(),
+    );
+    assert_eq!(status, ASTRID_OK);
+    astrid_result_free(result);
+}
+
+fn main() {
+    let hello_dir = capsule_dir("hello");
+    assert!(
+        hello_dir.join("hello.wasm").exists(),
+        "run scripts/build-capsules.sh first (scripts/bench.sh does)"
+    );
+    let wasm = std::fs::read(hello_dir.join("hello.wasm")).unwrap();
+    let payload64 = [b'x'; 64];
+
+    // The C API, called exactly as a C program calls it.
+    let mut rt: *mut astrid_runtime_t = std::ptr::null_mut();
+    assert_eq!(
+        astrid_runtime_new(std::ptr::null(), &mut rt, std::ptr::null_mut()),
+        ASTRID_OK
+    );
+    let dir = hello_dir.to_str().unwrap();
+    let mut capsule: *mut astrid_capsule_t = std::ptr::null_mut();
+    assert_eq!(
+        astrid_capsule_load(
+            rt,
+            dir.as_ptr().cast(),
+            dir.len(),
+            std::ptr::null(),
+            &mut capsule,
+            std::ptr::null_mut()
+        ),
+        ASTRID_OK
+    );
+
+    // Raw wasmtime: the same component and export, same engine config, typed call.
+    let engine = astrid::engine::build_engine(None).unwrap();
+    let component = Component::new(&engine, &wasm).unwrap();
+    let mut linker = Linker::<()>::new(&engine);
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let mut store = Store::new(&engine, ());
+    store.set_fuel(u64::MAX / 2).unwrap();
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker.instantiate(&mut store, &component).unwrap();
+    let raw = instance
+        .get_typed_func::<(&str, &[u8]), (CallResult,)>(&mut store, "astrid-hook-trigger")
+        .unwrap();
+
+    let extism_lib = std::env::var("EXTISM_LIB").ok();
+    let extism_wasm = std::env::var("EXTISM_PLUGIN")
+        .ok()
+        .and_then(|p| std::fs::read(p).ok());
+    let plugin = match (&extism_lib, &extism_wasm) {
+        (Some(lib), Some(w)) => extism::Plugin::load(lib, w, "noop"),
+        _ => None,
+    };
+
+    println!(
+        "astrid call benchmarks: {ROUNDS} rounds, ~{} ms batches, interleaved",
+        BATCH.as_millis()
+    );
+
+    // B02
+    let mut rows = vec![
+        Row::new("astrid_capsule_call noop 64 B (C API)", || {
+            c_call(capsule, "noop", &payload64)
+        }),
+        Row::new("raw wasmtime typed call noop 64 B", || {
+            let (r,) = raw.call(&mut store, ("noop", &payload64)).unwrap();
+            assert_eq!(r.action, "continue");
+        }),
+    ];
+    if let Some(p) = &plugin {
+        rows.push(Row::new("Extism extism_plugin_call noop 64 B", move || {
+            p.call(&payload64)
+        }));
+    }
+    let ratios = table(
+        "B02: call overhead (target ≤ 1.3× raw wasmtime, ≥ 10× faster than Extism)",
+        &mut rows,
+        1,
+    );
+    drop(rows);
+    if ratios.len() == 3 {
+        println!(
+            "   astrid is {:.1}× raw wasmtime; Extism is {:.1}× slower than astrid",
+            ratios[0],
+            ratios[2] / ratios[0]
+        );
+    } else {
+        println!("   Extism row skipped: set EXTISM_LIB and EXTISM_PLUGIN (scripts/bench.sh does)");
+    }
+
+    // B03
+    for size in [64usize, 4 << 10, 64 << 10, 1 << 20] {
+        let payload = vec![b'p'; size];
+        let mut sink = vec![0u8; size];
+        let mut rows = vec![
+            Row::new(format!("astrid_capsule_call echo-len {size} B"), || {
+                c_call(capsule, "echo-len", &payload)
+            }),
+            Row::new(format!("memcpy {size} B"), || {
+                sink.copy_from_slice(std::hint::black_box(&payload));
+                std::hint::black_box(&sink);
+            }),
+        ];
+        table(
+            &format!("B03: payload {size} B (target ≤ 1.1× memcpy from 64 KiB)"),
+            &mut rows,
+            1,
+        );
+    }
+
+    // B08 and B16 use the Rust API (the same code paths behind the C API).
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let hello = Capsule::load_dir(&runtime, &hello_dir, &LoadOptions::default()).unwrap();
+    let mut rows = vec![
+        Row::new("fresh instance: instantiate + noop call", || {
+            hello.trim_idle();
+            hello.call("noop", &payload64, None).unwrap();
+        }),
+        Row::new("pooled warm instance: noop call", || {
+            hello.call("noop", &payload64, None).unwrap();
+        }),
+    ];
+    table(
+        "B08: first call on a fresh pooled instance (target ≤ 20 µs)",
+        &mut rows,
+        1,
+    );
+    drop(rows);
+
+    let manifest = "[package]\nname = \"bench\"\nversion = \"1.0.0\"\n";
+    let mut rows = vec![
+        Row::new("load_bytes with a warm compile cache + unload", || {
+            let c =
+                Capsule::load_bytes(&runtime, &wasm, manifest, &LoadOptions::default()).unwrap();
+            c.unload().unwrap();
+        }),
+        Row::new("cold compile (Component::new, same engine config)", || {
+            std::hint::black_box(Component::new(&engine, &wasm).unwrap());
+        }),
+    ];
+    let ratios = table(
+        "B16: warm-cache load vs cold compile (target ≥ 50×)",
+        &mut rows,
+        0,
+    );
+    println!(
+        "   a cold compile costs {:.0}× a warm-cache load",
+        ratios[1]
+    );
+
+    astrid_capsule_unload(capsule);
+    astrid_runtime_free(rt);
+}

@@ -172,8 +172,9 @@ typedef struct astrid_log_record_t {
 // `ASTRID_E_REENTRANT`).
 typedef void (*astrid_log_fn)(void *user_data, const struct astrid_log_record_t *record);
 
-// Finalizer of a callback's `user_data`: run exactly once when the library
-// drops the callback (replaced, removed, or runtime freed).
+// Finalizer of a callback's `user_data`: run exactly once, on whichever
+// library or caller thread drops the callback last (replaced, removed, or
+// runtime freed).
 typedef void (*astrid_finalizer_fn)(void *user_data);
 
 // One host call, as the audit callback receives it. Borrowed for the

@@ -160,3 +160,49 @@ fn compiled_components_are_cached_by_content() {
     // Not a timing assertion: both loads must work; the cache is measured by B16.
     let _ = (cold, warm);
 }
+
+#[test]
+fn compiled_code_is_cached_on_disk_when_asked() {
+    let dir = std::env::temp_dir().join(format!("astrid-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = || astrid::RuntimeConfig {
+        cache_dir: Some(dir.clone()),
+        ..astrid::RuntimeConfig::default()
+    };
+    let count_files = |dir: &std::path::Path| -> usize {
+        fn walk(p: &std::path::Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        walk(dir)
+    };
+    {
+        let rt = astrid::Runtime::new(config()).unwrap();
+        load(&rt, "hello").call("noop", b"", None).unwrap();
+    }
+    let files = count_files(&dir);
+    assert!(
+        files >= 1,
+        "the compiled component was written to the cache directory"
+    );
+    {
+        let rt = astrid::Runtime::new(config()).unwrap();
+        load(&rt, "hello").call("noop", b"", None).unwrap();
+    }
+    assert_eq!(
+        count_files(&dir),
+        files,
+        "a second runtime reuses the cached artifact"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

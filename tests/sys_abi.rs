@@ -343,3 +343,20 @@ fn audit_events_for_host_calls() {
     assert_eq!(random.outcome, astrid::Outcome::Failed);
     assert_eq!(random.reason.as_deref(), Some("too-large"));
 }
+
+#[test]
+fn wasi_is_deny_by_default() {
+    let rt = runtime();
+    let probe = load(&rt, "probe");
+    let fs = ask(&probe, "wasi-fs");
+    assert!(fs.starts_with("denied"), "no preopens: {fs}");
+    let fs = ask(&probe, &format!("wasi-fs:{}", env!("CARGO_MANIFEST_DIR")));
+    assert!(fs.starts_with("denied"), "host paths are invisible: {fs}");
+    let net = ask(&probe, "wasi-net");
+    assert!(net.starts_with("denied"), "sockets are off: {net}");
+    assert_eq!(
+        ask(&probe, "wasi-env"),
+        "0:0",
+        "empty environment and arguments"
+    );
+}

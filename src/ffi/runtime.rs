@@ -204,8 +204,9 @@ pub struct astrid_log_record_t {
 pub type astrid_log_fn =
     Option<unsafe extern "C" fn(user_data: *mut libc::c_void, record: *const astrid_log_record_t)>;
 
-/// Finalizer of a callback's `user_data`: run exactly once when the library
-/// drops the callback (replaced, removed, or runtime freed).
+/// Finalizer of a callback's `user_data`: run exactly once, on whichever
+/// library or caller thread drops the callback last (replaced, removed, or
+/// runtime freed).
 pub type astrid_finalizer_fn = Option<unsafe extern "C" fn(user_data: *mut libc::c_void)>;
 
 /// Installs the log callback (NULL `log_fn` removes it). The previous

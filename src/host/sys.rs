@@ -185,11 +185,8 @@ impl host::Host for HostState {
             let wanted = started + Duration::from_nanos(duration_ns);
             // The call's deadline ends the wait early; the guest then traps
             // with "timeout" at its next epoch check.
-            let until = if self.call.active {
-                wanted.min(self.call.deadline)
-            } else {
-                wanted
-            };
+            // Instantiation sets a deadline too, so this bounds every wait.
+            let until = wanted.min(self.call.deadline);
             if self.call.token.wait_until(until) || until < wanted {
                 Err(ErrorCode::Cancelled)
             } else {

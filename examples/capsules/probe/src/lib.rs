@@ -90,6 +90,16 @@ fn answer(action: &str, arg: &str) -> String {
             eprintln!("{arg}");
             "ok".into()
         }
+        // WASI as astrid links it: nothing to see, nowhere to go.
+        "wasi-fs" => match std::fs::read_to_string(if arg.is_empty() { "/etc/passwd" } else { arg }) {
+            Ok(text) => format!("read {} bytes", text.len()),
+            Err(e) => format!("denied: {}", e.kind()),
+        },
+        "wasi-net" => match std::net::TcpStream::connect(if arg.is_empty() { "127.0.0.1:9" } else { arg }) {
+            Ok(_) => "connected".into(),
+            Err(e) => format!("denied: {}", e.kind()),
+        },
+        "wasi-env" => format!("{}:{}", std::env::vars().count(), std::env::args().count()),
         other => format!("unknown action {other}"),
     }
 }

@@ -10,7 +10,7 @@ use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner}
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wasmtime::component::{ComponentExportIndex, ComponentType, Instance, InstancePre, Lift};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -118,6 +118,9 @@ struct Pool {
     idle: Vec<(Instant, Box<Worker>)>,
     live: usize,
     in_flight: usize,
+    /// Threads waiting on `pool_changed`; notifying costs a syscall, so it
+    /// happens only when someone waits.
+    waiters: usize,
 }
 
 const LOADED: u8 = 0;
@@ -265,6 +268,7 @@ impl Capsule {
                 idle: Vec::new(),
                 live: 0,
                 in_flight: 0,
+                waiters: 0,
             }),
             pool_changed: Condvar::new(),
             pool_max: if rt.config.pool_size > 0 {
@@ -364,6 +368,14 @@ impl Drop for Capsule {
             self.inner
                 .finish_unload(self.inner.shared.runtime.config.unload_grace);
         }
+    }
+}
+
+fn same_principal(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
     }
 }
 
@@ -509,7 +521,7 @@ impl CapsuleInner {
                     let mut pool = self.pool_lock();
                     pool.live -= 1;
                     pool.in_flight -= 1;
-                    self.pool_changed.notify_all();
+                    self.wake_waiters(pool);
                 });
             }
             let now = Instant::now();
@@ -519,27 +531,40 @@ impl CapsuleInner {
                     "every pooled instance stayed busy until the call's deadline",
                 ));
             }
-            pool = self
-                .pool_changed
-                .wait_timeout(pool, (deadline - now).min(crate::runtime::EPOCH_TICK))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            pool = self.wait_pool(pool, (deadline - now).min(crate::runtime::EPOCH_TICK));
         }
     }
 
-    fn release(&self, worker: Box<Worker>, reusable: bool) {
+    /// Waits for the pool to change (or the timeout), counted in `waiters`.
+    fn wait_pool<'a>(&self, mut pool: MutexGuard<'a, Pool>, timeout: Duration) -> MutexGuard<'a, Pool> {
+        pool.waiters += 1;
+        let mut pool = self.pool_changed.wait_timeout(pool, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        pool.waiters -= 1;
+        pool
+    }
+
+    /// Releases the lock and wakes the waiters, if there are any.
+    fn wake_waiters(&self, pool: MutexGuard<'_, Pool>) {
+        let waiting = pool.waiters > 0;
+        drop(pool);
+        if waiting {
+            self.pool_changed.notify_all();
+        }
+    }
+
+    /// Returns a leased instance; `used_at` dates it for the idle TTL.
+    fn release(&self, worker: Box<Worker>, reusable: bool, used_at: Instant) {
         let mut pool = self.pool_lock();
         pool.in_flight -= 1;
-        if reusable && self.state.load(Ordering::SeqCst) == LOADED {
-            pool.idle.push((Instant::now(), worker));
+        let discarded = if reusable && self.state.load(Ordering::SeqCst) == LOADED {
+            pool.idle.push((used_at, worker));
+            None
         } else {
             pool.live -= 1;
-            drop(pool);
-            drop(worker);
-            pool = self.pool_lock();
-        }
-        drop(pool);
-        self.pool_changed.notify_all();
+            Some(worker)
+        };
+        self.wake_waiters(pool);
+        drop(discarded); // freeing a store is not done under the lock
     }
 
     fn call(
@@ -576,18 +601,22 @@ impl CapsuleInner {
 
         let Worker { store, instance } = &mut *worker;
         let state = store.data_mut();
-        state.call = CallContext {
-            principal,
-            source_id: rt.host_source_id.clone(),
-            timestamp_ms: crate::host::sys::wall_clock_ms(),
-            token,
-            deadline,
-            overlay,
-            active: true,
-        };
+        // Updated in place: most fields repeat from call to call.
+        let call = &mut state.call;
+        if !same_principal(&call.principal, &principal) {
+            state.stdio.set_principal(principal.as_ref());
+            call.principal = principal;
+        }
+        if !Arc::ptr_eq(&call.source_id, &rt.host_source_id) {
+            call.source_id = rt.host_source_id.clone();
+        }
+        call.timestamp_ms = rt.wall_ms_at(started);
+        call.token = token;
+        call.deadline = deadline;
+        call.overlay = overlay;
+        call.active = true;
         state.interrupt = None;
         state.limiter.hit = false;
-        state.stdio.set_principal(state.call.principal.as_ref());
         let outcome = (|| {
             store.set_fuel(self.limits.fuel)?;
             store.set_epoch_deadline(1);
@@ -605,13 +634,13 @@ impl CapsuleInner {
 
         match outcome {
             Ok((result,)) => {
-                self.release(worker, true);
+                self.release(worker, true, started);
                 Ok(result)
             }
             Err(e) => {
                 let err = classify_failure(store, &e, &self.limits, "call");
                 // A failed instance may hold broken state: never reuse it.
-                self.release(worker, false);
+                self.release(worker, false, started);
                 Err(err)
             }
         }
@@ -642,7 +671,7 @@ impl CapsuleInner {
         }
         self.shared.unload_token.cancel();
         self.shared.runtime.engine.increment_epoch();
-        self.pool_changed.notify_all();
+        self.wake_waiters(self.pool_lock());
     }
 
     /// Waits up to `grace` for calls in flight, then frees the instances.
@@ -654,11 +683,7 @@ impl CapsuleInner {
             if now >= until {
                 break; // Abandoned: those stores are freed when their calls end.
             }
-            pool = self
-                .pool_changed
-                .wait_timeout(pool, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            pool = self.wait_pool(pool, until - now);
         }
         let idle = std::mem::take(&mut pool.idle);
         pool.live -= idle.len();

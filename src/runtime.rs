@@ -144,6 +144,8 @@ pub struct RuntimeInner {
     pub(crate) compile_cache: CompileCache,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) monotonic_origin: Instant,
+    /// Wall clock (ms since the epoch) at `monotonic_origin`.
+    wall_origin_ms: u64,
     /// Source id of calls and messages that come from the embedder.
     pub(crate) host_source_id: Arc<str>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
@@ -229,6 +231,7 @@ impl Runtime {
                 config,
                 compile_cache: CompileCache::default(),
                 monotonic_origin: Instant::now(),
+                wall_origin_ms: crate::host::sys::wall_clock_ms(),
                 host_source_id: Arc::from(host_source_id),
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
@@ -324,6 +327,13 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
+    /// Wall-clock milliseconds at `instant`, derived from the monotonic clock
+    /// (saves a clock read per call; call timestamps need no more precision).
+    pub(crate) fn wall_ms_at(&self, instant: Instant) -> u64 {
+        let since = instant.saturating_duration_since(self.monotonic_origin);
+        self.wall_origin_ms + u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2)
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::closed("the runtime has been shut down"));

@@ -14,6 +14,7 @@ pub mod runtime;
 use crate::error::{Code, Error, Result};
 use errors::astrid_error_t;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -184,7 +185,28 @@ pub(crate) unsafe fn sized_struct<'a, T>(ptr: *const T, what: &str) -> Result<Op
 /// freed or forged handle is reported as `ASTRID_E_CLOSED` instead of being
 /// a use-after-free.
 pub(crate) struct Registry<T> {
-    entries: RwLock<HashMap<usize, Arc<T>>>,
+    entries: RwLock<HashMap<usize, Arc<T>, BuildHasherDefault<HandleHasher>>>,
+}
+
+/// Handle ids are unique counters: hashing them is wasted work on the hot
+/// path of every call, so the id (spread a little) is its own hash.
+#[derive(Default)]
+pub(crate) struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, id: usize) {
+        self.0 = (id as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x10_0000);
@@ -192,7 +214,7 @@ static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x10_0000);
 impl<T> Registry<T> {
     pub(crate) fn new() -> Self {
         Registry {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(HashMap::default()),
         }
     }
 

@@ -6,6 +6,7 @@ use crate::capsule::CapsuleShared;
 use crate::runtime::LogLevel;
 use bytes::Bytes;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -25,6 +26,9 @@ enum Channel {
 pub struct StdioLog {
     capsule: Arc<CapsuleShared>,
     state: Mutex<StdioState>,
+    /// Set while an unterminated line waits in a buffer, so the flush at the
+    /// end of every call costs no lock when there is nothing to flush.
+    partial: AtomicBool,
 }
 
 struct StdioState {
@@ -40,20 +44,13 @@ impl StdioLog {
                 principal: None,
                 pending: [Vec::new(), Vec::new()],
             }),
+            partial: AtomicBool::new(false),
         }
     }
 
     /// Tags the lines written from now on with the call's principal.
     pub fn set_principal(&self, principal: Option<&Arc<str>>) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let same = match (&state.principal, principal) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        if !same {
-            state.principal = principal.cloned();
-        }
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).principal = principal.cloned();
     }
 
     fn write(&self, channel: Channel, mut bytes: &[u8]) {
@@ -81,6 +78,8 @@ impl StdioLog {
                     lines.push(piece);
                 }
             }
+            let partial = state.pending.iter().any(|p| !p.is_empty());
+            self.partial.store(partial, Ordering::Release);
         }
         // Emit outside the lock: the callback may be slow.
         for line in lines {
@@ -90,6 +89,9 @@ impl StdioLog {
 
     /// Emits what is left of unterminated lines (at the end of every call).
     pub fn flush(&self) {
+        if !self.partial.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let (principal, rests) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let rests = [

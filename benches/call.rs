@@ -268,48 +268,70 @@ fn main() {
         BATCH.as_millis()
     );
 
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.starts_with('B'))
+        .collect();
+    let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
+
+    // Rust API on the same kind of runtime, for the FFI layer's share.
+    let rust_runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rust_hello = Capsule::load_dir(&rust_runtime, &hello_dir, &LoadOptions::default()).unwrap();
+
     // B02
-    let mut rows = vec![
-        Row::new("astrid_capsule_call noop 64 B (C API)", || {
-            c_call(capsule, "noop", &payload64)
-        }),
-        Row::new("raw wasmtime typed call noop 64 B", || {
-            let (r,) = raw.call(&mut store, ("noop", &payload64)).unwrap();
-            assert_eq!(r.action, "continue");
-        }),
-    ];
-    if let Some(p) = &plugin {
-        rows.push(Row::new("Extism extism_plugin_call noop 64 B", move || {
-            p.call(&payload64)
-        }));
-    }
-    let ratios = table(
-        "B02: call overhead (target ≤ 1.3× raw wasmtime, ≥ 10× faster than Extism)",
-        &mut rows,
-        1,
-    );
-    drop(rows);
-    if ratios.len() == 3 {
-        println!(
-            "   astrid is {:.1}× raw wasmtime; Extism is {:.1}× slower than astrid",
-            ratios[0],
-            ratios[2] / ratios[0]
+    if wanted("B02") {
+        let mut rows = vec![
+            Row::new("astrid_capsule_call noop 64 B (C API)", || {
+                c_call(capsule, "noop", &payload64)
+            }),
+            Row::new("Capsule::call noop 64 B (Rust API)", || {
+                rust_hello.call("noop", &payload64, None).unwrap();
+            }),
+            Row::new("raw wasmtime typed call noop 64 B", || {
+                let (r,) = raw.call(&mut store, ("noop", &payload64)).unwrap();
+                assert_eq!(r.action, "continue");
+            }),
+        ];
+        if let Some(p) = &plugin {
+            rows.push(Row::new("Extism extism_plugin_call noop 64 B", move || {
+                p.call(&payload64)
+            }));
+        }
+        let ratios = table(
+            "B02: call overhead (target ≤ 1.3× raw wasmtime, ≥ 10× faster than Extism)",
+            &mut rows,
+            2,
         );
-    } else {
-        println!("   Extism row skipped: set EXTISM_LIB and EXTISM_PLUGIN (scripts/bench.sh does)");
+        drop(rows);
+        if ratios.len() == 4 {
+            println!(
+                "   astrid is {:.2}× raw wasmtime; Extism is {:.1}× slower than astrid",
+                ratios[0],
+                ratios[3] / ratios[0]
+            );
+        } else {
+            println!(
+                "   Extism row skipped: set EXTISM_LIB and EXTISM_PLUGIN (scripts/bench.sh does)"
+            );
+        }
     }
 
     // B03
     for size in [64usize, 4 << 10, 64 << 10, 1 << 20] {
+        if !wanted("B03") {
+            break;
+        }
         let payload = vec![b'p'; size];
-        let mut sink = vec![0u8; size];
+        // Offset so source and destination do not alias on 4 KiB boundaries.
+        let mut sink_buffer = vec![0u8; size + 64];
+        let sink = &mut sink_buffer[64..];
         let mut rows = vec![
             Row::new(format!("astrid_capsule_call echo-len {size} B"), || {
                 c_call(capsule, "echo-len", &payload)
             }),
             Row::new(format!("memcpy {size} B"), || {
                 sink.copy_from_slice(std::hint::black_box(&payload));
-                std::hint::black_box(&sink);
+                std::hint::black_box(&*sink);
             }),
         ];
         table(
@@ -320,44 +342,47 @@ fn main() {
     }
 
     // B08 and B16 use the Rust API (the same code paths behind the C API).
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let hello = Capsule::load_dir(&runtime, &hello_dir, &LoadOptions::default()).unwrap();
-    let mut rows = vec![
-        Row::new("fresh instance: instantiate + noop call", || {
-            hello.trim_idle();
-            hello.call("noop", &payload64, None).unwrap();
-        }),
-        Row::new("pooled warm instance: noop call", || {
-            hello.call("noop", &payload64, None).unwrap();
-        }),
-    ];
-    table(
-        "B08: first call on a fresh pooled instance (target ≤ 20 µs)",
-        &mut rows,
-        1,
-    );
-    drop(rows);
+    let runtime = rust_runtime;
+    let hello = rust_hello;
+    if wanted("B08") {
+        let mut rows = vec![
+            Row::new("fresh instance: instantiate + noop call", || {
+                hello.trim_idle();
+                hello.call("noop", &payload64, None).unwrap();
+            }),
+            Row::new("pooled warm instance: noop call", || {
+                hello.call("noop", &payload64, None).unwrap();
+            }),
+        ];
+        table(
+            "B08: first call on a fresh pooled instance (target ≤ 20 µs)",
+            &mut rows,
+            1,
+        );
+    }
 
     let manifest = "[package]\nname = \"bench\"\nversion = \"1.0.0\"\n";
-    let mut rows = vec![
-        Row::new("load_bytes with a warm compile cache + unload", || {
-            let c =
-                Capsule::load_bytes(&runtime, &wasm, manifest, &LoadOptions::default()).unwrap();
-            c.unload().unwrap();
-        }),
-        Row::new("cold compile (Component::new, same engine config)", || {
-            std::hint::black_box(Component::new(&engine, &wasm).unwrap());
-        }),
-    ];
-    let ratios = table(
-        "B16: warm-cache load vs cold compile (target ≥ 50×)",
-        &mut rows,
-        0,
-    );
-    println!(
-        "   a cold compile costs {:.0}× a warm-cache load",
-        ratios[1]
-    );
+    if wanted("B16") {
+        let mut rows = vec![
+            Row::new("load_bytes with a warm compile cache + unload", || {
+                let c = Capsule::load_bytes(&runtime, &wasm, manifest, &LoadOptions::default())
+                    .unwrap();
+                c.unload().unwrap();
+            }),
+            Row::new("cold compile (Component::new, same engine config)", || {
+                std::hint::black_box(Component::new(&engine, &wasm).unwrap());
+            }),
+        ];
+        let ratios = table(
+            "B16: warm-cache load vs cold compile (target ≥ 50×)",
+            &mut rows,
+            0,
+        );
+        println!(
+            "   a cold compile costs {:.0}× a warm-cache load",
+            ratios[1]
+        );
+    }
 
     astrid_capsule_unload(capsule);
     astrid_runtime_free(rt);

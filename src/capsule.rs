@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use wasmtime::component::{ComponentExportIndex, ComponentType, Instance, InstancePre, Lift};
+use wasmtime::component::{ComponentExportIndex, ComponentType, Func, InstancePre, Lift};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// What the embedder may set per capsule at load.
@@ -104,10 +104,10 @@ struct Limits {
     fuel: u64,
 }
 
-/// One pooled instance and its store.
+/// One pooled instance and its store, with its interceptor export resolved.
 struct Worker {
     store: Store<HostState>,
-    instance: Instance,
+    hook: Option<Func>,
 }
 
 /// Idle instances unused this long are freed by the runtime's housekeeping.
@@ -495,7 +495,10 @@ impl CapsuleInner {
             err
         })?;
         store.data().stdio.flush();
-        Ok(Box::new(Worker { store, instance }))
+        let hook = self
+            .hook
+            .and_then(|index| instance.get_func(&mut store, index));
+        Ok(Box::new(Worker { store, hook }))
     }
 
     /// Takes an idle instance, creates one, or waits for one to come back.
@@ -536,9 +539,17 @@ impl CapsuleInner {
     }
 
     /// Waits for the pool to change (or the timeout), counted in `waiters`.
-    fn wait_pool<'a>(&self, mut pool: MutexGuard<'a, Pool>, timeout: Duration) -> MutexGuard<'a, Pool> {
+    fn wait_pool<'a>(
+        &self,
+        mut pool: MutexGuard<'a, Pool>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Pool> {
         pool.waiters += 1;
-        let mut pool = self.pool_changed.wait_timeout(pool, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        let mut pool = self
+            .pool_changed
+            .wait_timeout(pool, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         pool.waiters -= 1;
         pool
     }
@@ -574,7 +585,7 @@ impl CapsuleInner {
         options: Option<&CallOptions>,
     ) -> Result<CallResult> {
         self.check_loaded()?;
-        let hook = self.hook.ok_or_else(|| {
+        self.hook.ok_or_else(|| {
             Error::new(
                 Code::NotFound,
                 format!(
@@ -594,12 +605,14 @@ impl CapsuleInner {
             .filter(|o| !o.config_overlay.is_empty())
             .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
         let token = self.current_token();
-        let started = Instant::now();
-        let deadline = started + self.limits.timeout;
-        let mut worker = self.lease(&token, deadline)?;
         let rt = &self.shared.runtime;
+        // The coarse clock lags by up to one tick; adding a tick keeps the
+        // deadline from ever being earlier than the configured timeout.
+        let started = rt.coarse_now();
+        let deadline = started + self.limits.timeout + crate::runtime::EPOCH_TICK;
+        let mut worker = self.lease(&token, deadline)?;
 
-        let Worker { store, instance } = &mut *worker;
+        let Worker { store, hook } = &mut *worker;
         let state = store.data_mut();
         // Updated in place: most fields repeat from call to call.
         let call = &mut state.call;
@@ -621,9 +634,8 @@ impl CapsuleInner {
             store.set_fuel(self.limits.fuel)?;
             store.set_epoch_deadline(1);
             let _enter = rt.handle.enter();
-            let func = instance
-                .get_func(&mut *store, hook)
-                .ok_or_else(|| wasmtime::format_err!("astrid-hook-trigger export is missing"))?;
+            let func =
+                hook.ok_or_else(|| wasmtime::format_err!("astrid-hook-trigger export is missing"))?;
             let typed = func.typed::<(&str, &[u8]), (CallResult,)>(&*store)?;
             typed.call(&mut *store, (action, payload))
         })();

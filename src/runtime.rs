@@ -10,7 +10,7 @@ use crate::host::{self, HostState};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
@@ -146,6 +146,9 @@ pub struct RuntimeInner {
     pub(crate) monotonic_origin: Instant,
     /// Wall clock (ms since the epoch) at `monotonic_origin`.
     wall_origin_ms: u64,
+    /// Milliseconds since `monotonic_origin` at the last epoch tick: a clock
+    /// read that costs no system call, for call bookkeeping.
+    coarse_ms: Arc<AtomicU64>,
     /// Source id of calls and messages that come from the embedder.
     pub(crate) host_source_id: Arc<str>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
@@ -208,13 +211,19 @@ impl Runtime {
         };
 
         let ticker_stop = CancelToken::new();
+        let monotonic_origin = Instant::now();
+        let coarse_ms = Arc::new(AtomicU64::new(0));
         let ticker = {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
+            let coarse_ms = coarse_ms.clone();
             std::thread::Builder::new()
                 .name("astrid-epoch".into())
                 .spawn(move || {
                     while !stop.wait_timeout(EPOCH_TICK) {
+                        let ms = u64::try_from(monotonic_origin.elapsed().as_millis())
+                            .unwrap_or(u64::MAX);
+                        coarse_ms.store(ms, Ordering::Relaxed);
                         engine.increment_epoch();
                     }
                 })
@@ -230,8 +239,9 @@ impl Runtime {
                 linker,
                 config,
                 compile_cache: CompileCache::default(),
-                monotonic_origin: Instant::now(),
+                monotonic_origin,
                 wall_origin_ms: crate::host::sys::wall_clock_ms(),
+                coarse_ms,
                 host_source_id: Arc::from(host_source_id),
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
@@ -327,8 +337,13 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
-    /// Wall-clock milliseconds at `instant`, derived from the monotonic clock
-    /// (saves a clock read per call; call timestamps need no more precision).
+    /// The time of the last epoch tick: at most one tick behind `Instant::now()`.
+    /// Deadlines are only checked at ticks, so call bookkeeping needs no finer clock.
+    pub(crate) fn coarse_now(&self) -> Instant {
+        self.monotonic_origin + Duration::from_millis(self.coarse_ms.load(Ordering::Relaxed))
+    }
+
+    /// Wall-clock milliseconds at `instant`, derived from the monotonic clock.
     pub(crate) fn wall_ms_at(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.monotonic_origin);
         self.wall_origin_ms + u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2)

@@ -82,17 +82,47 @@ pub struct astrid_call_options_t {
 /// The result of a call: the interceptor's `action` and optional `data`.
 /// Owned by the caller; free with `astrid_result_free`.
 pub struct astrid_result_t {
-    action: Vec<u8>,
-    action_len: usize,
-    data: Option<(Vec<u8>, usize)>,
+    action: CText,
+    data: Option<CText>,
 }
 
-/// NUL-terminated copy plus the text length.
-fn nul_terminated(text: String) -> (Vec<u8>, usize) {
-    let len = text.len();
-    let mut bytes = text.into_bytes();
-    bytes.push(0);
-    (bytes, len)
+/// A NUL-terminated copy of a string for C. Short texts (every usual action)
+/// live inline, sparing an allocation per call.
+enum CText {
+    Inline { bytes: [u8; 32], len: u8 },
+    Heap(Vec<u8>),
+}
+
+impl CText {
+    fn new(text: String) -> CText {
+        let len = text.len();
+        if len < 32 {
+            let mut bytes = [0u8; 32];
+            bytes[..len].copy_from_slice(text.as_bytes());
+            CText::Inline {
+                bytes,
+                len: len as u8,
+            }
+        } else {
+            let mut bytes = text.into_bytes();
+            bytes.push(0);
+            CText::Heap(bytes)
+        }
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        match self {
+            CText::Inline { bytes, .. } => bytes.as_ptr().cast(),
+            CText::Heap(bytes) => bytes.as_ptr().cast(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            CText::Inline { len, .. } => usize::from(*len),
+            CText::Heap(bytes) => bytes.len() - 1,
+        }
+    }
 }
 
 unsafe fn config_entries(
@@ -324,11 +354,9 @@ pub extern "C" fn astrid_capsule_call_with(
             }),
         };
         let CallResult { action, data } = handle.capsule.call(action, payload, options.as_ref())?;
-        let (action, action_len) = nul_terminated(action);
         let result = astrid_result_t {
-            action,
-            action_len,
-            data: data.map(nul_terminated),
+            action: CText::new(action),
+            data: data.map(CText::new),
         };
         // SAFETY: checked non-NULL above.
         unsafe { *out_result = Box::into_raw(Box::new(result)) };
@@ -351,9 +379,9 @@ pub extern "C" fn astrid_result_action(
     let r = unsafe { &*result };
     if !len.is_null() {
         // SAFETY: caller-provided writable pointer.
-        unsafe { *len = r.action_len };
+        unsafe { *len = r.action.len() };
     }
-    r.action.as_ptr().cast()
+    r.action.as_ptr()
 }
 
 /// Whether the result carries data. When it does and `data` / `len` are
@@ -372,13 +400,13 @@ pub extern "C" fn astrid_result_data(
     let r = unsafe { &*result };
     match &r.data {
         None => false,
-        Some((bytes, n)) => {
+        Some(text) => {
             if !data.is_null() {
                 // SAFETY: caller-provided writable pointers.
-                unsafe { *data = bytes.as_ptr().cast() };
+                unsafe { *data = text.as_ptr() };
             }
             if !len.is_null() {
-                unsafe { *len = *n };
+                unsafe { *len = text.len() };
             }
             true
         }

@@ -50,7 +50,10 @@ impl StdioLog {
 
     /// Tags the lines written from now on with the call's principal.
     pub fn set_principal(&self, principal: Option<&Arc<str>>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).principal = principal.cloned();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .principal = principal.cloned();
     }
 
     fn write(&self, channel: Channel, mut bytes: &[u8]) {

@@ -25,6 +25,9 @@ const DEFERRED_PACKAGES: &[&str] = &[
     "astrid:uplink",
 ];
 
+/// Bytes of each pooled linear memory kept resident between instances.
+pub const KEEP_RESIDENT_BYTES: usize = 256 << 10;
+
 /// Builds the engine. Speed choices: component-model concurrency support
 /// off (it triples the cost of every call and nothing here needs it), the
 /// pooling allocator for fast instantiation, copy-on-write memory images.

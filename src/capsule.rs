@@ -237,6 +237,19 @@ impl Capsule {
         if let Some(p) = &options.principal {
             validate_principal(p)?;
         }
+        for (root, what) in [
+            (&options.workspace_root, "workspace root"),
+            (&options.home_root, "home root"),
+        ] {
+            if let Some(root) = root {
+                if !root.is_dir() {
+                    return Err(Error::new(
+                        Code::NotFound,
+                        format!("the {what} `{}` is not a directory", root.display()),
+                    ));
+                }
+            }
+        }
 
         let component = rt.compile_cache.compile(&rt.engine, wasm, &hash)?;
         engine::check_imports(&rt.engine, &component)?;
@@ -498,6 +511,16 @@ impl CapsuleInner {
         let hook = self
             .hook
             .and_then(|index| instance.get_func(&mut store, index));
+        if let Some(func) = hook {
+            func.typed::<(&str, &[u8]), (CallResult,)>(&store)
+                .map_err(|e| {
+                    Error::new(
+                        Code::Link,
+                        "export `astrid-hook-trigger` does not have the signature of astrid:guest/interceptor@1.0.0",
+                    )
+                    .caused_by(e)
+                })?;
+        }
         Ok(Box::new(Worker { store, hook }))
     }
 

@@ -206,3 +206,30 @@ fn compiled_code_is_cached_on_disk_when_asked() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn missing_workspace_root_fails_the_load() {
+    let rt = runtime();
+    let e = Capsule::load_dir(
+        &rt,
+        &capsule_dir("hello"),
+        &LoadOptions {
+            workspace_root: Some("/nonexistent/astrid/workspace".into()),
+            ..LoadOptions::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert!(e.message().contains("workspace root"), "{e}");
+}
+
+#[test]
+fn interceptor_export_with_the_wrong_signature_fails_the_load() {
+    let rt = runtime();
+    let e = Capsule::load_dir(&rt, &capsule_dir("bad-signature"), &LoadOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Code::Link, "{e}");
+    assert!(e.message().contains("astrid-hook-trigger"), "{e}");
+}

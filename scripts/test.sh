@@ -11,14 +11,17 @@ cd "$root"
 step "capsules"
 scripts/build-capsules.sh
 
+mkdir -p build
+results=build/test-results.log
+: > "$results"
+
 step "Rust tests"
 cargo build --release
-cargo test --release
+cargo test --release 2>&1 | tee -a "$results"
 
 step "C API tests"
-mkdir -p build
 compile_c build/test_api tests/c/test_api.c
-./build/test_api build/capsules
+./build/test_api build/capsules | tee -a "$results"
 
 step "C API handle lifetimes under valgrind"
 if ! command -v valgrind >/dev/null; then
@@ -27,7 +30,7 @@ fi
 if command -v valgrind >/dev/null; then
     # Undefined-value reports inside wasmparser are known noise; invalid
     # reads, writes and frees (use-after-free) fail the run.
-    valgrind -q --undef-value-errors=no --error-exitcode=9 ./build/test_api build/capsules lifetime
+    valgrind -q --undef-value-errors=no --error-exitcode=9 ./build/test_api build/capsules lifetime | tee -a "$results"
 else
     echo "valgrind unavailable and not installable here" >&2
     exit 1
@@ -35,7 +38,7 @@ fi
 
 step "C++ compiles and links against the header"
 compile_c build/header_cpp tests/c/header_cpp.cpp
-./build/header_cpp
+./build/header_cpp | tee -a "$results"
 
 step "demo"
 compile_c build/hello examples/c/hello.c
@@ -54,4 +57,7 @@ fi
 step "rustfmt and clippy"
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
-echo "all test suites passed"
+passed=$(grep -oE '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -oE '[0-9]+ failed' "$results" | awk '{s += $1} END {print s + 0}')
+echo "all suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

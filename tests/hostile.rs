@@ -256,3 +256,29 @@ fn api_calls_from_inside_a_callback_are_refused_not_deadlocked() {
     }
     hello.call("noop", b"", None).unwrap();
 }
+
+#[test]
+fn per_capsule_limits_override_the_runtime_defaults() {
+    let rt = runtime_with(30_000, u64::MAX / 2);
+    let options = astrid::LoadOptions {
+        memory_limit: Some(8 << 20),
+        timeout: Some(Duration::from_millis(250)),
+        ..astrid::LoadOptions::default()
+    };
+    let hostile = Capsule::load_dir(&rt, &capsule_dir("hostile"), &options).unwrap();
+    let e = hostile.call("membomb", b"", None).unwrap_err();
+    assert_eq!(e.code(), Code::ResourceLimit, "{e}");
+    assert!(e.message().contains("8388608 byte"), "{e}");
+    let started = Instant::now();
+    let e = hostile.call("loop", b"", None).unwrap_err();
+    assert_eq!(e.code(), Code::Timeout, "{e}");
+    assert!(e.message().contains("250 ms"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let frugal = astrid::LoadOptions {
+        fuel: Some(1_000_000),
+        ..astrid::LoadOptions::default()
+    };
+    let hostile = Capsule::load_dir(&rt, &capsule_dir("hostile"), &frugal).unwrap();
+    assert_eq!(hostile.call("loop", b"", None).unwrap_err().code(), Code::OutOfFuel);
+    still_serves(&hostile);
+}

@@ -25,7 +25,7 @@ pub type astrid_status_t = i32;
 
 /// Success.
 pub const ASTRID_OK: astrid_status_t = 0;
-/// NULL where not allowed, bad length, bad flag, struct `size` too small, unknown handle.
+/// NULL where not allowed, bad length, bad flag, struct `size` too small.
 pub const ASTRID_E_INVALID_ARGUMENT: astrid_status_t = -1;
 /// A string argument is not valid UTF-8.
 pub const ASTRID_E_UTF8: astrid_status_t = -2;

@@ -213,7 +213,7 @@ typedef void (*astrid_audit_fn)(void *user_data, const struct astrid_audit_event
 // Success.
 #define ASTRID_OK 0
 
-// NULL where not allowed, bad length, bad flag, struct `size` too small, unknown handle.
+// NULL where not allowed, bad length, bad flag, struct `size` too small.
 #define ASTRID_E_INVALID_ARGUMENT -1
 
 // A string argument is not valid UTF-8.

@@ -279,6 +279,9 @@ fn per_capsule_limits_override_the_runtime_defaults() {
         ..astrid::LoadOptions::default()
     };
     let hostile = Capsule::load_dir(&rt, &capsule_dir("hostile"), &frugal).unwrap();
-    assert_eq!(hostile.call("loop", b"", None).unwrap_err().code(), Code::OutOfFuel);
+    assert_eq!(
+        hostile.call("loop", b"", None).unwrap_err().code(),
+        Code::OutOfFuel
+    );
     still_serves(&hostile);
 }

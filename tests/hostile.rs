@@ -109,15 +109,20 @@ fn stdout_flood_is_bounded_and_long_lines_are_cut() {
     assert!(pieces.iter().all(|p| p.message.len() <= 64 * 1024 + 20));
 }
 
+/// Cancels the capsule's calls from another thread after `delay`.
+fn cancel_after(capsule: &Arc<Capsule>, delay: Duration) -> std::thread::JoinHandle<()> {
+    let remote = capsule.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        remote.cancel();
+    })
+}
+
 #[test]
 fn cancel_from_another_thread_stops_guest_code_and_does_not_leak() {
     let rt = runtime_with(20_000, u64::MAX / 2);
     let hostile = Arc::new(load(&rt, "hostile"));
-    let remote = hostile.clone();
-    let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        remote.cancel();
-    });
+    let canceller = cancel_after(&hostile, Duration::from_millis(200));
     let started = Instant::now();
     let e = hostile.call("loop", b"", None).unwrap_err();
     canceller.join().unwrap();
@@ -131,11 +136,7 @@ fn cancel_from_another_thread_stops_guest_code_and_does_not_leak() {
 fn cancel_wakes_a_call_waiting_in_the_host() {
     let rt = runtime_with(20_000, u64::MAX / 2);
     let hostile = Arc::new(load(&rt, "hostile"));
-    let remote = hostile.clone();
-    let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        remote.cancel();
-    });
+    let canceller = cancel_after(&hostile, Duration::from_millis(200));
     let started = Instant::now();
     let outcome = hostile.call("sleep", b"", None);
     canceller.join().unwrap();

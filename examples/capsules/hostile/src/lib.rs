@@ -2,14 +2,8 @@
 //! way a guest can try to hurt its host.
 
 wit_bindgen::generate!({
-    inline: "
-        package example:hostile;
-        world hostile {
-            import astrid:sys/host@1.0.0;
-            include astrid:guest/interceptor@1.0.0;
-        }
-    ",
-    path: ["../../../wit/astrid-sys@1.0.0", "../../../wit/astrid-guest@1.0.0"],
+    world: "example:capsules/sys-interceptor",
+    path: ["../../../wit/astrid-sys@1.0.0", "../../../wit/astrid-guest@1.0.0", "../wit"],
     generate_all,
 });
 

@@ -3,14 +3,8 @@
 //! `name` or `name:argument`; answers are plain text in `data`.
 
 wit_bindgen::generate!({
-    inline: "
-        package example:probe;
-        world probe {
-            import astrid:sys/host@1.0.0;
-            include astrid:guest/interceptor@1.0.0;
-        }
-    ",
-    path: ["../../../wit/astrid-sys@1.0.0", "../../../wit/astrid-guest@1.0.0"],
+    world: "example:capsules/sys-interceptor",
+    path: ["../../../wit/astrid-sys@1.0.0", "../../../wit/astrid-guest@1.0.0", "../wit"],
     generate_all,
 });
 

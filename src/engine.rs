@@ -150,6 +150,14 @@ fn check_component_header(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Whether the component imports any WASI interface.
+pub fn imports_wasi(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:"))
+}
+
 /// Rejects imports this runtime does not serve, naming the first one.
 pub fn check_imports(engine: &Engine, component: &Component) -> Result<()> {
     for (name, item) in component.component_type().imports(engine) {

@@ -210,6 +210,31 @@ typedef struct astrid_audit_event_t {
 // (events are never dropped).
 typedef void (*astrid_audit_fn)(void *user_data, const struct astrid_audit_event_t *event);
 
+// A request for a secret config value (an `[env]` key of type `secret`),
+// borrowed for the duration of the callback. Strings are UTF-8, NOT
+// NUL-terminated; `principal` is `(NULL, 0)` when the call has none.
+// Answer with `astrid_secret_request_set_value`; `answer` is private.
+typedef struct astrid_secret_request_t {
+  size_t size;
+  const char *capsule;
+  size_t capsule_len;
+  const char *capsule_id;
+  size_t capsule_id_len;
+  const char *principal;
+  size_t principal_len;
+  const char *key;
+  size_t key_len;
+  // Private to the library: where the answer goes.
+  void *answer;
+} astrid_secret_request_t;
+
+// Secret provider callback. Runs on the thread executing the guest, possibly
+// concurrently, on every `get-config` of a secret key (values are never
+// cached or logged). Return `ASTRID_OK` after setting a value (or without
+// one: the guest reads `none`); any other status makes the guest's
+// `get-config` fail with `unknown("secret provider failed")`.
+typedef astrid_status_t (*astrid_secret_fn)(void *user_data, struct astrid_secret_request_t *request);
+
 // Success.
 #define ASTRID_OK 0
 
@@ -433,6 +458,22 @@ astrid_status_t astrid_runtime_set_audit_callback(struct astrid_runtime_t *rt,
                                                   astrid_audit_fn audit_fn,
                                                   void *user_data,
                                                   astrid_finalizer_fn finalizer);
+
+// Installs the secret provider (NULL `secret_fn` removes it). Ownership of
+// `user_data` and `finalizer` as for `astrid_runtime_set_log_callback`.
+// Without a provider, secret keys read as `none`.
+astrid_status_t astrid_runtime_set_secret_callback(struct astrid_runtime_t *rt,
+                                                   astrid_secret_fn secret_fn,
+                                                   void *user_data,
+                                                   astrid_finalizer_fn finalizer);
+
+// Sets the answer of a secret request (copied; a second call replaces the
+// first). Only valid inside the secret callback that received `request`.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL request or value with a
+// length), `ASTRID_E_UTF8`.
+astrid_status_t astrid_secret_request_set_value(struct astrid_secret_request_t *request,
+                                                const char *value,
+                                                size_t value_len);
 
 #ifdef __cplusplus
 }  // extern "C"

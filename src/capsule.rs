@@ -6,7 +6,7 @@ use crate::engine::{self, ContentHash};
 use crate::error::{Code, Error, Result};
 use crate::host::{CallContext, HostState, Interrupt};
 use crate::manifest::{EnvKind, Manifest};
-use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner};
+use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner, SecretRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -67,21 +67,30 @@ pub struct CapsuleShared {
 }
 
 impl CapsuleShared {
-    /// `get-config` lookup order of host ABI §2.2 (secret providers arrive
-    /// with the embedder secret hook; without one a secret reads as absent).
+    /// `get-config` lookup order of host ABI §2.2: secrets from the
+    /// embedder's provider (absent without one), then the per-call overlay,
+    /// then load-time values. `Err` when the secret provider failed.
     pub(crate) fn config_value(
         &self,
         key: &str,
         overlay: Option<&HashMap<String, String>>,
-    ) -> Option<String> {
-        let entry = self.manifest.env_entry(key)?;
+        principal: Option<&str>,
+    ) -> Result<Option<String>, ()> {
+        let Some(entry) = self.manifest.env_entry(key) else {
+            return Ok(None);
+        };
         if entry.kind == EnvKind::Secret {
-            return None;
+            return self.runtime.secret(&SecretRequest {
+                capsule: &self.name,
+                capsule_id: &self.id,
+                principal,
+                key,
+            });
         }
         if let Some(value) = overlay.and_then(|o| o.get(key)) {
-            return Some(value.clone());
+            return Ok(Some(value.clone()));
         }
-        self.config.get(key).cloned()
+        Ok(self.config.get(key).cloned())
     }
 
     /// Sends a line to the embedder's log sink unless the capsule is gone.

@@ -106,6 +106,21 @@ pub struct AuditEvent {
 }
 
 pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
+
+/// What the embedder's secret provider is asked for (`[env]` keys of type
+/// `secret`, looked up on every `get-config`, never cached or logged).
+pub struct SecretRequest<'a> {
+    pub capsule: &'a str,
+    pub capsule_id: &'a str,
+    /// The data scope's principal, if any.
+    pub principal: Option<&'a str>,
+    pub key: &'a str,
+}
+
+/// Answers a secret request: `Ok(None)` when the provider has no value,
+/// `Err(())` when it failed (the guest then sees `unknown`).
+pub type SecretProvider =
+    Arc<dyn Fn(&SecretRequest<'_>) -> std::result::Result<Option<String>, ()> + Send + Sync>;
 pub type AuditSink = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
 
 thread_local! {
@@ -153,6 +168,7 @@ pub struct RuntimeInner {
     pub(crate) host_source_id: Arc<str>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
     log_sink: RwLock<Option<LogSink>>,
+    secret_provider: RwLock<Option<SecretProvider>>,
     audit_sink: Arc<RwLock<Option<AuditSink>>>,
     has_audit: AtomicBool,
     audit_tx: RwLock<Option<SyncSender<AuditEvent>>>,
@@ -245,6 +261,7 @@ impl Runtime {
                 host_source_id: Arc::from(host_source_id),
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
+                secret_provider: RwLock::new(None),
                 audit_sink,
                 has_audit: AtomicBool::new(false),
                 audit_tx: RwLock::new(Some(audit_tx)),
@@ -283,6 +300,17 @@ impl Runtime {
             .log_sink
             .write()
             .unwrap_or_else(|e| e.into_inner()) = sink;
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) the provider of secret config values.
+    pub fn set_secret_provider(&self, provider: Option<SecretProvider>) -> Result<()> {
+        self.inner.check_open()?;
+        *self
+            .inner
+            .secret_provider
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = provider;
         Ok(())
     }
 
@@ -393,6 +421,10 @@ impl RuntimeInner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.secret_provider
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.audit_sink
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -455,6 +487,22 @@ impl RuntimeInner {
             .clone();
         if let Some(sink) = sink {
             run_callback(|| sink(record));
+        }
+    }
+
+    /// Asks the secret provider; no provider means no value.
+    pub(crate) fn secret(
+        &self,
+        request: &SecretRequest<'_>,
+    ) -> std::result::Result<Option<String>, ()> {
+        let provider = self
+            .secret_provider
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match provider {
+            None => Ok(None),
+            Some(provider) => run_callback(|| provider(request)).unwrap_or(Err(())),
         }
     }
 

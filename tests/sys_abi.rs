@@ -360,3 +360,52 @@ fn wasi_is_deny_by_default() {
         "empty environment and arguments"
     );
 }
+
+#[test]
+fn secrets_come_from_the_embedder_provider() {
+    let rt = runtime();
+    rt.set_secret_provider(Some(Arc::new(
+        |r: &astrid::runtime::SecretRequest<'_>| match (r.capsule, r.key) {
+            ("probe", "TOKEN") => Ok(Some(format!("s3cret-for-{}", r.principal.unwrap_or("-")))),
+            _ => Err(()),
+        },
+    )))
+    .unwrap();
+    let probe = Capsule::load_dir(
+        &rt,
+        &capsule_dir("probe"),
+        &LoadOptions {
+            principal: Some("erin".into()),
+            ..probe_options()
+        },
+    )
+    .unwrap();
+    assert_eq!(ask(&probe, "config:TOKEN"), "some:s3cret-for-erin");
+    assert_eq!(
+        ask(&probe, "config:GREETING"),
+        "some:Hello",
+        "non-secrets bypass the provider"
+    );
+
+    rt.set_secret_provider(Some(Arc::new(|_: &astrid::runtime::SecretRequest<'_>| {
+        Err(())
+    })))
+    .unwrap();
+    assert_eq!(
+        ask(&probe, "config:TOKEN"),
+        "err:unknown(secret provider failed)"
+    );
+    rt.set_secret_provider(Some(Arc::new(
+        |_: &astrid::runtime::SecretRequest<'_>| -> Result<Option<String>, ()> {
+            panic!("provider bug")
+        },
+    )))
+    .unwrap();
+    assert_eq!(
+        ask(&probe, "config:TOKEN"),
+        "err:unknown(secret provider failed)",
+        "a panicking provider is a failure"
+    );
+    rt.set_secret_provider(None).unwrap();
+    assert_eq!(ask(&probe, "config:TOKEN"), "none");
+}

@@ -6,7 +6,7 @@ use super::{
     astrid_status_t, guard, non_null, opt_str_arg, opt_view, sized_struct, view, Callback, Registry,
 };
 use crate::error::{Error, Result};
-use crate::runtime::{AuditEvent, LogRecord, Runtime, RuntimeConfig};
+use crate::runtime::{AuditEvent, LogRecord, Runtime, RuntimeConfig, SecretRequest};
 use once_cell::sync::Lazy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,4 +337,105 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// A request for a secret config value (an `[env]` key of type `secret`),
+/// borrowed for the duration of the callback. Strings are UTF-8, NOT
+/// NUL-terminated; `principal` is `(NULL, 0)` when the call has none.
+/// Answer with `astrid_secret_request_set_value`; `answer` is private.
+#[repr(C)]
+pub struct astrid_secret_request_t {
+    pub size: usize,
+    pub capsule: *const libc::c_char,
+    pub capsule_len: usize,
+    pub capsule_id: *const libc::c_char,
+    pub capsule_id_len: usize,
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    pub key: *const libc::c_char,
+    pub key_len: usize,
+    /// Private to the library: where the answer goes.
+    pub answer: *mut libc::c_void,
+}
+
+/// Secret provider callback. Runs on the thread executing the guest, possibly
+/// concurrently, on every `get-config` of a secret key (values are never
+/// cached or logged). Return `ASTRID_OK` after setting a value (or without
+/// one: the guest reads `none`); any other status makes the guest's
+/// `get-config` fail with `unknown("secret provider failed")`.
+pub type astrid_secret_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut libc::c_void,
+        request: *mut astrid_secret_request_t,
+    ) -> astrid_status_t,
+>;
+
+/// Installs the secret provider (NULL `secret_fn` removes it). Ownership of
+/// `user_data` and `finalizer` as for `astrid_runtime_set_log_callback`.
+/// Without a provider, secret keys read as `none`.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_set_secret_callback(
+    rt: *mut astrid_runtime_t,
+    secret_fn: astrid_secret_fn,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let runtime = runtime_from(rt)?;
+        let Some(function) = secret_fn else {
+            return runtime.set_secret_provider(None);
+        };
+        runtime.check_open_for_hooks()?;
+        let callback = Arc::new(Callback::new(function, user_data, finalizer));
+        runtime.set_secret_provider(Some(Arc::new(move |request: &SecretRequest<'_>| {
+            let mut answer: Option<String> = None;
+            let (capsule, capsule_len) = view(request.capsule);
+            let (capsule_id, capsule_id_len) = view(request.capsule_id);
+            let (principal, principal_len) = opt_view(request.principal);
+            let (key, key_len) = view(request.key);
+            let mut c_request = astrid_secret_request_t {
+                size: std::mem::size_of::<astrid_secret_request_t>(),
+                capsule,
+                capsule_len,
+                capsule_id,
+                capsule_id_len,
+                principal,
+                principal_len,
+                key,
+                key_len,
+                answer: (&mut answer as *mut Option<String>).cast(),
+            };
+            // SAFETY: the embedder's function with its own user_data and a
+            // request that lives for the duration of the call.
+            let status = unsafe { (callback.function)(callback.user_data, &mut c_request) };
+            if status == super::ASTRID_OK {
+                Ok(answer)
+            } else {
+                Err(())
+            }
+        })))
+    })
+}
+
+/// Sets the answer of a secret request (copied; a second call replaces the
+/// first). Only valid inside the secret callback that received `request`.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL request or value with a
+/// length), `ASTRID_E_UTF8`.
+#[no_mangle]
+pub extern "C" fn astrid_secret_request_set_value(
+    request: *mut astrid_secret_request_t,
+    value: *const libc::c_char,
+    value_len: usize,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        non_null(request, "request")?;
+        // SAFETY: a live request passed to the callback by this library.
+        let answer = unsafe { (*request).answer }.cast::<Option<String>>();
+        non_null(answer, "request.answer")?;
+        // SAFETY: caller contract for (ptr, len) strings.
+        let text = unsafe { super::str_arg(value, value_len, "value")? };
+        // SAFETY: `answer` points at the Option the library created for this request.
+        unsafe { *answer = Some(text.to_string()) };
+        Ok(())
+    })
 }

@@ -83,9 +83,13 @@ impl host::Host for HostState {
         let result = if key.starts_with("ASTRID_") {
             Err(ErrorCode::ConfigKeyReserved)
         } else {
-            Ok(self
-                .capsule
-                .config_value(&key, self.call.overlay.as_deref()))
+            self.capsule
+                .config_value(
+                    &key,
+                    self.call.overlay.as_deref(),
+                    self.call.principal.as_deref(),
+                )
+                .map_err(|()| ErrorCode::Unknown("secret provider failed".into()))
         };
         let (out, reason) = outcome(&result);
         self.audit(

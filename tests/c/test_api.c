@@ -296,6 +296,41 @@ static void test_callbacks(void) {
     CHECK(atomic_load(&audit.events) >= 8);
 }
 
+static int secret_calls;
+
+static astrid_status_t provide_secret(void *user_data, astrid_secret_request_t *req) {
+    (void)user_data;
+    secret_calls++;
+    if (req->key_len == 5 && memcmp(req->key, "TOKEN", 5) == 0)
+        return astrid_secret_request_set_value(req, "c-secret", ASTRID_NTS);
+    return ASTRID_E_NOT_FOUND;
+}
+
+static void test_secrets(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    CHECK(astrid_secret_request_set_value(NULL, "x", 1) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_set_secret_callback(rt, provide_secret, NULL, NULL) == ASTRID_OK);
+    astrid_config_entry_t required = {"REQUIRED", ASTRID_NTS, "yes", ASTRID_NTS};
+    astrid_load_options_t opts;
+    astrid_load_options_init(&opts);
+    opts.config = &required;
+    opts.config_len = 1;
+    astrid_capsule_t *probe = NULL;
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("probe"), ASTRID_NTS, &opts, &probe, err), ASTRID_OK);
+    astrid_result_t *r = NULL;
+    CHECK_STATUS(astrid_capsule_call(probe, "config:TOKEN", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
+    const char *data = NULL;
+    CHECK(astrid_result_data(r, &data, NULL) && strcmp(data, "some:c-secret") == 0);
+    CHECK(secret_calls == 1);
+    astrid_result_free(r);
+    CHECK(astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_call(probe, "config:TOKEN", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
+    CHECK(astrid_result_data(r, &data, NULL) && strcmp(data, "none") == 0);
+    astrid_result_free(r);
+    astrid_capsule_unload(probe);
+    astrid_runtime_free(rt);
+}
+
 struct canceller {
     astrid_capsule_t *capsule;
     int delay_ms;
@@ -377,6 +412,7 @@ int main(int argc, char **argv) {
     test_call_arguments_and_results();
     test_after_runtime_free();
     test_callbacks();
+    test_secrets();
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
         test_hostile_guests();
         test_eight_threads();

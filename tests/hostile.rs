@@ -286,3 +286,30 @@ fn per_capsule_limits_override_the_runtime_defaults() {
     );
     still_serves(&hostile);
 }
+
+#[test]
+fn more_callers_than_pooled_instances_wait_their_turn() {
+    let rt = astrid::Runtime::new(astrid::RuntimeConfig {
+        pool_size: 2,
+        ..astrid::RuntimeConfig::default()
+    })
+    .unwrap();
+    let hello = Arc::new(load(&rt, "hello"));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    hello.call("noop", b"", None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        hello.trim_idle() <= 2,
+        "never more instances than the pool size"
+    );
+}

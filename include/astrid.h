@@ -374,7 +374,8 @@ void astrid_result_free(struct astrid_result_t *result);
 // `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,
 // waiting host calls return at once). Calls started afterwards are not
 // affected. Thread-safe, non-blocking, callable from callbacks. Errors:
-// `ASTRID_E_CLOSED` for an unloaded or unknown handle.
+// `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
+// unknown handle.
 astrid_status_t astrid_capsule_cancel(struct astrid_capsule_t *capsule);
 
 // Unloads and frees the capsule: cancels its calls, waits for them (bounded
@@ -445,7 +446,8 @@ void astrid_runtime_free(struct astrid_runtime_t *rt);
 
 // Installs the log callback (NULL `log_fn` removes it). The previous
 // callback's finalizer runs once no log line uses it any more. Errors:
-// `ASTRID_E_INVALID_ARGUMENT` (unknown `rt`), `ASTRID_E_CLOSED`. Thread-safe.
+// `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`), `ASTRID_E_CLOSED` (freed or
+// unknown `rt`). Thread-safe.
 // When the call fails, `finalizer` is NOT run: `user_data` stays the caller's.
 astrid_status_t astrid_runtime_set_log_callback(struct astrid_runtime_t *rt,
                                                 astrid_log_fn log_fn,

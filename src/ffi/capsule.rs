@@ -426,7 +426,8 @@ pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
 /// `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,
 /// waiting host calls return at once). Calls started afterwards are not
 /// affected. Thread-safe, non-blocking, callable from callbacks. Errors:
-/// `ASTRID_E_CLOSED` for an unloaded or unknown handle.
+/// `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
+/// unknown handle.
 #[no_mangle]
 pub extern "C" fn astrid_capsule_cancel(capsule: *mut astrid_capsule_t) -> astrid_status_t {
     guard(std::ptr::null_mut(), || {

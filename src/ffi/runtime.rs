@@ -211,7 +211,8 @@ pub type astrid_finalizer_fn = Option<unsafe extern "C" fn(user_data: *mut libc:
 
 /// Installs the log callback (NULL `log_fn` removes it). The previous
 /// callback's finalizer runs once no log line uses it any more. Errors:
-/// `ASTRID_E_INVALID_ARGUMENT` (unknown `rt`), `ASTRID_E_CLOSED`. Thread-safe.
+/// `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`), `ASTRID_E_CLOSED` (freed or
+/// unknown `rt`). Thread-safe.
 /// When the call fails, `finalizer` is NOT run: `user_data` stays the caller's.
 #[no_mangle]
 pub extern "C" fn astrid_runtime_set_log_callback(

@@ -6,7 +6,10 @@ use super::{
     astrid_status_t, guard, non_null, opt_str_arg, opt_view, sized_struct, view, Callback, Registry,
 };
 use crate::error::{Error, Result};
-use crate::runtime::{AuditEvent, LogRecord, Runtime, RuntimeConfig, SecretRequest};
+use crate::runtime::{
+    AuditEvent, AuditSink, LogRecord, LogSink, Runtime, RuntimeConfig, SecretProvider,
+    SecretRequest,
+};
 use once_cell::sync::Lazy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,32 +224,33 @@ pub extern "C" fn astrid_runtime_set_log_callback(
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        let runtime = runtime_from(rt)?;
-        let Some(function) = log_fn else {
-            return runtime.set_log_sink(None);
-        };
-        runtime.check_open_for_hooks()?;
-        let callback = Arc::new(Callback::new(function, user_data, finalizer));
-        runtime.set_log_sink(Some(Arc::new(move |record: &LogRecord<'_>| {
-            let (capsule, capsule_len) = view(record.capsule);
-            let (principal, principal_len) = opt_view(record.principal);
-            let (message, message_len) = view(record.message);
-            let c_record = astrid_log_record_t {
-                size: std::mem::size_of::<astrid_log_record_t>(),
-                level: record.level as u32,
-                capsule,
-                capsule_len,
-                principal,
-                principal_len,
-                message,
-                message_len,
-            };
-            // SAFETY: the embedder's function, called with its own user_data
-            // and a record that lives for the duration of the call.
-            unsafe { (callback.function)(callback.user_data, &c_record) };
-        })))
-    })
+    install_hook(
+        rt,
+        log_fn,
+        user_data,
+        finalizer,
+        Runtime::set_log_sink,
+        |callback| -> LogSink {
+            Arc::new(move |record: &LogRecord<'_>| {
+                let (capsule, capsule_len) = view(record.capsule);
+                let (principal, principal_len) = opt_view(record.principal);
+                let (message, message_len) = view(record.message);
+                let c_record = astrid_log_record_t {
+                    size: std::mem::size_of::<astrid_log_record_t>(),
+                    level: record.level as u32,
+                    capsule,
+                    capsule_len,
+                    principal,
+                    principal_len,
+                    message,
+                    message_len,
+                };
+                // SAFETY: the embedder's function, called with its own user_data
+                // and a record that lives for the duration of the call.
+                unsafe { (callback.function)(callback.user_data, &c_record) };
+            })
+        },
+    )
 }
 
 /// One host call, as the audit callback receives it. Borrowed for the
@@ -293,41 +297,64 @@ pub extern "C" fn astrid_runtime_set_audit_callback(
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
 ) -> astrid_status_t {
+    install_hook(
+        rt,
+        audit_fn,
+        user_data,
+        finalizer,
+        Runtime::set_audit_sink,
+        |callback| -> AuditSink {
+            Arc::new(move |event: &AuditEvent| {
+                let (capsule, capsule_len) = view(&event.capsule);
+                let (capsule_id, capsule_id_len) = view(&event.capsule_id);
+                let (principal, principal_len) = view(&event.principal);
+                let (call, call_len) = view(&event.call);
+                let (target, target_len) = opt_view(event.target.as_deref());
+                let (reason, reason_len) = opt_view(event.reason.as_deref());
+                let c_event = astrid_audit_event_t {
+                    size: std::mem::size_of::<astrid_audit_event_t>(),
+                    capsule,
+                    capsule_len,
+                    capsule_id,
+                    capsule_id_len,
+                    principal,
+                    principal_len,
+                    call,
+                    call_len,
+                    target,
+                    target_len,
+                    bytes: event.bytes,
+                    outcome: event.outcome as u32,
+                    reason,
+                    reason_len,
+                    elapsed_us: event.elapsed_us,
+                };
+                // SAFETY: as for the log callback.
+                unsafe { (callback.function)(callback.user_data, &c_event) };
+            })
+        },
+    )
+}
+
+/// The plumbing shared by every `astrid_runtime_set_*_callback`: installs the
+/// hook `wrap` builds around the embedder's callback triple, or removes the
+/// hook when `function` is NULL.
+fn install_hook<F: Copy, S>(
+    rt: *mut astrid_runtime_t,
+    function: Option<F>,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+    set: fn(&Runtime, Option<S>) -> Result<()>,
+    wrap: impl FnOnce(Arc<Callback<F>>) -> S,
+) -> astrid_status_t {
     guard(std::ptr::null_mut(), || {
         let runtime = runtime_from(rt)?;
-        let Some(function) = audit_fn else {
-            return runtime.set_audit_sink(None);
+        let Some(function) = function else {
+            return set(&runtime, None);
         };
         runtime.check_open_for_hooks()?;
         let callback = Arc::new(Callback::new(function, user_data, finalizer));
-        runtime.set_audit_sink(Some(Arc::new(move |event: &AuditEvent| {
-            let (capsule, capsule_len) = view(&event.capsule);
-            let (capsule_id, capsule_id_len) = view(&event.capsule_id);
-            let (principal, principal_len) = view(&event.principal);
-            let (call, call_len) = view(&event.call);
-            let (target, target_len) = opt_view(event.target.as_deref());
-            let (reason, reason_len) = opt_view(event.reason.as_deref());
-            let c_event = astrid_audit_event_t {
-                size: std::mem::size_of::<astrid_audit_event_t>(),
-                capsule,
-                capsule_len,
-                capsule_id,
-                capsule_id_len,
-                principal,
-                principal_len,
-                call,
-                call_len,
-                target,
-                target_len,
-                bytes: event.bytes,
-                outcome: event.outcome as u32,
-                reason,
-                reason_len,
-                elapsed_us: event.elapsed_us,
-            };
-            // SAFETY: as for the log callback.
-            unsafe { (callback.function)(callback.user_data, &c_event) };
-        })))
+        set(&runtime, Some(wrap(callback)))
     })
 }
 
@@ -381,41 +408,42 @@ pub extern "C" fn astrid_runtime_set_secret_callback(
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        let runtime = runtime_from(rt)?;
-        let Some(function) = secret_fn else {
-            return runtime.set_secret_provider(None);
-        };
-        runtime.check_open_for_hooks()?;
-        let callback = Arc::new(Callback::new(function, user_data, finalizer));
-        runtime.set_secret_provider(Some(Arc::new(move |request: &SecretRequest<'_>| {
-            let mut answer: Option<String> = None;
-            let (capsule, capsule_len) = view(request.capsule);
-            let (capsule_id, capsule_id_len) = view(request.capsule_id);
-            let (principal, principal_len) = opt_view(request.principal);
-            let (key, key_len) = view(request.key);
-            let mut c_request = astrid_secret_request_t {
-                size: std::mem::size_of::<astrid_secret_request_t>(),
-                capsule,
-                capsule_len,
-                capsule_id,
-                capsule_id_len,
-                principal,
-                principal_len,
-                key,
-                key_len,
-                answer: (&mut answer as *mut Option<String>).cast(),
-            };
-            // SAFETY: the embedder's function with its own user_data and a
-            // request that lives for the duration of the call.
-            let status = unsafe { (callback.function)(callback.user_data, &mut c_request) };
-            if status == super::ASTRID_OK {
-                Ok(answer)
-            } else {
-                Err(())
-            }
-        })))
-    })
+    install_hook(
+        rt,
+        secret_fn,
+        user_data,
+        finalizer,
+        Runtime::set_secret_provider,
+        |callback| -> SecretProvider {
+            Arc::new(move |request: &SecretRequest<'_>| {
+                let mut answer: Option<String> = None;
+                let (capsule, capsule_len) = view(request.capsule);
+                let (capsule_id, capsule_id_len) = view(request.capsule_id);
+                let (principal, principal_len) = opt_view(request.principal);
+                let (key, key_len) = view(request.key);
+                let mut c_request = astrid_secret_request_t {
+                    size: std::mem::size_of::<astrid_secret_request_t>(),
+                    capsule,
+                    capsule_len,
+                    capsule_id,
+                    capsule_id_len,
+                    principal,
+                    principal_len,
+                    key,
+                    key_len,
+                    answer: (&mut answer as *mut Option<String>).cast(),
+                };
+                // SAFETY: the embedder's function with its own user_data and a
+                // request that lives for the duration of the call.
+                let status = unsafe { (callback.function)(callback.user_data, &mut c_request) };
+                if status == super::ASTRID_OK {
+                    Ok(answer)
+                } else {
+                    Err(())
+                }
+            })
+        },
+    )
 }
 
 /// Sets the answer of a secret request (copied; a second call replaces the

@@ -509,18 +509,11 @@ impl CapsuleInner {
             .set_fuel(self.limits.fuel)
             .map_err(|e| Error::new(Code::Internal, "cannot set fuel").caused_by(e))?;
         store.set_epoch_deadline(1);
-        let _enter = rt.handle.enter();
-        let instance = self.pre.instantiate(&mut store).map_err(|e| {
-            let mut err = classify_failure(&store, &e, &self.limits, "instantiation");
-            if err.code() == Code::Trap && e.to_string().contains("limit") {
-                err = Error::new(
-                    Code::ResourceLimit,
-                    "the component needs more than the instance limits allow",
-                )
-                .caused_by(e);
-            }
-            err
-        })?;
+        let _enter = self.uses_wasi.then(|| rt.handle.enter());
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify_failure(&store, &e, &self.limits, "instantiation"))?;
         store.data().stdio.flush();
         let hook = self
             .hook
@@ -774,6 +767,16 @@ fn classify_failure(
             Code::OutOfFuel,
             format!("the {what} used up its {} units of fuel", limits.fuel),
         );
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Error::new(
+            Code::ResourceLimit,
+            "the runtime's instance pool is full (too many live instances)",
+        )
+        .caused_by(error);
     }
     if state.limiter.hit {
         return Error::new(

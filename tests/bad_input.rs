@@ -146,19 +146,15 @@ fn missing_export_is_not_found() {
     assert_eq!(e.code(), Code::NotFound, "{e}");
 }
 
+/// Loading the same bytes twice works (the second load comes from the
+/// compile cache, whose speed B16 measures) and gives the same id.
 #[test]
-fn compiled_components_are_cached_by_content() {
+fn same_name_and_binary_give_the_same_id() {
     let rt = runtime();
     let wasm = wasm_of("hello");
-    let started = std::time::Instant::now();
     let a = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
-    let cold = started.elapsed();
-    let started = std::time::Instant::now();
     let b = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
-    let warm = started.elapsed();
     assert_eq!(a.id(), b.id(), "same name and binary, same id");
-    // Not a timing assertion: both loads must work; the cache is measured by B16.
-    let _ = (cold, warm);
 }
 
 #[test]

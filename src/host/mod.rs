@@ -113,8 +113,29 @@ impl HostState {
         }
     }
 
+    /// Runs one host call and records its audit event. The clock is read only
+    /// when an audit sink is installed, so unaudited runtimes pay nothing.
+    pub(crate) fn audited<T, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes: u64,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let result = body(self);
+        if let Some(started) = started {
+            let (outcome, reason) = result.audit_outcome();
+            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+        }
+        result
+    }
+
     /// Records one audit event for a host call (a no-op without a sink).
-    pub(crate) fn audit(
+    fn audit(
         &self,
         call: &'static str,
         target: Option<&str>,
@@ -142,6 +163,18 @@ impl HostState {
             reason: reason.map(str::to_string),
             elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         });
+    }
+}
+
+/// How a host call's result reads in the audit log: outcome and reason.
+pub(crate) trait AuditOutcome {
+    fn audit_outcome(&self) -> (Outcome, Option<String>);
+}
+
+/// Infallible host functions are always `allowed`.
+impl<T> AuditOutcome for Result<T, std::convert::Infallible> {
+    fn audit_outcome(&self) -> (Outcome, Option<String>) {
+        (Outcome::Allowed, None)
     }
 }
 

@@ -1,8 +1,9 @@
 //! `astrid:sys@1.0.0` (host ABI §2.2): config, caller context, logging,
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
-use super::HostState;
+use super::{AuditOutcome, HostState};
 use crate::runtime::{LogLevel, Outcome};
+use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasSelf, Linker};
 
@@ -39,11 +40,13 @@ fn case_name(code: &ErrorCode) -> String {
     }
 }
 
-fn outcome<T>(result: &Result<T, ErrorCode>) -> (Outcome, Option<String>) {
-    match result {
-        Ok(_) => (Outcome::Allowed, None),
-        Err(code @ ErrorCode::CapabilityDenied) => (Outcome::Denied, Some(case_name(code))),
-        Err(code) => (Outcome::Failed, Some(case_name(code))),
+impl<T> AuditOutcome for Result<T, ErrorCode> {
+    fn audit_outcome(&self) -> (Outcome, Option<String>) {
+        match self {
+            Ok(_) => (Outcome::Allowed, None),
+            Err(code @ ErrorCode::CapabilityDenied) => (Outcome::Denied, Some(case_name(code))),
+            Err(code) => (Outcome::Failed, Some(case_name(code))),
+        }
     }
 }
 
@@ -79,51 +82,40 @@ pub fn wall_clock_ms() -> u64 {
 
 impl host::Host for HostState {
     fn get_config(&mut self, key: String) -> Result<Option<String>, ErrorCode> {
-        let started = Instant::now();
-        let result = if key.starts_with("ASTRID_") {
-            Err(ErrorCode::ConfigKeyReserved)
-        } else {
-            self.capsule
+        self.audited("sys.get-config", Some(&key), key.len() as u64, |state| {
+            if key.starts_with("ASTRID_") {
+                return Err(ErrorCode::ConfigKeyReserved);
+            }
+            state
+                .capsule
                 .config_value(
                     &key,
-                    self.call.overlay.as_deref(),
-                    self.call.principal.as_deref(),
+                    state.call.overlay.as_deref(),
+                    state.call.principal.as_deref(),
                 )
                 .map_err(|()| ErrorCode::Unknown("secret provider failed".into()))
-        };
-        let (out, reason) = outcome(&result);
-        self.audit(
-            "sys.get-config",
-            Some(&key),
-            key.len() as u64,
-            out,
-            reason.as_deref(),
-            started,
-        );
-        result
+        })
     }
 
     fn get_caller(&mut self) -> Result<CallerContext, ErrorCode> {
-        let started = Instant::now();
-        let context = if self.call.active {
-            CallerContext {
-                principal: self.call.principal.as_deref().map(str::to_string),
-                source_id: self.call.source_id.to_string(),
-                timestamp: iso8601_utc(self.call.timestamp_ms),
-            }
-        } else {
-            CallerContext {
-                principal: None,
-                source_id: String::new(),
-                timestamp: iso8601_utc(wall_clock_ms()),
-            }
-        };
-        self.audit("sys.get-caller", None, 0, Outcome::Allowed, None, started);
-        Ok(context)
+        self.audited("sys.get-caller", None, 0, |state| {
+            Ok(if state.call.active {
+                CallerContext {
+                    principal: state.call.principal.as_deref().map(str::to_string),
+                    source_id: state.call.source_id.to_string(),
+                    timestamp: iso8601_utc(state.call.timestamp_ms),
+                }
+            } else {
+                CallerContext {
+                    principal: None,
+                    source_id: String::new(),
+                    timestamp: iso8601_utc(wall_clock_ms()),
+                }
+            })
+        })
     }
 
     fn log(&mut self, level: WitLevel, message: String) {
-        let started = Instant::now();
         let level = match level {
             WitLevel::Trace => LogLevel::Trace,
             WitLevel::Debug => LogLevel::Debug,
@@ -131,133 +123,98 @@ impl host::Host for HostState {
             WitLevel::Warn => LogLevel::Warn,
             WitLevel::Error => LogLevel::Error,
         };
-        let bytes = message.len() as u64;
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+        let Ok(()) = self.audited("sys.log", None, message.len() as u64, |state| {
+            let principal = state.call.principal.as_deref();
+            if message.len() > MAX_LOG_BYTES {
+                let mut cut = MAX_LOG_BYTES;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let text = format!(
+                    "{} [truncated {} bytes]",
+                    &message[..cut],
+                    message.len() - cut
+                );
+                state.capsule.log(level, principal, &text);
+            } else {
+                state.capsule.log(level, principal, &message);
             }
-            let text = format!(
-                "{} [truncated {} bytes]",
-                &message[..cut],
-                message.len() - cut
-            );
-            self.capsule
-                .log(level, self.call.principal.as_deref(), &text);
-        } else {
-            self.capsule
-                .log(level, self.call.principal.as_deref(), &message);
-        }
-        self.audit("sys.log", None, bytes, Outcome::Allowed, None, started);
+            Ok::<_, Infallible>(())
+        });
     }
 
     fn signal_ready(&mut self) {
         // Run loops arrive with the event bus; for an interceptor call the
         // contract makes this a no-op.
-        let started = Instant::now();
-        self.audit("sys.signal-ready", None, 0, Outcome::Allowed, None, started);
+        let Ok(()) = self.audited("sys.signal-ready", None, 0, |_| Ok::<_, Infallible>(()));
     }
 
     fn clock_ms(&mut self) -> u64 {
-        let started = Instant::now();
-        let now = wall_clock_ms();
-        self.audit("sys.clock-ms", None, 0, Outcome::Allowed, None, started);
+        let Ok(now) = self.audited("sys.clock-ms", None, 0, |_| {
+            Ok::<_, Infallible>(wall_clock_ms())
+        });
         now
     }
 
     fn clock_monotonic_ns(&mut self) -> u64 {
-        let started = Instant::now();
-        let elapsed = self.capsule.runtime.monotonic_origin.elapsed();
-        self.audit(
-            "sys.clock-monotonic-ns",
-            None,
-            0,
-            Outcome::Allowed,
-            None,
-            started,
-        );
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        let Ok(ns) = self.audited("sys.clock-monotonic-ns", None, 0, |state| {
+            let elapsed = state.capsule.runtime.monotonic_origin.elapsed();
+            Ok::<_, Infallible>(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        });
+        ns
     }
 
     fn sleep_ns(&mut self, duration_ns: u64) -> Result<(), ErrorCode> {
-        let started = Instant::now();
-        let result = if duration_ns > MAX_SLEEP_NS {
-            Err(ErrorCode::TooLarge)
-        } else if self.call.token.is_cancelled() {
-            Err(ErrorCode::Cancelled)
-        } else {
-            let wanted = started + Duration::from_nanos(duration_ns);
-            // The call's deadline ends the wait early; the guest then traps
-            // with "timeout" at its next epoch check.
-            // Instantiation sets a deadline too, so this bounds every wait.
-            let until = wanted.min(self.call.deadline);
-            if self.call.token.wait_until(until) || until < wanted {
+        self.audited("sys.sleep-ns", None, 0, |state| {
+            if duration_ns > MAX_SLEEP_NS {
+                return Err(ErrorCode::TooLarge);
+            }
+            if state.call.token.is_cancelled() {
+                return Err(ErrorCode::Cancelled);
+            }
+            let wanted = Instant::now() + Duration::from_nanos(duration_ns);
+            // The call's deadline (instantiation sets one too) ends the wait
+            // early; the guest then traps with "timeout" at its next epoch check.
+            let until = wanted.min(state.call.deadline);
+            if state.call.token.wait_until(until) || until < wanted {
                 Err(ErrorCode::Cancelled)
             } else {
                 Ok(())
             }
-        };
-        let (out, reason) = outcome(&result);
-        self.audit("sys.sleep-ns", None, 0, out, reason.as_deref(), started);
-        result
+        })
     }
 
     fn random_bytes(&mut self, length: u64) -> Result<Vec<u8>, ErrorCode> {
-        let started = Instant::now();
-        let result = if length > MAX_RANDOM_BYTES {
-            Err(ErrorCode::TooLarge)
-        } else {
+        self.audited("sys.random-bytes", None, length, |_| {
+            if length > MAX_RANDOM_BYTES {
+                return Err(ErrorCode::TooLarge);
+            }
             let mut buf = vec![0u8; length as usize];
             getrandom::fill(&mut buf)
                 .map(|()| buf)
                 .map_err(|_| ErrorCode::Unknown("entropy source failed".into()))
-        };
-        let (out, reason) = outcome(&result);
-        self.audit(
-            "sys.random-bytes",
-            None,
-            length,
-            out,
-            reason.as_deref(),
-            started,
-        );
-        result
+        })
     }
 
     fn check_capsule_capability(
         &mut self,
         request: CapabilityCheckRequest,
     ) -> Result<CapabilityCheckResponse, ErrorCode> {
-        let started = Instant::now();
-        let result = self
-            .capsule
-            .runtime
-            .capsule_holds_capability(&request.source_uuid, &request.capability)
-            .map(|allowed| CapabilityCheckResponse { allowed })
-            .ok_or(ErrorCode::RegistryUnavailable);
-        let (out, reason) = outcome(&result);
-        self.audit(
-            "sys.check-capsule-capability",
-            Some(&request.source_uuid),
-            0,
-            out,
-            reason.as_deref(),
-            started,
-        );
-        result
+        let target = Some(request.source_uuid.as_str());
+        self.audited("sys.check-capsule-capability", target, 0, |state| {
+            state
+                .capsule
+                .runtime
+                .capsule_holds_capability(&request.source_uuid, &request.capability)
+                .map(|allowed| CapabilityCheckResponse { allowed })
+                .ok_or(ErrorCode::RegistryUnavailable)
+        })
     }
 
     fn enumerate_capabilities(&mut self) -> Vec<String> {
-        let started = Instant::now();
-        let names = self.capsule.capability_names.clone();
-        self.audit(
-            "sys.enumerate-capabilities",
-            None,
-            0,
-            Outcome::Allowed,
-            None,
-            started,
-        );
+        let Ok(names) = self.audited("sys.enumerate-capabilities", None, 0, |state| {
+            Ok::<_, Infallible>(state.capsule.capability_names.clone())
+        });
         names
     }
 }

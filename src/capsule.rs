@@ -9,7 +9,11 @@ use crate::manifest::{EnvKind, Manifest};
 use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner, SecretRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use crate::policy::paths::Mount;
+use crate::vfs::host_dir::HostDir;
+use crate::vfs::memory::MemoryFs;
+use crate::vfs::{CapsuleMounts, Vfs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wasmtime::component::{ComponentExportIndex, ComponentType, Func, InstancePre, Lift};
@@ -29,6 +33,9 @@ pub struct LoadOptions {
     pub fuel: Option<u64>,
     /// Values for the manifest's `[env]` keys.
     pub config: Vec<(String, String)>,
+    /// Cumulative bytes the capsule may write through `astrid:fs`; `None`
+    /// = unlimited. Exhausted → `quota`.
+    pub fs_write_budget: Option<u64>,
 }
 
 /// What the embedder may set per call.
@@ -52,6 +59,7 @@ pub struct CallResult {
 pub struct CapsuleShared {
     pub(crate) runtime: Arc<RuntimeInner>,
     pub name: String,
+    pub(crate) name_arc: Arc<str>,
     /// UUIDv5 of the name and the component hash.
     pub id: String,
     pub manifest: Manifest,
@@ -63,6 +71,11 @@ pub struct CapsuleShared {
     config: HashMap<String, String>,
     /// Fires on unload: permanent, wins over everything.
     pub(crate) unload_token: CancelToken,
+    pub(crate) mounts: CapsuleMounts,
+    /// Provider handles open over all instances (at most 16).
+    pub(crate) open_files: AtomicUsize,
+    pub(crate) write_budget: Option<u64>,
+    pub(crate) bytes_written: AtomicU64,
     unloaded: AtomicBool,
 }
 
@@ -155,6 +168,29 @@ pub struct CapsuleInner {
 /// Owner of a loaded capsule.
 pub struct Capsule {
     pub(crate) inner: Arc<CapsuleInner>,
+}
+
+/// The capsule's mounts: a host root from the load options wins, then a
+/// provider the embedder mounted on the runtime, then the built-in memory
+/// filesystem (`cwd`, `tmp`) or nothing (`home`).
+fn build_mounts(rt: &RuntimeInner, options: &LoadOptions) -> Result<CapsuleMounts> {
+    let host_dir = |root: &Path, what: &str| -> Result<Arc<dyn Vfs>> {
+        let dir = HostDir::open(root).map_err(|e| {
+            Error::new(Code::Io, format!("cannot open the {what} as a sandbox")).caused_by(e)
+        })?;
+        Ok(Arc::new(dir))
+    };
+    let cwd = match &options.workspace_root {
+        Some(root) => host_dir(root, "workspace root")?,
+        None => rt
+            .mounted(Mount::Cwd)
+            .unwrap_or_else(|| Arc::new(MemoryFs::default())),
+    };
+    let home = match &options.home_root {
+        Some(root) => Some(host_dir(root, "home root")?),
+        None => rt.mounted(Mount::Home),
+    };
+    Ok(CapsuleMounts::new(cwd, home, rt.mounted(Mount::Tmp)))
 }
 
 fn default_pool_size() -> usize {
@@ -263,6 +299,7 @@ impl Capsule {
             }
         }
 
+        let mounts = build_mounts(rt, options)?;
         let component = rt.compile_cache.compile(&rt.engine, wasm, &hash)?;
         engine::check_imports(&rt.engine, &component)?;
         let pre = rt.linker.instantiate_pre(&component).map_err(|e| {
@@ -275,6 +312,7 @@ impl Capsule {
             runtime: rt.clone(),
             id: capsule_id(&manifest.name, &hash),
             name: manifest.name.clone(),
+            name_arc: Arc::from(manifest.name.as_str()),
             capability_names: manifest.capabilities.names(),
             owner: options.principal.as_deref().map(Arc::from),
             workspace_root: options.workspace_root.clone(),
@@ -283,6 +321,10 @@ impl Capsule {
             config,
             unload_token: CancelToken::new(),
             unloaded: AtomicBool::new(false),
+            mounts,
+            open_files: AtomicUsize::new(0),
+            write_budget: options.fs_write_budget,
+            bytes_written: AtomicU64::new(0),
         });
         let inner = Arc::new(CapsuleInner {
             call_token: Mutex::new(shared.unload_token.child()),
@@ -674,6 +716,9 @@ impl CapsuleInner {
         let state = store.data_mut();
         state.call.active = false;
         state.call.overlay = None;
+        if !state.open_files.is_empty() {
+            state.close_call_files();
+        }
 
         match outcome {
             Ok((result,)) => {

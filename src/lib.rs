@@ -9,10 +9,12 @@ pub mod capsule;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod gate;
 pub mod host;
 pub mod manifest;
 pub mod policy;
 pub mod runtime;
+pub mod vfs;
 
 pub use capsule::{CallOptions, CallResult, Capsule, LoadOptions};
 pub use error::{Code, Error, Result};

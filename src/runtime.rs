@@ -6,7 +6,11 @@ use crate::cancel::CancelToken;
 use crate::capsule::CapsuleInner;
 use crate::engine::{self, CompileCache};
 use crate::error::{Code, Error, Result};
+use crate::gate::GateFn;
 use crate::host::{self, HostState};
+use crate::policy::paths::Mount;
+use crate::vfs::Vfs;
+use std::collections::HashMap;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -22,7 +26,12 @@ use wasmtime::Engine;
 pub const FLAG_ALLOW_LOOPBACK: u32 = 1 << 0;
 /// Makes `check-capsule-capability` answer `registry-unavailable`.
 pub const FLAG_DISABLE_CAPABILITY_REGISTRY: u32 = 1 << 1;
-pub const KNOWN_FLAGS: u32 = FLAG_ALLOW_LOOPBACK | FLAG_DISABLE_CAPABILITY_REGISTRY;
+/// Runs gate and VFS callbacks on the thread executing the guest instead of
+/// a blocking-pool thread: no hand-off cost, but a callback that hangs holds
+/// its call (its deadline is then only checked when it returns).
+pub const FLAG_INLINE_CALLBACKS: u32 = 1 << 2;
+pub const KNOWN_FLAGS: u32 =
+    FLAG_ALLOW_LOOPBACK | FLAG_DISABLE_CAPABILITY_REGISTRY | FLAG_INLINE_CALLBACKS;
 
 /// The epoch ticker's period: the granularity of wall-clock deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(100);
@@ -46,6 +55,11 @@ pub struct RuntimeConfig {
     pub pool_size: usize,
     /// How long unload and runtime shutdown wait for calls in flight.
     pub unload_grace: Duration,
+    /// How long the gate may take to answer (deferred verdicts included);
+    /// later counts as a denial.
+    pub gate_timeout: Duration,
+    /// How long one VFS callback may take; later is `unknown("timeout")`.
+    pub vfs_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +73,8 @@ impl Default for RuntimeConfig {
             flags: 0,
             pool_size: 0,
             unload_grace: Duration::from_secs(5),
+            gate_timeout: Duration::from_secs(5),
+            vfs_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -152,6 +168,16 @@ pub fn refuse_reentry(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// How a deadline-bounded embedder callback ended.
+pub(crate) enum Bounded<R> {
+    Done(R),
+    Panicked,
+    /// Still running (or finished) past its own deadline.
+    Overran,
+    /// The call was cancelled or passed its deadline first.
+    Cancelled,
+}
+
 pub struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
@@ -169,6 +195,9 @@ pub struct RuntimeInner {
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
     log_sink: RwLock<Option<LogSink>>,
     secret_provider: RwLock<Option<SecretProvider>>,
+    gate: RwLock<Option<GateFn>>,
+    /// Embedder-supplied providers by mount.
+    mounts: RwLock<HashMap<Mount, Arc<dyn Vfs>>>,
     audit_sink: Arc<RwLock<Option<AuditSink>>>,
     has_audit: AtomicBool,
     audit_tx: RwLock<Option<SyncSender<AuditEvent>>>,
@@ -192,9 +221,14 @@ impl Runtime {
                 config.flags & !KNOWN_FLAGS
             )));
         }
-        if config.memory_limit == 0 || config.fuel == 0 || config.timeout.is_zero() {
+        if config.memory_limit == 0
+            || config.fuel == 0
+            || config.timeout.is_zero()
+            || config.gate_timeout.is_zero()
+            || config.vfs_timeout.is_zero()
+        {
             return Err(Error::invalid_argument(
-                "memory limit, fuel and timeout must be non-zero",
+                "memory limit, fuel, timeout, gate timeout and VFS timeout must be non-zero",
             ));
         }
         let engine = engine::build_engine(config.cache_dir.as_deref())?;
@@ -262,6 +296,8 @@ impl Runtime {
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
                 secret_provider: RwLock::new(None),
+                gate: RwLock::new(None),
+                mounts: RwLock::new(HashMap::new()),
                 audit_sink,
                 has_audit: AtomicBool::new(false),
                 audit_tx: RwLock::new(Some(audit_tx)),
@@ -289,6 +325,27 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Installs (or with `None` removes) the security gate. Calls already
+    /// asking the previous gate finish with it.
+    pub fn set_gate(&self, gate: Option<GateFn>) -> Result<()> {
+        self.inner.check_open()?;
+        *self.inner.gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
+        Ok(())
+    }
+
+    /// Serves `mount` from `provider` for every capsule loaded afterwards
+    /// (`None` unmounts). A workspace or home root named in a capsule's load
+    /// options takes precedence for that capsule.
+    pub fn mount_vfs(&self, mount: Mount, provider: Option<Arc<dyn Vfs>>) -> Result<()> {
+        self.inner.check_open()?;
+        let mut mounts = self.inner.mounts.write().unwrap_or_else(|e| e.into_inner());
+        match provider {
+            Some(provider) => mounts.insert(mount, provider),
+            None => mounts.remove(&mount),
+        };
+        Ok(())
     }
 
     /// Installs (or with `None` removes) the log sink. The previous sink is
@@ -503,6 +560,60 @@ impl RuntimeInner {
         match provider {
             None => Ok(None),
             Some(provider) => run_callback(|| provider(request)).unwrap_or(Err(())),
+        }
+    }
+
+    pub(crate) fn gate(&self) -> Option<GateFn> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn mounted(&self, mount: Mount) -> Option<Arc<dyn Vfs>> {
+        let mounts = self.mounts.read().unwrap_or_else(|e| e.into_inner());
+        mounts.get(&mount).cloned()
+    }
+
+    /// Runs an embedder callback under a deadline (`limit`, and the call's
+    /// own `call_deadline`) and the call's cancel token. By default the
+    /// callback runs on a blocking-pool thread so the call can return on
+    /// time even if it never does; with `FLAG_INLINE_CALLBACKS` it runs right
+    /// here and an overrun is only noticed when it returns.
+    pub(crate) fn run_bounded<R: Send + 'static>(
+        &self,
+        limit: Duration,
+        call_deadline: Instant,
+        token: &CancelToken,
+        callback: impl FnOnce() -> R + Send + 'static,
+    ) -> Bounded<R> {
+        if self.config.flags & FLAG_INLINE_CALLBACKS != 0 {
+            let started = self.coarse_now();
+            let result = run_callback(callback);
+            if token.is_cancelled() {
+                return Bounded::Cancelled;
+            }
+            if self.coarse_now().saturating_duration_since(started) > limit {
+                return Bounded::Overran;
+            }
+            return result.map_or(Bounded::Panicked, Bounded::Done);
+        }
+        let slot: Arc<Mutex<Option<Option<R>>>> = Arc::new(Mutex::new(None));
+        let done = token.child();
+        {
+            let slot = slot.clone();
+            let done = done.clone();
+            self.handle.spawn_blocking(move || {
+                let result = run_callback(callback);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                done.cancel();
+            });
+        }
+        let limit_at = Instant::now() + limit;
+        done.wait_until(limit_at.min(call_deadline));
+        let finished = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match finished {
+            Some(Some(result)) => Bounded::Done(result),
+            Some(None) => Bounded::Panicked,
+            None if token.is_cancelled() || Instant::now() >= call_deadline => Bounded::Cancelled,
+            None => Bounded::Overran,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct astrid_load_options_t {
     /// neither a value here nor a manifest default fails the load.
     pub config: *const astrid_config_entry_t,
     pub config_len: usize,
+    /// Cumulative bytes the capsule may write through `astrid:fs` over its
+    /// lifetime; 0 = unlimited. Exhausted → the guest sees `quota`.
+    pub fs_write_budget: u64,
 }
 
 /// Per-call options. Size-prefixed like the load options.
@@ -172,6 +175,7 @@ unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions
                 .map(Duration::from_millis),
             fuel: Some(o.fuel).filter(|&v| v > 0),
             config: config_entries(o.config, o.config_len, "opts.config")?,
+            fs_write_budget: Some(o.fs_write_budget).filter(|&v| v > 0),
         })
     }
 }
@@ -206,6 +210,7 @@ pub extern "C" fn astrid_load_options_init(opts: *mut astrid_load_options_t) -> 
                 fuel: 0,
                 config: std::ptr::null(),
                 config_len: 0,
+                fs_write_budget: 0,
             })
         };
         Ok(())

@@ -24,6 +24,13 @@ pub const ASTRID_RUNTIME_ALLOW_LOOPBACK: u32 = 1;
 /// Runtime flag: `astrid:sys` capability lookups of other capsules answer
 /// `registry-unavailable`.
 pub const ASTRID_RUNTIME_DISABLE_CAPABILITY_REGISTRY: u32 = 2;
+/// Runs gate and VFS callbacks directly on the thread executing the guest
+/// instead of handing them to a worker thread: about a microsecond faster per
+/// callback, but a callback that blocks holds its call, and the gate / VFS
+/// deadline is then only checked when it returns (a late answer still counts
+/// as a denial / timeout). Use it when your callbacks never block; use a
+/// deferred verdict (`ASTRID_PENDING`) for slow decisions.
+pub const ASTRID_RUNTIME_INLINE_CALLBACKS: u32 = 4;
 
 /// Log levels of `astrid_log_record_t.level`.
 pub const ASTRID_LOG_TRACE: u32 = 0;
@@ -73,6 +80,12 @@ pub struct astrid_runtime_config_t {
     pub flags: u32,
     /// How long unload and shutdown wait for calls in flight (ms); default 5000.
     pub unload_grace_ms: u64,
+    /// How long the gate may take to answer, deferred verdicts included (ms);
+    /// later counts as a denial. Default 5000.
+    pub gate_timeout_ms: u64,
+    /// How long one VFS callback may take (ms); later, the guest sees
+    /// `unknown("timeout")`. Default 10 000.
+    pub vfs_timeout_ms: u64,
 }
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
@@ -107,6 +120,8 @@ pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) 
                 cache_dir_len: 0,
                 flags: 0,
                 unload_grace_ms: d.unload_grace.as_millis() as u64,
+                gate_timeout_ms: d.gate_timeout.as_millis() as u64,
+                vfs_timeout_ms: d.vfs_timeout.as_millis() as u64,
             });
         }
         Ok(())
@@ -129,6 +144,12 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     if c.unload_grace_ms > 0 {
         config.unload_grace = Duration::from_millis(c.unload_grace_ms);
+    }
+    if c.gate_timeout_ms > 0 {
+        config.gate_timeout = Duration::from_millis(c.gate_timeout_ms);
+    }
+    if c.vfs_timeout_ms > 0 {
+        config.vfs_timeout = Duration::from_millis(c.vfs_timeout_ms);
     }
     config.flags = c.flags;
     // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.

@@ -1,11 +1,13 @@
 //! What a capsule's store carries, and the linker that serves the host ABI.
 //! One module per host interface; each adds itself to the linker.
 
+pub mod fs;
 pub mod sys;
 pub mod wasi;
 
 use crate::cancel::CancelToken;
 use crate::capsule::CapsuleShared;
+use crate::policy::gate::GateRequest;
 use crate::runtime::{AuditEvent, Outcome};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +91,8 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) stdio: Arc<wasi::StdioLog>,
+    /// `file-handle` resources opened by the current call (table reps).
+    pub(crate) open_files: Vec<u32>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -108,6 +112,7 @@ impl HostState {
             },
             interrupt: None,
             stdio,
+            open_files: Vec::new(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -132,6 +137,78 @@ impl HostState {
             self.audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
         result
+    }
+
+    /// The data scope (host ABI §1): the context principal, else the owner,
+    /// else `system`.
+    pub(crate) fn data_scope(&self) -> &str {
+        self.call
+            .principal
+            .as_deref()
+            .or(self.capsule.owner.as_deref())
+            .unwrap_or("system")
+    }
+
+    /// Every gated host call goes through here, in the order of host ABI
+    /// §4: cancel check → validation and manifest (`prepare`) → gate (one
+    /// question per request `prepare` returns) → `op` → exactly one audit
+    /// event. Denials become the interface's `capability-denied`; the gate's
+    /// reason reaches the audit event only.
+    pub(crate) fn gated<C, T: Payload, E: GatedError>(
+        &mut self,
+        call: &'static str,
+        fallback_target: &str,
+        bytes_in: u64,
+        prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
+        op: impl FnOnce(&mut Self, C) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let mut target = None;
+        let result = self.gated_steps(&mut target, prepare, op);
+        if let Some(started) = started {
+            let (outcome, reason) = match &result {
+                Ok(_) => (Outcome::Allowed, None),
+                Err(Refused::Denied(reason)) => (Outcome::Denied, Some(reason.clone())),
+                Err(Refused::Failed(e)) => match e.audit_case() {
+                    (true, case) => (Outcome::Denied, Some(case)),
+                    (false, case) => (Outcome::Failed, Some(case)),
+                },
+            };
+            let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
+            let target = target.as_deref().unwrap_or(fallback_target);
+            self.audit(call, Some(target), bytes, outcome, reason.as_deref(), started);
+        }
+        result.map_err(|refused| match refused {
+            Refused::Denied(_) => E::denied(),
+            Refused::Failed(e) => e,
+        })
+    }
+
+    fn gated_steps<C, T, E: GatedError>(
+        &mut self,
+        target: &mut Option<String>,
+        prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
+        op: impl FnOnce(&mut Self, C) -> Result<T, E>,
+    ) -> Result<T, Refused<E>> {
+        if self.call.token.is_cancelled() {
+            return Err(Refused::Failed(E::cancelled()));
+        }
+        let prepared = prepare(self)?;
+        *target = Some(prepared.target);
+        let runtime = self.capsule.runtime.clone();
+        for request in prepared.asks {
+            match crate::gate::ask(&runtime, request, &self.call.token, self.call.deadline) {
+                Ok(verdict) if verdict.allowed => {}
+                Ok(verdict) => {
+                    let reason = verdict.reason.unwrap_or_else(|| "denied by the gate".into());
+                    return Err(Refused::Denied(format!("gate: {reason}")));
+                }
+                Err(crate::gate::GateInterrupted::Cancelled) => {
+                    return Err(Refused::Failed(E::cancelled()))
+                }
+            }
+        }
+        op(self, prepared.ctx).map_err(Refused::Failed)
     }
 
     /// Records one audit event for a host call (a no-op without a sink).
@@ -166,6 +243,64 @@ impl HostState {
     }
 }
 
+/// What a gated call's `prepare` step produced: the audit target (VFS
+/// spelling, `host:port`, URL), the gate questions, and what `op` needs.
+pub(crate) struct Prepared<C> {
+    pub target: String,
+    pub asks: Vec<GateRequest>,
+    pub ctx: C,
+}
+
+/// Why a gated call stopped before its operation.
+pub(crate) enum Refused<E> {
+    /// Manifest or gate said no (the reason is for the audit log only).
+    Denied(String),
+    Failed(E),
+}
+
+impl<E> From<&'static str> for Refused<E> {
+    fn from(reason: &'static str) -> Self {
+        Refused::Denied(reason.to_string())
+    }
+}
+
+/// The error type of a gated interface.
+pub(crate) trait GatedError {
+    /// Its `capability-denied` case.
+    fn denied() -> Self;
+    /// Its cancel result (host ABI §7.3).
+    fn cancelled() -> Self;
+    /// (is a denial, WIT case name) for the audit log.
+    fn audit_case(&self) -> (bool, String);
+}
+
+/// Bytes a result carries back to the guest, for the audit event.
+pub(crate) trait Payload {
+    fn payload_len(&self) -> u64 {
+        0
+    }
+}
+
+impl Payload for () {}
+impl Payload for bool {}
+impl Payload for u64 {}
+impl Payload for u32 {}
+impl Payload for String {
+    fn payload_len(&self) -> u64 {
+        self.len() as u64
+    }
+}
+impl Payload for Vec<u8> {
+    fn payload_len(&self) -> u64 {
+        self.len() as u64
+    }
+}
+impl Payload for Vec<String> {
+    fn payload_len(&self) -> u64 {
+        self.iter().map(|s| s.len() as u64).sum()
+    }
+}
+
 /// How a host call's result reads in the audit log: outcome and reason.
 pub(crate) trait AuditOutcome {
     fn audit_outcome(&self) -> (Outcome, Option<String>);
@@ -195,6 +330,7 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     sys::add_to_linker(&mut linker)?;
+    fs::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(GUEST_LIFECYCLE)?;

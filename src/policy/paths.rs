@@ -47,6 +47,9 @@ pub enum PathError {
     ParentComponent,
     WindowsPrefix,
     UnknownScheme,
+    /// A percent-encoded `..` or separator: never decoded by astrid, but
+    /// refused so no provider that decodes names can be walked out.
+    EncodedTraversal,
 }
 
 impl std::fmt::Display for PathError {
@@ -57,6 +60,7 @@ impl std::fmt::Display for PathError {
             PathError::ParentComponent => "contains a `..` component",
             PathError::WindowsPrefix => "uses a Windows drive, UNC prefix or backslash",
             PathError::UnknownScheme => "uses an unknown scheme",
+            PathError::EncodedTraversal => "contains a percent-encoded `..` or separator",
         })
     }
 }
@@ -85,6 +89,15 @@ fn has_windows_prefix(text: &str) -> bool {
     text.contains('\\') || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
 }
 
+/// Whether a component percent-decodes to `..` or holds an encoded `/` or `\\`.
+fn is_encoded_traversal(component: &str) -> bool {
+    let lower = component.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return true;
+    }
+    lower.replace("%2e", ".") == ".."
+}
+
 /// Parses a guest path: scheme → mount, then the lexical rules of §5.1.
 pub fn parse(text: &str) -> Result<VfsPath, PathError> {
     if text.len() > MAX_PATH_BYTES {
@@ -102,6 +115,9 @@ pub fn parse(text: &str) -> Result<VfsPath, PathError> {
         match part {
             "" | "." => {}
             ".." => return Err(PathError::ParentComponent),
+            other if other.contains('%') && is_encoded_traversal(other) => {
+                return Err(PathError::EncodedTraversal)
+            }
             other => components.push(other.to_string()),
         }
     }
@@ -193,8 +209,11 @@ mod tests {
         assert_eq!(parse("\\\\server\\share"), Err(PathError::WindowsPrefix));
         assert_eq!(parse("ftp://x"), Err(PathError::UnknownScheme));
         assert_eq!(parse(&"a/".repeat(2049)), Err(PathError::TooLong));
-        // Percent-encoding is not decoded: it stays a literal name.
-        assert_eq!(parse("%2e%2e/x").unwrap().components, vec!["%2e%2e", "x"]);
+        // Percent-encoding is never decoded, but encoded traversal is refused.
+        for bad in ["%2e%2e/x", "a/%2E./b", ".%2e", "a%2fb", "a%5C..", "%2E%2E"] {
+            assert_eq!(parse(bad), Err(PathError::EncodedTraversal), "{bad}");
+        }
+        assert_eq!(parse("100%25/x").unwrap().components, vec!["100%25", "x"]);
     }
 
     #[test]

@@ -29,6 +29,28 @@
 
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+// Verdict: allow the request.
+#define ASTRID_ALLOW 1
+
+// Verdict: deny the request. Any value other than the three verdicts is a denial too.
+#define ASTRID_DENY 2
+
+// Verdict: the answer comes later through the ticket taken with
+// `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
+#define ASTRID_PENDING 3
+
 // Incremented on every breaking change of this header. Bindings compare it
 // with `astrid_abi_version()` when they load the library.
 #define ASTRID_ABI_VERSION 1
@@ -67,12 +89,101 @@
 
 #define ASTRID_AUDIT_FAILED 2
 
+// Provider result: success.
+#define ASTRID_VFS_OK 0
+
+// Nothing at the path (guest: `not-found`).
+#define ASTRID_VFS_NOT_FOUND 1
+
+// Permission refused, read-only storage (guest: `access`).
+#define ASTRID_VFS_ACCESS 2
+
+// Something already exists at the path (guest: `already-exists`).
+#define ASTRID_VFS_ALREADY_EXISTS 3
+
+// A file where a directory is needed (guest: `not-directory`).
+#define ASTRID_VFS_NOT_DIRECTORY 4
+
+// A directory where a file is needed (guest: `is-directory`).
+#define ASTRID_VFS_IS_DIRECTORY 5
+
+// The directory has entries (guest: `not-empty`).
+#define ASTRID_VFS_NOT_EMPTY 6
+
+// The path or a link on it leaves the provider's root (guest: `boundary-escape`).
+#define ASTRID_VFS_BOUNDARY_ESCAPE 7
+
+// A name the provider cannot store (guest: `invalid-path`).
+#define ASTRID_VFS_INVALID_PATH 8
+
+// Out of space or quota (guest: `quota`).
+#define ASTRID_VFS_QUOTA 9
+
+// Would have to wait for a lock held elsewhere (guest: `would-block`; not retried).
+#define ASTRID_VFS_WOULD_BLOCK 10
+
+// The two paths are on different devices (guest: `cross-vfs`).
+#define ASTRID_VFS_CROSS_VFS 11
+
+// Too large for the provider (guest: `too-large`).
+#define ASTRID_VFS_TOO_LARGE 12
+
+// Unknown or closed handle (guest: `closed`).
+#define ASTRID_VFS_CLOSED 13
+
+// The operation is not supported (guest: `unknown("not supported")`); the same as a NULL entry.
+#define ASTRID_VFS_NOT_SUPPORTED 14
+
+// Any other failure (guest: `unknown`, with generic text). Unknown codes count as this.
+#define ASTRID_VFS_IO 15
+
+
+
+
+
+
+
+
+
+
+
+
+
+// Entry kinds (`astrid_vfs_stat_t.kind`, read-dir entries).
+#define ASTRID_VFS_KIND_UNKNOWN 0
+
+#define ASTRID_VFS_KIND_REGULAR 1
+
+#define ASTRID_VFS_KIND_DIRECTORY 2
+
+#define ASTRID_VFS_KIND_SYMLINK 3
+
+#define ASTRID_VFS_KIND_BLOCK_DEVICE 4
+
+#define ASTRID_VFS_KIND_CHARACTER_DEVICE 5
+
+#define ASTRID_VFS_KIND_FIFO 6
+
+#define ASTRID_VFS_KIND_SOCKET 7
+
+// `astrid_vfs_stat_t.has_times` bit: `modified_*` are set.
+#define ASTRID_VFS_HAS_MODIFIED 1
+
+// `astrid_vfs_stat_t.has_times` bit: `created_*` are set.
+#define ASTRID_VFS_HAS_CREATED 2
+
+// `astrid_vfs_stat_t.has_times` bit: `accessed_*` are set.
+#define ASTRID_VFS_HAS_ACCESSED 4
+
 // A loaded capsule. Opaque; thread-safe (calls may run concurrently).
 typedef struct astrid_capsule_t astrid_capsule_t;
 
 // A rich error: an `ASTRID_E_*` code and a message (with its causes).
 // Owned by the caller once returned; free it with `astrid_error_free`.
 typedef struct astrid_error_t astrid_error_t;
+
+// Opaque handle of a deferred verdict.
+typedef struct astrid_gate_ticket_t astrid_gate_ticket_t;
 
 // The result of a call: the interceptor's `action` and optional `data`.
 // Owned by the caller; free with `astrid_result_free`.
@@ -135,6 +246,52 @@ typedef struct astrid_call_options_t {
   size_t config_len;
 } astrid_call_options_t;
 
+// One gate question, borrowed for the duration of the callback. Strings
+// are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated; fields the kind does not
+// use are `(NULL, 0)` / 0. `path` is the VFS spelling (`cwd://a/b`);
+// `host_path` is the resolved host path, set only for host-directory
+// mounts. `principal` is `(NULL, 0)` for calls without one. `private_` is
+// the library's.
+typedef struct astrid_gate_request_t {
+  size_t size;
+  // `ASTRID_GATE_*`.
+  uint32_t kind;
+  // The port for network kinds, else 0.
+  uint16_t port;
+  const char *capsule;
+  size_t capsule_len;
+  const char *principal;
+  size_t principal_len;
+  const char *path;
+  size_t path_len;
+  const char *host_path;
+  size_t host_path_len;
+  const char *method;
+  size_t method_len;
+  const char *url;
+  size_t url_len;
+  const char *host;
+  size_t host_len;
+  // `tcp`, `udp` or `unix` for socket kinds.
+  const char *transport;
+  size_t transport_len;
+  void *private_;
+} astrid_gate_request_t;
+
+// The gate: returns `ASTRID_ALLOW`, `ASTRID_DENY` or `ASTRID_PENDING`.
+// Runs on a library worker thread (on the thread executing the guest with
+// `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly concurrently for different
+// calls. It is asked only about requests the capsule's manifest allows.
+// An answer later than the runtime's `gate_timeout_ms` is a denial. The
+// callback must not call blocking astrid functions (they return
+// `ASTRID_E_REENTRANT`).
+typedef uint32_t (*astrid_gate_fn)(void *user_data, struct astrid_gate_request_t *request);
+
+// Finalizer of a callback's `user_data`: run exactly once, on whichever
+// library or caller thread drops the callback last (replaced, removed, or
+// runtime freed).
+typedef void (*astrid_finalizer_fn)(void *user_data);
+
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
 // A zero in a numeric field means "the default".
@@ -188,11 +345,6 @@ typedef struct astrid_log_record_t {
 // different calls. Must not call blocking astrid functions (they return
 // `ASTRID_E_REENTRANT`).
 typedef void (*astrid_log_fn)(void *user_data, const struct astrid_log_record_t *record);
-
-// Finalizer of a callback's `user_data`: run exactly once, on whichever
-// library or caller thread drops the callback last (replaced, removed, or
-// runtime freed).
-typedef void (*astrid_finalizer_fn)(void *user_data);
 
 // One host call, as the audit callback receives it. Borrowed for the
 // duration of the callback. Strings are UTF-8, NOT NUL-terminated; absent
@@ -251,6 +403,116 @@ typedef struct astrid_secret_request_t {
 // one: the guest reads `none`); any other status makes the guest's
 // `get-config` fail with `unknown("secret provider failed")`.
 typedef astrid_status_t (*astrid_secret_fn)(void *user_data, struct astrid_secret_request_t *request);
+
+// Metadata a provider fills in (zeroed by the library before each call).
+typedef struct astrid_vfs_stat_t {
+  uint64_t size;
+  // `ASTRID_VFS_KIND_*`.
+  uint32_t kind;
+  // Permission bits; 0 when the provider has none.
+  uint32_t mode;
+  // `ASTRID_VFS_HAS_*` bits saying which times are set.
+  uint32_t has_times;
+  uint32_t modified_nsec;
+  int64_t modified_sec;
+  int64_t created_sec;
+  int64_t accessed_sec;
+  uint32_t created_nsec;
+  uint32_t accessed_nsec;
+} astrid_vfs_stat_t;
+
+// Receives one directory entry from `read_dir` (name as UTF-8 `(ptr, len)`,
+// copied; kind `ASTRID_VFS_KIND_*`). Returns 0 to continue, non-zero when
+// the library wants no more entries. Only valid during that `read_dir` call.
+typedef int32_t (*astrid_vfs_dir_sink_fn)(void *sink,
+                                          const char *name,
+                                          size_t name_len,
+                                          uint32_t kind);
+
+// A VFS provider: callbacks taking `user_data` first and returning an
+// `ASTRID_VFS_*` code. Size-prefixed (`size = sizeof(astrid_vfs_ops_t)`);
+// copied by `astrid_runtime_mount_vfs`. A NULL entry means "not supported".
+//
+// Paths are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated, relative to the
+// mount root, `/`-separated, with no empty, `.` or `..` component and no
+// NUL; the root itself is the empty path. They are already checked against
+// the manifest and the gate, and links have been resolved with `stat`
+// (no-follow) and `read_link` — so a provider without `read_link` is
+// treated as having no symlinks. Handles are the provider's own numbers;
+// the guest never sees them. Positional reads and writes move at most
+// 1 MiB per call. Callbacks run on library worker threads (or the thread
+// executing the guest with `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly
+// concurrently, each under the runtime's `vfs_timeout_ms`.
+typedef struct astrid_vfs_ops_t {
+  size_t size;
+  // Metadata of `path`; `follow` = 0 inspects a final symlink itself.
+  int32_t (*stat)(void *user_data,
+                  const char *path,
+                  size_t path_len,
+                  uint32_t follow,
+                  struct astrid_vfs_stat_t *out);
+  // Opens `path` with `ASTRID_VFS_OPEN_*` flags; a directory is IS_DIRECTORY.
+  int32_t (*open)(void *user_data,
+                  const char *path,
+                  size_t path_len,
+                  uint32_t flags,
+                  uint64_t *out_handle);
+  // Reads up to `len` bytes at `offset` into `buf`; `*out_read` < `len` only at end of file.
+  int32_t (*read_at)(void *user_data,
+                     uint64_t handle,
+                     uint64_t offset,
+                     uint8_t *buf,
+                     size_t len,
+                     size_t *out_read);
+  // Writes `len` bytes at `offset` (append handles: at the end); `*out_written` > 0 on success.
+  int32_t (*write_at)(void *user_data,
+                      uint64_t handle,
+                      uint64_t offset,
+                      const uint8_t *data,
+                      size_t len,
+                      size_t *out_written);
+  // Releases a handle (the result is ignored).
+  int32_t (*close)(void *user_data, uint64_t handle);
+  // Flushes a handle (`data_only` = 1: data without metadata).
+  int32_t (*sync)(void *user_data, uint64_t handle, uint32_t data_only);
+  // Truncates or zero-extends a file.
+  int32_t (*set_len)(void *user_data, uint64_t handle, uint64_t len);
+  // Metadata of an open handle.
+  int32_t (*fstat)(void *user_data, uint64_t handle, struct astrid_vfs_stat_t *out);
+  // Pushes each entry of a directory (never `.` or `..`) into `sink(sink_ctx, ...)`.
+  int32_t (*read_dir)(void *user_data,
+                      const char *path,
+                      size_t path_len,
+                      astrid_vfs_dir_sink_fn sink,
+                      void *sink_ctx);
+  // Creates one directory (its parent exists; it does not).
+  int32_t (*mkdir)(void *user_data, const char *path, size_t path_len);
+  // Removes a file or symlink.
+  int32_t (*remove_file)(void *user_data, const char *path, size_t path_len);
+  // Removes an empty directory.
+  int32_t (*remove_dir)(void *user_data, const char *path, size_t path_len);
+  // Moves `src` to `dst`, replacing a file or an empty directory there.
+  int32_t (*rename)(void *user_data,
+                    const char *src,
+                    size_t src_len,
+                    const char *dst,
+                    size_t dst_len);
+  // Adds the name `dst` for the file `src`.
+  int32_t (*hard_link)(void *user_data,
+                       const char *src,
+                       size_t src_len,
+                       const char *dst,
+                       size_t dst_len);
+  // Writes a symlink's target (relative text, or `/`-rooted relative to
+  // the mount root) into `buf` (capacity `cap` = 4096) and its length into
+  // `*out_len`. Not a link: INVALID_PATH.
+  int32_t (*read_link)(void *user_data,
+                       const char *path,
+                       size_t path_len,
+                       char *buf,
+                       size_t cap,
+                       size_t *out_len);
+} astrid_vfs_ops_t;
 
 // Success.
 #define ASTRID_OK 0
@@ -432,6 +694,48 @@ const char *astrid_error_message(const struct astrid_error_t *err);
 // Frees an error. NULL is a no-op. Freeing twice is undefined behaviour.
 void astrid_error_free(struct astrid_error_t *err);
 
+// Installs the security gate (NULL `gate_fn` removes it: the manifest
+// alone then decides). `finalizer(user_data)` runs exactly once, when the
+// gate is replaced or the runtime is freed and no call uses it any more.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
+// Thread-safe.
+astrid_status_t astrid_runtime_set_gate(struct astrid_runtime_t *rt,
+                                        astrid_gate_fn gate_fn,
+                                        void *user_data,
+                                        astrid_finalizer_fn finalizer);
+
+// Attaches a reason to the verdict (copied). It reaches the audit callback,
+// never the guest. Only valid inside the gate callback that received
+// `request`. Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`.
+astrid_status_t astrid_gate_request_set_reason(struct astrid_gate_request_t *request,
+                                               const char *reason,
+                                               size_t reason_len);
+
+// Defers the verdict: `*out_ticket` receives a ticket the embedder answers
+// later, from any thread, with `astrid_gate_ticket_resolve` (or drops with
+// `astrid_gate_ticket_free`, a denial); the callback then returns
+// `ASTRID_PENDING`. The waiting call stays cancellable and is still bounded
+// by the gate deadline. Only valid inside the gate callback that received
+// `request`; a second defer replaces the first ticket (which then only
+// denies). Errors: `ASTRID_E_INVALID_ARGUMENT`.
+astrid_status_t astrid_gate_request_defer(struct astrid_gate_request_t *request,
+                                          struct astrid_gate_ticket_t **out_ticket);
+
+// Answers a deferred request with `ASTRID_ALLOW` or `ASTRID_DENY` (anything
+// else denies) and an optional reason (`(NULL, 0)` for none), and frees the
+// ticket. Thread-safe. Resolving after the call gave up (deadline, cancel,
+// unload) is harmless. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
+// `ASTRID_E_CLOSED` (already resolved or freed; nothing happens),
+// `ASTRID_E_UTF8` (the reason; the ticket is then still denied and freed).
+astrid_status_t astrid_gate_ticket_resolve(struct astrid_gate_ticket_t *ticket,
+                                           uint32_t verdict,
+                                           const char *reason,
+                                           size_t reason_len);
+
+// Frees an unresolved ticket: the waiting request is denied. NULL and
+// already-freed tickets are ignored. Thread-safe.
+void astrid_gate_ticket_free(struct astrid_gate_ticket_t *ticket);
+
 // The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 uint32_t astrid_abi_version(void);
 
@@ -493,6 +797,26 @@ astrid_status_t astrid_runtime_set_secret_callback(struct astrid_runtime_t *rt,
 astrid_status_t astrid_secret_request_set_value(struct astrid_secret_request_t *request,
                                                 const char *value,
                                                 size_t value_len);
+
+// Serves the mount `mount_name` (`cwd`, `home` or `tmp`; UTF-8 `(ptr, len)`)
+// from the provider `ops` for every capsule loaded afterwards; capsules
+// already loaded keep what they had. `ops` is copied; NULL unmounts. A
+// workspace or home root in a capsule's load options takes precedence for
+// that capsule. `home` is the capsule owner's home: calls made for another
+// principal have none. A `tmp` provider is shared by every capsule and data
+// scope (without one, each gets private memory). `finalizer(user_data)`
+// runs exactly once, after the provider is unmounted or replaced and the
+// last capsule using it is gone; when the call fails it is not run and
+// `user_data` stays the caller's. With NULL `ops`, `user_data` and
+// `finalizer` are ignored. Errors: `ASTRID_E_INVALID_ARGUMENT`
+// (NULL runtime, unknown mount, `ops->size` too small), `ASTRID_E_UTF8`,
+// `ASTRID_E_CLOSED`. Thread-safe.
+astrid_status_t astrid_runtime_mount_vfs(struct astrid_runtime_t *rt,
+                                         const char *mount_name,
+                                         size_t mount_name_len,
+                                         const struct astrid_vfs_ops_t *ops,
+                                         void *user_data,
+                                         astrid_finalizer_fn finalizer);
 
 #ifdef __cplusplus
 }  // extern "C"

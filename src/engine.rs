@@ -12,8 +12,11 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 /// Packages this runtime links, matched by exact (package, version) for
 /// `astrid:*`; WASI 0.2 is matched semver-compatibly by wasmtime's linker.
-pub const SERVED_ASTRID_INTERFACES: &[&str] =
-    &["astrid:sys/host@1.0.0", "astrid:fs/host@1.0.0", crate::host::GUEST_LIFECYCLE];
+pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
+    "astrid:sys/host@1.0.0",
+    "astrid:fs/host@1.0.0",
+    crate::host::GUEST_LIFECYCLE,
+];
 
 /// Host ABI packages published by the SDK but deliberately not linked in this
 /// version (host ABI §0).

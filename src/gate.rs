@@ -101,5 +101,7 @@ pub fn ask(
     if token.is_cancelled() || Instant::now() >= call_deadline {
         return Err(GateInterrupted::Cancelled);
     }
-    Ok(Verdict::deny("the deferred verdict did not come before the gate deadline"))
+    Ok(Verdict::deny(
+        "the deferred verdict did not come before the gate deadline",
+    ))
 }

@@ -9,7 +9,9 @@
 
 pub mod capsule;
 pub mod errors;
+pub mod gate;
 pub mod runtime;
+pub mod vfs;
 
 use crate::error::{Code, Error, Result};
 use errors::astrid_error_t;

@@ -360,7 +360,7 @@ pub extern "C" fn astrid_runtime_set_audit_callback(
 /// The plumbing shared by every `astrid_runtime_set_*_callback`: installs the
 /// hook `wrap` builds around the embedder's callback triple, or removes the
 /// hook when `function` is NULL.
-fn install_hook<F: Copy, S>(
+pub(crate) fn install_hook<F: Copy, S>(
     rt: *mut astrid_runtime_t,
     function: Option<F>,
     user_data: *mut libc::c_void,

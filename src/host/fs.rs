@@ -162,7 +162,10 @@ impl GatedError for ErrorCode {
             ErrorCode::Closed => "closed",
             ErrorCode::Unknown(text) => return (false, format!("unknown({text})")),
         };
-        (matches!(self, ErrorCode::CapabilityDenied), name.to_string())
+        (
+            matches!(self, ErrorCode::CapabilityDenied),
+            name.to_string(),
+        )
     }
 }
 
@@ -425,7 +428,12 @@ impl HostState {
     }
 
     /// Opens, writes a whole buffer, closes (`write-file`, `fs-append`, copy).
-    fn write_whole(&self, target: &Target, flags: OpenFlags, data: Vec<u8>) -> Result<(), ErrorCode> {
+    fn write_whole(
+        &self,
+        target: &Target,
+        flags: OpenFlags,
+        data: Vec<u8>,
+    ) -> Result<(), ErrorCode> {
         self.charge_writes(data.len())?;
         let handle = self.open_counted(target, flags)?;
         let result = self.write_all(&target.vfs, handle, data.into(), 0);
@@ -569,25 +577,41 @@ impl HostFileHandle for HostState {
         offset: u64,
         max_bytes: u32,
     ) -> Result<Vec<u8>, ErrorCode> {
-        self.handle_call("fs.file-handle.read-at", &this, 0, |state, vfs, h, modes| {
-            if max_bytes as usize > MAX_POSITIONAL {
-                return Err(ErrorCode::TooLarge);
-            }
-            if !modes.readable {
-                return Err(ErrorCode::Access);
-            }
-            let data = state
-                .vfs_call(vfs, move |v| {
-                    let mut buf = Vec::new();
-                    v.read_at(h, offset, max_bytes as usize, &mut buf)
-                        .map(|()| buf)
-                })
-                .map_err(map)?;
-            if data.len() > max_bytes as usize {
-                return Err(ErrorCode::Unknown("provider returned too much".into()));
-            }
-            Ok(data)
-        })
+        self.handle_call(
+            "fs.file-handle.read-at",
+            &this,
+            0,
+            |state, vfs, h, modes| {
+                if max_bytes as usize > MAX_POSITIONAL {
+                    return Err(ErrorCode::TooLarge);
+                }
+                if !modes.readable {
+                    return Err(ErrorCode::Access);
+                }
+                // Providers may read short; the guest gets `max` bytes unless the
+                // file ends first.
+                let max = max_bytes as usize;
+                let mut data = Vec::new();
+                while data.len() < max {
+                    let at = offset + data.len() as u64;
+                    let want = max - data.len();
+                    let chunk = state
+                        .vfs_call(vfs, move |v| {
+                            let mut buf = Vec::new();
+                            v.read_at(h, at, want, &mut buf).map(|()| buf)
+                        })
+                        .map_err(map)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    if chunk.len() > want {
+                        return Err(ErrorCode::Unknown("provider returned too much".into()));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok(data)
+            },
+        )
     }
 
     fn write_at(
@@ -597,17 +621,22 @@ impl HostFileHandle for HostState {
         data: Vec<u8>,
     ) -> Result<u32, ErrorCode> {
         let len = data.len();
-        self.handle_call("fs.file-handle.write-at", &this, len as u64, |state, vfs, h, modes| {
-            if len > MAX_POSITIONAL {
-                return Err(ErrorCode::TooLarge);
-            }
-            if !modes.writable {
-                return Err(ErrorCode::Access);
-            }
-            state.charge_writes(len)?;
-            state.write_all(vfs, h, data.into(), offset)?;
-            Ok(len as u32)
-        })
+        self.handle_call(
+            "fs.file-handle.write-at",
+            &this,
+            len as u64,
+            |state, vfs, h, modes| {
+                if len > MAX_POSITIONAL {
+                    return Err(ErrorCode::TooLarge);
+                }
+                if !modes.writable {
+                    return Err(ErrorCode::Access);
+                }
+                state.charge_writes(len)?;
+                state.write_all(vfs, h, data.into(), offset)?;
+                Ok(len as u32)
+            },
+        )
     }
 
     fn sync_data(&mut self, this: Resource<FileHandle>) -> Result<(), ErrorCode> {
@@ -632,12 +661,19 @@ impl HostFileHandle for HostState {
     }
 
     fn set_len(&mut self, this: Resource<FileHandle>, size: u64) -> Result<(), ErrorCode> {
-        self.handle_call("fs.file-handle.set-len", &this, 0, |state, vfs, h, modes| {
-            if !modes.writable {
-                return Err(ErrorCode::Access);
-            }
-            state.vfs_call(vfs, move |v| v.set_len(h, size)).map_err(map)
-        })
+        self.handle_call(
+            "fs.file-handle.set-len",
+            &this,
+            0,
+            |state, vfs, h, modes| {
+                if !modes.writable {
+                    return Err(ErrorCode::Access);
+                }
+                state
+                    .vfs_call(vfs, move |v| v.set_len(h, size))
+                    .map_err(map)
+            },
+        )
     }
 
     fn drop(&mut self, this: Resource<FileHandle>) -> wasmtime::Result<()> {
@@ -698,22 +734,30 @@ impl host::Host for HostState {
     }
 
     fn fs_exists(&mut self, path: String) -> Result<bool, ErrorCode> {
-        self.fs_call("fs.fs-exists", &[read(&path)], 0, |state, targets| {
-            match state.stat_target(&targets[0], true) {
+        self.fs_call(
+            "fs.fs-exists",
+            &[read(&path)],
+            0,
+            |state, targets| match state.stat_target(&targets[0], true) {
                 Ok(_) => Ok(true),
                 Err(VfsError::NotFound) => Ok(false),
                 Err(e) => Err(map(e)),
-            }
-        })
+            },
+        )
     }
 
     fn fs_mkdir(&mut self, path: String) -> Result<(), ErrorCode> {
-        self.fs_call("fs.fs-mkdir", &[write(&path).no_follow()], 0, |state, targets| {
-            let rel = targets[0].rel.clone();
-            state
-                .vfs_call(&targets[0].vfs, move |v| v.mkdir(&rel))
-                .map_err(map)
-        })
+        self.fs_call(
+            "fs.fs-mkdir",
+            &[write(&path).no_follow()],
+            0,
+            |state, targets| {
+                let rel = targets[0].rel.clone();
+                state
+                    .vfs_call(&targets[0].vfs, move |v| v.mkdir(&rel))
+                    .map_err(map)
+            },
+        )
     }
 
     fn fs_mkdir_all(&mut self, path: String) -> Result<(), ErrorCode> {
@@ -743,9 +787,7 @@ impl host::Host for HostState {
 
     fn fs_readdir(&mut self, path: String) -> Result<Vec<String>, ErrorCode> {
         self.fs_call("fs.fs-readdir", &[read(&path)], 0, |state, targets| {
-            let entries = state
-                .list(&targets[0].vfs, &targets[0].rel)
-                .map_err(map)?;
+            let entries = state.list(&targets[0].vfs, &targets[0].rel).map_err(map)?;
             if entries.len() > MAX_READDIR_ENTRIES {
                 return Err(ErrorCode::TooLarge);
             }
@@ -776,19 +818,24 @@ impl host::Host for HostState {
     }
 
     fn fs_unlink(&mut self, path: String) -> Result<(), ErrorCode> {
-        self.fs_call("fs.fs-unlink", &[write(&path).no_follow()], 0, |state, targets| {
-            let target = &targets[0];
-            if target.rel.is_empty() {
-                return Err(ErrorCode::Access);
-            }
-            if state.stat_target(target, false).map_err(map)?.kind == FileKind::Directory {
-                return Err(ErrorCode::IsDirectory);
-            }
-            let rel = target.rel.clone();
-            state
-                .vfs_call(&target.vfs, move |v| v.remove_file(&rel))
-                .map_err(map)
-        })
+        self.fs_call(
+            "fs.fs-unlink",
+            &[write(&path).no_follow()],
+            0,
+            |state, targets| {
+                let target = &targets[0];
+                if target.rel.is_empty() {
+                    return Err(ErrorCode::Access);
+                }
+                if state.stat_target(target, false).map_err(map)?.kind == FileKind::Directory {
+                    return Err(ErrorCode::IsDirectory);
+                }
+                let rel = target.rel.clone();
+                state
+                    .vfs_call(&target.vfs, move |v| v.remove_file(&rel))
+                    .map_err(map)
+            },
+        )
     }
 
     fn read_file(&mut self, path: String) -> Result<Vec<u8>, ErrorCode> {
@@ -824,17 +871,22 @@ impl host::Host for HostState {
     }
 
     fn fs_copy(&mut self, src: String, dst: String) -> Result<(), ErrorCode> {
-        self.fs_call("fs.fs-copy", &[read(&src), write(&dst)], 0, |state, targets| {
-            let (from, to) = (&targets[0], &targets[1]);
-            if state.stat_target(from, true).map_err(map)?.kind == FileKind::Directory {
-                return Err(ErrorCode::IsDirectory);
-            }
-            let input = state.open_counted(from, OpenFlags(OpenFlags::READ))?;
-            let data = state.read_all(&from.vfs, input, None);
-            state.close_counted(&from.vfs, input);
-            let flags = OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE);
-            state.write_whole(to, flags, data?)
-        })
+        self.fs_call(
+            "fs.fs-copy",
+            &[read(&src), write(&dst)],
+            0,
+            |state, targets| {
+                let (from, to) = (&targets[0], &targets[1]);
+                if state.stat_target(from, true).map_err(map)?.kind == FileKind::Directory {
+                    return Err(ErrorCode::IsDirectory);
+                }
+                let input = state.open_counted(from, OpenFlags(OpenFlags::READ))?;
+                let data = state.read_all(&from.vfs, input, None);
+                state.close_counted(&from.vfs, input);
+                let flags = OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE);
+                state.write_whole(to, flags, data?)
+            },
+        )
     }
 
     fn fs_rename(&mut self, src: String, dst: String) -> Result<(), ErrorCode> {

@@ -176,7 +176,14 @@ impl HostState {
             };
             let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
             let target = target.as_deref().unwrap_or(fallback_target);
-            self.audit(call, Some(target), bytes, outcome, reason.as_deref(), started);
+            self.audit(
+                call,
+                Some(target),
+                bytes,
+                outcome,
+                reason.as_deref(),
+                started,
+            );
         }
         result.map_err(|refused| match refused {
             Refused::Denied(_) => E::denied(),
@@ -200,7 +207,9 @@ impl HostState {
             match crate::gate::ask(&runtime, request, &self.call.token, self.call.deadline) {
                 Ok(verdict) if verdict.allowed => {}
                 Ok(verdict) => {
-                    let reason = verdict.reason.unwrap_or_else(|| "denied by the gate".into());
+                    let reason = verdict
+                        .reason
+                        .unwrap_or_else(|| "denied by the gate".into());
                     return Err(Refused::Denied(format!("gate: {reason}")));
                 }
                 Err(crate::gate::GateInterrupted::Cancelled) => {

@@ -62,9 +62,18 @@ fn stat_of(meta: &cap::Metadata) -> Stat {
         size: meta.len(),
         kind,
         mode: meta.mode() & 0o7777,
-        modified: meta.modified().ok().map(|t| Timestamp::from_system(t.into_std())),
-        created: meta.created().ok().map(|t| Timestamp::from_system(t.into_std())),
-        accessed: meta.accessed().ok().map(|t| Timestamp::from_system(t.into_std())),
+        modified: meta
+            .modified()
+            .ok()
+            .map(|t| Timestamp::from_system(t.into_std())),
+        created: meta
+            .created()
+            .ok()
+            .map(|t| Timestamp::from_system(t.into_std())),
+        accessed: meta
+            .accessed()
+            .ok()
+            .map(|t| Timestamp::from_system(t.into_std())),
     }
 }
 
@@ -111,7 +120,7 @@ impl Vfs for HostDir {
             options.create(flags.has(OpenFlags::CREATE));
         }
         let file = cap::open(&self.root, rel(path), &options).map_err(map_err)?;
-        let meta = file.metadata().map_err(|e| map_err(e))?;
+        let meta = file.metadata().map_err(map_err)?;
         if meta.is_dir() {
             return Err(VfsError::IsDirectory);
         }

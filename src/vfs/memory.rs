@@ -254,7 +254,9 @@ impl Vfs for MemoryFs {
             return Err(VfsError::Access);
         }
         if let Data::File(bytes) = &tree.node(open.ino)?.data {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             let end = start.saturating_add(len).min(bytes.len());
             buf.extend_from_slice(&bytes[start..end]);
         }

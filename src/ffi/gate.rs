@@ -1,0 +1,271 @@
+//! The security gate over C (c-api §4): the request record, verdicts, the
+//! reason setter, and deferred verdicts through tickets.
+
+use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, install_hook};
+use super::{astrid_status_t, guard, non_null, opt_view, view, Registry};
+use crate::error::Result;
+use crate::gate::{Deferral, GateAnswer, GateFn, Ticket};
+use crate::policy::gate::{GateKind, GateRequest, Verdict};
+use crate::runtime::Runtime;
+use once_cell::sync::Lazy;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Gate kind: reading a file or directory (`path` is set).
+pub const ASTRID_GATE_FILE_READ: u32 = GateKind::FileRead as u32;
+/// Gate kind: creating, changing or removing a file or directory (`path`).
+pub const ASTRID_GATE_FILE_WRITE: u32 = GateKind::FileWrite as u32;
+/// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
+pub const ASTRID_GATE_HTTP_REQUEST: u32 = GateKind::HttpRequest as u32;
+/// Gate kind: an outbound connection (`transport`, `host`, `port`).
+pub const ASTRID_GATE_NET_CONNECT: u32 = GateKind::NetConnect as u32;
+/// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
+pub const ASTRID_GATE_NET_BIND: u32 = GateKind::NetBind as u32;
+/// Gate kind: a name lookup (`host`).
+pub const ASTRID_GATE_DNS_LOOKUP: u32 = GateKind::DnsLookup as u32;
+
+/// Verdict: allow the request.
+pub const ASTRID_ALLOW: u32 = 1;
+/// Verdict: deny the request. Any value other than the three verdicts is a denial too.
+pub const ASTRID_DENY: u32 = 2;
+/// Verdict: the answer comes later through the ticket taken with
+/// `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
+pub const ASTRID_PENDING: u32 = 3;
+
+/// Opaque handle of a deferred verdict.
+pub struct astrid_gate_ticket_t {
+    _private: [u8; 0],
+}
+
+static TICKETS: Lazy<Registry<Arc<Ticket>>> = Lazy::new(Registry::new);
+
+/// One gate question, borrowed for the duration of the callback. Strings
+/// are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated; fields the kind does not
+/// use are `(NULL, 0)` / 0. `path` is the VFS spelling (`cwd://a/b`);
+/// `host_path` is the resolved host path, set only for host-directory
+/// mounts. `principal` is `(NULL, 0)` for calls without one. `private_` is
+/// the library's.
+#[repr(C)]
+pub struct astrid_gate_request_t {
+    pub size: usize,
+    /// `ASTRID_GATE_*`.
+    pub kind: u32,
+    /// The port for network kinds, else 0.
+    pub port: u16,
+    pub capsule: *const libc::c_char,
+    pub capsule_len: usize,
+    pub principal: *const libc::c_char,
+    pub principal_len: usize,
+    pub path: *const libc::c_char,
+    pub path_len: usize,
+    pub host_path: *const libc::c_char,
+    pub host_path_len: usize,
+    pub method: *const libc::c_char,
+    pub method_len: usize,
+    pub url: *const libc::c_char,
+    pub url_len: usize,
+    pub host: *const libc::c_char,
+    pub host_len: usize,
+    /// `tcp`, `udp` or `unix` for socket kinds.
+    pub transport: *const libc::c_char,
+    pub transport_len: usize,
+    pub private_: *mut libc::c_void,
+}
+
+/// What the library keeps for a request while its callback runs.
+struct Scratch<'a> {
+    reason: RefCell<Option<String>>,
+    ticket: RefCell<Option<Arc<Ticket>>>,
+    deferral: &'a Deferral,
+}
+
+/// The gate: returns `ASTRID_ALLOW`, `ASTRID_DENY` or `ASTRID_PENDING`.
+/// Runs on a library worker thread (on the thread executing the guest with
+/// `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly concurrently for different
+/// calls. It is asked only about requests the capsule's manifest allows.
+/// An answer later than the runtime's `gate_timeout_ms` is a denial. The
+/// callback must not call blocking astrid functions (they return
+/// `ASTRID_E_REENTRANT`).
+pub type astrid_gate_fn = Option<
+    unsafe extern "C" fn(user_data: *mut libc::c_void, request: *mut astrid_gate_request_t) -> u32,
+>;
+
+/// Installs the security gate (NULL `gate_fn` removes it: the manifest
+/// alone then decides). `finalizer(user_data)` runs exactly once, when the
+/// gate is replaced or the runtime is freed and no call uses it any more.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_set_gate(
+    rt: *mut astrid_runtime_t,
+    gate_fn: astrid_gate_fn,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+) -> astrid_status_t {
+    install_hook(
+        rt,
+        gate_fn,
+        user_data,
+        finalizer,
+        Runtime::set_gate,
+        |callback| -> GateFn {
+            Arc::new(move |request: &GateRequest, deferral: &Deferral| {
+                let scratch = Scratch {
+                    reason: RefCell::new(None),
+                    ticket: RefCell::new(None),
+                    deferral,
+                };
+                let host_path = request.host_path.as_ref().and_then(|p| p.to_str());
+                let (capsule, capsule_len) = view(&request.capsule);
+                let (principal, principal_len) = opt_view(request.principal.as_deref());
+                let (path, path_len) = opt_view(request.path.as_deref());
+                let (host_path, host_path_len) = opt_view(host_path);
+                let (method, method_len) = opt_view(request.method.as_deref());
+                let (url, url_len) = opt_view(request.url.as_deref());
+                let (host, host_len) = opt_view(request.host.as_deref());
+                let (transport, transport_len) = opt_view(request.transport);
+                let mut c_request = astrid_gate_request_t {
+                    size: std::mem::size_of::<astrid_gate_request_t>(),
+                    kind: request.kind as u32,
+                    port: request.port,
+                    capsule,
+                    capsule_len,
+                    principal,
+                    principal_len,
+                    path,
+                    path_len,
+                    host_path,
+                    host_path_len,
+                    method,
+                    method_len,
+                    url,
+                    url_len,
+                    host,
+                    host_len,
+                    transport,
+                    transport_len,
+                    private_: (&scratch as *const Scratch<'_>).cast_mut().cast(),
+                };
+                // SAFETY: the embedder's function with its own user_data and a
+                // request that outlives the call.
+                let verdict = unsafe { (callback.function)(callback.user_data, &mut c_request) };
+                let reason = scratch.reason.take();
+                match verdict {
+                    ASTRID_ALLOW => GateAnswer::Decided(Verdict {
+                        allowed: true,
+                        reason,
+                    }),
+                    ASTRID_PENDING => match scratch.ticket.take() {
+                        Some(ticket) => GateAnswer::Pending(ticket),
+                        None => GateAnswer::Decided(Verdict::deny(
+                            "the gate answered PENDING without deferring",
+                        )),
+                    },
+                    ASTRID_DENY => GateAnswer::Decided(Verdict {
+                        allowed: false,
+                        reason,
+                    }),
+                    other => GateAnswer::Decided(Verdict::deny(format!(
+                        "the gate answered {other}, which is not a verdict"
+                    ))),
+                }
+            })
+        },
+    )
+}
+
+/// The library's scratch of a live request.
+fn scratch<'a>(request: *mut astrid_gate_request_t) -> Result<&'a Scratch<'a>> {
+    non_null(request, "request")?;
+    // SAFETY: a live request passed to the gate callback by this library.
+    let private = unsafe { (*request).private_ }.cast::<Scratch<'a>>();
+    non_null(private, "request.private_")?;
+    // SAFETY: points at the Scratch of the running callback.
+    Ok(unsafe { &*private })
+}
+
+/// Attaches a reason to the verdict (copied). It reaches the audit callback,
+/// never the guest. Only valid inside the gate callback that received
+/// `request`. Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`.
+#[no_mangle]
+pub extern "C" fn astrid_gate_request_set_reason(
+    request: *mut astrid_gate_request_t,
+    reason: *const libc::c_char,
+    reason_len: usize,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let scratch = scratch(request)?;
+        // SAFETY: caller contract for (ptr, len) strings.
+        let text = unsafe { super::str_arg(reason, reason_len, "reason")? };
+        *scratch.reason.borrow_mut() = Some(text.to_string());
+        Ok(())
+    })
+}
+
+/// Defers the verdict: `*out_ticket` receives a ticket the embedder answers
+/// later, from any thread, with `astrid_gate_ticket_resolve` (or drops with
+/// `astrid_gate_ticket_free`, a denial); the callback then returns
+/// `ASTRID_PENDING`. The waiting call stays cancellable and is still bounded
+/// by the gate deadline. Only valid inside the gate callback that received
+/// `request`; a second defer replaces the first ticket (which then only
+/// denies). Errors: `ASTRID_E_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn astrid_gate_request_defer(
+    request: *mut astrid_gate_request_t,
+    out_ticket: *mut *mut astrid_gate_ticket_t,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let scratch = scratch(request)?;
+        non_null(out_ticket, "out_ticket")?;
+        let ticket = scratch.deferral.ticket();
+        let id = TICKETS.insert(ticket.clone());
+        *scratch.ticket.borrow_mut() = Some(ticket);
+        // SAFETY: non-NULL, writable out-parameter.
+        unsafe { *out_ticket = id as *mut astrid_gate_ticket_t };
+        Ok(())
+    })
+}
+
+/// Answers a deferred request with `ASTRID_ALLOW` or `ASTRID_DENY` (anything
+/// else denies) and an optional reason (`(NULL, 0)` for none), and frees the
+/// ticket. Thread-safe. Resolving after the call gave up (deadline, cancel,
+/// unload) is harmless. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
+/// `ASTRID_E_CLOSED` (already resolved or freed; nothing happens),
+/// `ASTRID_E_UTF8` (the reason; the ticket is then still denied and freed).
+#[no_mangle]
+pub extern "C" fn astrid_gate_ticket_resolve(
+    ticket: *mut astrid_gate_ticket_t,
+    verdict: u32,
+    reason: *const libc::c_char,
+    reason_len: usize,
+) -> astrid_status_t {
+    guard(std::ptr::null_mut(), || {
+        let entry = TICKETS.get(ticket as usize, "ticket")?;
+        TICKETS.remove(ticket as usize);
+        // SAFETY: caller contract for (ptr, len) strings.
+        let reason = match unsafe { super::opt_str_arg(reason, reason_len, "reason") } {
+            Ok(reason) => reason.map(str::to_string),
+            Err(e) => {
+                entry.resolve(Verdict::deny("the deferred reason was not UTF-8"));
+                return Err(e);
+            }
+        };
+        entry.resolve(Verdict {
+            allowed: verdict == ASTRID_ALLOW,
+            reason,
+        });
+        Ok(())
+    })
+}
+
+/// Frees an unresolved ticket: the waiting request is denied. NULL and
+/// already-freed tickets are ignored. Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_gate_ticket_free(ticket: *mut astrid_gate_ticket_t) {
+    let _ = guard(std::ptr::null_mut(), || {
+        if let Some(entry) = TICKETS.remove(ticket as usize) {
+            entry.resolve(Verdict::deny("the ticket was freed unresolved"));
+        }
+        Ok(())
+    });
+}

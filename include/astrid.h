@@ -29,17 +29,23 @@
 
 
 
+// Gate kind: reading a file or directory (`path` is set).
+#define ASTRID_GATE_FILE_READ 1
 
+// Gate kind: creating, changing or removing a file or directory (`path`).
+#define ASTRID_GATE_FILE_WRITE 2
 
+// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
+#define ASTRID_GATE_HTTP_REQUEST 3
 
+// Gate kind: an outbound connection (`transport`, `host`, `port`).
+#define ASTRID_GATE_NET_CONNECT 4
 
+// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
+#define ASTRID_GATE_NET_BIND 5
 
-
-
-
-
-
-
+// Gate kind: a name lookup (`host`).
+#define ASTRID_GATE_DNS_LOOKUP 6
 
 // Verdict: allow the request.
 #define ASTRID_ALLOW 1
@@ -137,17 +143,23 @@
 // Any other failure (guest: `unknown`, with generic text). Unknown codes count as this.
 #define ASTRID_VFS_IO 15
 
+// `open` flag: readable.
+#define ASTRID_VFS_OPEN_READ 1
 
+// `open` flag: writable.
+#define ASTRID_VFS_OPEN_WRITE 2
 
+// `open` flag: create when missing.
+#define ASTRID_VFS_OPEN_CREATE 4
 
+// `open` flag: truncate to zero length.
+#define ASTRID_VFS_OPEN_TRUNCATE 8
 
+// `open` flag: every write goes to the end.
+#define ASTRID_VFS_OPEN_APPEND 16
 
-
-
-
-
-
-
+// `open` flag (with CREATE): fail with ALREADY_EXISTS when the file exists.
+#define ASTRID_VFS_OPEN_EXCLUSIVE 32
 
 // Entry kinds (`astrid_vfs_stat_t.kind`, read-dir entries).
 #define ASTRID_VFS_KIND_UNKNOWN 0

@@ -46,10 +46,18 @@ compile_c build/hello examples/c/hello.c
 grep -q 'data={"message":"Hello, tester!"' build/demo.out
 grep -q '\[info\] hello: greeting tester' build/demo.out
 
+step "VFS example: an embedder's in-memory files and gate"
+compile_c build/vfs examples/c/vfs.c
+./build/vfs build/capsules/fsprobe | tee build/vfs.out
+grep -q 'read-file(ws/public/hello.txt) -> ok hello from the capsule' build/vfs.out
+grep -q 'err capability-denied' build/vfs.out
+grep -q 'audit: fs.write-file cwd://ws/secret.txt denied (gate: writes only under ws/public)' build/vfs.out
+grep -q 'memfs finalized' build/vfs.out
+
 step "WIT shape against the published astrid-sys 0.7.2"
 compat="$root/../shared/tools/wit-compat.sh"
 if [ -x "$compat" ] || [ -f "$compat" ]; then
-    bash "$compat" wit sys guest
+    bash "$compat" wit sys fs guest
 else
     echo "skipped: $compat not present (it ships with the project's shared tools)"
 fi

@@ -11,18 +11,29 @@ use once_cell::sync::Lazy;
 use std::cell::RefCell;
 use std::sync::Arc;
 
+// The kind constants are literals (cbindgen emits only literal constants);
+// this keeps them equal to the Rust enum.
+const _: () = assert!(
+    ASTRID_GATE_FILE_READ == GateKind::FileRead as u32
+        && ASTRID_GATE_FILE_WRITE == GateKind::FileWrite as u32
+        && ASTRID_GATE_HTTP_REQUEST == GateKind::HttpRequest as u32
+        && ASTRID_GATE_NET_CONNECT == GateKind::NetConnect as u32
+        && ASTRID_GATE_NET_BIND == GateKind::NetBind as u32
+        && ASTRID_GATE_DNS_LOOKUP == GateKind::DnsLookup as u32
+);
+
 /// Gate kind: reading a file or directory (`path` is set).
-pub const ASTRID_GATE_FILE_READ: u32 = GateKind::FileRead as u32;
+pub const ASTRID_GATE_FILE_READ: u32 = 1;
 /// Gate kind: creating, changing or removing a file or directory (`path`).
-pub const ASTRID_GATE_FILE_WRITE: u32 = GateKind::FileWrite as u32;
+pub const ASTRID_GATE_FILE_WRITE: u32 = 2;
 /// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
-pub const ASTRID_GATE_HTTP_REQUEST: u32 = GateKind::HttpRequest as u32;
+pub const ASTRID_GATE_HTTP_REQUEST: u32 = 3;
 /// Gate kind: an outbound connection (`transport`, `host`, `port`).
-pub const ASTRID_GATE_NET_CONNECT: u32 = GateKind::NetConnect as u32;
+pub const ASTRID_GATE_NET_CONNECT: u32 = 4;
 /// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
-pub const ASTRID_GATE_NET_BIND: u32 = GateKind::NetBind as u32;
+pub const ASTRID_GATE_NET_BIND: u32 = 5;
 /// Gate kind: a name lookup (`host`).
-pub const ASTRID_GATE_DNS_LOOKUP: u32 = GateKind::DnsLookup as u32;
+pub const ASTRID_GATE_DNS_LOOKUP: u32 = 6;
 
 /// Verdict: allow the request.
 pub const ASTRID_ALLOW: u32 = 1;

@@ -42,17 +42,17 @@ pub const ASTRID_VFS_NOT_SUPPORTED: i32 = 14;
 pub const ASTRID_VFS_IO: i32 = 15;
 
 /// `open` flag: readable.
-pub const ASTRID_VFS_OPEN_READ: u32 = OpenFlags::READ;
+pub const ASTRID_VFS_OPEN_READ: u32 = 1;
 /// `open` flag: writable.
-pub const ASTRID_VFS_OPEN_WRITE: u32 = OpenFlags::WRITE;
+pub const ASTRID_VFS_OPEN_WRITE: u32 = 2;
 /// `open` flag: create when missing.
-pub const ASTRID_VFS_OPEN_CREATE: u32 = OpenFlags::CREATE;
+pub const ASTRID_VFS_OPEN_CREATE: u32 = 4;
 /// `open` flag: truncate to zero length.
-pub const ASTRID_VFS_OPEN_TRUNCATE: u32 = OpenFlags::TRUNCATE;
+pub const ASTRID_VFS_OPEN_TRUNCATE: u32 = 8;
 /// `open` flag: every write goes to the end.
-pub const ASTRID_VFS_OPEN_APPEND: u32 = OpenFlags::APPEND;
+pub const ASTRID_VFS_OPEN_APPEND: u32 = 16;
 /// `open` flag (with CREATE): fail with ALREADY_EXISTS when the file exists.
-pub const ASTRID_VFS_OPEN_EXCLUSIVE: u32 = OpenFlags::EXCLUSIVE;
+pub const ASTRID_VFS_OPEN_EXCLUSIVE: u32 = 32;
 
 /// Entry kinds (`astrid_vfs_stat_t.kind`, read-dir entries).
 pub const ASTRID_VFS_KIND_UNKNOWN: u32 = 0;
@@ -63,6 +63,15 @@ pub const ASTRID_VFS_KIND_BLOCK_DEVICE: u32 = 4;
 pub const ASTRID_VFS_KIND_CHARACTER_DEVICE: u32 = 5;
 pub const ASTRID_VFS_KIND_FIFO: u32 = 6;
 pub const ASTRID_VFS_KIND_SOCKET: u32 = 7;
+
+const _: () = assert!(
+    ASTRID_VFS_OPEN_READ == OpenFlags::READ
+        && ASTRID_VFS_OPEN_WRITE == OpenFlags::WRITE
+        && ASTRID_VFS_OPEN_CREATE == OpenFlags::CREATE
+        && ASTRID_VFS_OPEN_TRUNCATE == OpenFlags::TRUNCATE
+        && ASTRID_VFS_OPEN_APPEND == OpenFlags::APPEND
+        && ASTRID_VFS_OPEN_EXCLUSIVE == OpenFlags::EXCLUSIVE
+);
 
 /// `astrid_vfs_stat_t.has_times` bit: `modified_*` are set.
 pub const ASTRID_VFS_HAS_MODIFIED: u32 = 1;

@@ -404,6 +404,93 @@ static void test_eight_threads(void) {
     astrid_runtime_free(rt);
 }
 
+
+/* ---- the gate over C: garbage verdicts, deferred tickets, argument errors ---- */
+
+static uint32_t gate_answer;
+static astrid_gate_ticket_t *_Atomic pending_ticket;
+
+static uint32_t test_gate(void *user_data, astrid_gate_request_t *req) {
+    (void)user_data;
+    if (gate_answer == ASTRID_PENDING) {
+        astrid_gate_ticket_t *ticket = NULL;
+        if (astrid_gate_request_defer(req, &ticket) != ASTRID_OK) return ASTRID_DENY;
+        pending_ticket = ticket;
+    }
+    return gate_answer;
+}
+
+static void *resolve_later(void *arg) {
+    uint32_t verdict = *(uint32_t *)arg;
+    while (!pending_ticket) usleep(1000);
+    astrid_gate_ticket_t *ticket = pending_ticket;
+    pending_ticket = NULL;
+    astrid_gate_ticket_resolve(ticket, verdict, "decided later", ASTRID_NTS);
+    return NULL;
+}
+
+/* The fsprobe answer: "ok" or the error case. */
+static int fs_write(astrid_capsule_t *capsule, char *out, size_t cap) {
+    astrid_result_t *r = NULL;
+    const char *payload = "ws\nx";
+    if (astrid_capsule_call(capsule, "write-file", ASTRID_NTS, (const uint8_t *)payload, strlen(payload), &r,
+                            NULL) != ASTRID_OK)
+        return -1;
+    const char *data = NULL;
+    size_t len = 0;
+    astrid_result_data(r, &data, &len);
+    snprintf(out, cap, "%.*s", (int)len, data);
+    astrid_result_free(r);
+    return 0;
+}
+
+static void test_gate_over_c(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    CHECK(astrid_runtime_set_gate(NULL, test_gate, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_set_gate(rt, test_gate, NULL, NULL) == ASTRID_OK);
+    astrid_capsule_t *fsprobe = load(rt, "fsprobe");
+    char out[64];
+    gate_answer = ASTRID_ALLOW;
+    CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "ok") == 0);
+    gate_answer = ASTRID_DENY;
+    CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "capability-denied") == 0);
+    gate_answer = 77; /* not a verdict: a denial */
+    CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "capability-denied") == 0);
+    uint32_t verdicts[2] = {ASTRID_ALLOW, ASTRID_DENY};
+    const char *expected[2] = {"ok", "capability-denied"};
+    for (int i = 0; i < 2; i++) {
+        gate_answer = ASTRID_PENDING;
+        pthread_t t;
+        pthread_create(&t, NULL, resolve_later, &verdicts[i]);
+        CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, expected[i]) == 0);
+        pthread_join(t, NULL);
+    }
+    /* A resolved ticket is gone: resolving it again is a clear error. */
+    astrid_gate_ticket_t *stale = NULL;
+    gate_answer = ASTRID_PENDING;
+    pthread_t t;
+    uint32_t allow = ASTRID_ALLOW;
+    pthread_create(&t, NULL, resolve_later, &allow);
+    CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "ok") == 0);
+    pthread_join(t, NULL);
+    CHECK(astrid_gate_ticket_resolve(stale, ASTRID_ALLOW, NULL, 0) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_gate_ticket_resolve((astrid_gate_ticket_t *)(uintptr_t)0x12340, ASTRID_ALLOW, NULL, 0) ==
+          ASTRID_E_CLOSED);
+    astrid_gate_ticket_free(NULL);
+    CHECK(astrid_gate_request_set_reason(NULL, "x", 1) == ASTRID_E_INVALID_ARGUMENT);
+    /* Mount arguments. */
+    astrid_vfs_ops_t ops;
+    memset(&ops, 0, sizeof ops);
+    ops.size = sizeof ops;
+    CHECK(astrid_runtime_mount_vfs(rt, "nope", ASTRID_NTS, &ops, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    ops.size = 8;
+    CHECK(astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_mount_vfs(rt, "\xff", 1, NULL, NULL, NULL) == ASTRID_E_UTF8);
+    CHECK(astrid_runtime_mount_vfs(rt, "tmp", ASTRID_NTS, NULL, NULL, NULL) == ASTRID_OK);
+    astrid_capsule_unload(fsprobe);
+    astrid_runtime_free(rt);
+}
+
 int main(int argc, char **argv) {
     capsules = argc > 1 ? argv[1] : "build/capsules";
     test_versions_and_errors();
@@ -416,6 +503,7 @@ int main(int argc, char **argv) {
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
         test_hostile_guests();
         test_eight_threads();
+        test_gate_over_c();
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -145,6 +145,42 @@ fn run(action: &str, args: &[&str]) -> Result<String, ErrorCode> {
             astrid::sys::host::sleep_ns(arg(1).parse::<u64>().unwrap() * 1_000_000).ok();
             Ok(handle_steps(&file, "r:0:4"))
         }
+        // Benchmark loops: the host call repeated `count` times in one call,
+        // so the call's own overhead is amortised away.
+        "read-loop" => {
+            let count: usize = arg(1).parse().unwrap();
+            let mut total = 0;
+            for _ in 0..count {
+                total += fs::read_file(arg(0))?.len();
+            }
+            Ok(total.to_string())
+        }
+        "write-loop" => {
+            let count: usize = arg(1).parse().unwrap();
+            let data = vec![b'w'; arg(2).parse().unwrap()];
+            for _ in 0..count {
+                fs::write_file(arg(0), &data)?;
+            }
+            Ok("ok".into())
+        }
+        "deny-loop" => {
+            let count: usize = arg(1).parse().unwrap();
+            let mut denied = 0;
+            for _ in 0..count {
+                denied += usize::from(matches!(fs::write_file(arg(0), b"x"), Err(ErrorCode::CapabilityDenied)));
+            }
+            Ok(denied.to_string())
+        }
+        // wasi:filesystem through std (astrid links no preopens, so this only
+        // works in the benchmark's own preopened comparator store).
+        "std-read-loop" => {
+            let count: usize = arg(1).parse().unwrap();
+            let mut total = 0;
+            for _ in 0..count {
+                total += std::fs::read(arg(0)).map_err(|e| ErrorCode::Unknown(e.to_string()))?.len();
+            }
+            Ok(total.to_string())
+        }
         other => Ok(format!("unknown action {other}")),
     }
 }

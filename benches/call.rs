@@ -6,10 +6,7 @@
 //! Run with `scripts/bench.sh` (builds the capsules and the Extism plugin,
 //! finds Extism's C library) or `cargo bench --bench call`.
 
-use astrid::ffi::capsule::{
-    astrid_capsule_call, astrid_capsule_load, astrid_capsule_t, astrid_capsule_unload,
-    astrid_result_free,
-};
+use astrid::ffi::capsule::{astrid_capsule_load, astrid_capsule_t, astrid_capsule_unload};
 use astrid::ffi::runtime::{astrid_runtime_free, astrid_runtime_new, astrid_runtime_t};
 use astrid::ffi::ASTRID_OK;
 use astrid::{CallResult, Capsule, LoadOptions, Runtime, RuntimeConfig};
@@ -17,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
 mod harness;
-use harness::{capsule_dir, table, Row, BATCH, ROUNDS};
+use harness::{c_call, capsule_dir, table, Row, BATCH, ROUNDS};
 
 /// Extism's C API, loaded from the `extism-sys` wheel's library.
 mod extism {
@@ -98,21 +95,6 @@ mod extism {
             unsafe { (self.free)(self.plugin) };
         }
     }
-}
-
-fn c_call(capsule: *mut astrid_capsule_t, action: &str, payload: &[u8]) {
-    let mut result = std::ptr::null_mut();
-    let status = astrid_capsule_call(
-        capsule,
-        action.as_ptr().cast(),
-        action.len(),
-        payload.as_ptr(),
-        payload.len(),
-        &mut result,
-        std::ptr::null_mut(),
-    );
-    assert_eq!(status, ASTRID_OK);
-    astrid_result_free(result);
 }
 
 fn main() {

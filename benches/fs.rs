@@ -10,9 +10,7 @@
 
 mod harness;
 
-use astrid::ffi::capsule::{
-    astrid_capsule_call, astrid_capsule_load, astrid_capsule_t, astrid_result_free,
-};
+use astrid::ffi::capsule::{astrid_capsule_load, astrid_capsule_t};
 use astrid::ffi::gate::{
     astrid_gate_request_t, astrid_runtime_set_gate, ASTRID_ALLOW, ASTRID_DENY,
 };
@@ -23,7 +21,7 @@ use astrid::ffi::runtime::{
 use astrid::ffi::vfs::*;
 use astrid::ffi::ASTRID_OK;
 use astrid::CallResult;
-use harness::{capsule_dir, table, Row};
+use harness::{c_call, capsule_dir, table, Row};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -167,21 +165,6 @@ fn astrid_setup(data: *const OneFile, flags: u32) -> *mut astrid_capsule_t {
     capsule
 }
 
-fn call(capsule: *mut astrid_capsule_t, action: &str, payload: &str) {
-    let mut result = std::ptr::null_mut();
-    let status = astrid_capsule_call(
-        capsule,
-        action.as_ptr().cast(),
-        action.len(),
-        payload.as_ptr(),
-        payload.len(),
-        &mut result,
-        std::ptr::null_mut(),
-    );
-    assert_eq!(status, ASTRID_OK);
-    astrid_result_free(result);
-}
-
 /// What astrid's read-file does with the callbacks, called natively, plus
 /// the one copy into the result buffer.
 fn native_read(ud: *mut libc::c_void, path: &str) -> usize {
@@ -302,10 +285,10 @@ fn main() {
                 }
             }),
             Row::new(format!("astrid read-file, inline callbacks ×{n}"), || {
-                call(inline, "read-loop", &payload)
+                c_call(inline, "read-loop", payload.as_bytes())
             }),
             Row::new(format!("astrid read-file, default hand-off ×{n}"), || {
-                call(handoff, "read-loop", &payload)
+                c_call(handoff, "read-loop", payload.as_bytes())
             }),
             Row::new(
                 format!("guest std::fs::read via wasi:filesystem ×{n}"),
@@ -344,7 +327,7 @@ fn main() {
                 }
             }),
             Row::new(format!("B06 astrid denied write-file ×{n}"), || {
-                call(inline, "deny-loop", &deny)
+                c_call(inline, "deny-loop", deny.as_bytes())
             }),
             Row::new(
                 format!("native gate + open + write 4 KiB + close ×{n}"),
@@ -367,7 +350,7 @@ fn main() {
                 },
             ),
             Row::new(format!("B07 astrid write-file 4 KiB ×{n}"), || {
-                call(inline, "write-loop", &write)
+                c_call(inline, "write-loop", write.as_bytes())
             }),
         ];
         table(

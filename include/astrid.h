@@ -441,6 +441,16 @@ typedef int32_t (*astrid_vfs_dir_sink_fn)(void *sink,
                                           size_t name_len,
                                           uint32_t kind);
 
+// A provider operation on one path (`mkdir`, `remove_file`, `remove_dir`).
+typedef int32_t (*astrid_vfs_path_fn)(void *user_data, const char *path, size_t path_len);
+
+// A provider operation on two paths of the mount (`rename`, `hard_link`).
+typedef int32_t (*astrid_vfs_two_paths_fn)(void *user_data,
+                                           const char *src,
+                                           size_t src_len,
+                                           const char *dst,
+                                           size_t dst_len);
+
 // A VFS provider: callbacks taking `user_data` first and returning an
 // `ASTRID_VFS_*` code. Size-prefixed (`size = sizeof(astrid_vfs_ops_t)`);
 // copied by `astrid_runtime_mount_vfs`. A NULL entry means "not supported".
@@ -498,23 +508,15 @@ typedef struct astrid_vfs_ops_t {
                       astrid_vfs_dir_sink_fn sink,
                       void *sink_ctx);
   // Creates one directory (its parent exists; it does not).
-  int32_t (*mkdir)(void *user_data, const char *path, size_t path_len);
+  astrid_vfs_path_fn mkdir;
   // Removes a file or symlink.
-  int32_t (*remove_file)(void *user_data, const char *path, size_t path_len);
+  astrid_vfs_path_fn remove_file;
   // Removes an empty directory.
-  int32_t (*remove_dir)(void *user_data, const char *path, size_t path_len);
+  astrid_vfs_path_fn remove_dir;
   // Moves `src` to `dst`, replacing a file or an empty directory there.
-  int32_t (*rename)(void *user_data,
-                    const char *src,
-                    size_t src_len,
-                    const char *dst,
-                    size_t dst_len);
+  astrid_vfs_two_paths_fn rename;
   // Adds the name `dst` for the file `src`.
-  int32_t (*hard_link)(void *user_data,
-                       const char *src,
-                       size_t src_len,
-                       const char *dst,
-                       size_t dst_len);
+  astrid_vfs_two_paths_fn hard_link;
   // Writes a symlink's target (relative text, or `/`-rooted relative to
   // the mount root) into `buf` (capacity `cap` = 4096) and its length into
   // `*out_len`. Not a link: INVALID_PATH.

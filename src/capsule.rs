@@ -58,15 +58,12 @@ pub struct CallResult {
 /// Capsule facts shared with its stores (no reference back to the pool).
 pub struct CapsuleShared {
     pub(crate) runtime: Arc<RuntimeInner>,
-    pub name: String,
-    pub(crate) name_arc: Arc<str>,
+    pub name: Arc<str>,
     /// UUIDv5 of the name and the component hash.
     pub id: String,
     pub manifest: Manifest,
     pub(crate) capability_names: Vec<String>,
     pub(crate) owner: Option<Arc<str>>,
-    pub workspace_root: Option<PathBuf>,
-    pub home_root: Option<PathBuf>,
     /// Load-time `[env]` values (embedder key-values, else defaults).
     config: HashMap<String, String>,
     /// Fires on unload: permanent, wins over everything.
@@ -311,12 +308,9 @@ impl Capsule {
         let shared = Arc::new(CapsuleShared {
             runtime: rt.clone(),
             id: capsule_id(&manifest.name, &hash),
-            name: manifest.name.clone(),
-            name_arc: Arc::from(manifest.name.as_str()),
+            name: Arc::from(manifest.name.as_str()),
             capability_names: manifest.capabilities.names(),
             owner: options.principal.as_deref().map(Arc::from),
-            workspace_root: options.workspace_root.clone(),
-            home_root: options.home_root.clone(),
             manifest,
             config,
             unload_token: CancelToken::new(),

@@ -59,13 +59,10 @@ impl Ticket {
     }
 }
 
-/// How asking ended when it did not produce a verdict.
+/// Asking ended without a verdict: the call was cancelled or passed its
+/// own deadline, so the guest gets its cancel result.
 #[derive(Debug, PartialEq, Eq)]
-pub enum GateInterrupted {
-    /// The call was cancelled or passed its own deadline: the guest gets its
-    /// cancel result.
-    Cancelled,
-}
+pub struct CallInterrupted;
 
 /// Asks the gate about a request the manifest already allows. With no gate
 /// installed the manifest alone decides (allow).
@@ -74,7 +71,7 @@ pub fn ask(
     request: GateRequest,
     token: &CancelToken,
     call_deadline: Instant,
-) -> Result<Verdict, GateInterrupted> {
+) -> Result<Verdict, CallInterrupted> {
     let Some(gate) = runtime.gate() else {
         return Ok(Verdict::allow());
     };
@@ -91,7 +88,7 @@ pub fn ask(
         Bounded::Done(GateAnswer::Pending(ticket)) => ticket,
         Bounded::Panicked => return Ok(Verdict::deny("the gate callback panicked")),
         Bounded::Overran => return Ok(Verdict::deny("the gate overran its deadline")),
-        Bounded::Cancelled => return Err(GateInterrupted::Cancelled),
+        Bounded::Cancelled => return Err(CallInterrupted),
     };
     let until = gate_deadline.min(call_deadline);
     ticket.answered.wait_until(until);
@@ -99,7 +96,7 @@ pub fn ask(
         return Ok(verdict);
     }
     if token.is_cancelled() || Instant::now() >= call_deadline {
-        return Err(GateInterrupted::Cancelled);
+        return Err(CallInterrupted);
     }
     Ok(Verdict::deny(
         "the deferred verdict did not come before the gate deadline",

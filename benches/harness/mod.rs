@@ -4,6 +4,8 @@
 //! per-round ratios against a base row.
 #![allow(dead_code)]
 
+use astrid::ffi::capsule::{astrid_capsule_call, astrid_capsule_t, astrid_result_free};
+use astrid::ffi::ASTRID_OK;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,4 +105,20 @@ pub fn capsule_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("build/capsules")
         .join(name)
+}
+
+/// One `astrid_capsule_call`, exactly as a C program makes it; must succeed.
+pub fn c_call(capsule: *mut astrid_capsule_t, action: &str, payload: &[u8]) {
+    let mut result = std::ptr::null_mut();
+    let status = astrid_capsule_call(
+        capsule,
+        action.as_ptr().cast(),
+        action.len(),
+        payload.as_ptr(),
+        payload.len(),
+        &mut result,
+        std::ptr::null_mut(),
+    );
+    assert_eq!(status, ASTRID_OK);
+    astrid_result_free(result);
 }

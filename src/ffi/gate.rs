@@ -3,7 +3,7 @@
 
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, install_hook};
 use super::{astrid_status_t, guard, non_null, opt_view, view, Registry};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gate::{Deferral, GateAnswer, GateFn, Ticket};
 use crate::policy::gate::{GateKind, GateRequest, Verdict};
 use crate::runtime::Runtime;
@@ -251,8 +251,10 @@ pub extern "C" fn astrid_gate_ticket_resolve(
     reason_len: usize,
 ) -> astrid_status_t {
     guard(std::ptr::null_mut(), || {
-        let entry = TICKETS.get(ticket as usize, "ticket")?;
-        TICKETS.remove(ticket as usize);
+        non_null(ticket, "ticket")?;
+        let entry = TICKETS
+            .remove(ticket as usize)
+            .ok_or_else(|| Error::closed("`ticket` was already resolved or freed"))?;
         // SAFETY: caller contract for (ptr, len) strings.
         let reason = match unsafe { super::opt_str_arg(reason, reason_len, "reason") } {
             Ok(reason) => reason.map(str::to_string),

@@ -111,6 +111,26 @@ pub type astrid_vfs_dir_sink_fn = Option<
     ) -> i32,
 >;
 
+/// A provider operation on one path (`mkdir`, `remove_file`, `remove_dir`).
+pub type astrid_vfs_path_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut libc::c_void,
+        path: *const libc::c_char,
+        path_len: usize,
+    ) -> i32,
+>;
+
+/// A provider operation on two paths of the mount (`rename`, `hard_link`).
+pub type astrid_vfs_two_paths_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut libc::c_void,
+        src: *const libc::c_char,
+        src_len: usize,
+        dst: *const libc::c_char,
+        dst_len: usize,
+    ) -> i32,
+>;
+
 /// A VFS provider: callbacks taking `user_data` first and returning an
 /// `ASTRID_VFS_*` code. Size-prefixed (`size = sizeof(astrid_vfs_ops_t)`);
 /// copied by `astrid_runtime_mount_vfs`. A NULL entry means "not supported".
@@ -199,49 +219,15 @@ pub struct astrid_vfs_ops_t {
         ) -> i32,
     >,
     /// Creates one directory (its parent exists; it does not).
-    pub mkdir: Option<
-        unsafe extern "C" fn(
-            user_data: *mut libc::c_void,
-            path: *const libc::c_char,
-            path_len: usize,
-        ) -> i32,
-    >,
+    pub mkdir: astrid_vfs_path_fn,
     /// Removes a file or symlink.
-    pub remove_file: Option<
-        unsafe extern "C" fn(
-            user_data: *mut libc::c_void,
-            path: *const libc::c_char,
-            path_len: usize,
-        ) -> i32,
-    >,
+    pub remove_file: astrid_vfs_path_fn,
     /// Removes an empty directory.
-    pub remove_dir: Option<
-        unsafe extern "C" fn(
-            user_data: *mut libc::c_void,
-            path: *const libc::c_char,
-            path_len: usize,
-        ) -> i32,
-    >,
+    pub remove_dir: astrid_vfs_path_fn,
     /// Moves `src` to `dst`, replacing a file or an empty directory there.
-    pub rename: Option<
-        unsafe extern "C" fn(
-            user_data: *mut libc::c_void,
-            src: *const libc::c_char,
-            src_len: usize,
-            dst: *const libc::c_char,
-            dst_len: usize,
-        ) -> i32,
-    >,
+    pub rename: astrid_vfs_two_paths_fn,
     /// Adds the name `dst` for the file `src`.
-    pub hard_link: Option<
-        unsafe extern "C" fn(
-            user_data: *mut libc::c_void,
-            src: *const libc::c_char,
-            src_len: usize,
-            dst: *const libc::c_char,
-            dst_len: usize,
-        ) -> i32,
-    >,
+    pub hard_link: astrid_vfs_two_paths_fn,
     /// Writes a symlink's target (relative text, or `/`-rooted relative to
     /// the mount root) into `buf` (capacity `cap` = 4096) and its length into
     /// `*out_len`. Not a link: INVALID_PATH.
@@ -327,30 +313,13 @@ impl CallbackVfs {
         self.callback.user_data
     }
 
-    fn path_op(
-        &self,
-        f: Option<unsafe extern "C" fn(*mut libc::c_void, *const libc::c_char, usize) -> i32>,
-        path: &str,
-    ) -> VfsResult<()> {
+    fn path_op(&self, f: astrid_vfs_path_fn, path: &str) -> VfsResult<()> {
         let f = f.ok_or(VfsError::NotSupported)?;
         // SAFETY: the embedder's callback with its user_data and a borrowed path.
         status(unsafe { f(self.ud(), path.as_ptr().cast(), path.len()) })
     }
 
-    fn two_path_op(
-        &self,
-        f: Option<
-            unsafe extern "C" fn(
-                *mut libc::c_void,
-                *const libc::c_char,
-                usize,
-                *const libc::c_char,
-                usize,
-            ) -> i32,
-        >,
-        src: &str,
-        dst: &str,
-    ) -> VfsResult<()> {
+    fn two_path_op(&self, f: astrid_vfs_two_paths_fn, src: &str, dst: &str) -> VfsResult<()> {
         let f = f.ok_or(VfsError::NotSupported)?;
         // SAFETY: as for path_op.
         status(unsafe {

@@ -32,6 +32,8 @@ pub const MAX_OPEN_FILES: usize = 16;
 /// Whole-file calls (`read-file`, `write-file`, `fs-append`).
 pub const MAX_WHOLE_FILE: usize = 10 << 20;
 pub const MAX_READDIR_ENTRIES: usize = 4096;
+/// Directory nesting `fs-remove-dir-all` descends before giving up.
+const MAX_TREE_DEPTH: usize = 256;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
@@ -295,7 +297,7 @@ impl HostState {
             for kind in arg.need.kinds() {
                 prepared.asks.push(GateRequest::file(
                     *kind,
-                    self.capsule.name_arc.clone(),
+                    self.capsule.name.clone(),
                     self.call.principal.clone(),
                     spelling.clone(),
                     target.vfs.host_path(&target.rel),
@@ -467,12 +469,11 @@ impl HostState {
 
     /// Removes a tree below `rel` without following links; counts entries.
     fn remove_tree(&self, vfs: &Arc<dyn Vfs>, rel: &str, depth: usize) -> VfsResult<u64> {
-        if depth > 256 || self.call.token.is_cancelled() {
-            return Err(if depth > 256 {
-                VfsError::InvalidPath
-            } else {
-                VfsError::Cancelled
-            });
+        if self.call.token.is_cancelled() {
+            return Err(VfsError::Cancelled);
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(VfsError::InvalidPath); // as ELOOP would
         }
         let mut removed = 0;
         loop {

@@ -212,9 +212,7 @@ impl HostState {
                         .unwrap_or_else(|| "denied by the gate".into());
                     return Err(Refused::Denied(format!("gate: {reason}")));
                 }
-                Err(crate::gate::GateInterrupted::Cancelled) => {
-                    return Err(Refused::Failed(E::cancelled()))
-                }
+                Err(crate::gate::CallInterrupted) => return Err(Refused::Failed(E::cancelled())),
             }
         }
         op(self, prepared.ctx).map_err(Refused::Failed)
@@ -235,7 +233,7 @@ impl HostState {
             return;
         }
         runtime.emit_audit(AuditEvent {
-            capsule: self.capsule.name.clone(),
+            capsule: self.capsule.name.to_string(),
             capsule_id: self.capsule.id.clone(),
             principal: self
                 .call

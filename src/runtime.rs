@@ -328,7 +328,8 @@ impl Runtime {
     }
 
     /// Installs (or with `None` removes) the security gate. Calls already
-    /// asking the previous gate finish with it.
+    /// asking the previous gate finish with it; a host call whose checks
+    /// began before the first gate was installed is decided by the manifest.
     pub fn set_gate(&self, gate: Option<GateFn>) -> Result<()> {
         self.inner.check_open()?;
         *self.inner.gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
@@ -561,6 +562,15 @@ impl RuntimeInner {
             None => Ok(None),
             Some(provider) => run_callback(|| provider(request)).unwrap_or(Err(())),
         }
+    }
+
+    /// Whether a gate is installed (a request checked without one is
+    /// decided by the manifest alone).
+    pub(crate) fn has_gate(&self) -> bool {
+        self.gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     pub(crate) fn gate(&self) -> Option<GateFn> {

@@ -52,7 +52,6 @@ pub struct FileHandle {
 struct Target {
     mount: Mount,
     vfs: Arc<dyn Vfs>,
-    components: Vec<String>,
     /// Provider spelling: mount-relative, `/`-separated.
     rel: String,
 }
@@ -253,6 +252,8 @@ impl HostState {
         args: &[PathArg<'_>],
     ) -> Result<Prepared<Vec<Target>>, Refused<ErrorCode>> {
         let manifest = &self.capsule.manifest.capabilities;
+        let runtime = &self.capsule.runtime;
+        let (asking, auditing) = (runtime.has_gate(), runtime.has_audit_sink());
         let mut prepared = Prepared {
             target: String::new(),
             asks: Vec::new(),
@@ -290,23 +291,30 @@ impl HostState {
             let target = Target {
                 mount: canonical.mount,
                 rel: vfs::join(&canonical.components),
-                components: canonical.components,
                 vfs,
             };
-            let spelling = target.spelling();
-            for kind in arg.need.kinds() {
-                prepared.asks.push(GateRequest::file(
-                    *kind,
-                    self.capsule.name.clone(),
-                    self.call.principal.clone(),
-                    spelling.clone(),
-                    target.vfs.host_path(&target.rel),
-                ));
+            // The spelling is only for the gate and the audit log: without
+            // either, the hot path builds no strings.
+            if asking || auditing {
+                let spelling = target.spelling();
+                if asking {
+                    for kind in arg.need.kinds() {
+                        prepared.asks.push(GateRequest::file(
+                            *kind,
+                            self.capsule.name.clone(),
+                            self.call.principal.clone(),
+                            spelling.clone(),
+                            target.vfs.host_path(&target.rel),
+                        ));
+                    }
+                }
+                if auditing {
+                    if !prepared.target.is_empty() {
+                        prepared.target.push_str(" -> ");
+                    }
+                    prepared.target.push_str(&spelling);
+                }
             }
-            if !prepared.target.is_empty() {
-                prepared.target.push_str(" -> ");
-            }
-            prepared.target.push_str(&spelling);
             prepared.ctx.push(target);
         }
         Ok(prepared)
@@ -369,6 +377,29 @@ impl HostState {
         Ok(())
     }
 
+    /// One provider read of up to `want` bytes at `offset`, appended to
+    /// `data`. The buffer travels into the provider and back, so the bytes
+    /// are copied once, straight into the result. Returns the count read.
+    fn read_chunk(
+        &self,
+        vfs: &Arc<dyn Vfs>,
+        handle: u64,
+        offset: u64,
+        mut data: Vec<u8>,
+        want: usize,
+    ) -> Result<(Vec<u8>, usize), ErrorCode> {
+        let before = data.len();
+        let data = self
+            .vfs_call(vfs, move |v| {
+                v.read_at(handle, offset, want, &mut data).map(|()| data)
+            })
+            .map_err(map)?;
+        match data.len().checked_sub(before) {
+            Some(got) if got <= want => Ok((data, got)),
+            _ => Err(ErrorCode::Unknown("provider returned too much".into())),
+        }
+    }
+
     /// Reads a whole open file, failing past `limit` bytes.
     fn read_all(
         &self,
@@ -383,30 +414,32 @@ impl HostState {
         if limit.is_some_and(|limit| size > limit as u64) {
             return Err(ErrorCode::TooLarge);
         }
-        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(MAX_WHOLE_FILE));
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        // One spare byte: the end-of-file probe then needs no reallocation.
+        let mut data = Vec::with_capacity(size.min(MAX_WHOLE_FILE) + 1);
         loop {
+            // What stat promised, then a one-byte probe for the end; a file
+            // that grew meanwhile is read on in full-size pieces.
+            let want = match data.len() {
+                read if read < size => (size - read).min(MAX_POSITIONAL),
+                read if read == size => 1,
+                _ => MAX_POSITIONAL,
+            };
             let offset = data.len() as u64;
-            let chunk = self
-                .vfs_call(vfs, move |v| {
-                    let mut buf = Vec::new();
-                    v.read_at(handle, offset, MAX_POSITIONAL, &mut buf)
-                        .map(|()| buf)
-                })
-                .map_err(map)?;
-            if chunk.is_empty() {
+            let (next, got) = self.read_chunk(vfs, handle, offset, data, want)?;
+            data = next;
+            if got == 0 {
                 return Ok(data);
             }
-            if chunk.len() > MAX_POSITIONAL {
-                return Err(ErrorCode::Unknown("provider returned too much".into()));
-            }
-            data.extend_from_slice(&chunk);
             if limit.is_some_and(|limit| data.len() > limit) {
                 return Err(ErrorCode::TooLarge);
             }
         }
     }
 
-    /// Writes all of `data` from `offset` in provider-sized pieces.
+    /// Writes all of `data` from `offset`. Embedder callbacks get pieces of
+    /// at most 1 MiB (their contract); the built-in providers get one write,
+    /// which keeps `fs-append` atomic per call.
     fn write_all(
         &self,
         vfs: &Arc<dyn Vfs>,
@@ -414,14 +447,20 @@ impl HostState {
         data: bytes::Bytes,
         offset: u64,
     ) -> Result<(), ErrorCode> {
+        let piece_max = if vfs.is_callback() {
+            MAX_POSITIONAL
+        } else {
+            data.len()
+        };
         let mut done = 0usize;
         while done < data.len() {
-            let piece = data.slice(done..data.len().min(done + MAX_POSITIONAL));
+            let piece = data.slice(done..data.len().min(done + piece_max));
+            let piece_len = piece.len();
             let at = offset + done as u64;
             let written = self
                 .vfs_call(vfs, move |v| v.write_at(handle, at, &piece))
                 .map_err(map)?;
-            if written == 0 || written > MAX_POSITIONAL {
+            if written == 0 || written > piece_len {
                 return Err(ErrorCode::Unknown("short write".into()));
             }
             done += written;
@@ -594,21 +633,12 @@ impl HostFileHandle for HostState {
                 let max = max_bytes as usize;
                 let mut data = Vec::new();
                 while data.len() < max {
-                    let at = offset + data.len() as u64;
-                    let want = max - data.len();
-                    let chunk = state
-                        .vfs_call(vfs, move |v| {
-                            let mut buf = Vec::new();
-                            v.read_at(h, at, want, &mut buf).map(|()| buf)
-                        })
-                        .map_err(map)?;
-                    if chunk.is_empty() {
+                    let (at, want) = (offset + data.len() as u64, max - data.len());
+                    let (next, got) = state.read_chunk(vfs, h, at, data, want)?;
+                    data = next;
+                    if got == 0 {
                         break;
                     }
-                    if chunk.len() > want {
-                        return Err(ErrorCode::Unknown("provider returned too much".into()));
-                    }
-                    data.extend_from_slice(&chunk);
                 }
                 Ok(data)
             },
@@ -764,10 +794,13 @@ impl host::Host for HostState {
     fn fs_mkdir_all(&mut self, path: String) -> Result<(), ErrorCode> {
         self.fs_call("fs.fs-mkdir-all", &[write(&path)], 0, |state, targets| {
             let target = &targets[0];
-            let count = target.components.len();
-            for depth in 1..=count {
-                let prefix = vfs::join(&target.components[..depth]);
-                let last = depth == count;
+            let rel = &target.rel;
+            // Every ancestor, then the path itself (none for the root).
+            let ends = rel.match_indices('/').map(|(at, _)| at);
+            let ends: Vec<usize> = ends.chain((!rel.is_empty()).then_some(rel.len())).collect();
+            for (i, &end) in ends.iter().enumerate() {
+                let prefix = rel[..end].to_string();
+                let last = i + 1 == ends.len();
                 let probe = prefix.clone();
                 match state.vfs_call(&target.vfs, move |v| v.stat(&probe, true)) {
                     Ok(stat) if stat.kind == FileKind::Directory => continue,

@@ -201,7 +201,8 @@ impl HostState {
             return Err(Refused::Failed(E::cancelled()));
         }
         let prepared = prepare(self)?;
-        *target = Some(prepared.target);
+        // Empty when no audit sink was installed as the call began.
+        *target = Some(prepared.target).filter(|t| !t.is_empty());
         let runtime = self.capsule.runtime.clone();
         for request in prepared.asks {
             match crate::gate::ask(&runtime, request, &self.call.token, self.call.deadline) {

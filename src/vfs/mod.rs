@@ -299,8 +299,11 @@ impl CapsuleMounts {
             return shared.clone();
         }
         let mut tmp = self.tmp.lock().unwrap_or_else(|e| e.into_inner());
-        tmp.entry(scope.to_string())
-            .or_insert_with(|| std::sync::Arc::new(memory::MemoryFs::default()))
-            .clone()
+        if let Some(fs) = tmp.get(scope) {
+            return fs.clone(); // no key allocation on the common path
+        }
+        let fs: std::sync::Arc<dyn Vfs> = std::sync::Arc::new(memory::MemoryFs::default());
+        tmp.insert(scope.to_string(), fs.clone());
+        fs
     }
 }

@@ -45,7 +45,8 @@ pub struct FileHandle {
     handle: Option<u64>,
     readable: bool,
     writable: bool,
-    spelling: String,
+    /// The path as opened (VFS spelling), the audit target of its methods.
+    spelling: Arc<str>,
 }
 
 /// A checked path on its mount, ready for the provider.
@@ -749,7 +750,7 @@ impl host::Host for HostState {
                 handle: Some(handle),
                 readable: flags.has(OpenFlags::READ),
                 writable: flags.has(OpenFlags::WRITE),
-                spelling: target.spelling(),
+                spelling: Arc::from(target.spelling()),
             };
             match state.table.push(file) {
                 Ok(resource) => {

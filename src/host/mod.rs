@@ -203,9 +203,9 @@ impl HostState {
         let prepared = prepare(self)?;
         // Empty when no audit sink was installed as the call began.
         *target = Some(prepared.target).filter(|t| !t.is_empty());
-        let runtime = self.capsule.runtime.clone();
         for request in prepared.asks {
-            match crate::gate::ask(&runtime, request, &self.call.token, self.call.deadline) {
+            let runtime = &self.capsule.runtime;
+            match crate::gate::ask(runtime, request, &self.call.token, self.call.deadline) {
                 Ok(verdict) if verdict.allowed => {}
                 Ok(verdict) => {
                     let reason = verdict

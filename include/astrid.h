@@ -57,6 +57,17 @@
 // `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
 #define ASTRID_PENDING 3
 
+// `astrid_message_t.attribution`: published by the embedder without a
+// principal, or by a capsule acting for no principal.
+#define ASTRID_ATTRIBUTION_SYSTEM 0
+
+// `astrid_message_t.attribution`: the principal is vouched for by the host.
+#define ASTRID_ATTRIBUTION_VERIFIED 1
+
+// `astrid_message_t.attribution`: a capsule with `uplink` named the
+// principal itself; the host never upgrades it to verified.
+#define ASTRID_ATTRIBUTION_CLAIMED 2
+
 // Incremented on every breaking change of this header. Bindings compare it
 // with `astrid_abi_version()` when they load the library.
 #define ASTRID_ABI_VERSION 1
@@ -204,6 +215,10 @@ typedef struct astrid_result_t astrid_result_t;
 // A runtime: engine, worker threads, epoch ticker, callbacks. Opaque.
 typedef struct astrid_runtime_t astrid_runtime_t;
 
+// A host subscription to a topic pattern. Opaque; free with
+// `astrid_subscription_free`.
+typedef struct astrid_subscription_t astrid_subscription_t;
+
 // Status returned by every fallible function: `ASTRID_OK` (0) or a negative
 // `ASTRID_E_*` code. Codes are stable and never renumbered.
 typedef int32_t astrid_status_t;
@@ -304,6 +319,47 @@ typedef uint32_t (*astrid_gate_fn)(void *user_data, struct astrid_gate_request_t
 // runtime freed).
 typedef void (*astrid_finalizer_fn)(void *user_data);
 
+// One delivered bus message, borrowed for the duration of the callback.
+// Strings are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated.
+typedef struct astrid_message_t {
+  size_t size;
+  const char *topic;
+  size_t topic_len;
+  // JSON text.
+  const char *payload;
+  size_t payload_len;
+  // The publishing capsule's id, or the embedder's id (the same for every
+  // host publish of every runtime) for messages published through this API.
+  const char *source_id;
+  size_t source_id_len;
+  // `ASTRID_ATTRIBUTION_*`.
+  uint32_t attribution;
+  // The principal for verified and claimed messages; `(NULL, 0)` for system.
+  const char *principal;
+  size_t principal_len;
+  // Runtime-wide publish sequence number (starts at 1, increasing).
+  uint64_t sequence;
+  // Wall clock at publish, milliseconds since the Unix epoch.
+  uint64_t timestamp_ms;
+  // 0 for host publishes; one more than the message being handled for a
+  // capsule publishing from an interceptor.
+  uint32_t depth;
+  // Messages that matched this subscription but were never queued (its
+  // byte budget was full, or the publish hit the fan-out cap of 256)
+  // since the previous delivery.
+  uint64_t dropped;
+  // Messages evicted unread from this subscription's full queue since the
+  // previous delivery.
+  uint64_t lagged;
+} astrid_message_t;
+
+// Subscription callback. Runs on the subscription's own thread, one
+// message at a time, in publish order. It may call `astrid_ipc_publish`;
+// blocking astrid functions return `ASTRID_E_REENTRANT`. A slow callback
+// fills its own queue (the oldest messages are then evicted and counted in
+// `lagged`); it never slows publishers or other subscriptions.
+typedef void (*astrid_message_fn)(void *user_data, const struct astrid_message_t *message);
+
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
 // A zero in a numeric field means "the default".
@@ -334,6 +390,12 @@ typedef struct astrid_runtime_config_t {
   // How long one VFS callback may take (ms); later, the guest sees
   // `unknown("timeout")`. Default 10 000.
   uint64_t vfs_timeout_ms;
+  // Messages each bus subscription queue holds before the oldest is
+  // evicted (counted as `lagged`); default 1024.
+  uint32_t ipc_queue_messages;
+  // Payload bytes each bus subscription queue holds; a message that does
+  // not fit is not queued (counted as `dropped`). Default 4 MiB.
+  uint64_t ipc_queue_bytes;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
@@ -749,6 +811,60 @@ astrid_status_t astrid_gate_ticket_resolve(struct astrid_gate_ticket_t *ticket,
 // Frees an unresolved ticket: the waiting request is denied. NULL and
 // already-freed tickets are ignored. Thread-safe.
 void astrid_gate_ticket_free(struct astrid_gate_ticket_t *ticket);
+
+// Publishes the JSON text `json` on `topic` as the embedder, attributed
+// `system`. Returns once the message is queued for every matching
+// subscription (at most 256; subscribers never run inside this call).
+// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`; topic grammar: 1 to 8
+// `.`-separated segments, at most 256 bytes, no whitespace, no `*`;
+// payload not JSON or over 1 MiB), `ASTRID_E_UTF8`, `ASTRID_E_CLOSED`.
+// Thread-safe, callable from callbacks.
+astrid_status_t astrid_ipc_publish(struct astrid_runtime_t *rt,
+                                   const char *topic,
+                                   size_t topic_len,
+                                   const char *json,
+                                   size_t json_len,
+                                   struct astrid_error_t **err);
+
+// Like `astrid_ipc_publish`, attributed `verified(principal)`: the embedder
+// vouches for the principal (1..=128 bytes, no control characters, else
+// `ASTRID_E_INVALID_ARGUMENT`).
+astrid_status_t astrid_ipc_publish_as(struct astrid_runtime_t *rt,
+                                      const char *topic,
+                                      size_t topic_len,
+                                      const char *json,
+                                      size_t json_len,
+                                      const char *principal,
+                                      size_t principal_len,
+                                      struct astrid_error_t **err);
+
+// Subscribes the embedder to `pattern` (a topic whose segments may be
+// exactly `*`: a final `*` matches one or more segments, another `*`
+// exactly one). Every matching message is passed to `message_fn` on the
+// subscription's own thread, in publish order; the queue holds
+// `ipc_queue_messages` messages / `ipc_queue_bytes` bytes (runtime config).
+// On success `*out_sub` receives a handle to free with
+// `astrid_subscription_free`; `finalizer(user_data)` runs exactly once,
+// after the last callback. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
+// `message_fn` or `out_sub`; bad pattern), `ASTRID_E_UTF8`,
+// `ASTRID_E_CLOSED`, `ASTRID_E_IO` (no thread). When the call fails,
+// `finalizer` is NOT run: `user_data` stays the caller's. Thread-safe.
+astrid_status_t astrid_ipc_subscribe(struct astrid_runtime_t *rt,
+                                     const char *pattern,
+                                     size_t pattern_len,
+                                     astrid_message_fn message_fn,
+                                     void *user_data,
+                                     astrid_finalizer_fn finalizer,
+                                     struct astrid_subscription_t **out_sub,
+                                     struct astrid_error_t **err);
+
+// Stops delivery and frees the subscription. Returns once no callback for
+// it runs and its finalizer has run. From inside an astrid callback
+// (including this subscription's own) it does not wait: delivery stops
+// after the callback that is running, then the finalizer runs on the
+// subscription's thread. NULL, freed and unknown handles are ignored.
+// Thread-safe.
+void astrid_subscription_free(struct astrid_subscription_t *sub);
 
 // The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 uint32_t astrid_abi_version(void);

@@ -449,7 +449,7 @@ fn capsule_id(name: &str, hash: &ContentHash) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &seed).to_string()
 }
 
-fn validate_principal(principal: &str) -> Result<()> {
+pub(crate) fn validate_principal(principal: &str) -> Result<()> {
     if principal.is_empty() || principal.len() > 128 || principal.chars().any(char::is_control) {
         return Err(Error::invalid_argument(
             "a principal must be 1..=128 bytes without control characters",

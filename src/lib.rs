@@ -4,6 +4,7 @@
 //! The Rust API (`Runtime`, `Capsule`) is what the C API wraps; everything
 //! `unsafe` and `extern "C"` lives in [`ffi`].
 
+pub mod bus;
 pub mod cancel;
 pub mod capsule;
 pub mod engine;

@@ -2,6 +2,7 @@
 //! epoch ticker, the audit queue, the embedder's log and audit sinks, and
 //! the registry of loaded capsules.
 
+use crate::bus::{Attribution, Bus, DeliveryHandler, HostSubscription, Publish, QueueLimits};
 use crate::cancel::CancelToken;
 use crate::capsule::CapsuleInner;
 use crate::engine::{self, CompileCache};
@@ -60,6 +61,8 @@ pub struct RuntimeConfig {
     pub gate_timeout: Duration,
     /// How long one VFS callback may take; later is `unknown("timeout")`.
     pub vfs_timeout: Duration,
+    /// Bounds of every bus subscription queue (host ABI §8.4).
+    pub queue_limits: QueueLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +78,7 @@ impl Default for RuntimeConfig {
             unload_grace: Duration::from_secs(5),
             gate_timeout: Duration::from_secs(5),
             vfs_timeout: Duration::from_secs(10),
+            queue_limits: QueueLimits::default(),
         }
     }
 }
@@ -192,6 +196,7 @@ pub struct RuntimeInner {
     coarse_ms: Arc<AtomicU64>,
     /// Source id of calls and messages that come from the embedder.
     pub(crate) host_source_id: Arc<str>,
+    pub(crate) bus: Arc<Bus>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
     log_sink: RwLock<Option<LogSink>>,
     secret_provider: RwLock<Option<SecretProvider>>,
@@ -226,9 +231,11 @@ impl Runtime {
             || config.timeout.is_zero()
             || config.gate_timeout.is_zero()
             || config.vfs_timeout.is_zero()
+            || config.queue_limits.messages == 0
+            || config.queue_limits.bytes == 0
         {
             return Err(Error::invalid_argument(
-                "memory limit, fuel, timeout, gate timeout and VFS timeout must be non-zero",
+                "memory limit, fuel, timeouts and queue bounds must be non-zero",
             ));
         }
         let engine = engine::build_engine(config.cache_dir.as_deref())?;
@@ -282,6 +289,7 @@ impl Runtime {
 
         let host_source_id =
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
+        let bus = Arc::new(Bus::new(config.queue_limits));
         let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
                 handle: tokio.handle().clone(),
@@ -293,6 +301,7 @@ impl Runtime {
                 wall_origin_ms: crate::host::sys::wall_clock_ms(),
                 coarse_ms,
                 host_source_id: Arc::from(host_source_id),
+                bus,
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
                 secret_provider: RwLock::new(None),
@@ -395,6 +404,42 @@ impl Runtime {
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
     }
+
+    /// Publishes JSON text on `topic` as the embedder (host ABI §8.7):
+    /// attributed `system`, or `verified(principal)` when one is named.
+    /// Returns the message's sequence number once it is queued.
+    pub fn publish(&self, topic: &str, payload: &str, principal: Option<&str>) -> Result<u64> {
+        self.inner.check_open()?;
+        let attribution = match principal {
+            Some(p) => {
+                crate::capsule::validate_principal(p)?;
+                Attribution::Verified(p.to_string())
+            }
+            None => Attribution::System,
+        };
+        let inner = &self.inner;
+        inner.bus.publish(Publish {
+            topic,
+            payload,
+            source_id: inner.host_source_id.clone(),
+            attribution,
+            depth: 0,
+            timestamp_ms: crate::host::sys::wall_clock_ms(),
+        })
+    }
+
+    /// Subscribes the embedder to `pattern`: `handler` gets every matching
+    /// message in publish order on the subscription's own thread, with the
+    /// `dropped` / `lagged` counts since the previous one.
+    pub fn subscribe(&self, pattern: &str, handler: DeliveryHandler) -> Result<HostSubscription> {
+        self.inner.check_open()?;
+        self.inner.bus.subscribe_host(pattern, handler)
+    }
+
+    /// The id host publishes carry as their source.
+    pub fn host_source_id(&self) -> &str {
+        &self.inner.host_source_id
+    }
 }
 
 impl Drop for Runtime {
@@ -458,6 +503,9 @@ impl RuntimeInner {
         for capsule in capsules.iter().filter_map(Weak::upgrade) {
             capsule.finish_unload(self.config.unload_grace);
         }
+        // Stops every subscription, waiting for callbacks in flight, so
+        // their finalizers have run when shutdown returns.
+        self.bus.close();
         self.ticker_stop.cancel();
         if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();

@@ -10,6 +10,7 @@
 pub mod capsule;
 pub mod errors;
 pub mod gate;
+pub mod ipc;
 pub mod runtime;
 pub mod vfs;
 

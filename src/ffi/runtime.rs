@@ -86,6 +86,12 @@ pub struct astrid_runtime_config_t {
     /// How long one VFS callback may take (ms); later, the guest sees
     /// `unknown("timeout")`. Default 10 000.
     pub vfs_timeout_ms: u64,
+    /// Messages each bus subscription queue holds before the oldest is
+    /// evicted (counted as `lagged`); default 1024.
+    pub ipc_queue_messages: u32,
+    /// Payload bytes each bus subscription queue holds; a message that does
+    /// not fit is not queued (counted as `dropped`). Default 4 MiB.
+    pub ipc_queue_bytes: u64,
 }
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
@@ -122,6 +128,8 @@ pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) 
                 unload_grace_ms: d.unload_grace.as_millis() as u64,
                 gate_timeout_ms: d.gate_timeout.as_millis() as u64,
                 vfs_timeout_ms: d.vfs_timeout.as_millis() as u64,
+                ipc_queue_messages: d.queue_limits.messages as u32,
+                ipc_queue_bytes: d.queue_limits.bytes as u64,
             });
         }
         Ok(())
@@ -150,6 +158,12 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     if c.vfs_timeout_ms > 0 {
         config.vfs_timeout = Duration::from_millis(c.vfs_timeout_ms);
+    }
+    if c.ipc_queue_messages > 0 {
+        config.queue_limits.messages = c.ipc_queue_messages as usize;
+    }
+    if c.ipc_queue_bytes > 0 {
+        config.queue_limits.bytes = usize::try_from(c.ipc_queue_bytes).unwrap_or(usize::MAX);
     }
     config.flags = c.flags;
     // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.

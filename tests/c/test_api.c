@@ -491,6 +491,236 @@ static void test_gate_over_c(void) {
     astrid_runtime_free(rt);
 }
 
+
+/* ---- host side of the IPC bus ---- */
+
+struct bus_state {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int received;
+    int in_order;             /* every payload was the expected counter */
+    uint64_t last_sequence;
+    uint64_t lagged, dropped;
+    int verified, system;
+    int finalized;
+    int hold_first;           /* the first callback waits until released */
+    int released;
+    int in_callback;          /* a callback is running now */
+    int slow_ms;              /* each callback sleeps this long */
+    int published;            /* publishes made from inside the callback */
+    char source_id[64];
+    astrid_runtime_t *rt;     /* publish from inside the callback */
+    astrid_subscription_t *self; /* freed from inside its own callback */
+};
+
+static void bus_state_init(struct bus_state *st) {
+    memset(st, 0, sizeof *st);
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_cond_init(&st->changed, NULL);
+    st->in_order = 1;
+}
+
+static void on_message(void *user_data, const astrid_message_t *msg) {
+    struct bus_state *st = user_data;
+    pthread_mutex_lock(&st->lock);
+    st->in_callback = 1;
+    int first = st->received == 0;
+    if (st->hold_first && first)
+        while (!st->released) pthread_cond_wait(&st->changed, &st->lock);
+    if (msg->sequence <= st->last_sequence) st->in_order = 0;
+    st->last_sequence = msg->sequence;
+    char payload[32] = {0};
+    memcpy(payload, msg->payload, msg->payload_len < 31 ? msg->payload_len : 31);
+    if (!st->hold_first && atoi(payload) != st->received) st->in_order = 0;
+    st->lagged += msg->lagged;
+    st->dropped += msg->dropped;
+    if (msg->attribution == ASTRID_ATTRIBUTION_VERIFIED && msg->principal_len == 5 &&
+        memcmp(msg->principal, "alice", 5) == 0)
+        st->verified++;
+    if (msg->attribution == ASTRID_ATTRIBUTION_SYSTEM && msg->principal == NULL) st->system++;
+    if (msg->source_id_len < sizeof st->source_id) {
+        memcpy(st->source_id, msg->source_id, msg->source_id_len);
+        st->source_id[msg->source_id_len] = 0;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (st->slow_ms) usleep((useconds_t)st->slow_ms * 1000);
+    if (st->rt) {
+        astrid_runtime_free(st->rt); /* refused: returns without effect */
+        astrid_error_t *e = NULL;
+        if (astrid_ipc_publish(st->rt, "echo.back", ASTRID_NTS, "true", 4, &e) == ASTRID_OK) st->published++;
+        astrid_error_free(e);
+    }
+    if (st->self) astrid_subscription_free(st->self);
+    pthread_mutex_lock(&st->lock);
+    st->received++;
+    st->in_callback = 0;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+}
+
+static void on_bus_finalize(void *user_data) {
+    struct bus_state *st = user_data;
+    pthread_mutex_lock(&st->lock);
+    st->finalized++;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* Waits (up to 5 s) until `count` messages were received. */
+static int wait_received(struct bus_state *st, int count) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&st->lock);
+    while (st->received < count)
+        if (pthread_cond_timedwait(&st->changed, &st->lock, &until) != 0) break;
+    int ok = st->received >= count;
+    pthread_mutex_unlock(&st->lock);
+    return ok;
+}
+
+static void test_ipc_arguments(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_subscription_t *sub = NULL;
+    static struct bus_state st;
+    bus_state_init(&st);
+    CHECK_STATUS(astrid_ipc_publish(NULL, "a", 1, "{}", 2, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a.*", ASTRID_NTS, "{}", 2, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a..b", ASTRID_NTS, "{}", 2, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a b", ASTRID_NTS, "{}", 2, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a", 1, "not json", ASTRID_NTS, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a", 1, NULL, 3, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish(rt, "\xff", 1, "{}", 2, err), ASTRID_E_UTF8);
+    CHECK_STATUS(astrid_ipc_publish_as(rt, "a", 1, "{}", 2, NULL, 0, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_publish_as(rt, "a", 1, "{}", 2, "bad\nname", ASTRID_NTS, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "a", 1, NULL, &st, on_bus_finalize, &sub, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "a.b*", ASTRID_NTS, on_message, &st, on_bus_finalize, &sub, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "a", 1, on_message, &st, on_bus_finalize, NULL, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_ipc_subscribe(NULL, "a", 1, on_message, &st, on_bus_finalize, &sub, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    /* A refused subscribe leaves user_data with the caller: no finalizer ran. */
+    CHECK(st.finalized == 0 && sub == NULL);
+    /* Freeing NULL, and a handle that never existed, is harmless. */
+    astrid_subscription_free(NULL);
+    astrid_subscription_free((astrid_subscription_t *)(uintptr_t)0x40);
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "a.*", ASTRID_NTS, on_message, &st, on_bus_finalize, &sub, err),
+                 ASTRID_OK);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a.b", ASTRID_NTS, "0", 1, err), ASTRID_OK);
+    CHECK(wait_received(&st, 1));
+    /* Runtime free stops the subscription and runs its finalizer; the
+     * handle stays safe to free afterwards, twice even. */
+    astrid_runtime_free(rt);
+    CHECK(st.finalized == 1);
+    CHECK_STATUS(astrid_ipc_publish(rt, "a.b", ASTRID_NTS, "0", 1, err), ASTRID_E_CLOSED);
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "a", 1, on_message, &st, NULL, &sub, err), ASTRID_E_CLOSED);
+    astrid_subscription_free(sub);
+    astrid_subscription_free(sub);
+    CHECK(st.finalized == 1);
+}
+
+static void test_ipc_delivery(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    static struct bus_state ordered, other;
+    bus_state_init(&ordered);
+    bus_state_init(&other);
+    astrid_subscription_t *sub = NULL, *other_sub = NULL;
+    astrid_error_t *e = NULL;
+    CHECK(astrid_ipc_subscribe(rt, "t.*", ASTRID_NTS, on_message, &ordered, on_bus_finalize, &sub, &e) ==
+          ASTRID_OK);
+    CHECK(astrid_ipc_subscribe(rt, "u", ASTRID_NTS, on_message, &other, on_bus_finalize, &other_sub, &e) ==
+          ASTRID_OK);
+    char payload[16];
+    for (int i = 0; i < 300; i++) {
+        snprintf(payload, sizeof payload, "%d", i);
+        CHECK(astrid_ipc_publish(rt, i % 2 ? "t.odd" : "t.even.deep", ASTRID_NTS, payload, ASTRID_NTS, &e) ==
+              ASTRID_OK);
+    }
+    CHECK(astrid_ipc_publish_as(rt, "t.who", ASTRID_NTS, "300", 3, "alice", 5, &e) == ASTRID_OK);
+    CHECK(wait_received(&ordered, 301));
+    CHECK(ordered.in_order && ordered.lagged == 0 && ordered.dropped == 0);
+    CHECK(ordered.system == 300 && ordered.verified == 1);
+    CHECK(strlen(ordered.source_id) == 36); /* the embedder's UUID */
+    CHECK(other.received == 0);
+
+    /* free waits for the callback that is running, then runs the finalizer. */
+    other.slow_ms = 200;
+    CHECK(astrid_ipc_publish(rt, "u", 1, "0", 1, &e) == ASTRID_OK);
+    for (int i = 0; i < 100 && !other.in_callback; i++) usleep(2000);
+    astrid_subscription_free(other_sub);
+    CHECK(other.received == 1 && other.in_callback == 0 && other.finalized == 1);
+
+    /* A callback may publish; blocking calls from it are refused. */
+    static struct bus_state echo, back;
+    bus_state_init(&echo);
+    bus_state_init(&back);
+    echo.rt = rt;
+    astrid_subscription_t *echo_sub = NULL, *back_sub = NULL;
+    CHECK(astrid_ipc_subscribe(rt, "echo.back", ASTRID_NTS, on_message, &back, on_bus_finalize, &back_sub, &e) ==
+          ASTRID_OK);
+    CHECK(astrid_ipc_subscribe(rt, "echo", ASTRID_NTS, on_message, &echo, on_bus_finalize, &echo_sub, &e) ==
+          ASTRID_OK);
+    CHECK(astrid_ipc_publish(rt, "echo", ASTRID_NTS, "0", 1, &e) == ASTRID_OK);
+    CHECK(wait_received(&back, 1) && echo.published == 1);
+    CHECK(astrid_ipc_publish(rt, "echo.back", ASTRID_NTS, "1", 1, &e) == ASTRID_OK); /* runtime still serves */
+    CHECK(wait_received(&back, 2));
+    echo.rt = NULL;
+
+    /* Freeing a subscription from its own callback: no deadlock, one finalizer. */
+    static struct bus_state selfish;
+    bus_state_init(&selfish);
+    astrid_subscription_t *self_sub = NULL;
+    CHECK(astrid_ipc_subscribe(rt, "self", ASTRID_NTS, on_message, &selfish, on_bus_finalize, &self_sub, &e) ==
+          ASTRID_OK);
+    selfish.self = self_sub;
+    CHECK(astrid_ipc_publish(rt, "self", ASTRID_NTS, "0", 1, &e) == ASTRID_OK);
+    CHECK(astrid_ipc_publish(rt, "self", ASTRID_NTS, "1", 1, &e) == ASTRID_OK);
+    CHECK(wait_received(&selfish, 1));
+    for (int i = 0; i < 500 && !selfish.finalized; i++) usleep(2000);
+    CHECK(selfish.finalized == 1 && selfish.received == 1);
+
+    astrid_subscription_free(sub);
+    astrid_subscription_free(echo_sub);
+    astrid_subscription_free(back_sub);
+    CHECK(ordered.finalized == 1 && echo.finalized == 1 && back.finalized == 1);
+    astrid_runtime_free(rt);
+}
+
+static void test_ipc_queue_limits(void) {
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    CHECK(cfg.ipc_queue_messages == 1024 && cfg.ipc_queue_bytes == 4u << 20);
+    cfg.ipc_queue_messages = 4;
+    cfg.ipc_queue_bytes = 64;
+    astrid_runtime_t *rt = NULL;
+    astrid_error_t *e = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, &e) == ASTRID_OK);
+    static struct bus_state st;
+    bus_state_init(&st);
+    st.hold_first = 1;
+    astrid_subscription_t *sub = NULL;
+    CHECK(astrid_ipc_subscribe(rt, "q", 1, on_message, &st, on_bus_finalize, &sub, &e) == ASTRID_OK);
+    CHECK(astrid_ipc_publish(rt, "q", 1, "0", 1, &e) == ASTRID_OK);
+    for (int i = 0; i < 500 && !st.in_callback; i++) usleep(2000); /* the worker holds message 0 */
+    /* 10 one-byte messages into a queue of 4: the 6 oldest are evicted (lagged). */
+    for (int i = 1; i <= 10; i++) CHECK(astrid_ipc_publish(rt, "q", 1, "1", 1, &e) == ASTRID_OK);
+    /* A 72-byte payload does not fit the 64-byte budget: dropped. */
+    CHECK(astrid_ipc_publish(rt, "q", 1, "\"" "0123456789012345678901234567890123456789012345678901234567890123456789" "\"",
+                             ASTRID_NTS, &e) == ASTRID_OK);
+    pthread_mutex_lock(&st.lock);
+    st.released = 1;
+    pthread_cond_broadcast(&st.changed);
+    pthread_mutex_unlock(&st.lock);
+    CHECK(wait_received(&st, 5));
+    usleep(50000);
+    CHECK(st.received == 5 && st.lagged == 6 && st.dropped == 1);
+    astrid_subscription_free(sub);
+    astrid_runtime_free(rt);
+}
+
 int main(int argc, char **argv) {
     capsules = argc > 1 ? argv[1] : "build/capsules";
     test_versions_and_errors();
@@ -500,10 +730,13 @@ int main(int argc, char **argv) {
     test_after_runtime_free();
     test_callbacks();
     test_secrets();
+    test_ipc_arguments();
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
         test_hostile_guests();
         test_eight_threads();
         test_gate_over_c();
+        test_ipc_delivery();
+        test_ipc_queue_limits();
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

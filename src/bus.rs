@@ -1,0 +1,705 @@
+//! The IPC bus (host ABI §8): topics, bounded per-subscription queues with
+//! `dropped` / `lagged` accounting, the fan-out cap, and host-side
+//! subscriptions delivered in order on their own worker thread.
+//!
+//! Publishing never runs a subscriber: it validates, stamps a sequence
+//! number and enqueues into every matching queue under one lock, so queues
+//! see messages in sequence order. Delivery happens on the subscriber's side
+//! (a host subscription's thread here; a guest's `recv` / `poll`).
+
+use crate::error::{Code, Error, Result};
+use crate::policy::topic;
+use crate::runtime::{in_callback, run_callback};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+
+/// Largest payload one message may carry (§8.1).
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// One publish reaches at most this many queues (§8.6).
+pub const MAX_FAN_OUT: usize = 256;
+/// Default queue bounds (§8.4).
+pub const DEFAULT_QUEUE_MESSAGES: usize = 1024;
+pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
+
+/// Who a message speaks for (§8.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    System,
+    Verified(String),
+    Claimed(String),
+}
+
+impl Attribution {
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Attribution::System => None,
+            Attribution::Verified(p) | Attribution::Claimed(p) => Some(p),
+        }
+    }
+}
+
+/// One bus message, shared by every queue it was delivered to.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    /// JSON text.
+    pub payload: String,
+    /// The publishing capsule's id, or the embedder's id for host publishes.
+    pub source_id: Arc<str>,
+    pub attribution: Attribution,
+    /// Runtime-wide publish order.
+    pub sequence: u64,
+    pub timestamp_ms: u64,
+    /// 0 for host publishes; a message published while handling one of
+    /// depth `d` has depth `d + 1`.
+    pub depth: u32,
+}
+
+/// A message as a subscriber takes it, with the losses since the previous take.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// Matched but never queued (byte budget or fan-out cap).
+    pub dropped: u64,
+    /// Queued but evicted unread because the queue was full.
+    pub lagged: u64,
+}
+
+/// Bounds of one subscription queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            messages: DEFAULT_QUEUE_MESSAGES,
+            bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Arc<Message>>,
+    bytes: usize,
+    dropped: u64,
+    lagged: u64,
+    closed: bool,
+    /// Threads blocked in `take_blocking`: publishers skip the wake-up
+    /// system call when nobody waits.
+    waiters: usize,
+}
+
+/// A bounded FIFO of one subscription (§8.4). Shared by the bus (which
+/// fills it) and the subscriber (which drains it).
+pub struct SubscriptionQueue {
+    pattern: String,
+    limits: QueueLimits,
+    state: Mutex<QueueState>,
+    changed: Condvar,
+    /// Bumped on every enqueue and on close, for waiters that spin.
+    version: AtomicU64,
+}
+
+/// Polls of `version` a blocking take makes before sleeping on the condvar.
+const SPIN_BEFORE_WAIT: u32 = 2048;
+
+impl QueueState {
+    fn wake(&self, changed: &Condvar) {
+        if self.waiters > 0 {
+            changed.notify_all();
+        }
+    }
+}
+
+/// What a non-blocking take found.
+pub enum Take {
+    /// A message, with the counts accumulated since the previous take.
+    Message(Delivery),
+    /// Nothing queued; losses may still be pending (reported and reset).
+    Empty {
+        dropped: u64,
+        lagged: u64,
+    },
+    Closed,
+}
+
+impl SubscriptionQueue {
+    fn new(pattern: String, limits: QueueLimits) -> Self {
+        SubscriptionQueue {
+            pattern,
+            limits,
+            state: Mutex::new(QueueState::default()),
+            changed: Condvar::new(),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn offer(&self, message: &Arc<Message>) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        let size = message.payload.len();
+        if state.bytes + size > self.limits.bytes {
+            // Counted as never queued (§8.4); evicting older messages to make
+            // room would hide a byte overflow as lag.
+            state.dropped += 1;
+            state.wake(&self.changed);
+            return;
+        }
+        if state.items.len() >= self.limits.messages {
+            if let Some(old) = state.items.pop_front() {
+                state.bytes -= old.payload.len();
+                state.lagged += 1;
+            }
+        }
+        state.bytes += size;
+        state.items.push_back(message.clone());
+        self.version.fetch_add(1, Ordering::Release);
+        state.wake(&self.changed);
+    }
+
+    fn count_dropped(&self) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.dropped += 1;
+            state.wake(&self.changed);
+        }
+    }
+
+    fn take_locked(state: &mut QueueState) -> Take {
+        if state.closed {
+            return Take::Closed;
+        }
+        let dropped = std::mem::take(&mut state.dropped);
+        let lagged = std::mem::take(&mut state.lagged);
+        match state.items.pop_front() {
+            Some(message) => {
+                state.bytes -= message.payload.len();
+                Take::Message(Delivery {
+                    message,
+                    dropped,
+                    lagged,
+                })
+            }
+            None => Take::Empty { dropped, lagged },
+        }
+    }
+
+    /// Takes the oldest message without waiting.
+    pub fn try_take(&self) -> Take {
+        Self::take_locked(&mut self.lock())
+    }
+
+    /// Waits until a message is queued, losses are pending, or the queue closes.
+    /// `None` when it closed.
+    fn take_blocking(&self) -> Option<Delivery> {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return None;
+            }
+            if let Some(message) = state.items.pop_front() {
+                state.bytes -= message.payload.len();
+                return Some(Delivery {
+                    message,
+                    dropped: std::mem::take(&mut state.dropped),
+                    lagged: std::mem::take(&mut state.lagged),
+                });
+            }
+            // A subscriber that keeps up finds its queue empty after each
+            // message; blocking at once would make every publish pay a
+            // wake-up system call and a context switch. Spin briefly first.
+            let seen = self.version.load(Ordering::Acquire);
+            drop(state);
+            for i in 0..SPIN_BEFORE_WAIT {
+                if self.version.load(Ordering::Acquire) != seen {
+                    break;
+                }
+                if i % 64 == 63 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            state = self.lock();
+            if state.items.is_empty() && !state.closed {
+                state.waiters += 1;
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.waiters -= 1;
+            }
+        }
+    }
+
+    /// Whether a take would return at once (a message, losses or closed).
+    pub fn is_ready(&self) -> bool {
+        let state = self.lock();
+        state.closed || !state.items.is_empty() || state.dropped > 0 || state.lagged > 0
+    }
+
+    /// Stops the queue: pending messages are discarded, waiters wake.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.items.clear();
+        state.bytes = 0;
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// A publish, before the bus stamps it.
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    pub payload: &'a str,
+    pub source_id: Arc<str>,
+    pub attribution: Attribution,
+    pub depth: u32,
+    pub timestamp_ms: u64,
+}
+
+/// Handler of a host subscription: runs on the subscription's thread.
+pub type DeliveryHandler = Box<dyn FnMut(&Delivery) + Send>;
+
+/// The bus of one runtime.
+pub struct Bus {
+    /// Live queues in creation order (the delivery order of §8.6).
+    queues: RwLock<Vec<Arc<SubscriptionQueue>>>,
+    /// Serialises sequence numbering and enqueueing so every queue sees
+    /// messages in sequence order.
+    publish_lock: Mutex<()>,
+    sequence: AtomicU64,
+    host_subscriptions: Mutex<Vec<Weak<HostSubscriptionInner>>>,
+    closed: AtomicBool,
+    limits: QueueLimits,
+}
+
+impl Bus {
+    pub fn new(limits: QueueLimits) -> Self {
+        Bus {
+            queues: RwLock::new(Vec::new()),
+            publish_lock: Mutex::new(()),
+            sequence: AtomicU64::new(0),
+            host_subscriptions: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            limits,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::closed("the runtime has been shut down"));
+        }
+        Ok(())
+    }
+
+    /// Validates and enqueues a message into every matching queue (at most
+    /// [`MAX_FAN_OUT`]; the rest count it as dropped). Returns its sequence
+    /// number. Never runs a subscriber.
+    pub fn publish(&self, publish: Publish<'_>) -> Result<u64> {
+        self.check_open()?;
+        validate_message(publish.topic, publish.payload)?;
+        let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = Arc::new(Message {
+            topic: publish.topic.to_string(),
+            payload: publish.payload.to_string(),
+            source_id: publish.source_id,
+            attribution: publish.attribution,
+            sequence,
+            timestamp_ms: publish.timestamp_ms,
+            depth: publish.depth,
+        });
+        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        let mut reached = 0usize;
+        for queue in queues
+            .iter()
+            .filter(|q| topic::matches(&q.pattern, &message.topic))
+        {
+            if reached < MAX_FAN_OUT {
+                queue.offer(&message);
+                reached += 1;
+            } else {
+                queue.count_dropped();
+            }
+        }
+        Ok(sequence)
+    }
+
+    /// Adds a queue for `pattern` (validated) at the end of the delivery order.
+    pub fn add_queue(&self, pattern: &str) -> Result<Arc<SubscriptionQueue>> {
+        self.check_open()?;
+        topic::validate_pattern(pattern)
+            .map_err(|e| Error::invalid_argument(format!("topic pattern `{pattern}` {e}")))?;
+        let queue = Arc::new(SubscriptionQueue::new(pattern.to_string(), self.limits));
+        let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock so close() cannot miss the new queue.
+        self.check_open()?;
+        queues.push(queue.clone());
+        Ok(queue)
+    }
+
+    /// Closes a queue and forgets it.
+    pub fn remove_queue(&self, queue: &Arc<SubscriptionQueue>) {
+        queue.close();
+        self.queues
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|q| !Arc::ptr_eq(q, queue));
+    }
+
+    /// Number of live queues (guest and host).
+    pub fn queue_count(&self) -> usize {
+        self.queues.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A host subscription: `handler` receives each message in order on a
+    /// dedicated thread until the subscription is closed.
+    pub fn subscribe_host(
+        self: &Arc<Self>,
+        pattern: &str,
+        handler: DeliveryHandler,
+    ) -> Result<HostSubscription> {
+        let queue = self.add_queue(pattern)?;
+        let inner = Arc::new(HostSubscriptionInner {
+            queue: queue.clone(),
+            bus: Arc::downgrade(self),
+            thread: Mutex::new(None),
+            thread_id: Mutex::new(None),
+        });
+        let worker_queue = queue.clone();
+        let mut handler = handler;
+        let spawned = std::thread::Builder::new()
+            .name("astrid-subscriber".into())
+            .spawn(move || {
+                while let Some(delivery) = worker_queue.take_blocking() {
+                    if run_callback(|| handler(&delivery)).is_none() {
+                        tracing::warn!(
+                            pattern = worker_queue.pattern(),
+                            "a subscription callback panicked; delivery continues"
+                        );
+                    }
+                }
+                // The handler (and the embedder's finalizer inside it) is
+                // dropped here, after the last callback.
+                drop(handler);
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                self.remove_queue(&queue);
+                return Err(
+                    Error::new(Code::Io, "cannot start the subscription's thread").caused_by(e),
+                );
+            }
+        };
+        *inner.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread.thread().id());
+        *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        let mut list = self
+            .host_subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&inner));
+        drop(list);
+        if self.closed.load(Ordering::SeqCst) {
+            // close() ran between add_queue and registration: undo.
+            inner.close();
+            return Err(Error::closed("the runtime has been shut down"));
+        }
+        Ok(HostSubscription { inner })
+    }
+
+    /// Closes every queue and stops every host subscription, waiting for
+    /// callbacks in flight (and their finalizers). Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let queues: Vec<_> = self
+            .queues
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for queue in &queues {
+            queue.close();
+        }
+        let subscriptions: Vec<_> = self
+            .host_subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for subscription in subscriptions.iter().filter_map(Weak::upgrade) {
+            subscription.close();
+        }
+    }
+}
+
+/// Checks a published topic and payload (§8.1): grammar, no `*`, JSON text
+/// of at most 1 MiB.
+pub fn validate_message(topic_text: &str, payload: &str) -> Result<()> {
+    topic::validate_topic(topic_text)
+        .map_err(|e| Error::invalid_argument(format!("topic `{topic_text}` {e}")))?;
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Error::invalid_argument(format!(
+            "payload is {} bytes; the limit is 1 MiB",
+            payload.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| Error::invalid_argument("payload is not JSON text").caused_by(e))?;
+    Ok(())
+}
+
+pub struct HostSubscriptionInner {
+    queue: Arc<SubscriptionQueue>,
+    bus: Weak<Bus>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: Mutex<Option<std::thread::ThreadId>>,
+}
+
+impl HostSubscriptionInner {
+    fn close(&self) {
+        match self.bus.upgrade() {
+            Some(bus) => bus.remove_queue(&self.queue),
+            None => self.queue.close(),
+        }
+        let own_thread = *self.thread_id.lock().unwrap_or_else(|e| e.into_inner())
+            == Some(std::thread::current().id());
+        // From inside any astrid callback, waiting could deadlock (two
+        // subscriptions freeing each other); delivery still stops after the
+        // running callback and the thread ends on its own.
+        if own_thread || in_callback() {
+            return;
+        }
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Owner of a host subscription. Closing (or dropping) it stops delivery
+/// and returns once no callback for it runs.
+pub struct HostSubscription {
+    inner: Arc<HostSubscriptionInner>,
+}
+
+impl HostSubscription {
+    pub fn pattern(&self) -> &str {
+        self.inner.queue.pattern()
+    }
+
+    /// Stops delivery and waits for a callback in flight (not when called
+    /// from inside an astrid callback). Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Drop for HostSubscription {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn publish<'a>(topic: &'a str, payload: &'a str) -> Publish<'a> {
+        Publish {
+            topic,
+            payload,
+            source_id: Arc::from("test"),
+            attribution: Attribution::System,
+            depth: 0,
+            timestamp_ms: 0,
+        }
+    }
+
+    fn drain(queue: &SubscriptionQueue) -> (Vec<u64>, u64, u64) {
+        let (mut seqs, mut dropped, mut lagged) = (Vec::new(), 0, 0);
+        loop {
+            match queue.try_take() {
+                Take::Message(d) => {
+                    seqs.push(d.message.sequence);
+                    dropped += d.dropped;
+                    lagged += d.lagged;
+                }
+                Take::Empty {
+                    dropped: d,
+                    lagged: l,
+                } => return (seqs, dropped + d, lagged + l),
+                Take::Closed => return (seqs, dropped, lagged),
+            }
+        }
+    }
+
+    #[test]
+    fn publishes_reach_matching_queues_in_order() {
+        let bus = Bus::new(QueueLimits::default());
+        let all = bus.add_queue("a.*").unwrap();
+        let exact = bus.add_queue("a.b").unwrap();
+        let other = bus.add_queue("z").unwrap();
+        for topic in ["a.b", "a.c.d", "a.b", "a"] {
+            bus.publish(publish(topic, "{}")).unwrap();
+        }
+        assert_eq!(drain(&all).0, vec![1, 2, 3]);
+        assert_eq!(drain(&exact).0, vec![1, 3]);
+        assert!(drain(&other).0.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_topics_and_payloads() {
+        let bus = Bus::new(QueueLimits::default());
+        for (topic, payload) in [
+            ("a.*", "{}"),
+            ("a..b", "{}"),
+            ("", "{}"),
+            ("a", "not json"),
+            ("a", "{\"open\": "),
+        ] {
+            let err = bus.publish(publish(topic, payload)).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{topic} {payload}");
+        }
+        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
+        let err = bus.publish(publish("a", &big)).unwrap_err();
+        assert!(err.message().contains("1 MiB"), "{}", err.message());
+        assert_eq!(
+            bus.add_queue("a.b*").map(|_| ()).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn full_queue_evicts_oldest_and_counts_lag_exactly() {
+        let bus = Bus::new(QueueLimits {
+            messages: 4,
+            bytes: 1 << 20,
+        });
+        let queue = bus.add_queue("t").unwrap();
+        for _ in 0..10 {
+            bus.publish(publish("t", "1")).unwrap();
+        }
+        let (seqs, dropped, lagged) = drain(&queue);
+        assert_eq!(seqs, vec![7, 8, 9, 10]);
+        assert_eq!((dropped, lagged), (0, 6));
+        // Counts were reported once and reset.
+        assert!(matches!(
+            queue.try_take(),
+            Take::Empty {
+                dropped: 0,
+                lagged: 0
+            }
+        ));
+    }
+
+    #[test]
+    fn byte_budget_drops_what_does_not_fit() {
+        let bus = Bus::new(QueueLimits {
+            messages: 100,
+            bytes: 10,
+        });
+        let queue = bus.add_queue("t").unwrap();
+        for _ in 0..5 {
+            bus.publish(publish("t", "\"abc\"")).unwrap(); // 5 bytes each
+        }
+        let (seqs, dropped, lagged) = drain(&queue);
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!((dropped, lagged), (3, 0));
+    }
+
+    #[test]
+    fn fan_out_is_capped_and_the_rest_count_drops() {
+        let bus = Bus::new(QueueLimits::default());
+        let queues: Vec<_> = (0..MAX_FAN_OUT + 3)
+            .map(|_| bus.add_queue("t").unwrap())
+            .collect();
+        bus.publish(publish("t", "{}")).unwrap();
+        for (i, queue) in queues.iter().enumerate() {
+            let (seqs, dropped, _) = drain(queue);
+            if i < MAX_FAN_OUT {
+                assert_eq!((seqs.len(), dropped), (1, 0), "queue {i}");
+            } else {
+                assert_eq!((seqs.len(), dropped), (0, 1), "queue {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn host_subscription_delivers_in_order_and_stops_on_close() {
+        let bus = Arc::new(Bus::new(QueueLimits::default()));
+        let (tx, rx) = mpsc::channel();
+        let sub = bus
+            .subscribe_host(
+                "x.*",
+                Box::new(move |d: &Delivery| {
+                    tx.send(d.message.payload.clone()).unwrap();
+                }),
+            )
+            .unwrap();
+        for i in 0..100 {
+            bus.publish(publish("x.y", &i.to_string())).unwrap();
+        }
+        let got: Vec<String> = (0..100)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(got, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+        sub.close();
+        assert_eq!(bus.queue_count(), 0);
+        bus.publish(publish("x.y", "1")).unwrap();
+        // The handler (and its sender) is gone once close returned.
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    }
+
+    #[test]
+    fn closing_the_bus_ends_subscriptions_and_refuses_new_work() {
+        let bus = Arc::new(Bus::new(QueueLimits::default()));
+        let (tx, rx) = mpsc::channel::<()>();
+        let _sub = bus
+            .subscribe_host(
+                "t",
+                Box::new(move |_: &Delivery| {
+                    let _ = &tx;
+                }),
+            )
+            .unwrap();
+        bus.close();
+        // The handler owned the sender: it was dropped when the thread ended.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+        assert_eq!(
+            bus.publish(publish("t", "{}")).unwrap_err().code(),
+            Code::Closed
+        );
+        assert_eq!(
+            bus.add_queue("t").map(|_| ()).unwrap_err().code(),
+            Code::Closed
+        );
+    }
+}

@@ -1,0 +1,354 @@
+package astrid
+
+// #include "shim.h"
+import "C"
+
+import (
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// LoadOptions are per-capsule settings. Zero fields mean "not set" (the
+// runtime's defaults).
+type LoadOptions struct {
+	// Principal is the capsule's owner (1 to 128 bytes, no control characters).
+	Principal string
+	// WorkspaceRoot is a host directory served as the workspace mount (cwd://).
+	WorkspaceRoot string
+	// HomeRoot is a host directory served as the owner's home:// mount.
+	HomeRoot string
+	// MemoryLimit is the linear-memory ceiling per instance in bytes.
+	MemoryLimit uint64
+	// Timeout is the wall-clock deadline per call (rounded up to milliseconds).
+	Timeout time.Duration
+	// Fuel is the instruction budget per call.
+	Fuel uint64
+	// Config holds values for the manifest's [env] keys (undeclared keys are ignored).
+	Config map[string]string
+	// FSWriteBudget caps the bytes the capsule may ever write through astrid:fs (0 = unlimited).
+	FSWriteBudget uint64
+}
+
+// CallOptions are per-call settings for Capsule.CallWith.
+type CallOptions struct {
+	// Principal is the invoking principal ("" = the capsule's owner).
+	Principal string
+	// Config values for this call only; they take precedence over load-time values.
+	Config map[string]string
+}
+
+// Result is what a call returned: the interceptor's action ("continue",
+// "final", "deny", ...) and its optional data.
+type Result struct {
+	Action string
+	// Data is the result's data; HasData says whether the guest returned any.
+	Data    string
+	HasData bool
+}
+
+// Capsule is a loaded capsule. Its methods are safe for concurrent use.
+type Capsule struct {
+	ptr  atomic.Pointer[byte] // the library's *astrid_capsule_t; nil once closed
+	rt   *Runtime             // keeps the runtime (and its finalizer) behind its capsules
+	name string
+	id   string
+}
+
+// emptyString backs "" arguments that must not be NULL.
+var emptyString = [1]byte{0}
+
+// cstr passes a Go string's bytes to C for the duration of one call (the
+// bytes hold no Go pointer, which cgo allows). "" gives a valid empty string.
+func cstr(s string) (*C.char, C.size_t) {
+	if len(s) == 0 {
+		return (*C.char)(unsafe.Pointer(&emptyString[0])), 0
+	}
+	return (*C.char)(unsafe.Pointer(unsafe.StringData(s))), C.size_t(len(s))
+}
+
+// optCstr is cstr where "" means "not set" (NULL).
+func optCstr(s string) (*C.char, C.size_t) {
+	if len(s) == 0 {
+		return nil, 0
+	}
+	return cstr(s)
+}
+
+// cbytes passes a byte slice to C for the duration of one call.
+func cbytes(b []byte) (*C.uint8_t, C.size_t) {
+	if len(b) == 0 {
+		return nil, 0
+	}
+	return (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(b))), C.size_t(len(b))
+}
+
+// goString copies a C (ptr, len) string.
+func goString(p *C.char, n C.size_t) string {
+	if p == nil || n == 0 {
+		return ""
+	}
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)))
+}
+
+// cArena holds C copies of strings and arrays that must outlive a Go
+// argument (structs the library reads may not point into Go memory).
+type cArena struct{ ptrs []unsafe.Pointer }
+
+func (a *cArena) str(s string) (*C.char, C.size_t) {
+	if s == "" {
+		return nil, 0
+	}
+	p := C.CString(s) // copies every byte, NULs included, plus a terminator
+	a.ptrs = append(a.ptrs, unsafe.Pointer(p))
+	return p, C.size_t(len(s))
+}
+
+// config builds an astrid_config_entry_t array of m (in map order).
+func (a *cArena) config(m map[string]string) (*C.astrid_config_entry_t, C.size_t) {
+	if len(m) == 0 {
+		return nil, 0
+	}
+	p := C.calloc(C.size_t(len(m)), C.size_t(unsafe.Sizeof(C.astrid_config_entry_t{})))
+	a.ptrs = append(a.ptrs, p)
+	entries := unsafe.Slice((*C.astrid_config_entry_t)(p), len(m))
+	i := 0
+	for k, v := range m {
+		entries[i].key, entries[i].key_len = a.str(k)
+		if entries[i].key == nil {
+			entries[i].key, entries[i].key_len = a.nonEmpty()
+		}
+		entries[i].value, entries[i].value_len = a.str(v)
+		if entries[i].value == nil {
+			entries[i].value, entries[i].value_len = a.nonEmpty()
+		}
+		i++
+	}
+	return (*C.astrid_config_entry_t)(p), C.size_t(len(m))
+}
+
+// nonEmpty is a C empty string (a key or value of "", not "unset").
+func (a *cArena) nonEmpty() (*C.char, C.size_t) {
+	p := C.CString("")
+	a.ptrs = append(a.ptrs, unsafe.Pointer(p))
+	return p, 0
+}
+
+func (a *cArena) free() {
+	for _, p := range a.ptrs {
+		C.free(p)
+	}
+	a.ptrs = nil
+}
+
+func (o *LoadOptions) toC(a *cArena) *C.astrid_load_options_t {
+	if o == nil {
+		return nil
+	}
+	c := (*C.astrid_load_options_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.astrid_load_options_t{}))))
+	a.ptrs = append(a.ptrs, unsafe.Pointer(c))
+	C.astrid_load_options_init(c)
+	c.principal, c.principal_len = a.str(o.Principal)
+	c.workspace_root, c.workspace_root_len = a.str(o.WorkspaceRoot)
+	c.home_root, c.home_root_len = a.str(o.HomeRoot)
+	c.memory_limit_bytes = C.uint64_t(o.MemoryLimit)
+	c.timeout_ms = millis(o.Timeout)
+	c.fuel = C.uint64_t(o.Fuel)
+	c.config, c.config_len = a.config(o.Config)
+	c.fs_write_budget = C.uint64_t(o.FSWriteBudget)
+	return c
+}
+
+// Load loads the capsule in directory dir (Capsule.toml plus the component
+// it names); opts may be nil.
+func (r *Runtime) Load(dir string, opts *LoadOptions) (*Capsule, error) {
+	p, err := r.handle()
+	if err != nil {
+		return nil, err
+	}
+	var a cArena
+	defer a.free()
+	copts := opts.toC(&a)
+	d, dlen := cstr(dir)
+	var out *C.astrid_capsule_t
+	var cerr *C.astrid_error_t
+	status := C.astrid_capsule_load(p, d, dlen, copts, &out, &cerr)
+	runtime.KeepAlive(r)
+	if status != C.ASTRID_OK {
+		return nil, takeError(status, cerr)
+	}
+	return r.newCapsule(out), nil
+}
+
+// LoadBytes loads a capsule from memory: the component's bytes and the text
+// of its Capsule.toml (whose [[component]] may then be omitted); opts may
+// be nil. Both buffers are copied.
+func (r *Runtime) LoadBytes(wasm []byte, manifest string, opts *LoadOptions) (*Capsule, error) {
+	p, err := r.handle()
+	if err != nil {
+		return nil, err
+	}
+	var a cArena
+	defer a.free()
+	copts := opts.toC(&a)
+	w, wlen := cbytes(wasm)
+	m, mlen := optCstr(manifest)
+	var out *C.astrid_capsule_t
+	var cerr *C.astrid_error_t
+	status := C.astrid_capsule_load_bytes(p, w, wlen, m, mlen, copts, &out, &cerr)
+	runtime.KeepAlive(r)
+	if status != C.ASTRID_OK {
+		return nil, takeError(status, cerr)
+	}
+	return r.newCapsule(out), nil
+}
+
+func (r *Runtime) newCapsule(p *C.astrid_capsule_t) *Capsule {
+	c := &Capsule{rt: r}
+	var n C.size_t
+	if name := C.astrid_capsule_name(p, &n); name != nil {
+		c.name = goString(name, n)
+	}
+	if id := C.astrid_capsule_id(p, &n); id != nil {
+		c.id = goString(id, n)
+	}
+	c.ptr.Store((*byte)(unsafe.Pointer(p)))
+	runtime.SetFinalizer(c, (*Capsule).Close)
+	return c
+}
+
+func capPtr(p *byte) *C.astrid_capsule_t { return (*C.astrid_capsule_t)(unsafe.Pointer(p)) }
+
+// Name is the capsule's [package] name.
+func (c *Capsule) Name() string { return c.name }
+
+// ID is the capsule's id (UUIDv5 of its name and component hash).
+func (c *Capsule) ID() string { return c.id }
+
+// Runtime is the runtime the capsule was loaded into.
+func (c *Capsule) Runtime() *Runtime { return c.rt }
+
+// Call invokes the guest's astrid-hook-trigger(action, payload) on a pooled
+// instance, as the capsule's owner, and blocks until it returns. A failed
+// call (trap, timeout, fuel...) leaves the capsule loaded.
+func (c *Capsule) Call(action string, payload []byte) (Result, error) {
+	p := capPtr(c.ptr.Load())
+	if p == nil {
+		return Result{}, closedError("the capsule")
+	}
+	a, alen := cstr(action)
+	b, blen := cbytes(payload)
+	out := C.astrid_go_call(p, a, alen, b, blen)
+	runtime.KeepAlive(c)
+	return takeResult(&out)
+}
+
+// CallWith is Call with per-call options (opts may be nil).
+func (c *Capsule) CallWith(opts *CallOptions, action string, payload []byte) (Result, error) {
+	if opts == nil {
+		return c.Call(action, payload)
+	}
+	p := capPtr(c.ptr.Load())
+	if p == nil {
+		return Result{}, closedError("the capsule")
+	}
+	var arena cArena
+	defer arena.free()
+	cfg, cfgLen := arena.config(opts.Config)
+	pr, prlen := optCstr(opts.Principal)
+	a, alen := cstr(action)
+	b, blen := cbytes(payload)
+	out := C.astrid_go_call_with(p, pr, prlen, cfg, cfgLen, a, alen, b, blen)
+	runtime.KeepAlive(c)
+	return takeResult(&out)
+}
+
+// takeResult copies a call's outcome into Go values and frees the C side.
+func takeResult(out *C.astrid_go_call_t) (Result, error) {
+	if out.status != C.ASTRID_OK {
+		return Result{}, takeError(out.status, out.err)
+	}
+	res := Result{HasData: out.has_data != 0}
+	if out.action == nil {
+		res.Action = actionString(&out.action_inline[0], out.action_len)
+	} else {
+		res.Action = actionString(out.action, out.action_len)
+	}
+	if res.HasData {
+		res.Data = goString(out.data, out.data_len)
+	}
+	if out.result != nil {
+		C.astrid_result_free(out.result)
+	}
+	return res, nil
+}
+
+// actionString copies an action, without allocating for the usual ones.
+func actionString(p *C.char, n C.size_t) string {
+	if n == 0 {
+		return ""
+	}
+	s := unsafe.String((*byte)(unsafe.Pointer(p)), int(n))
+	switch s {
+	case "continue":
+		return "continue"
+	case "final":
+		return "final"
+	case "deny":
+		return "deny"
+	case "ok":
+		return "ok"
+	case "err":
+		return "err"
+	}
+	return strings.Clone(s)
+}
+
+// Cancel cancels the calls running on this capsule now: each returns an
+// error matching ErrCancelled. Later calls are not affected. Allowed
+// anywhere, callbacks included.
+func (c *Capsule) Cancel() error {
+	p := capPtr(c.ptr.Load())
+	if p == nil {
+		return closedError("the capsule")
+	}
+	status := C.astrid_capsule_cancel(p)
+	runtime.KeepAlive(c)
+	return statusError(status)
+}
+
+// HasCapability reports whether the capsule holds a capability, by the names
+// of astrid:sys enumerate-capabilities (net, net_connect, net_bind, fs_read,
+// fs_write, uplink). False once closed.
+func (c *Capsule) HasCapability(name string) bool {
+	p := capPtr(c.ptr.Load())
+	if p == nil {
+		return false
+	}
+	n, nlen := cstr(name)
+	ok := C.astrid_capsule_has_capability(p, n, nlen)
+	runtime.KeepAlive(c)
+	return bool(ok)
+}
+
+// Close unloads the capsule: cancels its calls, waits for them (bounded by
+// the runtime's unload grace) and frees its instances. Idempotent. From
+// inside a callback it returns ErrReentrant and leaves the capsule loaded.
+func (c *Capsule) Close() error {
+	p := c.ptr.Swap(nil)
+	if p == nil {
+		return nil
+	}
+	status := C.astrid_capsule_unload(capPtr(p))
+	if status == C.ASTRID_E_REENTRANT {
+		c.ptr.CompareAndSwap(nil, p)
+		return statusError(status)
+	}
+	runtime.SetFinalizer(c, nil)
+	if status == C.ASTRID_E_CLOSED { // already gone with its runtime
+		return nil
+	}
+	return statusError(status)
+}

@@ -68,6 +68,24 @@
 // principal itself; the host never upgrades it to verified.
 #define ASTRID_ATTRIBUTION_CLAIMED 2
 
+// Backend result: success.
+#define ASTRID_KV_OK 0
+
+// `get`: the key has no value (the guest reads `none`).
+#define ASTRID_KV_NOT_FOUND 1
+
+// `cas`: the current value is not the expected one (guest: `cas-mismatch`).
+#define ASTRID_KV_CAS_MISMATCH 2
+
+// The namespace's storage budget is exhausted (guest: `quota`).
+#define ASTRID_KV_QUOTA 3
+
+// Too large for the backend (guest: `too-large`).
+#define ASTRID_KV_TOO_LARGE 4
+
+// Any other failure (guest: `unknown("storage failed")`). Unknown codes count as this.
+#define ASTRID_KV_IO 5
+
 // Incremented on every breaking change of this header. Bindings compare it
 // with `astrid_abi_version()` when they load the library.
 #define ASTRID_ABI_VERSION 1
@@ -360,6 +378,92 @@ typedef struct astrid_message_t {
 // `lagged`); it never slows publishers or other subscriptions.
 typedef void (*astrid_message_fn)(void *user_data, const struct astrid_message_t *message);
 
+// Whose keys: the data scope (the call's principal, else the capsule's
+// owner, else `system`) and the capsule's id. Borrowed for the callback;
+// strings are UTF-8, NOT NUL-terminated. Backends must keep namespaces
+// apart: that is what isolates capsules and principals from each other.
+typedef struct astrid_kv_namespace_t {
+  size_t size;
+  const char *scope;
+  size_t scope_len;
+  const char *capsule_id;
+  size_t capsule_id_len;
+} astrid_kv_namespace_t;
+
+// Receives a value from `get` (copied by the library). Only valid during
+// that `get` call.
+typedef void (*astrid_kv_value_sink_fn)(void *sink, const uint8_t *value, size_t value_len);
+
+// Receives one key from `list` (copied by the library). Returns 0 to go on,
+// non-zero when the library wants no more keys. Only valid during that call.
+typedef int32_t (*astrid_kv_key_sink_fn)(void *sink, const char *key, size_t key_len);
+
+// A KV backend: callbacks taking `user_data` first and returning an
+// `ASTRID_KV_*` code. Size-prefixed (`size = sizeof(astrid_kv_ops_t)`);
+// copied by `astrid_runtime_set_kv`. Every entry is required (a NULL entry
+// makes that operation fail with `unknown("not supported")`).
+//
+// Keys and prefixes arrive validated (UTF-8 NFC, 1..=256 bytes, no control
+// characters; prefixes may be empty) as `(ptr, len)` pairs, NOT
+// NUL-terminated; values are at most 1 MiB. Keys sort bytewise. Callbacks
+// run on library worker threads (on the thread executing the guest with
+// `ASTRID_RUNTIME_INLINE_CALLBACKS`), concurrently, each under the
+// runtime's `vfs_timeout_ms`. They must not call blocking astrid functions.
+typedef struct astrid_kv_ops_t {
+  size_t size;
+  // Passes the value of `key` to `sink(sink_ctx, ...)` and returns OK, or
+  // returns NOT_FOUND.
+  int32_t (*get)(void *user_data,
+                 const struct astrid_kv_namespace_t *ns,
+                 const char *key,
+                 size_t key_len,
+                 astrid_kv_value_sink_fn sink,
+                 void *sink_ctx);
+  // Stores `value` under `key` (insert or replace).
+  int32_t (*set)(void *user_data,
+                 const struct astrid_kv_namespace_t *ns,
+                 const char *key,
+                 size_t key_len,
+                 const uint8_t *value,
+                 size_t value_len);
+  // Removes `key`; a missing key is OK.
+  int32_t (*remove)(void *user_data,
+                    const struct astrid_kv_namespace_t *ns,
+                    const char *key,
+                    size_t key_len);
+  // Passes, in bytewise order, the keys starting with `prefix` that sort
+  // after `after` (`(NULL, 0)`: from the first), at most `limit` of them,
+  // to `sink(sink_ctx, ...)`.
+  int32_t (*list)(void *user_data,
+                  const struct astrid_kv_namespace_t *ns,
+                  const char *prefix,
+                  size_t prefix_len,
+                  const char *after,
+                  size_t after_len,
+                  uint32_t limit,
+                  astrid_kv_key_sink_fn sink,
+                  void *sink_ctx);
+  // Removes every key starting with `prefix` (all keys of the namespace
+  // for an empty prefix) and writes how many to `*out_count`.
+  int32_t (*clear_prefix)(void *user_data,
+                          const struct astrid_kv_namespace_t *ns,
+                          const char *prefix,
+                          size_t prefix_len,
+                          uint64_t *out_count);
+  // Atomically: if the current value of `key` equals `expected`
+  // (`has_expected` = 0: if the key is absent), stores `value` and returns
+  // OK; otherwise returns CAS_MISMATCH. Must be linearizable per key.
+  int32_t (*cas)(void *user_data,
+                 const struct astrid_kv_namespace_t *ns,
+                 const char *key,
+                 size_t key_len,
+                 uint32_t has_expected,
+                 const uint8_t *expected,
+                 size_t expected_len,
+                 const uint8_t *value,
+                 size_t value_len);
+} astrid_kv_ops_t;
+
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
 // A zero in a numeric field means "the default".
@@ -387,8 +491,8 @@ typedef struct astrid_runtime_config_t {
   // How long the gate may take to answer, deferred verdicts included (ms);
   // later counts as a denial. Default 5000.
   uint64_t gate_timeout_ms;
-  // How long one VFS callback may take (ms); later, the guest sees
-  // `unknown("timeout")`. Default 10 000.
+  // How long one VFS or KV backend callback may take (ms); later, the
+  // guest sees `unknown("timeout")`. Default 10 000.
   uint64_t vfs_timeout_ms;
   // Messages each bus subscription queue holds before the oldest is
   // evicted (counted as `lagged`); default 1024.
@@ -396,6 +500,10 @@ typedef struct astrid_runtime_config_t {
   // Payload bytes each bus subscription queue holds; a message that does
   // not fit is not queued (counted as `dropped`). Default 4 MiB.
   uint64_t ipc_queue_bytes;
+  // Byte budget (keys plus values) of each KV namespace in the built-in
+  // store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
+  // KV backend (`astrid_runtime_set_kv`) enforces its own.
+  uint64_t kv_quota_bytes;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
@@ -865,6 +973,18 @@ astrid_status_t astrid_ipc_subscribe(struct astrid_runtime_t *rt,
 // subscription's thread. NULL, freed and unknown handles are ignored.
 // Thread-safe.
 void astrid_subscription_free(struct astrid_subscription_t *sub);
+
+// Serves `astrid:kv` for every capsule of the runtime from the backend
+// `ops` (copied), from the next KV call on; NULL `ops` goes back to a fresh,
+// empty built-in in-memory store. `finalizer(user_data)` runs exactly once,
+// after the backend is replaced or the runtime freed and no call uses it
+// any more; when the call fails it is not run and `user_data` stays the
+// caller's. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime, `ops->size`
+// too small), `ASTRID_E_CLOSED`. Thread-safe.
+astrid_status_t astrid_runtime_set_kv(struct astrid_runtime_t *rt,
+                                      const struct astrid_kv_ops_t *ops,
+                                      void *user_data,
+                                      astrid_finalizer_fn finalizer);
 
 // The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 uint32_t astrid_abi_version(void);

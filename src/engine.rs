@@ -15,6 +15,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
     "astrid:sys/host@1.0.0",
     "astrid:fs/host@1.0.0",
+    "astrid:kv/host@1.0.0",
     crate::host::GUEST_LIFECYCLE,
 ];
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ffi;
 pub mod gate;
 pub mod host;
+pub mod kv;
 pub mod manifest;
 pub mod policy;
 pub mod runtime;

@@ -9,6 +9,7 @@ use crate::engine::{self, CompileCache};
 use crate::error::{Code, Error, Result};
 use crate::gate::GateFn;
 use crate::host::{self, HostState};
+use crate::kv::KvStore;
 use crate::policy::paths::Mount;
 use crate::vfs::Vfs;
 use std::cell::Cell;
@@ -63,6 +64,8 @@ pub struct RuntimeConfig {
     pub vfs_timeout: Duration,
     /// Bounds of every bus subscription queue (host ABI §8.4).
     pub queue_limits: QueueLimits,
+    /// Byte budget of each KV namespace in the built-in store.
+    pub kv_quota: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +82,7 @@ impl Default for RuntimeConfig {
             gate_timeout: Duration::from_secs(5),
             vfs_timeout: Duration::from_secs(10),
             queue_limits: QueueLimits::default(),
+            kv_quota: crate::kv::DEFAULT_QUOTA_BYTES,
         }
     }
 }
@@ -197,6 +201,8 @@ pub struct RuntimeInner {
     /// Source id of calls and messages that come from the embedder.
     pub(crate) host_source_id: Arc<str>,
     pub(crate) bus: Arc<Bus>,
+    /// The KV backend: built-in memory unless the embedder installed one.
+    kv: RwLock<Arc<dyn KvStore>>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
     log_sink: RwLock<Option<LogSink>>,
     secret_provider: RwLock<Option<SecretProvider>>,
@@ -290,6 +296,7 @@ impl Runtime {
         let host_source_id =
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"astrid-embedder").to_string();
         let bus = Arc::new(Bus::new(config.queue_limits));
+        let kv = RwLock::new(crate::host::kv::default_store(config.kv_quota));
         let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
                 handle: tokio.handle().clone(),
@@ -302,6 +309,7 @@ impl Runtime {
                 coarse_ms,
                 host_source_id: Arc::from(host_source_id),
                 bus,
+                kv,
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
                 secret_provider: RwLock::new(None),
@@ -436,6 +444,16 @@ impl Runtime {
         self.inner.bus.subscribe_host(pattern, handler)
     }
 
+    /// Serves `astrid:kv` from `store` (`None`: back to a fresh built-in
+    /// in-memory store). Takes effect for the next KV call of every capsule.
+    pub fn set_kv_store(&self, store: Option<Arc<dyn KvStore>>) -> Result<()> {
+        self.inner.check_open()?;
+        let store =
+            store.unwrap_or_else(|| crate::host::kv::default_store(self.inner.config.kv_quota));
+        *self.inner.kv.write().unwrap_or_else(|e| e.into_inner()) = store;
+        Ok(())
+    }
+
     /// The id host publishes carry as their source.
     pub fn host_source_id(&self) -> &str {
         &self.inner.host_source_id
@@ -506,6 +524,9 @@ impl RuntimeInner {
         // Stops every subscription, waiting for callbacks in flight, so
         // their finalizers have run when shutdown returns.
         self.bus.close();
+        // Drops an embedder KV backend (running its finalizer) now that no
+        // call can use it.
+        *self.kv.write().unwrap_or_else(|e| e.into_inner()) = crate::host::kv::default_store(0);
         self.ticker_stop.cancel();
         if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
@@ -623,6 +644,10 @@ impl RuntimeInner {
 
     pub(crate) fn gate(&self) -> Option<GateFn> {
         self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn kv_store(&self) -> Arc<dyn KvStore> {
+        self.kv.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn mounted(&self, mount: Mount) -> Option<Arc<dyn Vfs>> {

@@ -11,6 +11,7 @@ pub mod capsule;
 pub mod errors;
 pub mod gate;
 pub mod ipc;
+pub mod kv;
 pub mod runtime;
 pub mod vfs;
 

@@ -83,8 +83,8 @@ pub struct astrid_runtime_config_t {
     /// How long the gate may take to answer, deferred verdicts included (ms);
     /// later counts as a denial. Default 5000.
     pub gate_timeout_ms: u64,
-    /// How long one VFS callback may take (ms); later, the guest sees
-    /// `unknown("timeout")`. Default 10 000.
+    /// How long one VFS or KV backend callback may take (ms); later, the
+    /// guest sees `unknown("timeout")`. Default 10 000.
     pub vfs_timeout_ms: u64,
     /// Messages each bus subscription queue holds before the oldest is
     /// evicted (counted as `lagged`); default 1024.
@@ -92,6 +92,10 @@ pub struct astrid_runtime_config_t {
     /// Payload bytes each bus subscription queue holds; a message that does
     /// not fit is not queued (counted as `dropped`). Default 4 MiB.
     pub ipc_queue_bytes: u64,
+    /// Byte budget (keys plus values) of each KV namespace in the built-in
+    /// store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
+    /// KV backend (`astrid_runtime_set_kv`) enforces its own.
+    pub kv_quota_bytes: u64,
 }
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
@@ -130,6 +134,7 @@ pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) 
                 vfs_timeout_ms: d.vfs_timeout.as_millis() as u64,
                 ipc_queue_messages: d.queue_limits.messages as u32,
                 ipc_queue_bytes: d.queue_limits.bytes as u64,
+                kv_quota_bytes: d.kv_quota,
             });
         }
         Ok(())
@@ -164,6 +169,9 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     if c.ipc_queue_bytes > 0 {
         config.queue_limits.bytes = usize::try_from(c.ipc_queue_bytes).unwrap_or(usize::MAX);
+    }
+    if c.kv_quota_bytes > 0 {
+        config.kv_quota = c.kv_quota_bytes;
     }
     config.flags = c.flags;
     // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.

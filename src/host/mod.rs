@@ -2,6 +2,7 @@
 //! One module per host interface; each adds itself to the linker.
 
 pub mod fs;
+pub mod kv;
 pub mod sys;
 pub mod wasi;
 
@@ -339,6 +340,7 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     sys::add_to_linker(&mut linker)?;
     fs::add_to_linker(&mut linker)?;
+    kv::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(GUEST_LIFECYCLE)?;

@@ -721,6 +721,228 @@ static void test_ipc_queue_limits(void) {
     astrid_runtime_free(rt);
 }
 
+/* ---- an embedder KV backend in C ---- */
+
+#define CKV_MAX 64
+struct ckv {
+    pthread_mutex_t lock;
+    int count;
+    char keys[CKV_MAX][257];
+    char values[CKV_MAX][64];
+    size_t value_lens[CKV_MAX];
+    int failing;   /* answer every call with a garbage code */
+    int calls;
+    int finalized;
+    char last_scope[129];
+};
+
+static int ckv_find(struct ckv *kv, const char *key, size_t len) {
+    for (int i = 0; i < kv->count; i++)
+        if (strlen(kv->keys[i]) == len && memcmp(kv->keys[i], key, len) == 0) return i;
+    return -1;
+}
+
+static int ckv_enter(struct ckv *kv, const astrid_kv_namespace_t *ns) {
+    pthread_mutex_lock(&kv->lock);
+    kv->calls++;
+    size_t n = ns->scope_len < 128 ? ns->scope_len : 128;
+    memcpy(kv->last_scope, ns->scope, n);
+    kv->last_scope[n] = 0;
+    return kv->failing;
+}
+
+static int32_t ckv_get(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t len,
+                       astrid_kv_value_sink_fn sink, void *ctx) {
+    struct ckv *kv = ud;
+    int32_t rc = ASTRID_KV_NOT_FOUND;
+    if (ckv_enter(kv, ns)) rc = 77;
+    else {
+        int i = ckv_find(kv, key, len);
+        if (i >= 0) {
+            sink(ctx, (const uint8_t *)kv->values[i], kv->value_lens[i]);
+            rc = ASTRID_KV_OK;
+        }
+    }
+    pthread_mutex_unlock(&kv->lock);
+    return rc;
+}
+
+static int32_t ckv_put_locked(struct ckv *kv, const char *key, size_t len, const uint8_t *v, size_t vlen) {
+    if (vlen > sizeof kv->values[0]) return ASTRID_KV_TOO_LARGE;
+    int i = ckv_find(kv, key, len);
+    if (i < 0) {
+        if (kv->count == CKV_MAX) return ASTRID_KV_QUOTA;
+        i = kv->count++;
+        memcpy(kv->keys[i], key, len);
+        kv->keys[i][len] = 0;
+    }
+    if (vlen) memcpy(kv->values[i], v, vlen);
+    kv->value_lens[i] = vlen;
+    return ASTRID_KV_OK;
+}
+
+static int32_t ckv_set(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t len, const uint8_t *v,
+                       size_t vlen) {
+    struct ckv *kv = ud;
+    int32_t rc = ckv_enter(kv, ns) ? 77 : ckv_put_locked(kv, key, len, v, vlen);
+    pthread_mutex_unlock(&kv->lock);
+    return rc;
+}
+
+static void ckv_remove_at(struct ckv *kv, int i) {
+    kv->count--;
+    if (i != kv->count) {
+        memcpy(kv->keys[i], kv->keys[kv->count], sizeof kv->keys[i]);
+        memcpy(kv->values[i], kv->values[kv->count], sizeof kv->values[i]);
+        kv->value_lens[i] = kv->value_lens[kv->count];
+    }
+}
+
+static int32_t ckv_remove(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t len) {
+    struct ckv *kv = ud;
+    int32_t rc = ASTRID_KV_OK;
+    if (ckv_enter(kv, ns)) rc = 77;
+    else {
+        int i = ckv_find(kv, key, len);
+        if (i >= 0) ckv_remove_at(kv, i);
+    }
+    pthread_mutex_unlock(&kv->lock);
+    return rc;
+}
+
+static int cmp_keys(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int32_t ckv_list(void *ud, const astrid_kv_namespace_t *ns, const char *prefix, size_t plen,
+                        const char *after, size_t alen, uint32_t limit, astrid_kv_key_sink_fn sink, void *ctx) {
+    struct ckv *kv = ud;
+    if (ckv_enter(kv, ns)) {
+        pthread_mutex_unlock(&kv->lock);
+        return 77;
+    }
+    char after_key[257] = {0};
+    if (after) memcpy(after_key, after, alen);
+    char *found[CKV_MAX];
+    int n = 0;
+    for (int i = 0; i < kv->count; i++)
+        if (strncmp(kv->keys[i], prefix, plen) == 0 && strlen(kv->keys[i]) >= plen &&
+            (!after || strcmp(kv->keys[i], after_key) > 0))
+            found[n++] = kv->keys[i];
+    qsort(found, (size_t)n, sizeof found[0], cmp_keys);
+    for (int i = 0; i < n && (uint32_t)i < limit; i++)
+        if (sink(ctx, found[i], strlen(found[i])) != 0) break;
+    pthread_mutex_unlock(&kv->lock);
+    return ASTRID_KV_OK;
+}
+
+static int32_t ckv_clear(void *ud, const astrid_kv_namespace_t *ns, const char *prefix, size_t plen, uint64_t *out) {
+    struct ckv *kv = ud;
+    int32_t rc = ASTRID_KV_OK;
+    if (ckv_enter(kv, ns)) rc = 77;
+    else {
+        *out = 0;
+        for (int i = kv->count - 1; i >= 0; i--)
+            if (strncmp(kv->keys[i], prefix, plen) == 0) {
+                ckv_remove_at(kv, i);
+                (*out)++;
+            }
+    }
+    pthread_mutex_unlock(&kv->lock);
+    return rc;
+}
+
+static int32_t ckv_cas(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t len, uint32_t has_expected,
+                       const uint8_t *expected, size_t elen, const uint8_t *v, size_t vlen) {
+    struct ckv *kv = ud;
+    int32_t rc;
+    if (ckv_enter(kv, ns)) rc = 77;
+    else {
+        int i = ckv_find(kv, key, len);
+        int matches = has_expected ? (i >= 0 && kv->value_lens[i] == elen &&
+                                      (elen == 0 || memcmp(kv->values[i], expected, elen) == 0))
+                                   : i < 0;
+        rc = matches ? ckv_put_locked(kv, key, len, v, vlen) : ASTRID_KV_CAS_MISMATCH;
+    }
+    pthread_mutex_unlock(&kv->lock);
+    return rc;
+}
+
+static void ckv_finalize(void *ud) { ((struct ckv *)ud)->finalized++; }
+
+/* Calls kvprobe and compares "action:data". */
+static int kv_is(astrid_capsule_t *c, const char *action, const char *args, const char *expected) {
+    astrid_result_t *res = NULL;
+    astrid_error_t *e = NULL;
+    astrid_call_options_t opts;
+    astrid_call_options_init(&opts);
+    opts.principal = "carol";
+    opts.principal_len = ASTRID_NTS;
+    if (astrid_capsule_call_with(c, &opts, action, ASTRID_NTS, (const uint8_t *)args, strlen(args), &res, &e) !=
+        ASTRID_OK) {
+        fprintf(stderr, "kv %s: %s\n", action, astrid_error_message(e));
+        astrid_error_free(e);
+        return 0;
+    }
+    char got[512];
+    const char *data = "";
+    astrid_result_data(res, &data, NULL);
+    snprintf(got, sizeof got, "%s:%s", astrid_result_action(res, NULL), data);
+    int same = strcmp(got, expected) == 0;
+    if (!same) fprintf(stderr, "kv %s(%s): got %s, expected %s\n", action, args, got, expected);
+    astrid_result_free(res);
+    return same;
+}
+
+static void test_kv_backend(void) {
+    static struct ckv kv;
+    memset(&kv, 0, sizeof kv);
+    pthread_mutex_init(&kv.lock, NULL);
+    astrid_kv_ops_t ops = {
+        .size = sizeof ops,
+        .get = ckv_get,
+        .set = ckv_set,
+        .remove = ckv_remove,
+        .list = ckv_list,
+        .clear_prefix = ckv_clear,
+        .cas = ckv_cas,
+    };
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_kv_ops_t small = ops;
+    small.size = 8;
+    CHECK(astrid_runtime_set_kv(rt, &small, &kv, ckv_finalize) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_runtime_set_kv(NULL, &ops, &kv, ckv_finalize) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(kv.finalized == 0);
+    CHECK(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize) == ASTRID_OK);
+    astrid_capsule_t *c = load(rt, "kvprobe");
+    CHECK(kv_is(c, "get", "k", "ok:none"));
+    CHECK(kv_is(c, "set", "k\nvalue", "ok:ok"));
+    CHECK(kv_is(c, "get", "k", "ok:some:value"));
+    CHECK(strcmp(kv.last_scope, "carol") == 0);
+    CHECK(kv_is(c, "set", "b\n1", "ok:ok"));
+    CHECK(kv_is(c, "set", "a\n1", "ok:ok"));
+    CHECK(kv_is(c, "list", "", "ok:a,b,k"));
+    CHECK(kv_is(c, "page", "\n-\n2", "ok:a,b|b"));
+    CHECK(kv_is(c, "cas", "k\nvalue\nnext", "ok:ok"));
+    CHECK(kv_is(c, "cas", "k\nvalue\nagain", "err:cas-mismatch"));
+    CHECK(kv_is(c, "set-size", "big\n65", "err:too-large"));
+    CHECK(kv_is(c, "clear", "", "ok:3"));
+    CHECK(kv_is(c, "fill", "q\n64", "ok:ok"));
+    CHECK(kv_is(c, "set", "one-more\nx", "err:quota"));
+    kv.failing = 1;
+    CHECK(kv_is(c, "get", "k", "err:unknown(storage failed)"));
+    CHECK(kv_is(c, "set", "k\nv", "err:unknown(storage failed)"));
+    kv.failing = 0;
+    CHECK(kv_is(c, "delete", "q0000", "ok:ok"));
+    /* Back to the built-in store: the backend is finalized once. */
+    CHECK(astrid_runtime_set_kv(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK(kv.finalized == 1);
+    CHECK(kv_is(c, "get", "q0001", "ok:none"));
+    CHECK(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize) == ASTRID_OK);
+    CHECK(kv_is(c, "get", "q0001", "ok:some:x"));
+    astrid_capsule_unload(c);
+    astrid_runtime_free(rt);
+    CHECK(kv.finalized == 2);
+}
+
 int main(int argc, char **argv) {
     capsules = argc > 1 ? argv[1] : "build/capsules";
     test_versions_and_errors();
@@ -737,6 +959,7 @@ int main(int argc, char **argv) {
         test_gate_over_c();
         test_ipc_delivery();
         test_ipc_queue_limits();
+        test_kv_backend();
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -1,0 +1,212 @@
+//! `astrid:kv@1.0.0` (host ABI §2.4): the capsule's own namespace in the
+//! runtime's KV backend. Not gated (it touches nothing but the capsule's
+//! namespace); every call audited with the key or prefix as its target.
+
+use super::{AuditOutcome, HostState};
+use crate::kv::{self, KvError, KvStore, Namespace};
+use crate::runtime::{Bounded, Outcome};
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        inline: "package astrid-runtime:kv; world imports { import astrid:kv/host@1.0.0; }",
+        path: ["wit/astrid-kv@1.0.0"],
+        world: "imports",
+    });
+}
+
+use bindings::astrid::kv::host::{self, ErrorCode, KeyPage};
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+fn case_name(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::InvalidKey => "invalid-key".into(),
+        ErrorCode::TooLarge => "too-large".into(),
+        ErrorCode::Quota => "quota".into(),
+        ErrorCode::CasMismatch => "cas-mismatch".into(),
+        ErrorCode::Unknown(text) => format!("unknown({text})"),
+    }
+}
+
+impl<T> AuditOutcome for Result<T, ErrorCode> {
+    fn audit_outcome(&self) -> (Outcome, Option<String>) {
+        match self {
+            Ok(_) => (Outcome::Allowed, None),
+            Err(code) => (Outcome::Failed, Some(case_name(code))),
+        }
+    }
+}
+
+impl From<KvError> for ErrorCode {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::TooLarge => ErrorCode::TooLarge,
+            KvError::Quota => ErrorCode::Quota,
+            KvError::CasMismatch => ErrorCode::CasMismatch,
+            KvError::Backend(text) => ErrorCode::Unknown(text),
+        }
+    }
+}
+
+fn check_key(key: &str, prefix: bool) -> Result<(), ErrorCode> {
+    kv::validate_key(key, prefix).map_err(|_| ErrorCode::InvalidKey)
+}
+
+fn check_value(value: &[u8]) -> Result<(), ErrorCode> {
+    if value.len() > kv::MAX_VALUE_BYTES {
+        return Err(ErrorCode::TooLarge);
+    }
+    Ok(())
+}
+
+impl HostState {
+    /// The namespace of the current data scope.
+    fn kv_namespace(&self) -> Namespace {
+        Namespace {
+            scope: self.data_scope().to_string(),
+            capsule_id: self.capsule.id.clone(),
+        }
+    }
+
+    /// Runs one backend operation for the current call: cancel check first,
+    /// then the built-in store inline, or an embedder backend under the
+    /// callback deadline and the call's cancel token.
+    fn kv_call<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&dyn KvStore, &Namespace) -> Result<R, KvError> + Send + 'static,
+    ) -> Result<R, ErrorCode> {
+        let cancelled = || ErrorCode::Unknown("cancelled".into());
+        if self.call.token.is_cancelled() {
+            return Err(cancelled());
+        }
+        let runtime = &self.capsule.runtime;
+        let store = runtime.kv_store();
+        let ns = self.kv_namespace();
+        if !store.is_callback() {
+            return op(&*store, &ns).map_err(Into::into);
+        }
+        let bounded = runtime.run_bounded(
+            runtime.config.vfs_timeout,
+            self.call.deadline,
+            &self.call.token,
+            move || op(&*store, &ns),
+        );
+        match bounded {
+            Bounded::Done(result) => result.map_err(Into::into),
+            Bounded::Panicked => Err(ErrorCode::Unknown("storage failed".into())),
+            Bounded::Overran => Err(ErrorCode::Unknown("timeout".into())),
+            Bounded::Cancelled => Err(cancelled()),
+        }
+    }
+
+    fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KeyPage, ErrorCode> {
+        let prefix_owned = prefix.to_string();
+        // One more than asked tells whether another page follows.
+        let mut keys = self.kv_call(move |store, ns| {
+            store.list(ns, &prefix_owned, cursor.as_deref(), limit + 1)
+        })?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next_cursor })
+    }
+}
+
+impl host::Host for HostState {
+    fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, ErrorCode> {
+        self.audited("kv.kv-get", Some(&key), 0, |state| {
+            check_key(&key, false)?;
+            let owned = key.clone();
+            let value = state.kv_call(move |store, ns| store.get(ns, &owned))?;
+            Ok(value)
+        })
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), ErrorCode> {
+        let bytes = value.len() as u64;
+        self.audited("kv.kv-set", Some(&key), bytes, |state| {
+            check_key(&key, false)?;
+            check_value(&value)?;
+            let owned = key.clone();
+            state.kv_call(move |store, ns| store.set(ns, &owned, &value))
+        })
+    }
+
+    fn kv_delete(&mut self, key: String) -> Result<(), ErrorCode> {
+        self.audited("kv.kv-delete", Some(&key), 0, |state| {
+            check_key(&key, false)?;
+            let owned = key.clone();
+            state.kv_call(move |store, ns| store.delete(ns, &owned))
+        })
+    }
+
+    fn kv_list_keys(&mut self, prefix: String) -> Result<Vec<String>, ErrorCode> {
+        self.audited("kv.kv-list-keys", Some(&prefix), 0, |state| {
+            check_key(&prefix, true)?;
+            let page = state.list_page(&prefix, None, kv::MAX_LIST_KEYS)?;
+            if page.next_cursor.is_some() {
+                return Err(ErrorCode::TooLarge);
+            }
+            Ok(page.keys)
+        })
+    }
+
+    fn kv_list_keys_page(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<KeyPage, ErrorCode> {
+        self.audited("kv.kv-list-keys-page", Some(&prefix), 0, |state| {
+            check_key(&prefix, true)?;
+            if let Some(cursor) = &cursor {
+                check_key(cursor, false)?;
+            }
+            let limit = match limit as usize {
+                0 => kv::MAX_LIST_KEYS,
+                n => n.min(kv::MAX_LIST_KEYS),
+            };
+            state.list_page(&prefix, cursor, limit)
+        })
+    }
+
+    fn kv_clear_prefix(&mut self, prefix: String) -> Result<u64, ErrorCode> {
+        self.audited("kv.kv-clear-prefix", Some(&prefix), 0, |state| {
+            check_key(&prefix, true)?;
+            let owned = prefix.clone();
+            state.kv_call(move |store, ns| store.clear_prefix(ns, &owned))
+        })
+    }
+
+    fn kv_cas(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<(), ErrorCode> {
+        let bytes = (new.len() + expected.as_ref().map_or(0, Vec::len)) as u64;
+        self.audited("kv.kv-cas", Some(&key), bytes, |state| {
+            check_key(&key, false)?;
+            check_value(&new)?;
+            if let Some(expected) = &expected {
+                check_value(expected)?;
+            }
+            let owned = key.clone();
+            state.kv_call(move |store, ns| store.cas(ns, &owned, expected.as_deref(), &new))
+        })
+    }
+}
+
+/// The built-in store for a runtime whose config names `quota` bytes per namespace.
+pub fn default_store(quota: u64) -> Arc<dyn KvStore> {
+    Arc::new(kv::memory::MemoryKv::new(quota))
+}

@@ -57,7 +57,7 @@ grep -q 'memfs finalized' build/vfs.out
 step "WIT shape against the published astrid-sys 0.7.2"
 compat="$root/../shared/tools/wit-compat.sh"
 if [ -x "$compat" ] || [ -f "$compat" ]; then
-    bash "$compat" wit sys fs guest kv
+    bash "$compat" wit sys fs guest kv io ipc
 else
     echo "skipped: $compat not present (it ships with the project's shared tools)"
 fi

@@ -10,6 +10,7 @@
 use crate::error::{Code, Error, Result};
 use crate::policy::topic;
 use crate::runtime::{in_callback, run_callback};
+use crate::wait::{Readiness, Signal, Waiter};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -95,11 +96,40 @@ struct QueueState {
     waiters: usize,
 }
 
+/// Which principals' messages a subscription receives (§8.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrincipalFilter {
+    /// Every message (host subscriptions, capsules loaded without an owner).
+    All,
+    /// Messages verified for the owner, and `system` ones.
+    OwnerAndSystem(String),
+    /// Only messages verified for this principal (subscriptions made during
+    /// a call for that principal).
+    Only(String),
+}
+
+impl PrincipalFilter {
+    pub fn admits(&self, attribution: &Attribution) -> bool {
+        match (self, attribution) {
+            (PrincipalFilter::All, _) => true,
+            (PrincipalFilter::OwnerAndSystem(_), Attribution::System) => true,
+            (
+                PrincipalFilter::OwnerAndSystem(p) | PrincipalFilter::Only(p),
+                Attribution::Verified(v),
+            ) => p == v,
+            _ => false,
+        }
+    }
+}
+
 /// A bounded FIFO of one subscription (§8.4). Shared by the bus (which
 /// fills it) and the subscriber (which drains it).
 pub struct SubscriptionQueue {
     pattern: String,
+    filter: PrincipalFilter,
     limits: QueueLimits,
+    /// Wakes multi-source waits (`poll`, `recv`) on every change.
+    signal: Signal,
     state: Mutex<QueueState>,
     changed: Condvar,
     /// Bumped on every enqueue and on close, for waiters that spin.
@@ -130,10 +160,12 @@ pub enum Take {
 }
 
 impl SubscriptionQueue {
-    fn new(pattern: String, limits: QueueLimits) -> Self {
+    fn new(pattern: String, filter: PrincipalFilter, limits: QueueLimits) -> Self {
         SubscriptionQueue {
             pattern,
+            filter,
             limits,
+            signal: Signal::default(),
             state: Mutex::new(QueueState::default()),
             changed: Condvar::new(),
             version: AtomicU64::new(0),
@@ -159,6 +191,8 @@ impl SubscriptionQueue {
             // room would hide a byte overflow as lag.
             state.dropped += 1;
             state.wake(&self.changed);
+            drop(state);
+            self.signal.notify();
             return;
         }
         if state.items.len() >= self.limits.messages {
@@ -171,6 +205,8 @@ impl SubscriptionQueue {
         state.items.push_back(message.clone());
         self.version.fetch_add(1, Ordering::Release);
         state.wake(&self.changed);
+        drop(state);
+        self.signal.notify();
     }
 
     fn count_dropped(&self) {
@@ -178,6 +214,8 @@ impl SubscriptionQueue {
         if !state.closed {
             state.dropped += 1;
             state.wake(&self.changed);
+            drop(state);
+            self.signal.notify();
         }
     }
 
@@ -259,10 +297,22 @@ impl SubscriptionQueue {
         state.bytes = 0;
         self.version.fetch_add(1, Ordering::Release);
         self.changed.notify_all();
+        drop(state);
+        self.signal.notify();
     }
 
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+}
+
+impl Readiness for SubscriptionQueue {
+    fn is_ready(&self) -> bool {
+        SubscriptionQueue::is_ready(self)
+    }
+
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.signal.register(waiter);
     }
 }
 
@@ -311,10 +361,10 @@ impl Bus {
         Ok(())
     }
 
-    /// Validates and enqueues a message into every matching queue (at most
-    /// [`MAX_FAN_OUT`]; the rest count it as dropped). Returns its sequence
-    /// number. Never runs a subscriber.
-    pub fn publish(&self, publish: Publish<'_>) -> Result<u64> {
+    /// Validates and enqueues a message into every matching queue whose
+    /// principal filter admits it, at most `fan_out` of them (the rest count
+    /// it as dropped). Never runs a subscriber.
+    pub fn publish(&self, publish: Publish<'_>, fan_out: usize) -> Result<Arc<Message>> {
         self.check_open()?;
         validate_message(publish.topic, publish.payload)?;
         let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -330,26 +380,34 @@ impl Bus {
         });
         let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
         let mut reached = 0usize;
-        for queue in queues
-            .iter()
-            .filter(|q| topic::matches(&q.pattern, &message.topic))
-        {
-            if reached < MAX_FAN_OUT {
+        for queue in queues.iter().filter(|q| {
+            q.filter.admits(&message.attribution) && topic::matches(&q.pattern, &message.topic)
+        }) {
+            if reached < fan_out {
                 queue.offer(&message);
                 reached += 1;
             } else {
                 queue.count_dropped();
             }
         }
-        Ok(sequence)
+        drop(queues);
+        Ok(message)
     }
 
     /// Adds a queue for `pattern` (validated) at the end of the delivery order.
-    pub fn add_queue(&self, pattern: &str) -> Result<Arc<SubscriptionQueue>> {
+    pub fn add_queue(
+        &self,
+        pattern: &str,
+        filter: PrincipalFilter,
+    ) -> Result<Arc<SubscriptionQueue>> {
         self.check_open()?;
         topic::validate_pattern(pattern)
             .map_err(|e| Error::invalid_argument(format!("topic pattern `{pattern}` {e}")))?;
-        let queue = Arc::new(SubscriptionQueue::new(pattern.to_string(), self.limits));
+        let queue = Arc::new(SubscriptionQueue::new(
+            pattern.to_string(),
+            filter,
+            self.limits,
+        ));
         let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
         // Checked under the lock so close() cannot miss the new queue.
         self.check_open()?;
@@ -378,7 +436,7 @@ impl Bus {
         pattern: &str,
         handler: DeliveryHandler,
     ) -> Result<HostSubscription> {
-        let queue = self.add_queue(pattern)?;
+        let queue = self.add_queue(pattern, PrincipalFilter::All)?;
         let inner = Arc::new(HostSubscriptionInner {
             queue: queue.clone(),
             bus: Arc::downgrade(self),
@@ -561,11 +619,11 @@ mod tests {
     #[test]
     fn publishes_reach_matching_queues_in_order() {
         let bus = Bus::new(QueueLimits::default());
-        let all = bus.add_queue("a.*").unwrap();
-        let exact = bus.add_queue("a.b").unwrap();
-        let other = bus.add_queue("z").unwrap();
+        let all = bus.add_queue("a.*", PrincipalFilter::All).unwrap();
+        let exact = bus.add_queue("a.b", PrincipalFilter::All).unwrap();
+        let other = bus.add_queue("z", PrincipalFilter::All).unwrap();
         for topic in ["a.b", "a.c.d", "a.b", "a"] {
-            bus.publish(publish(topic, "{}")).unwrap();
+            bus.publish(publish(topic, "{}"), MAX_FAN_OUT).unwrap();
         }
         assert_eq!(drain(&all).0, vec![1, 2, 3]);
         assert_eq!(drain(&exact).0, vec![1, 3]);
@@ -582,14 +640,19 @@ mod tests {
             ("a", "not json"),
             ("a", "{\"open\": "),
         ] {
-            let err = bus.publish(publish(topic, payload)).unwrap_err();
+            let err = bus
+                .publish(publish(topic, payload), MAX_FAN_OUT)
+                .unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{topic} {payload}");
         }
         let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
-        let err = bus.publish(publish("a", &big)).unwrap_err();
+        let err = bus.publish(publish("a", &big), MAX_FAN_OUT).unwrap_err();
         assert!(err.message().contains("1 MiB"), "{}", err.message());
         assert_eq!(
-            bus.add_queue("a.b*").map(|_| ()).unwrap_err().code(),
+            bus.add_queue("a.b*", PrincipalFilter::All)
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
             Code::InvalidArgument
         );
     }
@@ -600,9 +663,9 @@ mod tests {
             messages: 4,
             bytes: 1 << 20,
         });
-        let queue = bus.add_queue("t").unwrap();
+        let queue = bus.add_queue("t", PrincipalFilter::All).unwrap();
         for _ in 0..10 {
-            bus.publish(publish("t", "1")).unwrap();
+            bus.publish(publish("t", "1"), MAX_FAN_OUT).unwrap();
         }
         let (seqs, dropped, lagged) = drain(&queue);
         assert_eq!(seqs, vec![7, 8, 9, 10]);
@@ -623,9 +686,9 @@ mod tests {
             messages: 100,
             bytes: 10,
         });
-        let queue = bus.add_queue("t").unwrap();
+        let queue = bus.add_queue("t", PrincipalFilter::All).unwrap();
         for _ in 0..5 {
-            bus.publish(publish("t", "\"abc\"")).unwrap(); // 5 bytes each
+            bus.publish(publish("t", "\"abc\""), MAX_FAN_OUT).unwrap(); // 5 bytes each
         }
         let (seqs, dropped, lagged) = drain(&queue);
         assert_eq!(seqs, vec![1, 2]);
@@ -636,9 +699,9 @@ mod tests {
     fn fan_out_is_capped_and_the_rest_count_drops() {
         let bus = Bus::new(QueueLimits::default());
         let queues: Vec<_> = (0..MAX_FAN_OUT + 3)
-            .map(|_| bus.add_queue("t").unwrap())
+            .map(|_| bus.add_queue("t", PrincipalFilter::All).unwrap())
             .collect();
-        bus.publish(publish("t", "{}")).unwrap();
+        bus.publish(publish("t", "{}"), MAX_FAN_OUT).unwrap();
         for (i, queue) in queues.iter().enumerate() {
             let (seqs, dropped, _) = drain(queue);
             if i < MAX_FAN_OUT {
@@ -662,7 +725,8 @@ mod tests {
             )
             .unwrap();
         for i in 0..100 {
-            bus.publish(publish("x.y", &i.to_string())).unwrap();
+            bus.publish(publish("x.y", &i.to_string()), MAX_FAN_OUT)
+                .unwrap();
         }
         let got: Vec<String> = (0..100)
             .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
@@ -670,7 +734,7 @@ mod tests {
         assert_eq!(got, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
         sub.close();
         assert_eq!(bus.queue_count(), 0);
-        bus.publish(publish("x.y", "1")).unwrap();
+        bus.publish(publish("x.y", "1"), MAX_FAN_OUT).unwrap();
         // The handler (and its sender) is gone once close returned.
         assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
     }
@@ -694,11 +758,16 @@ mod tests {
             Err(mpsc::RecvTimeoutError::Disconnected)
         ));
         assert_eq!(
-            bus.publish(publish("t", "{}")).unwrap_err().code(),
+            bus.publish(publish("t", "{}"), MAX_FAN_OUT)
+                .unwrap_err()
+                .code(),
             Code::Closed
         );
         assert_eq!(
-            bus.add_queue("t").map(|_| ()).unwrap_err().code(),
+            bus.add_queue("t", PrincipalFilter::All)
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
             Code::Closed
         );
     }

@@ -19,6 +19,8 @@ struct Inner {
     wake: Condvar,
     wake_lock: Mutex<()>,
     notify: tokio::sync::Notify,
+    /// Multi-source waits (io `poll`, `recv`) that this token must end.
+    signal: crate::wait::Signal,
 }
 
 impl Inner {
@@ -33,6 +35,7 @@ impl Inner {
             self.wake.notify_all();
         }
         self.notify.notify_waiters();
+        self.signal.notify();
         let children =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for child in children.iter().filter_map(Weak::upgrade) {
@@ -94,6 +97,14 @@ impl CancelToken {
                 .wait_timeout(guard, until - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// Wakes `waiter` when this token (or an ancestor) is cancelled.
+    pub fn register(&self, waiter: &Arc<crate::wait::Waiter>) {
+        self.inner.signal.register(waiter);
+        if self.is_cancelled() {
+            waiter.fire();
         }
     }
 

@@ -55,6 +55,19 @@ pub struct CallResult {
     pub data: Option<String>,
 }
 
+/// Who a pooled call runs for and what triggered it.
+pub(crate) struct Invocation {
+    /// The context principal (`None`: none, e.g. a `system` message).
+    pub principal: Option<Arc<str>>,
+    pub overlay: Option<Arc<HashMap<String, String>>>,
+    /// The embedder's id, or the publishing capsule's for bus messages.
+    pub source_id: Arc<str>,
+    /// When the triggering call or message was made; `None`: now.
+    pub timestamp_ms: Option<u64>,
+    /// Depth of the triggering message (0 for embedder calls).
+    pub depth: u32,
+}
+
 /// Capsule facts shared with its stores (no reference back to the pool).
 pub struct CapsuleShared {
     pub(crate) runtime: Arc<RuntimeInner>,
@@ -74,6 +87,17 @@ pub struct CapsuleShared {
     pub(crate) write_budget: Option<u64>,
     pub(crate) bytes_written: AtomicU64,
     unloaded: AtomicBool,
+    /// Runtime clock (ms) of the run loop's last waiting host call.
+    pub(crate) waited_at_ms: AtomicU64,
+    /// The id as bus messages carry it.
+    pub(crate) source_id: Arc<str>,
+    /// Exports `run` (a real one, not an SDK placeholder): bus handlers are
+    /// then the loop's own business, not dispatched as interceptors.
+    pub(crate) runs_loop: bool,
+    /// Live guest subscriptions over all instances (at most 128).
+    pub(crate) subscriptions: Mutex<Vec<std::sync::Weak<crate::bus::SubscriptionQueue>>>,
+    /// Publish token buckets per data scope: (bytes available, refilled at).
+    pub(crate) publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl CapsuleShared {
@@ -101,6 +125,11 @@ impl CapsuleShared {
             return Ok(Some(value.clone()));
         }
         Ok(self.config.get(key).cloned())
+    }
+
+    pub(crate) fn note_waited(&self) {
+        let now = self.runtime.coarse_ms();
+        self.waited_at_ms.store(now, Ordering::Relaxed);
     }
 
     /// Sends a line to the embedder's log sink unless the capsule is gone.
@@ -303,11 +332,17 @@ impl Capsule {
             Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e)
         })?;
         let hook = component.get_export_index(None, "astrid-hook-trigger");
+        let runs_loop = false;
         let uses_wasi = engine::imports_wasi(&rt.engine, &component);
 
+        let id = capsule_id(&manifest.name, &hash);
         let shared = Arc::new(CapsuleShared {
             runtime: rt.clone(),
-            id: capsule_id(&manifest.name, &hash),
+            source_id: Arc::from(id.as_str()),
+            runs_loop,
+            subscriptions: Mutex::new(Vec::new()),
+            publish_buckets: Mutex::new(HashMap::new()),
+            id,
             name: Arc::from(manifest.name.as_str()),
             capability_names: manifest.capabilities.names(),
             owner: options.principal.as_deref().map(Arc::from),
@@ -319,6 +354,7 @@ impl Capsule {
             open_files: AtomicUsize::new(0),
             write_budget: options.fs_write_budget,
             bytes_written: AtomicU64::new(0),
+            waited_at_ms: AtomicU64::new(0),
         });
         let inner = Arc::new(CapsuleInner {
             call_token: Mutex::new(shared.unload_token.child()),
@@ -496,6 +532,12 @@ fn resolve_config(
 }
 
 impl CapsuleInner {
+    /// Whether bus messages may be dispatched to this capsule's handlers:
+    /// loaded, exporting `astrid-hook-trigger`, and not a run loop.
+    pub(crate) fn serves_interceptors(&self) -> bool {
+        self.hook.is_some() && self.state.load(Ordering::SeqCst) == LOADED && !self.shared.runs_loop
+    }
+
     fn pool_lock(&self) -> std::sync::MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -650,16 +692,6 @@ impl CapsuleInner {
         payload: &[u8],
         options: Option<&CallOptions>,
     ) -> Result<CallResult> {
-        self.check_loaded()?;
-        self.hook.ok_or_else(|| {
-            Error::new(
-                Code::NotFound,
-                format!(
-                    "capsule `{}` does not export astrid-hook-trigger",
-                    self.shared.name
-                ),
-            )
-        })?;
         let principal = match options.and_then(|o| o.principal.as_deref()) {
             Some(p) => {
                 validate_principal(p)?;
@@ -670,6 +702,45 @@ impl CapsuleInner {
         let overlay = options
             .filter(|o| !o.config_overlay.is_empty())
             .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
+        let source_id = self.shared.runtime.host_source_id.clone();
+        self.invoke(
+            action,
+            payload,
+            Invocation {
+                principal,
+                overlay,
+                source_id,
+                timestamp_ms: None,
+                depth: 0,
+            },
+        )
+    }
+
+    /// Runs `astrid-hook-trigger` on a pooled instance for an embedder call
+    /// or a bus message.
+    pub(crate) fn invoke(
+        &self,
+        action: &str,
+        payload: &[u8],
+        invocation: Invocation,
+    ) -> Result<CallResult> {
+        self.check_loaded()?;
+        self.hook.ok_or_else(|| {
+            Error::new(
+                Code::NotFound,
+                format!(
+                    "capsule `{}` does not export astrid-hook-trigger",
+                    self.shared.name
+                ),
+            )
+        })?;
+        let Invocation {
+            principal,
+            overlay,
+            source_id,
+            timestamp_ms,
+            depth,
+        } = invocation;
         let token = self.current_token();
         let rt = &self.shared.runtime;
         // The coarse clock lags by up to one tick; adding a tick keeps the
@@ -686,10 +757,11 @@ impl CapsuleInner {
             state.stdio.set_principal(principal.as_ref());
             call.principal = principal;
         }
-        if !Arc::ptr_eq(&call.source_id, &rt.host_source_id) {
-            call.source_id = rt.host_source_id.clone();
+        if !Arc::ptr_eq(&call.source_id, &source_id) {
+            call.source_id = source_id;
         }
-        call.timestamp_ms = rt.wall_ms_at(started);
+        call.timestamp_ms = timestamp_ms.unwrap_or_else(|| rt.wall_ms_at(started));
+        call.depth = depth;
         call.token = token;
         call.deadline = deadline;
         call.overlay = overlay;
@@ -712,6 +784,9 @@ impl CapsuleInner {
         state.call.overlay = None;
         if !state.open_files.is_empty() {
             state.close_call_files();
+        }
+        if !state.open_subscriptions.is_empty() {
+            state.close_call_subscriptions();
         }
 
         match outcome {
@@ -752,6 +827,7 @@ impl CapsuleInner {
             return;
         }
         self.shared.unload_token.cancel();
+        self.shared.close_subscriptions();
         self.shared.runtime.engine.increment_epoch();
         self.wake_waiters(self.pool_lock());
     }

@@ -16,6 +16,10 @@ pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
     "astrid:sys/host@1.0.0",
     "astrid:fs/host@1.0.0",
     "astrid:kv/host@1.0.0",
+    "astrid:io/error@1.0.0",
+    "astrid:io/poll@1.0.0",
+    "astrid:io/streams@1.0.0",
+    "astrid:ipc/host@1.0.0",
     crate::host::GUEST_LIFECYCLE,
 ];
 

@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod cancel;
 pub mod capsule;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod ffi;
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod policy;
 pub mod runtime;
 pub mod vfs;
+pub mod wait;
 
 pub use capsule::{CallOptions, CallResult, Capsule, LoadOptions};
 pub use error::{Code, Error, Result};

@@ -201,6 +201,7 @@ pub struct RuntimeInner {
     /// Source id of calls and messages that come from the embedder.
     pub(crate) host_source_id: Arc<str>,
     pub(crate) bus: Arc<Bus>,
+    pub(crate) dispatcher: crate::dispatch::Dispatcher,
     /// The KV backend: built-in memory unless the embedder installed one.
     kv: RwLock<Arc<dyn KvStore>>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
@@ -309,6 +310,7 @@ impl Runtime {
                 coarse_ms,
                 host_source_id: Arc::from(host_source_id),
                 bus,
+                dispatcher: crate::dispatch::Dispatcher::default(),
                 kv,
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
@@ -426,14 +428,15 @@ impl Runtime {
             None => Attribution::System,
         };
         let inner = &self.inner;
-        inner.bus.publish(Publish {
+        let message = inner.publish(Publish {
             topic,
             payload,
             source_id: inner.host_source_id.clone(),
             attribution,
             depth: 0,
             timestamp_ms: crate::host::sys::wall_clock_ms(),
-        })
+        })?;
+        Ok(message.sequence)
     }
 
     /// Subscribes the embedder to `pattern`: `handler` gets every matching
@@ -452,6 +455,11 @@ impl Runtime {
             store.unwrap_or_else(|| crate::host::kv::default_store(self.inner.config.kv_quota));
         *self.inner.kv.write().unwrap_or_else(|e| e.into_inner()) = store;
         Ok(())
+    }
+
+    /// Live bus subscriptions (host and guest).
+    pub fn subscription_count(&self) -> usize {
+        self.inner.bus.queue_count()
     }
 
     /// The id host publishes carry as their source.
@@ -490,6 +498,11 @@ impl RuntimeInner {
     /// Deadlines are only checked at ticks, so call bookkeeping needs no finer clock.
     pub(crate) fn coarse_now(&self) -> Instant {
         self.monotonic_origin + Duration::from_millis(self.coarse_ms.load(Ordering::Relaxed))
+    }
+
+    /// Milliseconds since the runtime started, as of the last epoch tick.
+    pub(crate) fn coarse_ms(&self) -> u64 {
+        self.coarse_ms.load(Ordering::Relaxed)
     }
 
     /// Wall-clock milliseconds at `instant`, derived from the monotonic clock.
@@ -560,6 +573,30 @@ impl RuntimeInner {
         if let Some(rt) = self.tokio.lock().unwrap_or_else(|e| e.into_inner()).take() {
             rt.shutdown_timeout(self.config.unload_grace);
         }
+    }
+
+    /// The loaded capsules, strongly held for the caller's use.
+    pub(crate) fn live_capsules(&self) -> Vec<Arc<CapsuleInner>> {
+        self.capsules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Publishes on the bus and starts the interceptors the message reaches
+    /// (they come first in the fan-out budget, host ABI §8.6). Returns the
+    /// stamped message once it is queued.
+    pub(crate) fn publish(
+        self: &Arc<Self>,
+        publish: Publish<'_>,
+    ) -> Result<Arc<crate::bus::Message>> {
+        let plan = crate::dispatch::plan(&self.live_capsules(), publish.topic);
+        let budget = crate::bus::MAX_FAN_OUT - plan.len();
+        let message = self.bus.publish(publish, budget)?;
+        self.dispatch(plan, message.clone());
+        Ok(message)
     }
 
     pub(crate) fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {

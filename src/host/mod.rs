@@ -2,6 +2,8 @@
 //! One module per host interface; each adds itself to the linker.
 
 pub mod fs;
+pub mod io;
+pub mod ipc;
 pub mod kv;
 pub mod sys;
 pub mod wasi;
@@ -30,6 +32,9 @@ pub struct CallContext {
     pub overlay: Option<Arc<HashMap<String, String>>>,
     /// False between calls: `get-caller` then reports no caller.
     pub active: bool,
+    /// Depth of the message being handled (0 for embedder calls); the
+    /// guest's own publishes get one more (host ABI §8.6).
+    pub depth: u32,
 }
 
 impl CallContext {
@@ -42,6 +47,7 @@ impl CallContext {
             deadline: Instant::now(),
             overlay: None,
             active: false,
+            depth: 0,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct HostState {
     pub(crate) stdio: Arc<wasi::StdioLog>,
     /// `file-handle` resources opened by the current call (table reps).
     pub(crate) open_files: Vec<u32>,
+    /// `subscription` resources made by the current call (table reps).
+    pub(crate) open_subscriptions: Vec<u32>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -114,6 +122,7 @@ impl HostState {
             interrupt: None,
             stdio,
             open_files: Vec::new(),
+            open_subscriptions: Vec::new(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -138,6 +147,20 @@ impl HostState {
             self.audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
         result
+    }
+
+    /// Tells the run-loop watchdog that the guest came back to a waiting
+    /// host call (host ABI §7.2).
+    pub(crate) fn note_waited(&self) {
+        self.capsule.note_waited();
+    }
+
+    /// The principal of the data scope: the context principal, else the owner.
+    pub(crate) fn data_scope_principal(&self) -> Option<&str> {
+        self.call
+            .principal
+            .as_deref()
+            .or(self.capsule.owner.as_deref())
     }
 
     /// The data scope (host ABI §1): the context principal, else the owner,
@@ -341,6 +364,8 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     sys::add_to_linker(&mut linker)?;
     fs::add_to_linker(&mut linker)?;
     kv::add_to_linker(&mut linker)?;
+    io::add_to_linker(&mut linker)?;
+    ipc::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(GUEST_LIFECYCLE)?;

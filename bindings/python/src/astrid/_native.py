@@ -122,6 +122,7 @@ class RuntimeConfig(Structure):
         ("vfs_timeout_ms", c_uint64),
         ("ipc_queue_messages", c_uint32),
         ("ipc_queue_bytes", c_uint64),
+        ("kv_quota_bytes", c_uint64),
     ]
 
 

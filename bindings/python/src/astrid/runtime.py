@@ -118,6 +118,7 @@ class Runtime:
         vfs_timeout_ms: int = 0,
         ipc_queue_messages: int = 0,
         ipc_queue_bytes: int = 0,
+        kv_quota_bytes: int = 0,
         library: Union[None, str, "os.PathLike[str]", "_native.Library"] = None,
     ) -> None:
         self._h: Optional[int] = None
@@ -156,6 +157,7 @@ class Runtime:
         cfg.vfs_timeout_ms = vfs_timeout_ms
         cfg.ipc_queue_messages = ipc_queue_messages
         cfg.ipc_queue_bytes = ipc_queue_bytes
+        cfg.kv_quota_bytes = kv_quota_bytes
         out, err = c_void_p(), c_void_p()
         rc = lib.astrid_runtime_new(byref(cfg), byref(out), byref(err))
         if rc:

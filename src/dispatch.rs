@@ -1,0 +1,307 @@
+//! Interceptor dispatch (host ABI §3, §7.4, §8.6): every bus message is
+//! matched against the `[subscribe]` handlers of the loaded capsules, then
+//! run as one call, as concurrent calls (all priorities equal), or as one
+//! sequential chain (`continue` passes a new payload on, `final` and `deny`
+//! stop it). Invocations for one (capsule, principal) run in FIFO order on
+//! a lane (64 pending at most); a failing interceptor is logged, audited
+//! and skipped.
+
+use crate::bus::{Attribution, Message, MAX_FAN_OUT};
+use crate::capsule::{CapsuleInner, Invocation};
+use crate::policy::topic;
+use crate::runtime::{AuditEvent, LogLevel, Outcome, RuntimeInner};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Invocations one (capsule, principal) lane holds before refusing more.
+pub const LANE_CAPACITY: usize = 64;
+/// Pending invocations a publisher may have triggered before its publishes
+/// fail with `backpressure`.
+pub const MAX_PENDING_PER_SOURCE: usize = 1024;
+
+/// One matching handler.
+pub(crate) struct Target {
+    capsule: Arc<CapsuleInner>,
+    action: String,
+    priority: u32,
+}
+
+/// The handlers a message reaches, in dispatch order.
+pub(crate) struct Plan {
+    targets: Vec<Target>,
+}
+
+impl Plan {
+    pub(crate) fn len(&self) -> usize {
+        self.targets.len()
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Lane {
+    jobs: VecDeque<Job>,
+    running: bool,
+}
+
+type LaneKey = (String, Option<String>);
+
+/// Lanes and pending counts of one runtime.
+#[derive(Default)]
+pub(crate) struct Dispatcher {
+    lanes: Mutex<HashMap<LaneKey, Lane>>,
+    /// Invocations queued or running, by the source id that triggered them.
+    pending: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Dispatcher {
+    /// Invocations triggered by `source_id` that have not finished.
+    pub(crate) fn pending_for(&self, source_id: &str) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add_pending(&self, source_id: &Arc<str>, delta: isize) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let count = pending.entry(source_id.clone()).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            pending.remove(source_id);
+        }
+    }
+}
+
+/// The handlers of `capsules` that `topic` reaches, sorted by (priority,
+/// capsule id, action) and capped at the fan-out limit. Run-loop capsules
+/// handle their own subscriptions and are skipped.
+pub(crate) fn plan(capsules: &[Arc<CapsuleInner>], topic_text: &str) -> Plan {
+    let mut targets = Vec::new();
+    for capsule in capsules {
+        if !capsule.serves_interceptors() {
+            continue;
+        }
+        for grant in &capsule.shared.manifest.subscribe {
+            let Some(handler) = &grant.handler else {
+                continue;
+            };
+            if topic::matches(&grant.pattern, topic_text) {
+                targets.push(Target {
+                    capsule: capsule.clone(),
+                    action: handler.clone(),
+                    priority: grant.priority,
+                });
+            }
+        }
+    }
+    targets.sort_by(|a, b| {
+        (a.priority, &a.capsule.shared.id, &a.action).cmp(&(
+            b.priority,
+            &b.capsule.shared.id,
+            &b.action,
+        ))
+    });
+    targets.truncate(MAX_FAN_OUT);
+    Plan { targets }
+}
+
+impl RuntimeInner {
+    /// Starts the invocations of `plan` for `message` and returns at once.
+    pub(crate) fn dispatch(self: &Arc<Self>, plan: Plan, message: Arc<Message>) {
+        let mut targets = plan.targets;
+        if targets.is_empty() {
+            return;
+        }
+        let principal = match &message.attribution {
+            Attribution::Verified(p) => Some(p.clone()),
+            _ => None,
+        };
+        let all_equal = targets.iter().all(|t| t.priority == targets[0].priority);
+        if targets.len() == 1 || all_equal {
+            for target in targets {
+                let message = message.clone();
+                let runtime = self.clone();
+                let capsule = target.capsule.clone();
+                self.submit(&capsule, principal.clone(), &message.clone(), move || {
+                    runtime.run_interceptor(&target, &message, message.payload.as_bytes());
+                });
+            }
+            return;
+        }
+        // Distinct priorities: one chain, on the lane of its first capsule.
+        let first = targets[0].capsule.clone();
+        let runtime = self.clone();
+        let chain_message = message.clone();
+        self.submit(&first, principal, &message, move || {
+            let mut payload = chain_message.payload.clone().into_bytes();
+            for target in targets.drain(..) {
+                let Some(result) = runtime.run_interceptor(&target, &chain_message, &payload)
+                else {
+                    continue; // failed: skipped (already logged and audited)
+                };
+                match result.action.as_str() {
+                    "continue" => {
+                        if let Some(data) = result.data {
+                            payload = data.into_bytes();
+                        }
+                    }
+                    "final" | "deny" | "abort" => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Queues a job on a (capsule, principal) lane and makes sure a worker
+    /// drains it.
+    fn submit(
+        self: &Arc<Self>,
+        capsule: &Arc<CapsuleInner>,
+        principal: Option<String>,
+        message: &Arc<Message>,
+        job: impl FnOnce() + Send + 'static,
+    ) {
+        let key = (capsule.shared.id.clone(), principal);
+        let dispatcher = &self.dispatcher;
+        let source = message.source_id.clone();
+        let mut lanes = dispatcher.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(key.clone()).or_default();
+        if lane.jobs.len() >= LANE_CAPACITY {
+            drop(lanes);
+            self.note_dropped_invocation(capsule, message);
+            return;
+        }
+        dispatcher.add_pending(&source, 1);
+        let runtime = self.clone();
+        lane.jobs.push_back(Box::new(move || {
+            job();
+            runtime.dispatcher.add_pending(&source, -1);
+        }));
+        if lane.running {
+            return;
+        }
+        lane.running = true;
+        drop(lanes);
+        let runtime = self.clone();
+        self.handle.spawn_blocking(move || runtime.drain_lane(key));
+    }
+
+    fn drain_lane(&self, key: LaneKey) {
+        loop {
+            let job = {
+                let mut lanes = self
+                    .dispatcher
+                    .lanes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let Some(lane) = lanes.get_mut(&key) else {
+                    return;
+                };
+                match lane.jobs.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            job();
+        }
+    }
+
+    /// Calls one handler; `None` when the call failed (logged and audited).
+    fn run_interceptor(
+        &self,
+        target: &Target,
+        message: &Message,
+        payload: &[u8],
+    ) -> Option<crate::capsule::CallResult> {
+        let capsule = &target.capsule;
+        let principal = match &message.attribution {
+            Attribution::Verified(p) => Some(Arc::from(p.as_str())),
+            _ => None,
+        };
+        let started = self.has_audit_sink().then(Instant::now);
+        let outcome = capsule.invoke(
+            &target.action,
+            payload,
+            Invocation {
+                principal,
+                overlay: None,
+                source_id: message.source_id.clone(),
+                timestamp_ms: Some(message.timestamp_ms),
+                depth: message.depth,
+            },
+        );
+        let failure = outcome.as_ref().err().map(|e| e.to_string());
+        if let Some(text) = &failure {
+            capsule.shared.log(
+                LogLevel::Warn,
+                message.attribution.principal(),
+                &format!(
+                    "interceptor `{}` for `{}` failed and was skipped: {text}",
+                    target.action, message.topic
+                ),
+            );
+        }
+        if let Some(started) = started {
+            self.emit_audit(AuditEvent {
+                capsule: capsule.shared.name.to_string(),
+                capsule_id: capsule.shared.id.clone(),
+                principal: attribution_text(&message.attribution),
+                call: format!("guest.{}", target.action),
+                target: Some(message.topic.clone()),
+                bytes: payload.len() as u64,
+                outcome: if failure.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Allowed
+                },
+                reason: failure,
+                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        outcome.ok()
+    }
+
+    fn note_dropped_invocation(&self, capsule: &CapsuleInner, message: &Message) {
+        capsule.shared.log(
+            LogLevel::Warn,
+            message.attribution.principal(),
+            &format!(
+                "more than {LANE_CAPACITY} invocations pending; one for `{}` was dropped",
+                message.topic
+            ),
+        );
+        if !self.has_audit_sink() {
+            return;
+        }
+        self.emit_audit(AuditEvent {
+            capsule: capsule.shared.name.to_string(),
+            capsule_id: capsule.shared.id.clone(),
+            principal: attribution_text(&message.attribution),
+            call: "ipc.dispatch".into(),
+            target: Some(message.topic.clone()),
+            bytes: message.payload.len() as u64,
+            outcome: Outcome::Failed,
+            reason: Some(format!(
+                "more than {LANE_CAPACITY} invocations pending for this capsule and principal"
+            )),
+            elapsed_us: 0,
+        });
+    }
+}
+
+/// How audit events spell an attribution.
+pub fn attribution_text(attribution: &Attribution) -> String {
+    match attribution {
+        Attribution::System => "system".into(),
+        Attribution::Verified(p) => p.clone(),
+        Attribution::Claimed(p) => format!("claimed({p})"),
+    }
+}

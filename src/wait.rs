@@ -1,0 +1,114 @@
+//! Waiting on several things at once from a plain thread: a [`Waiter`] is
+//! registered with every [`Signal`] (and cancel token) it cares about, and
+//! any of them firing wakes it. Sources keep only weak references, so a
+//! finished wait leaves nothing behind but a pruned slot.
+
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Instant;
+
+/// One thread's wait.
+#[derive(Default)]
+pub struct Waiter {
+    fired: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Waiter {
+    pub fn new() -> Arc<Waiter> {
+        Arc::new(Waiter::default())
+    }
+
+    pub fn fire(&self) {
+        *self.fired.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Forgets earlier firings; call before re-checking the sources.
+    pub fn reset(&self) {
+        *self.fired.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    /// Blocks until fired (since the last reset) or `until` passes.
+    /// Returns whether it was fired.
+    pub fn wait_until(&self, until: Instant) -> bool {
+        let mut fired = self.fired.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *fired {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            fired = self
+                .wake
+                .wait_timeout(fired, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Something that changes state: wakes every registered waiter.
+#[derive(Default)]
+pub struct Signal {
+    waiters: Mutex<Vec<Weak<Waiter>>>,
+}
+
+impl Signal {
+    pub fn register(&self, waiter: &Arc<Waiter>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.retain(|w| w.strong_count() > 0);
+        waiters.push(Arc::downgrade(waiter));
+    }
+
+    pub fn notify(&self) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters.is_empty() {
+            return;
+        }
+        for waiter in waiters.iter().filter_map(Weak::upgrade) {
+            waiter.fire();
+        }
+    }
+}
+
+/// What a pollable reports on: is it ready now, and whom to tell when it
+/// might have become ready.
+pub trait Readiness: Send + Sync {
+    fn is_ready(&self) -> bool;
+    fn register(&self, waiter: &Arc<Waiter>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_signal_wakes_a_registered_waiter_and_not_a_dropped_one() {
+        let signal = Arc::new(Signal::default());
+        let waiter = Waiter::new();
+        signal.register(&waiter);
+        let notifier = {
+            let signal = signal.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                signal.notify();
+            })
+        };
+        assert!(waiter.wait_until(Instant::now() + Duration::from_secs(5)));
+        notifier.join().unwrap();
+        waiter.reset();
+        assert!(!waiter.wait_until(Instant::now() + Duration::from_millis(10)));
+        drop(waiter);
+        signal.notify(); // a dead waiter is skipped
+        assert_eq!(signal.waiters.lock().unwrap().len(), 1);
+        signal.register(&Waiter::new());
+        assert_eq!(
+            signal.waiters.lock().unwrap().len(),
+            1,
+            "dead slots are pruned"
+        );
+    }
+}

@@ -29,6 +29,9 @@
 
 
 
+// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
+#define ASTRID_WATCHDOG_OFF UINT64_MAX
+
 // Gate kind: reading a file or directory (`path` is set).
 #define ASTRID_GATE_FILE_READ 1
 
@@ -278,6 +281,11 @@ typedef struct astrid_load_options_t {
   // Cumulative bytes the capsule may write through `astrid:fs` over its
   // lifetime; 0 = unlimited. Exhausted → the guest sees `quota`.
   uint64_t fs_write_budget;
+  // Run-loop watchdog window in ms: a loop that goes three windows
+  // without a waiting host call (`recv`, `poll`, `sleep-ns`, blocking
+  // reads) is interrupted and marked failed. 0 = 5000;
+  // `ASTRID_WATCHDOG_OFF` exempts the capsule.
+  uint64_t watchdog_ms;
 } astrid_load_options_t;
 
 // Per-call options. Size-prefixed like the load options.
@@ -840,6 +848,21 @@ void astrid_result_free(struct astrid_result_t *result);
 // `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
 // unknown handle.
 astrid_status_t astrid_capsule_cancel(struct astrid_capsule_t *capsule);
+
+// Waits up to `timeout_ms` until the capsule is ready: a capsule that
+// exports `run` is ready once its loop calls `astrid:sys` `signal-ready`;
+// any other capsule is ready once loaded (returns at once). Errors:
+// `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_TIMEOUT` (not ready in time),
+// `ASTRID_E_TRAP` / `ASTRID_E_TIMEOUT` / `ASTRID_E_RESOURCE_LIMIT` (the
+// run loop failed or returned; it is not restarted), `ASTRID_E_CLOSED`
+// (unloaded), `ASTRID_E_REENTRANT` (from a callback). Thread-safe.
+astrid_status_t astrid_capsule_wait_ready(struct astrid_capsule_t *capsule,
+                                          uint64_t timeout_ms,
+                                          struct astrid_error_t **err);
+
+// Whether the capsule runs a `run` loop (it exports a real `run`, not a
+// guest-SDK placeholder). Unknown handle or NULL: false.
+bool astrid_capsule_runs_loop(const struct astrid_capsule_t *capsule);
 
 // Unloads and frees the capsule: cancels its calls, waits for them (bounded
 // by the runtime's unload grace), frees its instances, then frees the handle.

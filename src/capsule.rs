@@ -36,6 +36,20 @@ pub struct LoadOptions {
     /// Cumulative bytes the capsule may write through `astrid:fs`; `None`
     /// = unlimited. Exhausted → `quota`.
     pub fs_write_budget: Option<u64>,
+    /// The run-loop watchdog (host ABI §7.2); only the embedder can turn it off.
+    pub watchdog: Watchdog,
+}
+
+/// The run-loop watchdog of a capsule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Watchdog {
+    /// Three windows of five seconds.
+    #[default]
+    Default,
+    /// Three windows of this length.
+    Window(Duration),
+    /// Exempt: the loop may run without waiting host calls.
+    Off,
 }
 
 /// What the embedder may set per call.
@@ -94,6 +108,7 @@ pub struct CapsuleShared {
     /// Exports `run` (a real one, not an SDK placeholder): bus handlers are
     /// then the loop's own business, not dispatched as interceptors.
     pub(crate) runs_loop: bool,
+    pub(crate) run_loop: Option<Arc<crate::runloop::RunLoop>>,
     /// Live guest subscriptions over all instances (at most 128).
     pub(crate) subscriptions: Mutex<Vec<std::sync::Weak<crate::bus::SubscriptionQueue>>>,
     /// Publish token buckets per data scope: (bytes available, refilled at).
@@ -151,6 +166,19 @@ struct Limits {
     timeout: Duration,
     fuel: u64,
 }
+
+/// What a store is for.
+#[derive(Clone, Copy)]
+enum StoreKind {
+    /// Pooled: per-call fuel and deadline.
+    Pooled,
+    /// A run loop's dedicated store: no fuel limit and no deadline, but
+    /// interrupted after three `watchdog` windows without a waiting host call.
+    RunLoop { watchdog: Option<Duration> },
+}
+
+/// A deadline no run loop reaches.
+const RUN_LOOP_HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// One pooled instance and its store, with its interceptor export resolved.
 struct Worker {
@@ -332,7 +360,7 @@ impl Capsule {
             Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e)
         })?;
         let hook = component.get_export_index(None, "astrid-hook-trigger");
-        let runs_loop = false;
+        let runs_loop = crate::exports::offered_optional_exports(wasm).contains(&"run");
         let uses_wasi = engine::imports_wasi(&rt.engine, &component);
 
         let id = capsule_id(&manifest.name, &hash);
@@ -340,6 +368,7 @@ impl Capsule {
             runtime: rt.clone(),
             source_id: Arc::from(id.as_str()),
             runs_loop,
+            run_loop: runs_loop.then(|| Arc::new(crate::runloop::RunLoop::new())),
             subscriptions: Mutex::new(Vec::new()),
             publish_buckets: Mutex::new(HashMap::new()),
             id,
@@ -389,6 +418,18 @@ impl Capsule {
             pool.live = 1;
         }
         rt.register(&inner)?;
+        if runs_loop {
+            let watchdog = match options.watchdog {
+                Watchdog::Default => Some(crate::runloop::DEFAULT_WATCHDOG),
+                Watchdog::Window(window) => Some(window),
+                Watchdog::Off => None,
+            };
+            if let Err(e) = crate::runloop::start(&inner, watchdog) {
+                inner.begin_unload();
+                inner.finish_unload(Duration::ZERO);
+                return Err(e);
+            }
+        }
         for name in &inner.shared.manifest.capabilities.inert {
             inner.shared.log(
                 LogLevel::Warn,
@@ -425,6 +466,22 @@ impl Capsule {
     ) -> Result<CallResult> {
         refuse_reentry("astrid_capsule_call")?;
         self.inner.call(action, payload, options)
+    }
+
+    /// Waits until a run-loop capsule has called `signal-ready` (others are
+    /// ready once loaded). Errors: `Timeout`, the loop's failure, `Closed`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        refuse_reentry("astrid_capsule_wait_ready")?;
+        self.inner.check_loaded()?;
+        match &self.inner.shared.run_loop {
+            Some(run) => run.wait_ready(timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the capsule runs a `run` loop (a real export, not a placeholder).
+    pub fn runs_loop(&self) -> bool {
+        self.inner.shared.runs_loop
     }
 
     /// Cancels the calls in flight now; later calls are unaffected.
@@ -532,6 +589,27 @@ fn resolve_config(
 }
 
 impl CapsuleInner {
+    /// Builds the run loop's store and runs `run` on this thread until it
+    /// returns, fails, or unload interrupts it.
+    pub(crate) fn drive_run_loop(&self, watchdog: Option<Duration>) -> Result<()> {
+        let token = self.shared.unload_token.clone();
+        let (mut store, instance) = self.build_store(&token, StoreKind::RunLoop { watchdog })?;
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .map_err(|e| {
+                Error::new(
+                    Code::Link,
+                    "export `run` does not have the signature of astrid:guest/background@1.0.0",
+                )
+                .caused_by(e)
+            })?;
+        self.shared.note_waited();
+        let _enter = self.uses_wasi.then(|| self.shared.runtime.handle.enter());
+        let outcome = run.call(&mut store, ());
+        store.data().stdio.flush();
+        outcome.map_err(|e| classify_failure(&store, &e, &self.limits, "run loop"))
+    }
+
     /// Whether bus messages may be dispatched to this capsule's handlers:
     /// loaded, exporting `astrid-hook-trigger`, and not a run loop.
     pub(crate) fn serves_interceptors(&self) -> bool {
@@ -561,7 +639,12 @@ impl CapsuleInner {
     }
 
     /// Creates a store and instantiates, under the limits of a call.
-    fn new_worker(&self, token: &CancelToken) -> Result<Box<Worker>> {
+    /// A store with the capsule's limits and an instance in it.
+    fn build_store(
+        &self,
+        token: &CancelToken,
+        kind: StoreKind,
+    ) -> Result<(Store<HostState>, wasmtime::component::Instance)> {
         let rt = &self.shared.runtime;
         let mut store = Store::new(
             &rt.engine,
@@ -578,13 +661,36 @@ impl CapsuleInner {
                 state.interrupt = Some(Interrupt::Timeout);
                 return Ok(UpdateDeadline::Interrupt);
             }
+            if let Some(window) = state.watchdog {
+                let shared = &state.capsule;
+                let idle = shared
+                    .runtime
+                    .coarse_ms()
+                    .saturating_sub(shared.waited_at_ms.load(Ordering::Relaxed));
+                if u128::from(idle) > 3 * window.as_millis() {
+                    state.interrupt = Some(Interrupt::Watchdog);
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+            }
             Ok(UpdateDeadline::Continue(1))
         });
         let data = store.data_mut();
         data.call = CallContext::idle(token.clone());
-        data.call.deadline = Instant::now() + self.limits.timeout;
+        let fuel = match kind {
+            StoreKind::Pooled => {
+                data.call.deadline = Instant::now() + self.limits.timeout;
+                self.limits.fuel
+            }
+            StoreKind::RunLoop { watchdog } => {
+                data.watchdog = watchdog;
+                data.run_loop = true;
+                data.call.deadline = Instant::now() + RUN_LOOP_HORIZON;
+                data.call.active = true;
+                u64::MAX
+            }
+        };
         store
-            .set_fuel(self.limits.fuel)
+            .set_fuel(fuel)
             .map_err(|e| Error::new(Code::Internal, "cannot set fuel").caused_by(e))?;
         store.set_epoch_deadline(1);
         let _enter = self.uses_wasi.then(|| rt.handle.enter());
@@ -592,6 +698,11 @@ impl CapsuleInner {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify_failure(&store, &e, &self.limits, "instantiation"))?;
+        Ok((store, instance))
+    }
+
+    fn new_worker(&self, token: &CancelToken) -> Result<Box<Worker>> {
+        let (mut store, instance) = self.build_store(token, StoreKind::Pooled)?;
         store.data().stdio.flush();
         let hook = self
             .hook
@@ -835,6 +946,11 @@ impl CapsuleInner {
     /// Waits up to `grace` for calls in flight, then frees the instances.
     pub(crate) fn finish_unload(&self, grace: Duration) {
         let until = Instant::now() + grace;
+        if let Some(run) = &self.shared.run_loop {
+            // Abandoned after the grace: the thread ends at the guest's next
+            // epoch check and drops the store itself.
+            run.wait_finished(grace);
+        }
         let mut pool = self.pool_lock();
         while pool.in_flight > 0 {
             let now = Instant::now();
@@ -872,6 +988,16 @@ fn classify_failure(
                 format!(
                     "the {what} ran past its {} ms deadline",
                     limits.timeout.as_millis()
+                ),
+            );
+        }
+        Some(Interrupt::Watchdog) => {
+            let window = state.watchdog.map_or(0, |w| w.as_millis());
+            return Error::new(
+                Code::Timeout,
+                format!(
+                    "the {what} went {} ms without a waiting host call (run-loop watchdog)",
+                    3 * window
                 ),
             );
         }

@@ -5,7 +5,7 @@ use super::runtime::{astrid_runtime_t, runtime_from};
 use super::{
     astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, Registry,
 };
-use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions};
+use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
 use crate::error::{Error, Result};
 use once_cell::sync::Lazy;
 use std::ffi::CString;
@@ -68,7 +68,15 @@ pub struct astrid_load_options_t {
     /// Cumulative bytes the capsule may write through `astrid:fs` over its
     /// lifetime; 0 = unlimited. Exhausted → the guest sees `quota`.
     pub fs_write_budget: u64,
+    /// Run-loop watchdog window in ms: a loop that goes three windows
+    /// without a waiting host call (`recv`, `poll`, `sleep-ns`, blocking
+    /// reads) is interrupted and marked failed. 0 = 5000;
+    /// `ASTRID_WATCHDOG_OFF` exempts the capsule.
+    pub watchdog_ms: u64,
 }
+
+/// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
+pub const ASTRID_WATCHDOG_OFF: u64 = u64::MAX;
 
 /// Per-call options. Size-prefixed like the load options.
 #[repr(C)]
@@ -176,6 +184,11 @@ unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions
             fuel: Some(o.fuel).filter(|&v| v > 0),
             config: config_entries(o.config, o.config_len, "opts.config")?,
             fs_write_budget: Some(o.fs_write_budget).filter(|&v| v > 0),
+            watchdog: match o.watchdog_ms {
+                0 => Watchdog::Default,
+                ASTRID_WATCHDOG_OFF => Watchdog::Off,
+                ms => Watchdog::Window(Duration::from_millis(ms)),
+            },
         })
     }
 }
@@ -211,6 +224,7 @@ pub extern "C" fn astrid_load_options_init(opts: *mut astrid_load_options_t) -> 
                 config: std::ptr::null(),
                 config_len: 0,
                 fs_write_budget: 0,
+                watchdog_ms: 0,
             })
         };
         Ok(())
@@ -439,6 +453,38 @@ pub extern "C" fn astrid_capsule_cancel(capsule: *mut astrid_capsule_t) -> astri
         capsule_from(capsule)?.capsule.cancel();
         Ok(())
     })
+}
+
+/// Waits up to `timeout_ms` until the capsule is ready: a capsule that
+/// exports `run` is ready once its loop calls `astrid:sys` `signal-ready`;
+/// any other capsule is ready once loaded (returns at once). Errors:
+/// `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_TIMEOUT` (not ready in time),
+/// `ASTRID_E_TRAP` / `ASTRID_E_TIMEOUT` / `ASTRID_E_RESOURCE_LIMIT` (the
+/// run loop failed or returned; it is not restarted), `ASTRID_E_CLOSED`
+/// (unloaded), `ASTRID_E_REENTRANT` (from a callback). Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_wait_ready(
+    capsule: *mut astrid_capsule_t,
+    timeout_ms: u64,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        capsule_from(capsule)?
+            .capsule
+            .wait_ready(Duration::from_millis(timeout_ms))
+    })
+}
+
+/// Whether the capsule runs a `run` loop (it exports a real `run`, not a
+/// guest-SDK placeholder). Unknown handle or NULL: false.
+#[no_mangle]
+pub extern "C" fn astrid_capsule_runs_loop(capsule: *const astrid_capsule_t) -> bool {
+    let mut runs = false;
+    let _ = guard(std::ptr::null_mut(), || {
+        runs = capsule_from(capsule.cast_mut())?.capsule.runs_loop();
+        Ok(())
+    });
+    runs
 }
 
 /// Unloads and frees the capsule: cancels its calls, waits for them (bounded

@@ -145,6 +145,26 @@ fn to_wit(attribution: &Attribution) -> PrincipalAttribution {
     }
 }
 
+impl HostState {
+    /// In a run loop the context principal is the verified principal of the
+    /// message delivered last (host ABI §1); other messages clear it.
+    fn deliver(&mut self, take: Take) -> Result<IpcEnvelope, ErrorCode> {
+        if self.run_loop {
+            if let Take::Message(delivery) = &take {
+                let principal = match &delivery.message.attribution {
+                    Attribution::Verified(p) => Some(Arc::from(p.as_str())),
+                    _ => None,
+                };
+                if principal.as_deref() != self.call.principal.as_deref() {
+                    self.stdio.set_principal(principal.as_ref());
+                    self.call.principal = principal;
+                }
+            }
+        }
+        envelope(take)
+    }
+}
+
 fn envelope(take: Take) -> Result<IpcEnvelope, ErrorCode> {
     match take {
         Take::Message(delivery) => {
@@ -263,7 +283,8 @@ impl HostState {
 impl host::HostSubscription for HostState {
     fn poll(&mut self, this: Resource<GuestSubscription>) -> Result<IpcEnvelope, ErrorCode> {
         self.audited("ipc.subscription.poll", None, 0, |state| {
-            envelope(state.queue_of(&this)?.try_take())
+            let take = state.queue_of(&this)?.try_take();
+            state.deliver(take)
         })
     }
 
@@ -275,7 +296,7 @@ impl host::HostSubscription for HostState {
         let result = self.audited("ipc.subscription.recv", None, 0, |state| {
             let queue = state.queue_of(&this)?;
             if timeout_ms == 0 {
-                return envelope(queue.try_take());
+                return state.deliver(queue.try_take());
             }
             let wait = Duration::from_millis(timeout_ms.min(MAX_RECV_MS));
             let until = (Instant::now() + wait).min(state.call.deadline);
@@ -284,7 +305,7 @@ impl host::HostSubscription for HostState {
             if token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }
-            envelope(queue.try_take())
+            state.deliver(queue.try_take())
         });
         self.note_waited();
         result

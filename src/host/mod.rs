@@ -57,6 +57,8 @@ impl CallContext {
 pub enum Interrupt {
     Cancelled,
     Timeout,
+    /// A run loop went three watchdog windows without a waiting host call.
+    Watchdog,
 }
 
 /// Linear-memory and table ceilings of one store (host ABI §7.1).
@@ -102,6 +104,10 @@ pub struct HostState {
     pub(crate) open_files: Vec<u32>,
     /// `subscription` resources made by the current call (table reps).
     pub(crate) open_subscriptions: Vec<u32>,
+    /// This store runs the capsule's `run` loop.
+    pub(crate) run_loop: bool,
+    /// The run loop's watchdog window (`None`: exempt, or not a run loop).
+    pub(crate) watchdog: Option<std::time::Duration>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -123,6 +129,8 @@ impl HostState {
             stdio,
             open_files: Vec::new(),
             open_subscriptions: Vec::new(),
+            run_loop: false,
+            watchdog: None,
             wasi,
             table: ResourceTable::new(),
         }

@@ -144,9 +144,15 @@ impl host::Host for HostState {
     }
 
     fn signal_ready(&mut self) {
-        // Run loops arrive with the event bus; for an interceptor call the
-        // contract makes this a no-op.
-        let Ok(()) = self.audited("sys.signal-ready", None, 0, |_| Ok::<_, Infallible>(()));
+        // Marks a run loop ready; from an interceptor call it changes nothing.
+        let Ok(()) = self.audited("sys.signal-ready", None, 0, |state| {
+            if state.run_loop {
+                if let Some(run) = &state.capsule.run_loop {
+                    run.mark_ready();
+                }
+            }
+            Ok::<_, Infallible>(())
+        });
     }
 
     fn clock_ms(&mut self) -> u64 {
@@ -165,7 +171,7 @@ impl host::Host for HostState {
     }
 
     fn sleep_ns(&mut self, duration_ns: u64) -> Result<(), ErrorCode> {
-        self.audited("sys.sleep-ns", None, 0, |state| {
+        let result = self.audited("sys.sleep-ns", None, 0, |state| {
             if duration_ns > MAX_SLEEP_NS {
                 return Err(ErrorCode::TooLarge);
             }
@@ -181,7 +187,9 @@ impl host::Host for HostState {
             } else {
                 Ok(())
             }
-        })
+        });
+        self.note_waited();
+        result
     }
 
     fn random_bytes(&mut self, length: u64) -> Result<Vec<u8>, ErrorCode> {

@@ -1,0 +1,158 @@
+//! Run loops (host ABI §3, §7.2): a capsule that really exports `run` gets
+//! one dedicated store, never pooled or reset, driven by its own thread.
+//! `signal-ready` marks it ready (`Capsule::wait_ready`); returning from
+//! `run` or trapping marks it failed (no restart); the watchdog interrupts a
+//! loop that goes three windows without a waiting host call; unload wakes
+//! whatever it waits on and waits (bounded) for the thread.
+
+use crate::capsule::CapsuleInner;
+use crate::error::{Code, Error, Result};
+use crate::runtime::LogLevel;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default watchdog window.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub(crate) enum RunState {
+    Starting,
+    Ready,
+    /// `run` returned or failed; the error says which.
+    Failed(Error),
+    /// Ended by unload.
+    Stopped,
+}
+
+/// The shared state of one capsule's run loop.
+pub(crate) struct RunLoop {
+    state: Mutex<RunState>,
+    changed: Condvar,
+    /// Set when the thread has dropped the store.
+    finished: Mutex<bool>,
+    finished_changed: Condvar,
+}
+
+impl RunLoop {
+    pub(crate) fn new() -> Self {
+        RunLoop {
+            state: Mutex::new(RunState::Starting),
+            changed: Condvar::new(),
+            finished: Mutex::new(false),
+            finished_changed: Condvar::new(),
+        }
+    }
+
+    fn set(&self, next: RunState) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Ready only from Starting; terminal states never change.
+        let allowed = matches!(
+            (&*state, &next),
+            (RunState::Starting, _) | (RunState::Ready, RunState::Failed(_) | RunState::Stopped)
+        );
+        if allowed {
+            *state = next;
+            self.changed.notify_all();
+        }
+    }
+
+    /// `signal-ready` from the loop.
+    pub(crate) fn mark_ready(&self) {
+        self.set(RunState::Ready);
+    }
+
+    /// Waits until the loop is ready (Ok), failed or stopped (Err), or
+    /// `timeout` passes (`Timeout`).
+    pub(crate) fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let until = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match &*state {
+                RunState::Ready => return Ok(()),
+                RunState::Failed(e) => {
+                    return Err(Error::new(
+                        e.code(),
+                        format!("the run loop failed: {}", e.message()),
+                    ))
+                }
+                RunState::Stopped => return Err(Error::closed("the capsule was unloaded")),
+                RunState::Starting => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(Error::new(
+                    Code::Timeout,
+                    format!(
+                        "the run loop did not signal ready within {} ms",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits up to `grace` for the loop's thread to drop its store.
+    pub(crate) fn wait_finished(&self, grace: Duration) -> bool {
+        let until = Instant::now() + grace;
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        while !*finished {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            finished = self
+                .finished_changed
+                .wait_timeout(finished, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn mark_finished(&self) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.finished_changed.notify_all();
+    }
+}
+
+/// Starts the loop's thread. The store is built on it, so a failing
+/// instantiation shows up as a failed loop, not a hung load.
+pub(crate) fn start(capsule: &Arc<CapsuleInner>, watchdog: Option<Duration>) -> Result<()> {
+    let run = capsule
+        .shared
+        .run_loop
+        .clone()
+        .ok_or_else(|| Error::new(Code::Internal, "not a run-loop capsule"))?;
+    let worker = capsule.clone();
+    let name = format!("astrid-run-{}", capsule.shared.name);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let outcome = worker.drive_run_loop(watchdog);
+            let unloading = worker.shared.unload_token.is_cancelled();
+            match outcome {
+                _ if unloading => run.set(RunState::Stopped),
+                Ok(()) => {
+                    let error = Error::new(Code::Trap, "`run` returned; run loops must not return");
+                    worker.shared.log(LogLevel::Error, None, error.message());
+                    run.set(RunState::Failed(error));
+                }
+                Err(error) => {
+                    worker.shared.log(
+                        LogLevel::Error,
+                        None,
+                        &format!("the run loop failed and will not be restarted: {error}"),
+                    );
+                    run.set(RunState::Failed(error));
+                }
+            }
+            run.mark_finished();
+        })
+        .map(drop)
+        .map_err(|e| Error::new(Code::Io, "cannot start the run loop's thread").caused_by(e))
+}

@@ -54,6 +54,13 @@ grep -q 'err capability-denied' build/vfs.out
 grep -q 'audit: fs.write-file cwd://ws/secret.txt denied (gate: writes only under ws/public)' build/vfs.out
 grep -q 'memfs finalized' build/vfs.out
 
+step "bus example: the embedder and two capsules exchange messages"
+compile_c build/bus examples/c/bus.c
+./build/bus build/capsules | tee build/bus.out
+grep -q 'loaded runloop (run loop)' build/bus.out
+grep -q 'out.report <- {"echo":{"order":2},"as":"alice"} \[verified(alice)\]' build/bus.out
+grep -q '2 report(s) came back' build/bus.out
+
 step "WIT shape against the published astrid-sys 0.7.2"
 compat="$root/../shared/tools/wit-compat.sh"
 if [ -x "$compat" ] || [ -f "$compat" ]; then

@@ -245,7 +245,8 @@ fn interceptor_bindings_are_listed_in_manifest_order() {
     assert_eq!(
         ok(&c, "bindings", &[]),
         "0:echo:echo.in,1:append-a:chain.in,2:final:chain.stop,3:trap:chain.fail,\
-         4:report:chain.*,5:report:fan.x,6:report-again:fan.*,7:loop:loop.in,8:whoami:who.*"
+         4:report:chain.*,5:report:fan.x,6:report-again:fan.*,7:loop:loop.in,8:whoami:who.*,\
+         9:report:svc.out"
     );
 }
 
@@ -366,4 +367,36 @@ fn subscriptions_end_with_their_call() {
     }
     // Each call's subscription was closed when the call ended: no quota hit.
     assert_eq!(rt.subscription_count(), before);
+}
+
+#[test]
+fn too_many_pending_invocations_give_backpressure_and_others_keep_going() {
+    let rt = runtime();
+    let publisher = load_probe(&rt, None);
+    // Twenty slow handlers (100 ms each), one lane each: every publish adds
+    // twenty pending invocations until the lanes (64 deep) fill.
+    let _targets: Vec<Capsule> = (0..20)
+        .map(|i| {
+            load_with_manifest(
+                &rt,
+                &format!(
+                    "[package]\nname = \"slow{i}\"\nversion = \"0.1.0\"\n\
+                     [subscribe]\n\"probe.slow\" = {{ wit = \"opaque\", handler = \"sleep\" }}\n"
+                ),
+            )
+        })
+        .collect();
+    let result = ok(&publisher, "storm", &["probe.slow", "200", "4"]);
+    let (sent, error) = result.split_once(" then ").expect(&result);
+    assert_eq!(error, "backpressure");
+    let sent: usize = sent.parse().unwrap();
+    // 1024 pending / 20 per publish ≈ 52 (a few may have finished meanwhile).
+    assert!((50..=64).contains(&sent), "{result}");
+    // Nobody else is held back: another capsule and the host still publish.
+    let quiet = load_with_manifest(
+        &rt,
+        "[package]\nname = \"quiet\"\nversion = \"0.1.0\"\n[publish]\n\"out.*\" = \"opaque\"\n",
+    );
+    assert_eq!(ok(&quiet, "publish", &["out.q", "1"]), "ok");
+    rt.publish("out.host", "1", None).unwrap();
 }

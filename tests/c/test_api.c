@@ -943,6 +943,46 @@ static void test_kv_backend(void) {
     CHECK(kv.finalized == 2);
 }
 
+/* ---- run loops over C ---- */
+
+static void test_run_loops(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_capsule_t *service = load(rt, "runloop");
+    astrid_capsule_t *hello = load(rt, "hello");
+    CHECK(astrid_capsule_runs_loop(service));
+    CHECK(!astrid_capsule_runs_loop(hello));
+    CHECK(!astrid_capsule_runs_loop(NULL));
+    CHECK_STATUS(astrid_capsule_wait_ready(service, 5000, err), ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_wait_ready(hello, 0, err), ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_wait_ready(NULL, 0, err), ASTRID_E_INVALID_ARGUMENT);
+
+    /* A loop that returns from `run` is failed, and says so. */
+    astrid_config_entry_t mode = {"MODE", 4, "return", 6};
+    astrid_load_options_t opts;
+    astrid_load_options_init(&opts);
+    opts.config = &mode;
+    opts.config_len = 1;
+    CHECK(opts.watchdog_ms == 0);
+    astrid_capsule_t *broken = NULL;
+    astrid_error_t *e = NULL;
+    CHECK(astrid_capsule_load(rt, path_of("runloop"), ASTRID_NTS, &opts, &broken, &e) == ASTRID_OK);
+    CHECK(astrid_capsule_wait_ready(broken, 5000, &e) == ASTRID_E_TRAP);
+    CHECK(e && strstr(astrid_error_message(e), "run loop") != NULL);
+    astrid_error_free(e);
+    e = NULL;
+
+    /* Unloading a loop blocked in recv returns promptly; the handle is then closed. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(astrid_capsule_unload(service) == ASTRID_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK(t1.tv_sec - t0.tv_sec < 2);
+    CHECK_STATUS(astrid_capsule_wait_ready(service, 0, err), ASTRID_E_CLOSED);
+    astrid_capsule_unload(broken);
+    astrid_capsule_unload(hello);
+    astrid_runtime_free(rt);
+}
+
 int main(int argc, char **argv) {
     capsules = argc > 1 ? argv[1] : "build/capsules";
     test_versions_and_errors();
@@ -960,6 +1000,7 @@ int main(int argc, char **argv) {
         test_ipc_delivery();
         test_ipc_queue_limits();
         test_kv_backend();
+        test_run_loops();
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -132,6 +132,10 @@ fn run(action: &str, payload: &str) -> Result<String, ErrorCode> {
         "echo" => ipc::publish("out.echo", payload).map(|()| "continue".into()),
         "append-a" => Ok(format!("continue-with:{}", append(payload, "a"))),
         "final" => Ok("final".into()),
+        "sleep" => {
+            let _ = sys::sleep_ns(100_000_000);
+            Ok("continue".into())
+        }
         "trap" => core::arch::wasm32::unreachable(),
         "report" => ipc::publish("out.report", payload).map(|()| "continue".into()),
         "report-again" => ipc::publish("out.report-again", payload).map(|()| "continue".into()),

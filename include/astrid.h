@@ -512,6 +512,10 @@ typedef struct astrid_runtime_config_t {
   // store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
   // KV backend (`astrid_runtime_set_kv`) enforces its own.
   uint64_t kv_quota_bytes;
+  // Payload bytes per second each (capsule, principal) may publish on
+  // the bus; beyond it the guest's publish fails with `rate-limited`.
+  // Default 10 MiB/s.
+  uint64_t ipc_publish_bytes_per_sec;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
@@ -677,7 +681,8 @@ typedef struct astrid_vfs_ops_t {
   int32_t (*sync)(void *user_data, uint64_t handle, uint32_t data_only);
   // Truncates or zero-extends a file.
   int32_t (*set_len)(void *user_data, uint64_t handle, uint64_t len);
-  // Metadata of an open handle.
+  // Metadata of an open handle. Optional: without it whole-file reads
+  // read until `read_at` reports the end, with no size known up front.
   int32_t (*fstat)(void *user_data, uint64_t handle, struct astrid_vfs_stat_t *out);
   // Pushes each entry of a directory (never `.` or `..`) into `sink(sink_ctx, ...)`.
   int32_t (*read_dir)(void *user_data,
@@ -905,7 +910,8 @@ void astrid_error_free(struct astrid_error_t *err);
 // alone then decides). `finalizer(user_data)` runs exactly once, when the
 // gate is replaced or the runtime is freed and no call uses it any more.
 // Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
-// Thread-safe.
+// When the call fails, `finalizer` is NOT run: `user_data` stays the
+// caller's. Thread-safe.
 astrid_status_t astrid_runtime_set_gate(struct astrid_runtime_t *rt,
                                         astrid_gate_fn gate_fn,
                                         void *user_data,

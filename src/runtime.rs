@@ -66,6 +66,9 @@ pub struct RuntimeConfig {
     pub queue_limits: QueueLimits,
     /// Byte budget of each KV namespace in the built-in store.
     pub kv_quota: u64,
+    /// Payload bytes per second one (capsule, principal) may publish
+    /// (host ABI §8.6); beyond it the guest gets `rate-limited`.
+    pub publish_rate: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -83,6 +86,7 @@ impl Default for RuntimeConfig {
             vfs_timeout: Duration::from_secs(10),
             queue_limits: QueueLimits::default(),
             kv_quota: crate::kv::DEFAULT_QUOTA_BYTES,
+            publish_rate: 10 << 20,
         }
     }
 }
@@ -240,6 +244,7 @@ impl Runtime {
             || config.vfs_timeout.is_zero()
             || config.queue_limits.messages == 0
             || config.queue_limits.bytes == 0
+            || config.publish_rate == 0
         {
             return Err(Error::invalid_argument(
                 "memory limit, fuel, timeouts and queue bounds must be non-zero",

@@ -496,6 +496,31 @@ fn c_callback_provider_and_its_misbehaviour() {
 }
 
 #[test]
+fn a_provider_without_fstat_still_serves_whole_file_reads() {
+    let rt = runtime();
+    let ops = astrid_vfs_ops_t {
+        fstat: None,
+        ..test_ops()
+    };
+    let state = Box::into_raw(Box::new(TestVfs {
+        inner: MemoryFs::default(),
+        mischief: AtomicUsize::new(0),
+        calls: AtomicUsize::new(0),
+    }));
+    let provider = unsafe { callback_provider(&ops, state.cast(), Some(t_finalize)) };
+    rt.mount_vfs(Mount::Cwd, Some(provider)).unwrap();
+    let c = load_fsprobe(&rt, None);
+    ok(&c, "mkdir", &["ws"]);
+    assert_eq!(ok(&c, "write-file", &["ws/small", "hi"]), "ok");
+    assert_eq!(ok(&c, "read-file", &["ws/small"]), "hi");
+    // This provider answers at most 3 bytes per read: many short reads,
+    // then the end, with no size known up front.
+    let big = "z".repeat(4099);
+    assert_eq!(ok(&c, "write-file", &["ws/f", &big]), "ok");
+    assert_eq!(ok(&c, "read-size", &["ws/f"]), big.len().to_string());
+}
+
+#[test]
 fn unset_callbacks_are_not_supported() {
     let rt = runtime();
     let ops = astrid_vfs_ops_t {

@@ -105,7 +105,8 @@ pub type astrid_gate_fn = Option<
 /// alone then decides). `finalizer(user_data)` runs exactly once, when the
 /// gate is replaced or the runtime is freed and no call uses it any more.
 /// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
-/// Thread-safe.
+/// When the call fails, `finalizer` is NOT run: `user_data` stays the
+/// caller's. Thread-safe.
 #[no_mangle]
 pub extern "C" fn astrid_runtime_set_gate(
     rt: *mut astrid_runtime_t,

@@ -3,9 +3,13 @@
 
 use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
-use super::{astrid_status_t, guard, non_null, opt_view, str_arg, view, Callback, Registry};
+use super::{
+    astrid_status_t, guard, install_or_disarm, non_null, opt_view, str_arg, view, Callback,
+    Registry,
+};
 use crate::bus::{Attribution, Delivery, HostSubscription};
 use once_cell::sync::Lazy;
+use std::sync::Arc;
 
 /// `astrid_message_t.attribution`: published by the embedder without a
 /// principal, or by a capsule acting for no principal.
@@ -173,13 +177,15 @@ pub extern "C" fn astrid_ipc_subscribe(
         crate::policy::topic::validate_pattern(pattern).map_err(|e| {
             crate::Error::invalid_argument(format!("topic pattern `{pattern}` {e}"))
         })?;
-        let callback = Callback::new(function, user_data, finalizer);
-        let handler = Box::new(move |delivery: &Delivery| deliver(&callback, delivery));
-        let subscription = runtime.subscribe(pattern, handler)?;
-        let id = SUBSCRIPTIONS.insert(subscription);
-        // SAFETY: checked non-NULL above.
-        unsafe { *out_sub = id as *mut astrid_subscription_t };
-        Ok(())
+        let callback = Arc::new(Callback::new(function, user_data, finalizer));
+        install_or_disarm(callback, Callback::disarm, |callback| {
+            let handler = Box::new(move |delivery: &Delivery| deliver(&callback, delivery));
+            let subscription = runtime.subscribe(pattern, handler)?;
+            let id = SUBSCRIPTIONS.insert(subscription);
+            // SAFETY: checked non-NULL above.
+            unsafe { *out_sub = id as *mut astrid_subscription_t };
+            Ok(())
+        })
     })
 }
 

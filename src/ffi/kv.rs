@@ -2,7 +2,7 @@
 //! serves `astrid:kv` for every capsule of a runtime.
 
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
-use super::{astrid_status_t, guard, sized_struct, view, Callback};
+use super::{astrid_status_t, guard, install_or_disarm, sized_struct, view, Callback};
 use crate::kv::{KvError, KvStore, Namespace};
 use std::sync::Arc;
 
@@ -374,9 +374,14 @@ pub extern "C" fn astrid_runtime_set_kv(
         let Some(ops) = (unsafe { sized_struct(ops, "ops")? }) else {
             return runtime.set_kv_store(None);
         };
-        runtime.set_kv_store(Some(Arc::new(CallbackKv {
+        let store = Arc::new(CallbackKv {
             callback: Callback::new(*ops, user_data, finalizer),
-        })))
+        });
+        install_or_disarm(
+            store,
+            |s| s.callback.disarm(),
+            |store| runtime.set_kv_store(Some(store)),
+        )
     })
 }
 

@@ -284,6 +284,33 @@ impl<F: Copy> Callback<F> {
     }
 }
 
+impl<F: Copy> Callback<F> {
+    /// Gives `user_data` back to the embedder: the finalizer will not run.
+    /// For calls that fail after building the callback (the header promises
+    /// that a failed call leaves `user_data` with the caller).
+    pub(crate) fn disarm(&mut self) {
+        self.finalizer = None;
+    }
+}
+
+/// Runs `install`, which hands `owner` (something holding the callback) to
+/// the library; if it fails and nothing else kept `owner`, the callback is
+/// disarmed so the failed call does not run the embedder's finalizer.
+pub(crate) fn install_or_disarm<T>(
+    owner: Arc<T>,
+    disarm: impl FnOnce(&mut T),
+    install: impl FnOnce(Arc<T>) -> Result<()>,
+) -> Result<()> {
+    let kept = owner.clone();
+    let outcome = install(owner);
+    if outcome.is_err() {
+        if let Ok(mut alone) = Arc::try_unwrap(kept) {
+            disarm(&mut alone);
+        }
+    }
+    outcome
+}
+
 impl<F: Copy> Drop for Callback<F> {
     fn drop(&mut self) {
         if let Some(finalizer) = self.finalizer.take() {

@@ -3,7 +3,8 @@
 
 use super::errors::astrid_error_t;
 use super::{
-    astrid_status_t, guard, non_null, opt_str_arg, opt_view, sized_struct, view, Callback, Registry,
+    astrid_status_t, guard, install_or_disarm, non_null, opt_str_arg, opt_view, sized_struct, view,
+    Callback, Registry,
 };
 use crate::error::{Error, Result};
 use crate::runtime::{
@@ -96,6 +97,10 @@ pub struct astrid_runtime_config_t {
     /// store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
     /// KV backend (`astrid_runtime_set_kv`) enforces its own.
     pub kv_quota_bytes: u64,
+    /// Payload bytes per second each (capsule, principal) may publish on
+    /// the bus; beyond it the guest's publish fails with `rate-limited`.
+    /// Default 10 MiB/s.
+    pub ipc_publish_bytes_per_sec: u64,
 }
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
@@ -135,6 +140,7 @@ pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) 
                 ipc_queue_messages: d.queue_limits.messages as u32,
                 ipc_queue_bytes: d.queue_limits.bytes as u64,
                 kv_quota_bytes: d.kv_quota,
+                ipc_publish_bytes_per_sec: d.publish_rate,
             });
         }
         Ok(())
@@ -169,6 +175,9 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     if c.ipc_queue_bytes > 0 {
         config.queue_limits.bytes = usize::try_from(c.ipc_queue_bytes).unwrap_or(usize::MAX);
+    }
+    if c.ipc_publish_bytes_per_sec > 0 {
+        config.publish_rate = c.ipc_publish_bytes_per_sec;
     }
     if c.kv_quota_bytes > 0 {
         config.kv_quota = c.kv_quota_bytes;
@@ -397,7 +406,9 @@ pub(crate) fn install_hook<F: Copy, S>(
         };
         runtime.check_open_for_hooks()?;
         let callback = Arc::new(Callback::new(function, user_data, finalizer));
-        set(&runtime, Some(wrap(callback)))
+        install_or_disarm(callback, Callback::disarm, |callback| {
+            set(&runtime, Some(wrap(callback)))
+        })
     })
 }
 

@@ -2,7 +2,7 @@
 //! callbacks mounted on a runtime under a mount name (`cwd`, `home`, `tmp`).
 
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
-use super::{astrid_status_t, guard, sized_struct, str_arg, Callback};
+use super::{astrid_status_t, guard, install_or_disarm, sized_struct, str_arg, Callback};
 use crate::error::{Error, Result};
 use crate::policy::paths::Mount;
 use crate::vfs::{DirEntry, FileKind, OpenFlags, Stat, Timestamp, Vfs, VfsError, VfsResult};
@@ -200,7 +200,8 @@ pub struct astrid_vfs_ops_t {
     /// Truncates or zero-extends a file.
     pub set_len:
         Option<unsafe extern "C" fn(user_data: *mut libc::c_void, handle: u64, len: u64) -> i32>,
-    /// Metadata of an open handle.
+    /// Metadata of an open handle. Optional: without it whole-file reads
+    /// read until `read_at` reports the end, with no size known up front.
     pub fstat: Option<
         unsafe extern "C" fn(
             user_data: *mut libc::c_void,
@@ -571,10 +572,14 @@ pub extern "C" fn astrid_runtime_mount_vfs(
         let Some(ops) = (unsafe { sized_struct(ops, "ops")? }) else {
             return runtime.mount_vfs(mount, None);
         };
-        let provider = CallbackVfs {
+        let provider = Arc::new(CallbackVfs {
             callback: Callback::new(*ops, user_data, finalizer),
-        };
-        runtime.mount_vfs(mount, Some(Arc::new(provider)))
+        });
+        install_or_disarm(
+            provider,
+            |p| p.callback.disarm(),
+            |provider| runtime.mount_vfs(mount, Some(provider)),
+        )
     })
 }
 

@@ -408,10 +408,12 @@ impl HostState {
         handle: u64,
         limit: Option<usize>,
     ) -> Result<Vec<u8>, ErrorCode> {
-        let size = self
-            .vfs_call(vfs, move |v| v.fstat(handle))
-            .map_err(map)?
-            .size;
+        // A provider without `fstat` is read until it reports the end.
+        let size = match self.vfs_call(vfs, move |v| v.fstat(handle)) {
+            Ok(stat) => stat.size,
+            Err(VfsError::NotSupported) => 0,
+            Err(e) => return Err(map(e)),
+        };
         if limit.is_some_and(|limit| size > limit as u64) {
             return Err(ErrorCode::TooLarge);
         }

@@ -36,8 +36,6 @@ pub const MAX_SUBSCRIPTIONS: usize = 128;
 pub const MAX_DEPTH: u32 = 8;
 /// Longest `recv` wait.
 pub const MAX_RECV_MS: u64 = 60_000;
-/// Payload bytes per second one (capsule, principal) may publish.
-pub const PUBLISH_BYTES_PER_SECOND: f64 = 10.0 * 1024.0 * 1024.0;
 /// Reserved for the host.
 const RESERVED_PREFIX: &str = "astrid.";
 
@@ -88,18 +86,17 @@ impl crate::capsule::CapsuleShared {
     }
 
     /// Takes `bytes` from the (capsule, scope) publish budget: a token
-    /// bucket refilled at [`PUBLISH_BYTES_PER_SECOND`], one second deep.
+    /// bucket refilled at the runtime's publish rate, one second deep.
     fn take_publish_budget(&self, scope: &str, bytes: usize) -> bool {
+        let rate = self.runtime.config.publish_rate as f64;
         let mut buckets = self
             .publish_buckets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let bucket = buckets
-            .entry(scope.to_string())
-            .or_insert((PUBLISH_BYTES_PER_SECOND, now));
-        let refill = now.duration_since(bucket.1).as_secs_f64() * PUBLISH_BYTES_PER_SECOND;
-        bucket.0 = (bucket.0 + refill).min(PUBLISH_BYTES_PER_SECOND);
+        let bucket = buckets.entry(scope.to_string()).or_insert((rate, now));
+        let refill = now.duration_since(bucket.1).as_secs_f64() * rate;
+        bucket.0 = (bucket.0 + refill).min(rate);
         bucket.1 = now;
         if bucket.0 < bytes as f64 {
             return false;

@@ -63,6 +63,7 @@ class LoadOptions(Structure):
         ("config", POINTER(ConfigEntry)),
         ("config_len", c_size_t),
         ("fs_write_budget", c_uint64),
+        ("watchdog_ms", c_uint64),
     ]
 
 
@@ -123,6 +124,7 @@ class RuntimeConfig(Structure):
         ("ipc_queue_messages", c_uint32),
         ("ipc_queue_bytes", c_uint64),
         ("kv_quota_bytes", c_uint64),
+        ("ipc_publish_bytes_per_sec", c_uint64),
     ]
 
 

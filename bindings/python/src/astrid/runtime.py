@@ -119,6 +119,7 @@ class Runtime:
         ipc_queue_messages: int = 0,
         ipc_queue_bytes: int = 0,
         kv_quota_bytes: int = 0,
+        ipc_publish_bytes_per_sec: int = 0,
         library: Union[None, str, "os.PathLike[str]", "_native.Library"] = None,
     ) -> None:
         self._h: Optional[int] = None
@@ -158,6 +159,7 @@ class Runtime:
         cfg.ipc_queue_messages = ipc_queue_messages
         cfg.ipc_queue_bytes = ipc_queue_bytes
         cfg.kv_quota_bytes = kv_quota_bytes
+        cfg.ipc_publish_bytes_per_sec = ipc_publish_bytes_per_sec
         out, err = c_void_p(), c_void_p()
         rc = lib.astrid_runtime_new(byref(cfg), byref(out), byref(err))
         if rc:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Prints the benchmark tables (B02, B03, B08, B16): builds the capsules and
-# the Extism comparator plugin, installs Extism's C library from PyPI
-# (`extism` → `extism-sys` wheel), then runs `cargo bench --bench call`.
+# Prints every benchmark table: B02, B03, B08, B16 (benches/call.rs), B05-B07
+# (benches/fs.rs), the bus (benches/bus.rs), then the bindings' B10-B13 and
+# the C++ wrapper's overhead. Builds the capsules and the Extism comparator
+# plugin, and installs Extism's C library from PyPI (`extism` → the
+# `extism-sys` wheel) first.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_rust
@@ -17,3 +19,9 @@ fi
 export EXTISM_LIB=$(python3 -c 'import extism_sys, os; print(os.path.join(os.path.dirname(extism_sys.__file__), "libextism_sys.so"))')
 cd "$root"
 cargo bench --bench call
+cargo bench --bench fs
+cargo bench --bench bus
+export ASTRID_LIB_DIR="$lib_dir" ASTRID_INCLUDE_DIR="$root/include" ASTRID_CAPSULES="$root/build/capsules"
+bindings/cpp/bench.sh
+bindings/python/bench.sh
+bindings/go/bench.sh

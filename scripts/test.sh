@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, the C API tests (also
-# under valgrind for handle lifetimes), the C++ header check, the demo, the
-# WIT shape check against the published ABI, rustfmt and clippy.
+# under valgrind for handle lifetimes), the C++ header check, the demo and C
+# examples, the C++, Python and Go bindings' own suites, the WIT shape check
+# against the published ABI, rustfmt and clippy.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_rust
@@ -60,6 +61,24 @@ compile_c build/bus examples/c/bus.c
 grep -q 'loaded runloop (run loop)' build/bus.out
 grep -q 'out.report <- {"echo":{"order":2},"as":"alice"} \[verified(alice)\]' build/bus.out
 grep -q '2 report(s) came back' build/bus.out
+
+# Each binding's suite ends with "<lang>: N passed, M failed"; only that line
+# goes into the totals (runners print their own counts too).
+binding_suite() { # binding_suite LANG
+    local log="build/binding-$1.log"
+    ASTRID_LIB_DIR="$lib_dir" ASTRID_INCLUDE_DIR="$root/include" ASTRID_CAPSULES="$root/build/capsules" \
+        "bindings/$1/test.sh" 2>&1 | tee "$log"
+    grep -E "^$2: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1 >> "$results"
+}
+
+step "C++ binding (bindings/cpp)"
+binding_suite cpp cpp
+
+step "Python binding (bindings/python)"
+binding_suite python python
+
+step "Go binding (bindings/go)"
+binding_suite go go
 
 step "WIT shape against the published astrid-sys 0.7.2"
 compat="$root/../shared/tools/wit-compat.sh"

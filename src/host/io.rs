@@ -831,3 +831,174 @@ mod tests {
         assert!(!wait_for(&[&*readiness], &fresh, soon, || readiness.is_ready()));
     }
 }
+
+/// The stream and poll host functions exercised on a real capsule's store
+/// state, with in-memory pipes standing in for the producers that arrive
+/// with net/http.
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+    use crate::{Capsule, LoadOptions, Runtime, RuntimeConfig};
+    use poll::{Host as _, HostPollable as _};
+    use std::time::Duration;
+    use streams::{HostInputStream as _, HostOutputStream as _};
+
+    fn state() -> (Runtime, Capsule, HostState) {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/capsules/hello");
+        let capsule = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+            .expect("build the capsules first (scripts/build-capsules.sh)");
+        let mut state = HostState::new(capsule.inner.shared.clone(), 64 << 20);
+        state.call.token = CancelToken::new();
+        state.call.deadline = Instant::now() + Duration::from_secs(10);
+        (rt, capsule, state)
+    }
+
+    fn input(state: &mut HostState, pipe: &Arc<Pipe>) -> Resource<InputStream> {
+        let source: Arc<dyn ByteSource> = Arc::new(PipeReader(pipe.clone()));
+        state.table.push(InputStream::new(source)).unwrap()
+    }
+
+    fn output(state: &mut HostState, pipe: &Arc<Pipe>) -> Resource<OutputStream> {
+        let sink: Arc<dyn ByteSink> = Arc::new(PipeWriter(pipe.clone()));
+        state.table.push(OutputStream::new(sink)).unwrap()
+    }
+
+    fn again<T: 'static>(r: &Resource<T>) -> Resource<T> {
+        Resource::new_borrow(r.rep())
+    }
+
+    #[test]
+    fn input_streams_read_wait_end_and_close_on_cancel() {
+        let (_rt, _capsule, mut state) = state();
+        let pipe = Pipe::new(4 << 20);
+        let stream = input(&mut state, &pipe);
+        assert_eq!(state.read(again(&stream), 10).unwrap(), b"");
+        PipeWriter(pipe.clone())
+            .write(&vec![7u8; (2 << 20) + 5])
+            .unwrap();
+        // One read moves at most 1 MiB, whatever the guest asks for.
+        assert_eq!(state.read(again(&stream), u64::MAX).unwrap().len(), 1 << 20);
+        assert_eq!(state.skip(again(&stream), 1 << 20).unwrap(), 1 << 20);
+        assert_eq!(state.read(again(&stream), 100).unwrap(), vec![7u8; 5]);
+        // blocking-read waits for a writer on another thread.
+        let writer = {
+            let pipe = pipe.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                PipeWriter(pipe).write(b"late").unwrap();
+            })
+        };
+        assert_eq!(state.blocking_read(again(&stream), 100).unwrap(), b"late");
+        writer.join().unwrap();
+        // Readiness through a pollable and `poll`.
+        let ready = streams::HostInputStream::subscribe(&mut state, again(&stream));
+        assert!(!state.ready(again(&ready)));
+        PipeWriter(pipe.clone()).write(b"x").unwrap();
+        assert_eq!(
+            state.poll(vec![again(&ready), again(&ready)]).unwrap(),
+            vec![0, 1]
+        );
+        // End of data is `closed`, after what was written.
+        pipe.close_writer();
+        assert_eq!(state.read(again(&stream), 10).unwrap(), b"x");
+        assert!(matches!(
+            state.read(again(&stream), 10),
+            Err(StreamError::Closed)
+        ));
+        // Once cancelled, every operation answers `closed`, blocking or not.
+        let other = Pipe::new(16);
+        let fresh = input(&mut state, &other);
+        state.call.token.cancel();
+        assert!(matches!(
+            state.read(again(&fresh), 1),
+            Err(StreamError::Closed)
+        ));
+        let started = Instant::now();
+        assert!(matches!(
+            state.blocking_read(again(&fresh), 1),
+            Err(StreamError::Closed)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // And every pollable reads as ready.
+        let pollable = streams::HostInputStream::subscribe(&mut state, again(&fresh));
+        assert!(state.ready(again(&pollable)));
+        assert!(matches!(
+            state.block(again(&pollable)),
+            Err(ErrorCode::Cancelled)
+        ));
+    }
+
+    #[test]
+    fn output_streams_honour_check_write_permits() {
+        let (_rt, _capsule, mut state) = state();
+        let pipe = Pipe::new(8);
+        let stream = output(&mut state, &pipe);
+        // No permit yet: a write fails with last-operation-failed.
+        match state.write(again(&stream), b"abc".to_vec()) {
+            Err(StreamError::LastOperationFailed(error)) => {
+                let text = error::HostError::to_debug_string(&mut state, error);
+                assert!(text.contains("check-write"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.check_write(again(&stream)).unwrap(), 8);
+        state.write(again(&stream), b"abcde".to_vec()).unwrap();
+        // The permit shrinks by what was written.
+        assert!(state.write(again(&stream), b"wxyz".to_vec()).is_err());
+        assert_eq!(state.check_write(again(&stream)).unwrap(), 3);
+        assert!(state.write_zeroes(again(&stream), (1 << 20) + 1).is_err());
+        // A blocking write waits for the reader to make room.
+        let reader = {
+            let pipe = pipe.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                PipeReader(pipe).read(8).unwrap()
+            })
+        };
+        state
+            .blocking_write_and_flush(again(&stream), b"0123456".to_vec())
+            .unwrap();
+        // It filled the room there was, waited, then wrote the rest.
+        assert_eq!(reader.join().unwrap(), b"abcde012");
+        assert_eq!(PipeReader(pipe.clone()).read(16).unwrap(), b"3456");
+        assert!(state
+            .blocking_write_and_flush(again(&stream), vec![0; 4097])
+            .is_err());
+        // Splice moves bytes from an input stream into this one.
+        let source_pipe = Pipe::new(64);
+        let source = input(&mut state, &source_pipe);
+        PipeWriter(source_pipe.clone()).write(b"spliced!").unwrap();
+        assert_eq!(
+            state.splice(again(&stream), again(&source), 100).unwrap(),
+            8
+        );
+        assert_eq!(PipeReader(pipe.clone()).read(16).unwrap(), b"spliced!");
+        // A closed reader ends the output stream.
+        pipe.close_reader();
+        assert!(matches!(
+            state.check_write(again(&stream)),
+            Err(StreamError::Closed)
+        ));
+    }
+
+    #[test]
+    fn poll_limits() {
+        let (_rt, _capsule, mut state) = state();
+        assert!(matches!(
+            state.poll(Vec::new()),
+            Err(ErrorCode::InvalidInput)
+        ));
+        let pipe = Pipe::new(8);
+        let stream = input(&mut state, &pipe);
+        let ready = streams::HostInputStream::subscribe(&mut state, again(&stream));
+        let many: Vec<_> = (0..=MAX_POLL_LIST).map(|_| again(&ready)).collect();
+        assert!(matches!(state.poll(many), Err(ErrorCode::TooLarge)));
+        // Nothing ready: poll gives up with `cancelled` at the call's deadline.
+        state.call.deadline = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            state.poll(vec![again(&ready)]),
+            Err(ErrorCode::Cancelled)
+        ));
+    }
+}

@@ -2,6 +2,7 @@
 //! and how manifest grants are matched. Nothing here touches I/O, so every
 //! rule is unit-tested in isolation.
 
+pub mod airlock;
 pub mod gate;
 pub mod net;
 pub mod paths;

@@ -358,6 +358,16 @@ fn a_publish_storm_is_rate_limited_per_capsule_and_others_keep_publishing() {
 }
 
 #[test]
+fn the_129th_live_subscription_is_refused_with_quota() {
+    let rt = runtime();
+    let c = load_probe(&rt, None);
+    assert_eq!(ok(&c, "subscribe-many", &["128"]), "128");
+    assert_eq!(ok(&c, "subscribe-many", &["129"]), "128 then quota");
+    // They were released with the call: the next call gets its 128 again.
+    assert_eq!(ok(&c, "subscribe-many", &["128"]), "128");
+}
+
+#[test]
 fn subscriptions_end_with_their_call() {
     let rt = runtime();
     let c = load_probe(&rt, None);

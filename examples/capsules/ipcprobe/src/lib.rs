@@ -60,6 +60,18 @@ fn run(action: &str, payload: &str) -> Result<String, ErrorCode> {
         "publish" => ipc::publish(arg(0), arg(1)).map(|()| "ok".into()),
         "publish-as" => ipc::publish_as(arg(0), arg(1), arg(2)).map(|()| "ok".into()),
         "subscribe" => ipc::subscribe(arg(0)).map(|_| "ok".into()),
+        // Holds up to `n` live subscriptions: "N" or "N then <error>".
+        "subscribe-many" => {
+            let n: usize = arg(0).parse().unwrap();
+            let mut held = Vec::new();
+            for _ in 0..n {
+                match ipc::subscribe("probe.many") {
+                    Ok(sub) => held.push(sub),
+                    Err(e) => return Ok(format!("{} then {}", held.len(), case(&e))),
+                }
+            }
+            Ok(held.len().to_string())
+        }
         // Subscribes, publishes `count` messages to the topic, then reads
         // them back with poll: "n messages;dropped=..".
         "roundtrip" => {

@@ -29,6 +29,29 @@ unsafe extern "C" fn signal(user_data: *mut libc::c_void, message: *const astrid
     let _ = done.send((*message).payload_len);
 }
 
+/// A host subscription whose callback sends each payload's length to `done`.
+fn subscribe_signal(
+    rt: *mut astrid_runtime_t,
+    pattern: &str,
+    done: &Sender<usize>,
+) -> *mut astrid::ffi::ipc::astrid_subscription_t {
+    let mut sub = std::ptr::null_mut();
+    assert_eq!(
+        astrid_ipc_subscribe(
+            rt,
+            pattern.as_ptr().cast(),
+            pattern.len(),
+            Some(signal),
+            (done as *const Sender<usize>).cast_mut().cast(),
+            None,
+            &mut sub,
+            std::ptr::null_mut(),
+        ),
+        ASTRID_OK
+    );
+    sub
+}
+
 fn publish(rt: *mut astrid_runtime_t, payload: &str) {
     let topic = "bench.topic";
     let status = astrid_ipc_publish(
@@ -62,21 +85,7 @@ fn main() {
     );
     let (done_tx, done_rx): (Sender<usize>, Receiver<usize>) = channel();
     let done_tx = Box::new(done_tx);
-    let mut sub = std::ptr::null_mut();
-    let pattern = "bench.*";
-    assert_eq!(
-        astrid_ipc_subscribe(
-            rt,
-            pattern.as_ptr().cast(),
-            pattern.len(),
-            Some(signal),
-            (&*done_tx as *const Sender<usize>).cast_mut().cast(),
-            None,
-            &mut sub,
-            std::ptr::null_mut(),
-        ),
-        ASTRID_OK
-    );
+    let sub = subscribe_signal(rt, "bench.*", &done_tx);
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,21 +170,7 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
     let _probe = load("ipcprobe");
     let (echo_tx, echo_rx) = channel::<usize>();
     let echo_tx = Box::new(echo_tx);
-    let mut sub = std::ptr::null_mut();
-    let pattern = "out.echo";
-    assert_eq!(
-        astrid_ipc_subscribe(
-            rt,
-            pattern.as_ptr().cast(),
-            pattern.len(),
-            Some(signal),
-            (&*echo_tx as *const Sender<usize>).cast_mut().cast(),
-            None,
-            &mut sub,
-            std::ptr::null_mut(),
-        ),
-        ASTRID_OK
-    );
+    let sub = subscribe_signal(rt, "out.echo", &echo_tx);
     let publish_echo = |payload: &str| {
         let topic = "echo.in";
         assert_eq!(

@@ -7,10 +7,9 @@
 //! reads as ready once the call is cancelled, and every stream operation
 //! then answers `closed`.
 
-use super::AuditOutcome;
+use super::AuditCase;
 use super::HostState;
 use crate::cancel::CancelToken;
-use crate::runtime::Outcome;
 use crate::wait::{Readiness, Signal, Waiter};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -291,30 +290,23 @@ impl HostState {
     }
 }
 
-impl<T> AuditOutcome for Result<T, StreamError> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
+impl AuditCase for StreamError {
+    fn case(&self) -> String {
         match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(StreamError::Closed) => (Outcome::Failed, Some("closed".into())),
-            Err(StreamError::LastOperationFailed(_)) => {
-                (Outcome::Failed, Some("last-operation-failed".into()))
-            }
+            StreamError::Closed => "closed".into(),
+            StreamError::LastOperationFailed(_) => "last-operation-failed".into(),
         }
     }
 }
 
-impl<T> AuditOutcome for Result<T, ErrorCode> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        let case = |c: &ErrorCode| match c {
-            ErrorCode::InvalidInput => "invalid-input".to_string(),
+impl AuditCase for ErrorCode {
+    fn case(&self) -> String {
+        match self {
+            ErrorCode::InvalidInput => "invalid-input".into(),
             ErrorCode::Closed => "closed".into(),
             ErrorCode::TooLarge => "too-large".into(),
             ErrorCode::Cancelled => "cancelled".into(),
             ErrorCode::Unknown(text) => format!("unknown({text})"),
-        };
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(code) => (Outcome::Failed, Some(case(code))),
         }
     }
 }

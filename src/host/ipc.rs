@@ -5,11 +5,10 @@
 //! the ACL plays the gate's role for the bus (no embedder gate kind).
 
 use super::io::Pollable;
-use super::{AuditOutcome, HostState};
+use super::{AuditCase, HostState};
 use crate::bus::{Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take};
 use crate::dispatch::MAX_PENDING_PER_SOURCE;
 use crate::policy::topic;
-use crate::runtime::Outcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -124,13 +123,13 @@ fn case_name(code: &ErrorCode) -> String {
     }
 }
 
-impl<T> AuditOutcome for Result<T, ErrorCode> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(code @ ErrorCode::CapabilityDenied) => (Outcome::Denied, Some(case_name(code))),
-            Err(code) => (Outcome::Failed, Some(case_name(code))),
-        }
+impl AuditCase for ErrorCode {
+    fn case(&self) -> String {
+        case_name(self)
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(self, ErrorCode::CapabilityDenied)
     }
 }
 

@@ -2,9 +2,9 @@
 //! runtime's KV backend. Not gated (it touches nothing but the capsule's
 //! namespace); every call audited with the key or prefix as its target.
 
-use super::{AuditOutcome, HostState};
+use super::{AuditCase, HostState};
 use crate::kv::{self, KvError, KvStore, Namespace};
-use crate::runtime::{Bounded, Outcome};
+use crate::runtime::Bounded;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -32,12 +32,9 @@ fn case_name(code: &ErrorCode) -> String {
     }
 }
 
-impl<T> AuditOutcome for Result<T, ErrorCode> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(code) => (Outcome::Failed, Some(case_name(code))),
-        }
+impl AuditCase for ErrorCode {
+    fn case(&self) -> String {
+        case_name(self)
     }
 }
 

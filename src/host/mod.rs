@@ -346,10 +346,30 @@ pub(crate) trait AuditOutcome {
     fn audit_outcome(&self) -> (Outcome, Option<String>);
 }
 
-/// Infallible host functions are always `allowed`.
-impl<T> AuditOutcome for Result<T, std::convert::Infallible> {
+/// A WIT error variant as the audit log names it.
+pub(crate) trait AuditCase {
+    /// The case name as the WIT spells it (`capability-denied`, `unknown(text)`).
+    fn case(&self) -> String;
+    /// Whether it is a policy refusal (audited `denied` rather than `failed`).
+    fn is_denial(&self) -> bool {
+        false
+    }
+}
+
+impl<T, E: AuditCase> AuditOutcome for Result<T, E> {
     fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        (Outcome::Allowed, None)
+        match self {
+            Ok(_) => (Outcome::Allowed, None),
+            Err(e) if e.is_denial() => (Outcome::Denied, Some(e.case())),
+            Err(e) => (Outcome::Failed, Some(e.case())),
+        }
+    }
+}
+
+/// Infallible host functions are always `allowed`.
+impl AuditCase for std::convert::Infallible {
+    fn case(&self) -> String {
+        match *self {}
     }
 }
 

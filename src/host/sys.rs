@@ -1,8 +1,8 @@
 //! `astrid:sys@1.0.0` (host ABI §2.2): config, caller context, logging,
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
-use super::{AuditOutcome, HostState};
-use crate::runtime::{LogLevel, Outcome};
+use super::{AuditCase, HostState};
+use crate::runtime::LogLevel;
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasSelf, Linker};
@@ -40,13 +40,13 @@ fn case_name(code: &ErrorCode) -> String {
     }
 }
 
-impl<T> AuditOutcome for Result<T, ErrorCode> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(code @ ErrorCode::CapabilityDenied) => (Outcome::Denied, Some(case_name(code))),
-            Err(code) => (Outcome::Failed, Some(case_name(code))),
-        }
+impl AuditCase for ErrorCode {
+    fn case(&self) -> String {
+        case_name(self)
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(self, ErrorCode::CapabilityDenied)
     }
 }
 

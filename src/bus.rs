@@ -442,8 +442,11 @@ impl Bus {
             bus: Arc::downgrade(self),
             thread: Mutex::new(None),
             thread_id: Mutex::new(None),
+            finished: Mutex::new(false),
+            finished_changed: Condvar::new(),
         });
         let worker_queue = queue.clone();
+        let worker_inner = Arc::downgrade(&inner);
         let mut handler = handler;
         let spawned = std::thread::Builder::new()
             .name("astrid-subscriber".into())
@@ -459,6 +462,10 @@ impl Bus {
                 // The handler (and the embedder's finalizer inside it) is
                 // dropped here, after the last callback.
                 drop(handler);
+                if let Some(inner) = worker_inner.upgrade() {
+                    *inner.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    inner.finished_changed.notify_all();
+                }
             });
         let thread = match spawned {
             Ok(thread) => thread,
@@ -534,6 +541,10 @@ pub struct HostSubscriptionInner {
     bus: Weak<Bus>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: Mutex<Option<std::thread::ThreadId>>,
+    /// Set by the delivery thread once its handler (and the embedder's
+    /// finalizer) is gone, so every closer can wait, not just the joiner.
+    finished: Mutex<bool>,
+    finished_changed: Condvar,
 }
 
 impl HostSubscriptionInner {
@@ -553,6 +564,15 @@ impl HostSubscriptionInner {
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
+            return;
+        }
+        // Another closer took the join handle: wait for the same end.
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        while !*finished && self.thread_id.lock().is_ok_and(|id| id.is_some()) {
+            finished = self
+                .finished_changed
+                .wait(finished)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }

@@ -548,6 +548,13 @@ pub(crate) fn validate_principal(principal: &str) -> Result<()> {
             "a principal must be 1..=128 bytes without control characters",
         ));
     }
+    // `system` is the data scope of calls without a principal; a principal
+    // with that name would share its KV namespace, tmp mount and budgets.
+    if principal == "system" {
+        return Err(Error::invalid_argument(
+            "`system` is reserved for calls without a principal",
+        ));
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! a lane (64 pending at most); a failing interceptor is logged, audited
 //! and skipped.
 
-use crate::bus::{Attribution, Message, MAX_FAN_OUT};
+use crate::bus::{Attribution, Message, PrincipalFilter, MAX_FAN_OUT};
 use crate::capsule::{CapsuleInner, Invocation};
 use crate::policy::topic;
 use crate::runtime::{AuditEvent, LogLevel, Outcome, RuntimeInner};
@@ -57,6 +57,17 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Drops every queued invocation (runtime shutdown): the jobs hold the
+    /// runtime, so leaving them would keep it alive.
+    pub(crate) fn close(&self) {
+        let lanes = std::mem::take(&mut *self.lanes.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(lanes);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Invocations triggered by `source_id` that have not finished.
     pub(crate) fn pending_for(&self, source_id: &str) -> usize {
         self.pending
@@ -80,11 +91,22 @@ impl Dispatcher {
 /// The handlers of `capsules` that `topic` reaches, sorted by (priority,
 /// capsule id, action) and capped at the fan-out limit. Run-loop capsules
 /// handle their own subscriptions and are skipped.
-pub(crate) fn plan(capsules: &[Arc<CapsuleInner>], topic_text: &str) -> Plan {
+pub(crate) fn plan(
+    capsules: &[Arc<CapsuleInner>],
+    topic_text: &str,
+    attribution: &Attribution,
+) -> Plan {
     let mut targets = Vec::new();
     for capsule in capsules {
         if !capsule.serves_interceptors() {
             continue;
+        }
+        // The same principal rule as subscriptions (host ABI §8.4): a
+        // capsule with an owner handles that owner's messages and system ones.
+        if let Some(owner) = &capsule.shared.owner {
+            if !PrincipalFilter::OwnerAndSystem(owner.to_string()).admits(attribution) {
+                continue;
+            }
         }
         for grant in &capsule.shared.manifest.subscribe {
             let Some(handler) = &grant.handler else {
@@ -177,10 +199,14 @@ impl RuntimeInner {
             return;
         }
         dispatcher.add_pending(&source, 1);
-        let runtime = self.clone();
+        let runtime = Arc::downgrade(self);
         lane.jobs.push_back(Box::new(move || {
-            job();
-            runtime.dispatcher.add_pending(&source, -1);
+            // A panic in a host function must not stall the lane or leak
+            // the publisher's pending count.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            if let Some(runtime) = runtime.upgrade() {
+                runtime.dispatcher.add_pending(&source, -1);
+            }
         }));
         if lane.running {
             return;
@@ -238,6 +264,10 @@ impl RuntimeInner {
                 depth: message.depth,
             },
         );
+        if matches!(&outcome, Err(e) if e.code() == crate::Code::Closed) {
+            // Unloaded meanwhile: nothing is reported for a capsule that is gone.
+            return None;
+        }
         let failure = outcome.as_ref().err().map(|e| e.to_string());
         if let Some(text) = &failure {
             capsule.shared.log(

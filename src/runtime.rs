@@ -542,6 +542,7 @@ impl RuntimeInner {
         // Stops every subscription, waiting for callbacks in flight, so
         // their finalizers have run when shutdown returns.
         self.bus.close();
+        self.dispatcher.close();
         // Drops an embedder KV backend (running its finalizer) now that no
         // call can use it.
         *self.kv.write().unwrap_or_else(|e| e.into_inner()) = crate::host::kv::default_store(0);
@@ -597,7 +598,8 @@ impl RuntimeInner {
         self: &Arc<Self>,
         publish: Publish<'_>,
     ) -> Result<Arc<crate::bus::Message>> {
-        let plan = crate::dispatch::plan(&self.live_capsules(), publish.topic);
+        let plan =
+            crate::dispatch::plan(&self.live_capsules(), publish.topic, &publish.attribution);
         let budget = crate::bus::MAX_FAN_OUT - plan.len();
         let message = self.bus.publish(publish, budget)?;
         self.dispatch(plan, message.clone());

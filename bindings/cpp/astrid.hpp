@@ -61,20 +61,6 @@
 #include <utility>
 #include <vector>
 
-/* The host side of the IPC bus (publish / subscribe) exists from the header
- * that defines the attribution constants on. */
-#if defined(ASTRID_ATTRIBUTION_SYSTEM)
-#define ASTRID_HPP_HAS_IPC 1
-#else
-#define ASTRID_HPP_HAS_IPC 0
-#endif
-/* The embedder KV backend (astrid_runtime_set_kv) likewise. */
-#if defined(ASTRID_KV_OK)
-#define ASTRID_HPP_HAS_KV 1
-#else
-#define ASTRID_HPP_HAS_KV 0
-#endif
-
 namespace astrid {
 
 /// The ABI version this header was written against.
@@ -239,11 +225,9 @@ struct RuntimeDeleter {
 struct TicketDeleter {
     void operator()(astrid_gate_ticket_t *t) const noexcept { astrid_gate_ticket_free(t); }
 };
-#if ASTRID_HPP_HAS_IPC
 struct SubscriptionDeleter {
     void operator()(astrid_subscription_t *s) const noexcept { astrid_subscription_free(s); }
 };
-#endif
 
 } // namespace detail
 
@@ -297,16 +281,15 @@ class RuntimeConfig {
     RuntimeConfig &gate_timeout(std::chrono::milliseconds t) noexcept { return set(c_.gate_timeout_ms, ms(t)); }
     /// How long one VFS or KV backend callback may take (default 10 s).
     RuntimeConfig &vfs_timeout(std::chrono::milliseconds t) noexcept { return set(c_.vfs_timeout_ms, ms(t)); }
-#if ASTRID_HPP_HAS_IPC
     /// Messages a subscription may queue (default 1024).
     RuntimeConfig &ipc_queue_messages(uint32_t n) noexcept { return set(c_.ipc_queue_messages, n); }
     /// Bytes a subscription may queue (default 4 MiB).
     RuntimeConfig &ipc_queue_bytes(uint64_t n) noexcept { return set(c_.ipc_queue_bytes, n); }
-#endif
-#if ASTRID_HPP_HAS_KV
     /// Byte budget of each namespace of the built-in KV store (default 64 MiB).
     RuntimeConfig &kv_quota_bytes(uint64_t n) noexcept { return set(c_.kv_quota_bytes, n); }
-#endif
+    /// Payload bytes per second each (capsule, principal) may publish on the
+    /// bus; beyond it the guest's publish fails with `rate-limited` (default 10 MiB/s).
+    RuntimeConfig &ipc_publish_bytes_per_sec(uint64_t n) noexcept { return set(c_.ipc_publish_bytes_per_sec, n); }
 
     /// The C struct; its cache_dir points into this object (valid while it lives unmodified).
     const astrid_runtime_config_t &native() const noexcept { return c_; }
@@ -441,6 +424,18 @@ class LoadOptions {
         c_.fs_write_budget = bytes;
         return *this;
     }
+    /// Run-loop watchdog window: a `run` loop that goes three windows without
+    /// a waiting host call (`recv`, `poll`, `sleep-ns`, blocking reads) is
+    /// interrupted and marked failed. Zero (or less) = the default, 5 s.
+    LoadOptions &watchdog(std::chrono::milliseconds window) noexcept {
+        c_.watchdog_ms = window.count() > 0 ? static_cast<uint64_t>(window.count()) : 0;
+        return *this;
+    }
+    /// Exempts the capsule's run loop from the watchdog (`ASTRID_WATCHDOG_OFF`).
+    LoadOptions &disable_watchdog() noexcept {
+        c_.watchdog_ms = ASTRID_WATCHDOG_OFF;
+        return *this;
+    }
 
     /// The C struct, pointing into this object (valid while it lives unmodified).
     const astrid_load_options_t &native() const noexcept { return c_; }
@@ -516,7 +511,7 @@ class CallOptions {
 
 /// What an exception escaping a callback looked like, for the error handler.
 struct CallbackFailure {
-    /// Which callback threw: "gate", "log", "audit", "secret", "subscription", "vfs.<op>".
+    /// Which callback threw: "gate", "log", "audit", "secret", "subscription", "vfs.<op>", "kv.<op>".
     std::string_view callback;
     /// `what()` of the exception ("unknown exception" for non-std exceptions).
     std::string_view message;
@@ -911,7 +906,6 @@ template <class T> constexpr VfsOps VfsOps::overridden_by() noexcept {
 // The KV backend
 // ---------------------------------------------------------------------------
 
-#if ASTRID_HPP_HAS_KV
 /// A backend's answer (`ASTRID_KV_*`).
 enum class KvStatus : int32_t {
     Ok = ASTRID_KV_OK,
@@ -992,13 +986,11 @@ class KvBackend {
     virtual KvStatus cas(const KvNamespace &ns, std::string_view key, std::optional<std::string_view> expected,
                          std::string_view value) = 0;
 };
-#endif
 
 // ---------------------------------------------------------------------------
 // IPC messages
 // ---------------------------------------------------------------------------
 
-#if ASTRID_HPP_HAS_IPC
 enum class Attribution : uint32_t {
     System = ASTRID_ATTRIBUTION_SYSTEM,
     Verified = ASTRID_ATTRIBUTION_VERIFIED,
@@ -1028,7 +1020,6 @@ struct Message {
 };
 /// Runs on the subscription's own thread, one message at a time, in publish order.
 using MessageFn = std::function<void(const Message &)>;
-#endif
 
 // ---------------------------------------------------------------------------
 // Trampolines (nothing here lets an exception reach the library)
@@ -1141,7 +1132,6 @@ inline astrid_status_t secret_trampoline(void *user_data, astrid_secret_request_
     }
 }
 
-#if ASTRID_HPP_HAS_IPC
 using MessageState = CallbackState<MessageFn>;
 
 inline void message_trampoline(void *user_data, const astrid_message_t *m) noexcept {
@@ -1155,7 +1145,6 @@ inline void message_trampoline(void *user_data, const astrid_message_t *m) noexc
         st->shared->report("subscription");
     }
 }
-#endif
 
 struct VfsState {
     std::shared_ptr<Vfs> vfs;
@@ -1284,7 +1273,6 @@ inline int32_t vfs_read_link(void *ud, const char *path, size_t len, char *buf, 
     });
 }
 
-#if ASTRID_HPP_HAS_KV
 struct KvState {
     std::shared_ptr<KvBackend> kv;
     std::shared_ptr<Shared> shared;
@@ -1350,7 +1338,6 @@ inline int32_t kv_cas(void *ud, const astrid_kv_namespace_t *ns, const char *key
         return b.cas(kv_namespace(ns), view(key, key_len), exp, bytes(value, value_len));
     });
 }
-#endif
 
 /// The C table with an entry for each supported operation.
 inline astrid_vfs_ops_t vfs_table(VfsOps ops) noexcept {
@@ -1464,6 +1451,21 @@ class Capsule {
         if (!i) detail::throw_closed("astrid::Capsule");
         return std::string_view(i, len);
     }
+    /// Waits up to `timeout` until the capsule is ready: a capsule that runs a
+    /// `run` loop is ready once the loop calls `astrid:sys` `signal-ready`; any
+    /// other capsule is ready at once. Throws Code::Timeout when not ready in
+    /// time, Code::Trap / Timeout / ResourceLimit when the run loop failed or
+    /// returned (it is not restarted), Code::Closed, Code::Reentrant (inside a
+    /// callback).
+    void wait_ready(std::chrono::milliseconds timeout) const {
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_capsule_wait_ready(
+            get(), timeout.count() > 0 ? static_cast<uint64_t>(timeout.count()) : 0, &err);
+        detail::check(s, err, "astrid_capsule_wait_ready");
+    }
+    /// Whether the capsule runs a `run` loop (it exports a real `run`, not a
+    /// guest-SDK placeholder).
+    bool runs_loop() const { return astrid_capsule_runs_loop(get()); }
     /// Whether it holds a capability (`net`, `net_connect`, `net_bind`, `fs_read`, `fs_write`, `uplink`).
     bool has_capability(std::string_view name) const {
         return astrid_capsule_has_capability(get(), name.data(), name.size());
@@ -1493,7 +1495,6 @@ class Capsule {
     std::unique_ptr<astrid_capsule_t, detail::CapsuleDeleter> c_;
 };
 
-#if ASTRID_HPP_HAS_IPC
 /// A bus subscription (astrid_subscription_t). Move-only. Its callback runs
 /// on the subscription's own thread, one message at a time, in publish
 /// order. close() (or destruction) stops delivery and returns once no
@@ -1513,7 +1514,6 @@ class Subscription {
   private:
     std::unique_ptr<astrid_subscription_t, detail::SubscriptionDeleter> s_;
 };
-#endif
 
 /// A runtime (astrid_runtime_t): engine, worker threads, callbacks. Move-only.
 /// Destruction (or close()) cancels every capsule, waits for calls in flight
@@ -1616,7 +1616,6 @@ class Runtime {
                       "astrid_runtime_mount_vfs");
     }
 
-#if ASTRID_HPP_HAS_KV
     /// Serves `astrid:kv` for every capsule of this runtime from `backend`,
     /// from the next KV call on.
     void set_kv(std::shared_ptr<KvBackend> backend) {
@@ -1637,9 +1636,7 @@ class Runtime {
     }
     /// Goes back to a fresh, empty built-in in-memory store.
     void reset_kv() { detail::check(astrid_runtime_set_kv(get(), nullptr, nullptr, nullptr), nullptr, "astrid_runtime_set_kv"); }
-#endif
 
-#if ASTRID_HPP_HAS_IPC
     /// Publishes JSON text on `topic` as the embedder (attribution system).
     void publish(std::string_view topic, std::string_view json) const {
         astrid_error_t *err = nullptr;
@@ -1666,7 +1663,6 @@ class Runtime {
         state.release(); // the library's finalizer owns it now
         return Subscription(sub);
     }
-#endif
 
     /// Shuts the runtime down (see the class comment). No-op when already closed.
     void close() noexcept { rt_.reset(); }

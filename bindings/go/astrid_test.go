@@ -266,11 +266,10 @@ func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 	expectCode(t, rt.SetAuditor(func(AuditEvent) {}), ErrClosed)
 	expectCode(t, rt.SetSecretProvider(func(SecretRequest) (string, bool, error) { return "", false, nil }), ErrClosed)
 	expectCode(t, rt.MountVFS("cwd", newMemFS()), ErrClosed)
-	if HasIPC() {
-		expectCode(t, rt.Publish("a.b", []byte("{}")), ErrClosed)
-		_, err = rt.Subscribe("a.*", func(Message) {})
-		expectCode(t, err, ErrClosed)
-	}
+	expectCode(t, rt.SetKV(newMapKV()), ErrClosed)
+	expectCode(t, rt.Publish("a.b", []byte("{}")), ErrClosed)
+	_, err = rt.Subscribe("a.*", func(Message) {})
+	expectCode(t, err, ErrClosed)
 }
 
 func TestConcurrentCloseAndCall(t *testing.T) {

@@ -85,19 +85,26 @@ func forgetHandle(h uintptr) {
 	}
 }
 
+// releaser is the state of a callback whose Go value wants to know when
+// the library has dropped it (a VFS provider, a KV backend).
+type releaser interface{ release() }
+
 // astridGoFinalize runs when the library drops a callback: it tells a VFS
-// provider that wants to know, then deletes the handle.
+// provider or KV backend that wants to know, then deletes the handle. The
+// library runs it exactly once per successful install, and never for a
+// failed one (whose handle the installer deletes itself).
 //
 //export astridGoFinalize
 func astridGoFinalize(ud unsafe.Pointer) {
-	h := cgo.Handle(uintptr(ud))
-	if st, ok := lookup[any](ud, "finalizer"); ok {
-		if v, isVFS := st.(*vfsState); isVFS {
-			v.release()
-		}
+	st, ok := lookup[any](ud, "finalizer")
+	if !ok {
+		return // not a live handle: nothing to delete
+	}
+	if r, wants := st.(releaser); wants {
+		r.release()
 	}
 	forgetHandle(uintptr(ud))
-	releaseHandle(h)
+	cgo.Handle(uintptr(ud)).Delete()
 }
 
 //export astridGoGate
@@ -205,7 +212,7 @@ func astridGoSecret(ud unsafe.Pointer, c *C.astrid_secret_request_t) (status C.a
 }
 
 //export astridGoMessage
-func astridGoMessage(ud unsafe.Pointer, c *C.astrid_go_message_t) {
+func astridGoMessage(ud unsafe.Pointer, c *C.astrid_message_t) {
 	st, ok := lookup[*subscriptionState](ud, "subscription")
 	if !ok {
 		return

@@ -30,7 +30,16 @@ type LoadOptions struct {
 	Config map[string]string
 	// FSWriteBudget caps the bytes the capsule may ever write through astrid:fs (0 = unlimited).
 	FSWriteBudget uint64
+	// Watchdog is the run-loop watchdog window (rounded up to milliseconds):
+	// a run loop that goes three windows without a waiting host call (recv,
+	// poll, sleep-ns, blocking reads) is interrupted and marked failed.
+	// 0 = 5 s; WatchdogOff (any negative value) exempts the capsule.
+	Watchdog time.Duration
 }
+
+// WatchdogOff as LoadOptions.Watchdog exempts a capsule's run loop from the
+// watchdog.
+const WatchdogOff time.Duration = -1
 
 // CallOptions are per-call settings for Capsule.CallWith.
 type CallOptions struct {
@@ -51,10 +60,11 @@ type Result struct {
 
 // Capsule is a loaded capsule. Its methods are safe for concurrent use.
 type Capsule struct {
-	ptr  atomic.Pointer[byte] // the library's *astrid_capsule_t; nil once closed
-	rt   *Runtime             // keeps the runtime (and its finalizer) behind its capsules
-	name string
-	id   string
+	ptr      atomic.Pointer[byte] // the library's *astrid_capsule_t; nil once closed
+	rt       *Runtime             // keeps the runtime (and its finalizer) behind its capsules
+	name     string
+	id       string
+	runsLoop bool
 }
 
 // emptyString backs "" arguments that must not be NULL.
@@ -158,6 +168,11 @@ func (o *LoadOptions) toC(a *cArena) *C.astrid_load_options_t {
 	c.fuel = C.uint64_t(o.Fuel)
 	c.config, c.config_len = a.config(o.Config)
 	c.fs_write_budget = C.uint64_t(o.FSWriteBudget)
+	if o.Watchdog < 0 {
+		c.watchdog_ms = C.ASTRID_WATCHDOG_OFF
+	} else {
+		c.watchdog_ms = millis(o.Watchdog)
+	}
 	return c
 }
 
@@ -214,6 +229,7 @@ func (r *Runtime) newCapsule(p *C.astrid_capsule_t) *Capsule {
 	if id := C.astrid_capsule_id(p, &n); id != nil {
 		c.id = goString(id, n)
 	}
+	c.runsLoop = bool(C.astrid_capsule_runs_loop(p))
 	c.ptr.Store((*byte)(unsafe.Pointer(p)))
 	runtime.SetFinalizer(c, (*Capsule).Close)
 	return c
@@ -229,6 +245,30 @@ func (c *Capsule) ID() string { return c.id }
 
 // Runtime is the runtime the capsule was loaded into.
 func (c *Capsule) Runtime() *Runtime { return c.rt }
+
+// RunsLoop reports whether the capsule runs a run loop: it exports a real
+// run, not a guest-SDK placeholder (see WaitReady).
+func (c *Capsule) RunsLoop() bool { return c.runsLoop }
+
+// WaitReady waits up to timeout (rounded up to milliseconds) until the
+// capsule is ready: a capsule with a run loop once the loop calls astrid:sys
+// signal-ready, any other at once. The error matches ErrTimeout when it is
+// not ready in time; ErrTrap, ErrTimeout or ErrResourceLimit when the run
+// loop failed or returned (it is not restarted); ErrClosed; ErrReentrant
+// inside a callback.
+func (c *Capsule) WaitReady(timeout time.Duration) error {
+	p := capPtr(c.ptr.Load())
+	if p == nil {
+		return closedError("the capsule")
+	}
+	var cerr *C.astrid_error_t
+	status := C.astrid_capsule_wait_ready(p, millis(timeout), &cerr)
+	runtime.KeepAlive(c)
+	if status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
+}
 
 // Call invokes the guest's astrid-hook-trigger(action, payload) on a pooled
 // instance, as the capsule's owner, and blocks until it returns. A failed

@@ -25,14 +25,22 @@
 // Closing a Runtime shuts down its capsules too (they then answer
 // ErrClosed; Close them as usual).
 //
+// # Run loops
+//
+// A capsule that exports a real run loop (Capsule.RunsLoop) is ready once
+// the loop signals it: Capsule.WaitReady waits for that (and fails with
+// ErrTrap, ErrTimeout or ErrResourceLimit when the loop failed or
+// returned); other capsules are ready at once. LoadOptions.Watchdog sets the
+// loop's watchdog window (WatchdogOff exempts it).
+//
 // # Threads and callbacks
 //
 // Runtime and Capsule methods are safe for concurrent use; calls on one
 // capsule run in parallel up to the runtime's pool size. A call blocks its
 // goroutine's thread until the guest returns.
 //
-// Callbacks (gate, VFS, log, audit, secret provider, subscription handler)
-// are plain Go funcs and interfaces. They run on the library's threads —
+// Callbacks (gate, VFS, KV backend, log, audit, secret provider,
+// subscription handler) are plain Go funcs and interfaces. They run on the library's threads —
 // with FlagInlineCallbacks, gate and VFS callbacks run on the thread of the
 // calling goroutine — possibly several at once, so they must be safe for
 // concurrent use. They must not call blocking methods of the runtime (Load,
@@ -41,8 +49,9 @@
 // handle is deleted when the library runs the callback's finalizer.
 //
 // A panic inside a callback is recovered: a gate panic denies the request, a
-// VFS panic fails the operation with VFSIO, a secret-provider panic fails the
-// guest's get-config; the runtime keeps serving. The panic is handed to the
+// VFS panic fails the operation with VFSIO, a KV panic with KVIO, a
+// secret-provider panic fails the guest's get-config; the runtime keeps
+// serving. The panic is handed to the
 // handler set with Runtime.SetPanicHandler, or written to the standard
 // logger when there is none.
 package astrid

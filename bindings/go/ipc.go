@@ -58,13 +58,6 @@ type Message struct {
 	Lagged  uint64
 }
 
-// HasIPC reports whether this build of the binding has the IPC functions
-// (Publish, Subscribe): true when compiled against an astrid.h that
-// declares them.
-func HasIPC() bool { return hasIPC }
-
-var hasIPC = C.astrid_go_has_ipc() != 0
-
 // Publish publishes the JSON text payload on topic as the embedder
 // (attribution system). It returns once the message is queued for every
 // matching subscription. Allowed inside callbacks.
@@ -79,9 +72,6 @@ func (r *Runtime) PublishAs(topic string, payload []byte, principal string) erro
 }
 
 func (r *Runtime) publish(topic string, payload []byte, principal *string) error {
-	if !HasIPC() {
-		return errIPCUnsupported
-	}
 	p, err := r.handle()
 	if err != nil {
 		return err
@@ -123,9 +113,6 @@ type subscriptionState struct {
 // thread, one message at a time, in publish order; it may Publish, and
 // blocking runtime methods return ErrReentrant there.
 func (r *Runtime) Subscribe(pattern string, fn func(Message)) (*Subscription, error) {
-	if !HasIPC() {
-		return nil, errIPCUnsupported
-	}
 	if fn == nil {
 		return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: nil subscription func"}
 	}
@@ -135,16 +122,16 @@ func (r *Runtime) Subscribe(pattern string, fn func(Message)) (*Subscription, er
 	}
 	h := cgo.NewHandle(&subscriptionState{fn: fn, rep: r.rep})
 	pat, plen := cstr(pattern)
-	var out unsafe.Pointer
+	var out *C.astrid_subscription_t
 	var cerr *C.astrid_error_t
 	status := C.astrid_go_subscribe(p, pat, plen, C.uintptr_t(h), &out, &cerr)
 	runtime.KeepAlive(r)
 	if status != C.ASTRID_OK {
-		releaseHandle(h)
+		h.Delete() // the library kept nothing of a failed subscribe
 		return nil, takeError(status, cerr)
 	}
 	s := &Subscription{rt: r}
-	s.ptr.Store((*byte)(out))
+	s.ptr.Store((*byte)(unsafe.Pointer(out)))
 	runtime.SetFinalizer(s, (*Subscription).Close)
 	return s, nil
 }
@@ -158,6 +145,6 @@ func (s *Subscription) Close() error {
 		return nil
 	}
 	runtime.SetFinalizer(s, nil)
-	C.astrid_go_subscription_free(unsafe.Pointer(p))
+	C.astrid_subscription_free((*C.astrid_subscription_t)(unsafe.Pointer(p)))
 	return nil
 }

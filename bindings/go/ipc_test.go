@@ -10,13 +10,6 @@ import (
 	"time"
 )
 
-func requireIPC(t *testing.T) {
-	t.Helper()
-	if !HasIPC() {
-		t.Skip("this build's astrid.h has no astrid_ipc_* functions")
-	}
-}
-
 // collector receives a subscription's messages.
 type collector struct {
 	mu   sync.Mutex
@@ -56,7 +49,6 @@ func (c *collector) wait(t *testing.T, n int) []Message {
 }
 
 func TestSubscriptionReceivesHostPublishesInOrder(t *testing.T) {
-	requireIPC(t)
 	rt := newRuntime(t, nil)
 	col := newCollector()
 	sub, err := rt.Subscribe("test.*", col.add)
@@ -133,7 +125,6 @@ func TestSubscriptionReceivesHostPublishesInOrder(t *testing.T) {
 }
 
 func TestSubscriptionErrorsAndPanics(t *testing.T) {
-	requireIPC(t)
 	rt := newRuntime(t, nil)
 	_, err := rt.Subscribe("bad pattern", func(Message) {})
 	expectCode(t, err, ErrInvalidArgument)
@@ -171,7 +162,6 @@ func TestSubscriptionErrorsAndPanics(t *testing.T) {
 }
 
 func TestSubscriptionCallbackMayPublishAndClose(t *testing.T) {
-	requireIPC(t)
 	rt := newRuntime(t, nil)
 	echoes := newCollector()
 	echoSub, err := rt.Subscribe("echo.out", echoes.add)
@@ -212,5 +202,51 @@ func TestSubscriptionCallbackMayPublishAndClose(t *testing.T) {
 	}
 	if !errors.Is(closedError("x"), ErrClosed) {
 		t.Fatal("closedError does not match ErrClosed")
+	}
+}
+
+func TestCapsulePublishesAndInterceptorsReachTheHost(t *testing.T) {
+	rt := newRuntime(t, nil)
+	col := newCollector()
+	sub, err := rt.Subscribe("out.*", col.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	probe := load(t, rt, "ipcprobe", nil)
+	// A capsule's own publish, from a call.
+	if got := fsAnswer(t, probe, "publish", "out.direct\n{\"from\":\"call\"}"); got != "ok:ok" {
+		t.Fatal(got)
+	}
+	col.wait(t, 1)
+	// A host publish on echo.in runs the capsule's interceptor, which republishes on out.echo.
+	rt.Publish("echo.in", []byte(`{"n":1}`))
+	col.wait(t, 2)
+	// The interceptor runs as the message's verified principal.
+	rt.PublishAs("who.x", []byte(`0`), "dave")
+	got := col.wait(t, 3)
+	if m := got[0]; m.Topic != "out.direct" || string(m.Payload) != `{"from":"call"}` || m.SourceID != probe.ID() {
+		t.Fatalf("direct publish: %+v", m)
+	}
+	if m := got[1]; m.Topic != "out.echo" || string(m.Payload) != `{"n":1}` || m.SourceID != probe.ID() || m.Depth != 1 {
+		t.Fatalf("interceptor publish: %+v", m)
+	}
+	if m := got[2]; m.Topic != "out.who" || string(m.Payload) != `"dave"` || m.Principal != "dave" {
+		t.Fatalf("interceptor as dave: %+v", m)
+	}
+}
+
+func TestPublishRateIsConfigurable(t *testing.T) {
+	// 1000 bytes per second, one second deep: 200-byte publishes run out after about five.
+	probe := load(t, newRuntime(t, &Config{IPCPublishBytesPerSec: 1000}), "ipcprobe", nil)
+	got := fsAnswer(t, probe, "storm", "out.storm\n20\n200")
+	var sent int
+	var why string
+	if _, err := fmt.Sscanf(got, "ok:%d then %s", &sent, &why); err != nil || sent < 4 || sent > 6 || why != "rate-limited" {
+		t.Fatalf("storm at 1000 B/s: %s", got)
+	}
+	unlimited := load(t, newRuntime(t, nil), "ipcprobe", nil)
+	if got := fsAnswer(t, unlimited, "storm", "out.storm\n20\n200"); got != "ok:20" {
+		t.Fatalf("storm at the default 10 MiB/s: %s", got)
 	}
 }

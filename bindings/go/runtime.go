@@ -4,8 +4,6 @@ package astrid
 import "C"
 
 import (
-	"errors"
-	"fmt"
 	"log"
 	"runtime"
 	"runtime/cgo"
@@ -58,6 +56,14 @@ type Config struct {
 	IPCQueueMessages uint32
 	// IPCQueueBytes bounds each subscription's queue in bytes (4 MiB).
 	IPCQueueBytes uint64
+	// KVQuotaBytes is the byte budget (keys plus values) of each namespace
+	// of the built-in KV store (64 MiB); writes beyond it fail with quota. A
+	// backend installed with SetKV enforces its own.
+	KVQuotaBytes uint64
+	// IPCPublishBytesPerSec is the payload bytes per second each (capsule,
+	// principal) may publish on the bus (10 MiB/s); beyond it the guest's
+	// publish fails with rate-limited.
+	IPCPublishBytesPerSec uint64
 }
 
 func millis(d time.Duration) C.uint64_t {
@@ -97,11 +103,10 @@ func NewRuntime(cfg *Config) (*Runtime, error) {
 		c.unload_grace_ms = millis(cfg.UnloadGrace)
 		c.gate_timeout_ms = millis(cfg.GateTimeout)
 		c.vfs_timeout_ms = millis(cfg.VFSTimeout)
-		if cfg.IPCQueueMessages != 0 || cfg.IPCQueueBytes != 0 {
-			if C.astrid_go_config_set_ipc(&c, C.uint32_t(cfg.IPCQueueMessages), C.uint64_t(cfg.IPCQueueBytes)) == 0 {
-				return nil, errIPCUnsupported
-			}
-		}
+		c.ipc_queue_messages = C.uint32_t(cfg.IPCQueueMessages)
+		c.ipc_queue_bytes = C.uint64_t(cfg.IPCQueueBytes)
+		c.kv_quota_bytes = C.uint64_t(cfg.KVQuotaBytes)
+		c.ipc_publish_bytes_per_sec = C.uint64_t(cfg.IPCPublishBytesPerSec)
 		if cfg.CacheDir != "" {
 			dir := C.CString(cfg.CacheDir)
 			defer C.free(unsafe.Pointer(dir))
@@ -154,7 +159,8 @@ func (r *Runtime) SetPanicHandler(fn func(*CallbackPanic)) {
 }
 
 // install hands a callback to a C installer through a fresh cgo.Handle. On
-// failure the library did not keep the handle, so it is released here.
+// failure the library keeps nothing (it never runs the finalizer of a
+// failed install), so the handle is deleted here.
 func (r *Runtime) install(state any, set func(*C.astrid_runtime_t, C.uintptr_t) C.astrid_status_t) error {
 	p, err := r.handle()
 	if err != nil {
@@ -168,18 +174,11 @@ func (r *Runtime) install(state any, set func(*C.astrid_runtime_t, C.uintptr_t) 
 	runtime.KeepAlive(r)
 	if status != C.ASTRID_OK {
 		if h != 0 {
-			releaseHandle(h)
+			h.Delete()
 		}
 		return statusError(status)
 	}
 	return nil
-}
-
-// releaseHandle deletes a callback's handle. The library may already have
-// run the finalizer for it (a second Delete panics); that is harmless here.
-func releaseHandle(h cgo.Handle) {
-	defer func() { _ = recover() }()
-	h.Delete()
 }
 
 // reporter delivers recovered callback panics. It is shared by the
@@ -211,5 +210,3 @@ func (rep *reporter) deliver(h func(*CallbackPanic), p *CallbackPanic) (ok bool)
 	h(p)
 	return true
 }
-
-var errIPCUnsupported = fmt.Errorf("astrid: this build's astrid.h has no IPC functions: %w", errors.ErrUnsupported)

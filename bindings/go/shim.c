@@ -1,6 +1,6 @@
 /*
  * Private C helpers of the Go binding; see shim.h. The trampolines here only
- * adapt C signatures (const qualifiers, the mirrored message) and forward to
+ * adapt C signatures (const qualifiers) and forward to
  * the exported Go functions of callbacks.go, which own every decision.
  */
 #include <string.h>
@@ -186,35 +186,10 @@ int32_t astrid_go_dir_sink(void *sink, void *ctx, const char *name, size_t name_
     return ((astrid_vfs_dir_sink_fn)sink)(ctx, name, name_len, kind);
 }
 
-/* ---- IPC: compiled only when astrid.h has it ---- */
-
-#ifdef ASTRID_ATTRIBUTION_SYSTEM
-
-int astrid_go_has_ipc(void) { return 1; }
-
-int astrid_go_config_set_ipc(astrid_runtime_config_t *cfg, uint32_t messages, uint64_t bytes) {
-    cfg->ipc_queue_messages = messages;
-    cfg->ipc_queue_bytes = bytes;
-    return 1;
-}
+/* ---- IPC ---- */
 
 static void message(void *user_data, const astrid_message_t *m) {
-    astrid_go_message_t out;
-    out.topic = m->topic;
-    out.topic_len = m->topic_len;
-    out.payload = m->payload;
-    out.payload_len = m->payload_len;
-    out.source_id = m->source_id;
-    out.source_id_len = m->source_id_len;
-    out.principal = m->principal;
-    out.principal_len = m->principal_len;
-    out.attribution = m->attribution;
-    out.depth = m->depth;
-    out.sequence = m->sequence;
-    out.timestamp_ms = m->timestamp_ms;
-    out.dropped = m->dropped;
-    out.lagged = m->lagged;
-    astridGoMessage(user_data, &out);
+    astridGoMessage(user_data, (astrid_message_t *)m);
 }
 
 astrid_status_t astrid_go_publish(astrid_runtime_t *rt, const char *topic, size_t topic_len, const char *json,
@@ -225,41 +200,63 @@ astrid_status_t astrid_go_publish(astrid_runtime_t *rt, const char *topic, size_
 }
 
 astrid_status_t astrid_go_subscribe(astrid_runtime_t *rt, const char *pattern, size_t pattern_len, uintptr_t handle,
-                                    void **out_sub, astrid_error_t **err) {
-    astrid_subscription_t *sub = NULL;
-    astrid_status_t s = astrid_ipc_subscribe(rt, pattern, pattern_len, message, (void *)handle, finalize, &sub, err);
-    if (s == ASTRID_OK) *out_sub = sub;
-    return s;
+                                    astrid_subscription_t **out_sub, astrid_error_t **err) {
+    return astrid_ipc_subscribe(rt, pattern, pattern_len, message, (void *)handle, finalize, out_sub, err);
 }
 
-void astrid_go_subscription_free(void *sub) { astrid_subscription_free((astrid_subscription_t *)sub); }
+/* ---- KV ---- */
 
-#else
-
-int astrid_go_has_ipc(void) { return 0; }
-
-int astrid_go_config_set_ipc(astrid_runtime_config_t *cfg, uint32_t messages, uint64_t bytes) {
-    (void)cfg;
-    (void)messages;
-    (void)bytes;
-    return 0;
+static int32_t kv_get(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t key_len,
+                      astrid_kv_value_sink_fn sink, void *ctx) {
+    return astridGoKvGet(ud, (astrid_kv_namespace_t *)ns, (char *)key, key_len, (void *)sink, ctx);
 }
 
-astrid_status_t astrid_go_publish(astrid_runtime_t *rt, const char *topic, size_t topic_len, const char *json,
-                                  size_t json_len, const char *principal, size_t principal_len,
-                                  astrid_error_t **err) {
-    (void)rt, (void)topic, (void)topic_len, (void)json, (void)json_len, (void)principal, (void)principal_len;
-    if (err) *err = NULL;
-    return ASTRID_E_INTERNAL;
+static int32_t kv_set(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t key_len,
+                      const uint8_t *value, size_t value_len) {
+    return astridGoKvSet(ud, (astrid_kv_namespace_t *)ns, (char *)key, key_len, (uint8_t *)value, value_len);
 }
 
-astrid_status_t astrid_go_subscribe(astrid_runtime_t *rt, const char *pattern, size_t pattern_len, uintptr_t handle,
-                                    void **out_sub, astrid_error_t **err) {
-    (void)rt, (void)pattern, (void)pattern_len, (void)handle, (void)out_sub;
-    if (err) *err = NULL;
-    return ASTRID_E_INTERNAL;
+static int32_t kv_remove(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t key_len) {
+    return astridGoKvRemove(ud, (astrid_kv_namespace_t *)ns, (char *)key, key_len);
 }
 
-void astrid_go_subscription_free(void *sub) { (void)sub; }
+static int32_t kv_list(void *ud, const astrid_kv_namespace_t *ns, const char *prefix, size_t prefix_len,
+                       const char *after, size_t after_len, uint32_t limit, astrid_kv_key_sink_fn sink,
+                       void *ctx) {
+    return astridGoKvList(ud, (astrid_kv_namespace_t *)ns, (char *)prefix, prefix_len, (char *)after, after_len,
+                          limit, (void *)sink, ctx);
+}
 
-#endif
+static int32_t kv_clear_prefix(void *ud, const astrid_kv_namespace_t *ns, const char *prefix, size_t prefix_len,
+                               uint64_t *out_count) {
+    return astridGoKvClearPrefix(ud, (astrid_kv_namespace_t *)ns, (char *)prefix, prefix_len, out_count);
+}
+
+static int32_t kv_cas(void *ud, const astrid_kv_namespace_t *ns, const char *key, size_t key_len,
+                      uint32_t has_expected, const uint8_t *expected, size_t expected_len, const uint8_t *value,
+                      size_t value_len) {
+    return astridGoKvCas(ud, (astrid_kv_namespace_t *)ns, (char *)key, key_len, has_expected, (uint8_t *)expected,
+                         expected_len, (uint8_t *)value, value_len);
+}
+
+astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle) {
+    if (!handle) return astrid_runtime_set_kv(rt, NULL, NULL, NULL);
+    astrid_kv_ops_t ops;
+    memset(&ops, 0, sizeof ops);
+    ops.size = sizeof ops;
+    ops.get = kv_get;
+    ops.set = kv_set;
+    ops.remove = kv_remove;
+    ops.list = kv_list;
+    ops.clear_prefix = kv_clear_prefix;
+    ops.cas = kv_cas;
+    return astrid_runtime_set_kv(rt, &ops, (void *)handle, finalize);
+}
+
+void astrid_go_kv_value_sink(void *sink, void *ctx, const uint8_t *value, size_t value_len) {
+    ((astrid_kv_value_sink_fn)sink)(ctx, value, value_len);
+}
+
+int32_t astrid_go_kv_key_sink(void *sink, void *ctx, const char *key, size_t key_len) {
+    return ((astrid_kv_key_sink_fn)sink)(ctx, key, key_len);
+}

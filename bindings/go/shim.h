@@ -72,40 +72,22 @@ astrid_status_t astrid_go_mount_vfs(astrid_runtime_t *rt, const char *mount, siz
 int32_t astrid_go_dir_sink(void *sink, void *ctx, const char *name, size_t name_len,
                            uint32_t kind);
 
-/* ---- the host side of the IPC bus, when the header has it ---- */
+/* ---- the host side of the IPC bus ---- */
 
-/* 1 when this build's astrid.h declares astrid_ipc_* (else the functions
-   below return ASTRID_E_INTERNAL and do nothing). */
-int astrid_go_has_ipc(void);
-
-/* Sets the IPC queue bounds of a config; 0 when the header has no such fields. */
-int astrid_go_config_set_ipc(astrid_runtime_config_t *cfg, uint32_t messages, uint64_t bytes);
-
-/* A delivered message, mirrored so that Go code compiles against headers
-   with and without IPC. Borrowed for the duration of the callback. */
-typedef struct astrid_go_message_t {
-    const char *topic;
-    size_t topic_len;
-    const char *payload;
-    size_t payload_len;
-    const char *source_id;
-    size_t source_id_len;
-    const char *principal;
-    size_t principal_len;
-    uint32_t attribution;
-    uint32_t depth;
-    uint64_t sequence;
-    uint64_t timestamp_ms;
-    uint64_t dropped;
-    uint64_t lagged;
-} astrid_go_message_t;
-
+/* Publishes as the embedder; principal (NULL, 0) means attribution system. */
 astrid_status_t astrid_go_publish(astrid_runtime_t *rt, const char *topic, size_t topic_len, const char *json,
                                   size_t json_len, const char *principal, size_t principal_len,
                                   astrid_error_t **err);
-/* `*out_sub` receives the subscription as an opaque pointer. */
 astrid_status_t astrid_go_subscribe(astrid_runtime_t *rt, const char *pattern, size_t pattern_len, uintptr_t handle,
-                                    void **out_sub, astrid_error_t **err);
-void astrid_go_subscription_free(void *sub);
+                                    astrid_subscription_t **out_sub, astrid_error_t **err);
+
+/* ---- KV backend ---- */
+
+/* Installs a Go backend (handle 0: back to the built-in store). */
+astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle);
+
+/* Call the sinks handed to a Go backend's get / list. */
+void astrid_go_kv_value_sink(void *sink, void *ctx, const uint8_t *value, size_t value_len);
+int32_t astrid_go_kv_key_sink(void *sink, void *ctx, const char *key, size_t key_len);
 
 #endif

@@ -127,6 +127,10 @@ pub(crate) fn wait_for(
     deadline: Instant,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
+    // Cancellation first (host ABI §1): a cancelled wait never reports ready.
+    if token.is_cancelled() {
+        return false;
+    }
     if ready() {
         return true;
     }

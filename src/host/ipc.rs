@@ -50,6 +50,11 @@ impl crate::capsule::CapsuleShared {
         filter: PrincipalFilter,
     ) -> Result<Arc<SubscriptionQueue>, ErrorCode> {
         let mut live = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `close_subscriptions` takes: a subscription
+        // cannot slip in after unload closed the others.
+        if self.unload_token.is_cancelled() {
+            return Err(ErrorCode::Closed);
+        }
         live.retain(|q| q.strong_count() > 0);
         if live.len() >= MAX_SUBSCRIPTIONS {
             return Err(ErrorCode::Quota);
@@ -84,6 +89,17 @@ impl crate::capsule::CapsuleShared {
         }
     }
 
+    fn refund_publish_budget(&self, scope: &str, bytes: usize) {
+        let rate = self.runtime.config.publish_rate as f64;
+        let mut buckets = self
+            .publish_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(scope) {
+            bucket.0 = (bucket.0 + bytes as f64).min(rate);
+        }
+    }
+
     /// Takes `bytes` from the (capsule, scope) publish budget: a token
     /// bucket refilled at the runtime's publish rate, one second deep.
     fn take_publish_budget(&self, scope: &str, bytes: usize) -> bool {
@@ -108,6 +124,24 @@ impl crate::capsule::CapsuleShared {
 /// A guest `subscription`: its bus queue, `None` once closed.
 pub struct GuestSubscription {
     queue: Option<Arc<SubscriptionQueue>>,
+    capsule: Arc<crate::capsule::CapsuleShared>,
+}
+
+impl GuestSubscription {
+    /// Takes the queue off the bus; the resource then answers `closed`.
+    fn release(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            self.capsule.release_subscription(&queue);
+        }
+    }
+}
+
+/// Whatever drops the resource (the guest, the end of its call, or the
+/// store itself when a run loop ends) takes its queue off the bus.
+impl Drop for GuestSubscription {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 fn case_name(code: &ErrorCode) -> String {
@@ -155,6 +189,12 @@ impl HostState {
                     self.stdio.set_principal(principal.as_ref());
                     self.call.principal = principal;
                 }
+                // What the loop publishes next is one deeper than this
+                // message, and get-caller describes it.
+                let message = &delivery.message;
+                self.call.depth = message.depth;
+                self.call.source_id = message.source_id.clone();
+                self.call.timestamp_ms = message.timestamp_ms;
             }
         }
         envelope(take)
@@ -206,19 +246,22 @@ impl HostState {
             return Err(ErrorCode::CapabilityDenied);
         }
         crate::bus::validate_message(topic_text, payload).map_err(|_| ErrorCode::InvalidInput)?;
-        if !self
-            .capsule
-            .take_publish_budget(self.data_scope(), payload.len())
-        {
+        let scope = self.data_scope().to_string();
+        if !self.capsule.take_publish_budget(&scope, payload.len()) {
             return Err(ErrorCode::RateLimited);
         }
+        // A publish refused after this point gives its bytes back.
+        let refund = |e: ErrorCode| {
+            self.capsule.refund_publish_budget(&scope, payload.len());
+            e
+        };
         let depth = self.call.depth + 1;
         if depth > MAX_DEPTH {
-            return Err(ErrorCode::Quota);
+            return Err(refund(ErrorCode::Quota));
         }
         let runtime = self.capsule.runtime.clone();
         if runtime.dispatcher.pending_for(&self.capsule.id) >= MAX_PENDING_PER_SOURCE {
-            return Err(ErrorCode::Backpressure);
+            return Err(refund(ErrorCode::Backpressure));
         }
         runtime
             .publish(Publish {
@@ -230,9 +273,11 @@ impl HostState {
                 timestamp_ms: crate::host::sys::wall_clock_ms(),
             })
             .map(drop)
-            .map_err(|e| match e.code() {
-                crate::Code::Closed => ErrorCode::Closed,
-                _ => ErrorCode::InvalidInput,
+            .map_err(|e| {
+                refund(match e.code() {
+                    crate::Code::Closed => ErrorCode::Closed,
+                    _ => ErrorCode::InvalidInput,
+                })
             })
     }
 
@@ -240,7 +285,7 @@ impl HostState {
     fn subscription_filter(&self) -> PrincipalFilter {
         match (&self.call.principal, &self.capsule.owner) {
             (Some(p), Some(owner)) if p == owner => PrincipalFilter::OwnerAndSystem(p.to_string()),
-            (Some(p), _) if self.call.active && !self.capsule.runs_loop => {
+            (Some(p), _) if self.call.active && !self.run_loop => {
                 PrincipalFilter::Only(p.to_string())
             }
             (_, Some(owner)) => PrincipalFilter::OwnerAndSystem(owner.to_string()),
@@ -268,9 +313,7 @@ impl HostState {
         for rep in std::mem::take(&mut self.open_subscriptions) {
             let resource = Resource::<GuestSubscription>::new_borrow(rep);
             if let Ok(subscription) = self.table.get_mut(&resource) {
-                if let Some(queue) = subscription.queue.take() {
-                    self.capsule.release_subscription(&queue);
-                }
+                subscription.release();
             }
         }
     }
@@ -318,11 +361,9 @@ impl host::HostSubscription for HostState {
 
     fn drop(&mut self, this: Resource<GuestSubscription>) -> wasmtime::Result<()> {
         let rep = this.rep();
-        let subscription = self.table.delete(this)?;
+        // Dropping it releases its queue.
+        drop(self.table.delete(this)?);
         self.open_subscriptions.retain(|r| *r != rep);
-        if let Some(queue) = subscription.queue {
-            self.capsule.release_subscription(&queue);
-        }
         Ok(())
     }
 }
@@ -390,12 +431,10 @@ impl host::Host for HostState {
             let resource = state
                 .table
                 .push(GuestSubscription {
-                    queue: Some(queue.clone()),
+                    queue: Some(queue),
+                    capsule: state.capsule.clone(),
                 })
-                .map_err(|_| {
-                    state.capsule.release_subscription(&queue);
-                    ErrorCode::Quota
-                })?;
+                .map_err(|_| ErrorCode::Quota)?;
             state.open_subscriptions.push(resource.rep());
             Ok(resource)
         })

@@ -49,10 +49,6 @@ impl From<KvError> for ErrorCode {
     }
 }
 
-fn check_key(key: &str, prefix: bool) -> Result<(), ErrorCode> {
-    kv::validate_key(key, prefix).map_err(|_| ErrorCode::InvalidKey)
-}
-
 fn check_value(value: &[u8]) -> Result<(), ErrorCode> {
     if value.len() > kv::MAX_VALUE_BYTES {
         return Err(ErrorCode::TooLarge);
@@ -61,6 +57,14 @@ fn check_value(value: &[u8]) -> Result<(), ErrorCode> {
 }
 
 impl HostState {
+    /// Cancellation first (host ABI §1), then the key rules.
+    fn valid_key(&self, key: &str, prefix: bool) -> Result<(), ErrorCode> {
+        if self.call.token.is_cancelled() {
+            return Err(ErrorCode::Unknown("cancelled".into()));
+        }
+        kv::validate_key(key, prefix).map_err(|_| ErrorCode::InvalidKey)
+    }
+
     /// The namespace of the current data scope.
     fn kv_namespace(&self) -> Namespace {
         Namespace {
@@ -121,7 +125,7 @@ impl HostState {
 impl host::Host for HostState {
     fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, ErrorCode> {
         self.audited("kv.kv-get", Some(&key), 0, |state| {
-            check_key(&key, false)?;
+            state.valid_key(&key, false)?;
             let owned = key.clone();
             let value = state.kv_call(move |store, ns| store.get(ns, &owned))?;
             Ok(value)
@@ -131,7 +135,7 @@ impl host::Host for HostState {
     fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), ErrorCode> {
         let bytes = value.len() as u64;
         self.audited("kv.kv-set", Some(&key), bytes, |state| {
-            check_key(&key, false)?;
+            state.valid_key(&key, false)?;
             check_value(&value)?;
             let owned = key.clone();
             state.kv_call(move |store, ns| store.set(ns, &owned, &value))
@@ -140,7 +144,7 @@ impl host::Host for HostState {
 
     fn kv_delete(&mut self, key: String) -> Result<(), ErrorCode> {
         self.audited("kv.kv-delete", Some(&key), 0, |state| {
-            check_key(&key, false)?;
+            state.valid_key(&key, false)?;
             let owned = key.clone();
             state.kv_call(move |store, ns| store.delete(ns, &owned))
         })
@@ -148,7 +152,7 @@ impl host::Host for HostState {
 
     fn kv_list_keys(&mut self, prefix: String) -> Result<Vec<String>, ErrorCode> {
         self.audited("kv.kv-list-keys", Some(&prefix), 0, |state| {
-            check_key(&prefix, true)?;
+            state.valid_key(&prefix, true)?;
             let page = state.list_page(&prefix, None, kv::MAX_LIST_KEYS)?;
             if page.next_cursor.is_some() {
                 return Err(ErrorCode::TooLarge);
@@ -164,9 +168,9 @@ impl host::Host for HostState {
         limit: u32,
     ) -> Result<KeyPage, ErrorCode> {
         self.audited("kv.kv-list-keys-page", Some(&prefix), 0, |state| {
-            check_key(&prefix, true)?;
+            state.valid_key(&prefix, true)?;
             if let Some(cursor) = &cursor {
-                check_key(cursor, false)?;
+                state.valid_key(cursor, false)?;
             }
             let limit = match limit as usize {
                 0 => kv::MAX_LIST_KEYS,
@@ -178,7 +182,7 @@ impl host::Host for HostState {
 
     fn kv_clear_prefix(&mut self, prefix: String) -> Result<u64, ErrorCode> {
         self.audited("kv.kv-clear-prefix", Some(&prefix), 0, |state| {
-            check_key(&prefix, true)?;
+            state.valid_key(&prefix, true)?;
             let owned = prefix.clone();
             state.kv_call(move |store, ns| store.clear_prefix(ns, &owned))
         })
@@ -192,7 +196,7 @@ impl host::Host for HostState {
     ) -> Result<(), ErrorCode> {
         let bytes = (new.len() + expected.as_ref().map_or(0, Vec::len)) as u64;
         self.audited("kv.kv-cas", Some(&key), bytes, |state| {
-            check_key(&key, false)?;
+            state.valid_key(&key, false)?;
             check_value(&new)?;
             if let Some(expected) = &expected {
                 check_value(expected)?;

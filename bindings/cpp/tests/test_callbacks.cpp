@@ -114,8 +114,8 @@ TEST(Callbacks, BlockingCallsInsideACallbackThrowReentrant) {
 }
 
 TEST(Callbacks, SecretProvider) {
+    test::Failures failures; // outlives the runtime: its close may still report (audit flush)
     astrid::Runtime rt(test::config());
-    test::Failures failures;
     rt.set_error_handler(failures.handler());
     rt.set_secret_callback([](const astrid::SecretRequest &req) -> std::optional<std::string> {
         if (req.key == "TOKEN" && req.capsule == "probe") return std::string("c++-secret");
@@ -211,8 +211,8 @@ TEST(Gate, DeferredTicketsAnsweredFromAnotherThread) {
 }
 
 TEST(Gate, ThrowingGateDeniesAndTheRuntimeKeepsServing) {
+    test::Failures failures; // outlives the runtime: its close may still report (audit flush)
     astrid::Runtime rt(test::config());
-    test::Failures failures;
     rt.set_error_handler(failures.handler());
     std::atomic<int> mode{0};
     rt.set_gate([&](astrid::GateRequest &req) -> Verdict {
@@ -384,8 +384,8 @@ TEST(Vfs, OperationsNotOverriddenAreUnsupported) {
 TEST(Vfs, ThrowingProviderIsAnIoErrorAndKeepsServing) {
     auto memfs = std::make_shared<test::MemFs>();
     memfs->add_file("ws", "content");
+    test::Failures failures; // outlives the runtime: its close may still report (audit flush)
     astrid::Runtime rt(test::config());
-    test::Failures failures;
     rt.set_error_handler(failures.handler());
     rt.mount_vfs("cwd", memfs);
     astrid::Capsule probe = rt.load(test::capsule_dir("fsprobe"));
@@ -399,8 +399,8 @@ TEST(Vfs, ThrowingProviderIsAnIoErrorAndKeepsServing) {
 }
 
 TEST(Callbacks, ThrowingLogAndAuditCallbacksAreReportedNotFatal) {
+    test::Failures failures; // outlives the runtime: its close may still report (audit flush)
     astrid::Runtime rt(test::config());
-    test::Failures failures;
     rt.set_error_handler(failures.handler());
     rt.set_log_callback([](const astrid::LogRecord &) { throw std::runtime_error("log sink down"); });
     rt.set_audit_callback([](const astrid::AuditEvent &) { throw std::runtime_error("audit sink down"); });

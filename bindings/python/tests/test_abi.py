@@ -71,6 +71,21 @@ def test_missing_or_foreign_library(tmp_path: pathlib.Path, not_astrid: pathlib.
     assert "not an astrid library" in str(info.value)
 
 
+def test_library_without_every_function_of_the_header_is_refused(tmp_path: pathlib.Path) -> None:
+    # The right ABI number, but not the functions of this header: refused
+    # when loaded, not at the first call of a missing function.
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    assert cc is not None
+    (tmp_path / "old.c").write_text(FAKE.replace("999", "1"))
+    out = tmp_path / "libastrid.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out), str(tmp_path / "old.c")], check=True)
+    before = astrid.library()
+    with pytest.raises(astrid.LibraryNotFoundError) as info:
+        astrid.load_library(out)
+    assert "lacks astrid_runtime_config_init" in str(info.value)
+    assert astrid.library() is before
+
+
 def test_explicit_path_to_the_real_library() -> None:
     real = astrid.library().path
     lib = astrid.load_library(real)

@@ -9,10 +9,6 @@ from typing import List
 import astrid
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    not astrid.library().has_ipc, reason="the astrid library under test has no IPC bus (astrid_ipc_subscribe)"
-)
-
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
@@ -106,3 +102,35 @@ def test_subscription_closed_with_its_runtime() -> None:
         rt.publish("x", 1)
     with pytest.raises(astrid.ClosedError):
         rt.subscribe("x", lambda m: None)
+
+
+def test_capsule_publishes_and_interceptors_reach_the_host(rt: astrid.Runtime, capsules) -> None:
+    got: List[astrid.Message] = []
+    with rt.subscribe("out.*", got.append):
+        probe = rt.load(capsules / "ipcprobe")
+        # A capsule's own publish, from a call.
+        assert probe.call("publish", 'out.direct\n{"from":"call"}').action == "ok"
+        assert wait_for(lambda: len(got) == 1)
+        # A host publish on echo.in runs the capsule's interceptor, which republishes on out.echo.
+        rt.publish("echo.in", {"n": 1})
+        assert wait_for(lambda: len(got) == 2)
+        # The interceptor runs as the message's verified principal.
+        rt.publish("who.x", 0, principal="dave")
+        assert wait_for(lambda: len(got) == 3)
+    direct, echo, who = got
+    assert (direct.topic, direct.json(), direct.source_id) == ("out.direct", {"from": "call"}, probe.id)
+    assert (echo.topic, echo.json(), echo.source_id) == ("out.echo", {"n": 1}, probe.id)
+    assert echo.depth == 1  # one more than the host message it handled
+    assert (who.topic, who.json(), who.principal) == ("out.who", "dave", "dave")
+    assert rt.callback_errors == []
+
+
+def test_publish_rate_is_configurable(capsules) -> None:
+    # 1000 bytes per second, one second deep: 200-byte publishes run out after about five.
+    with astrid.Runtime(ipc_publish_bytes_per_sec=1000) as rt, rt.load(capsules / "ipcprobe") as probe:
+        result = probe.call("storm", "out.storm\n20\n200")
+        assert result.action == "ok"
+        sent, _, error = (result.data or "").partition(" then ")
+        assert 4 <= int(sent) <= 6 and error == "rate-limited", result.data
+    with astrid.Runtime() as rt, rt.load(capsules / "ipcprobe") as probe:
+        assert probe.call("storm", "out.storm\n20\n200").data == "20"  # default: 10 MiB/s

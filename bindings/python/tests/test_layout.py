@@ -23,6 +23,8 @@ STRUCTS = {
     "astrid_vfs_stat_t": _native.VfsStatStruct,
     "astrid_vfs_ops_t": _native.VfsOps,
     "astrid_message_t": _native.MessageStruct,
+    "astrid_kv_namespace_t": _native.KvNamespaceStruct,
+    "astrid_kv_ops_t": _native.KvOps,
 }
 
 
@@ -30,8 +32,9 @@ def test_struct_layouts_match_the_header(include_dir: pathlib.Path, tmp_path: pa
     header = include_dir / "astrid.h"
     assert header.exists(), f"no header at {header}"
     text = header.read_text()
-    present = {name: cls for name, cls in STRUCTS.items() if f"}} {name};" in text}
-    assert "astrid_runtime_config_t" in present and "astrid_vfs_ops_t" in present
+    missing = [name for name in STRUCTS if f"}} {name};" not in text]
+    assert not missing, f"{header} lacks {missing}: the binding needs exactly this header's structs"
+    present = STRUCTS
     lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "astrid.h"', "int main(void) {"]
     for name, cls in present.items():
         lines.append(f'printf("{name} size %zu\\n", sizeof({name}));')
@@ -52,10 +55,7 @@ def test_struct_layouts_match_the_header(include_dir: pathlib.Path, tmp_path: pa
         fields = {f for f, *_ in cls._fields_}
         for key, value in c_values.items():
             if key == f"{name} size":
-                if name == "astrid_runtime_config_t" and "ipc_queue_bytes" not in _struct_body(text, name):
-                    assert int(value) == _native.RUNTIME_CONFIG_SIZE_V0
-                else:
-                    assert int(value) == ctypes.sizeof(cls), key
+                assert int(value) == ctypes.sizeof(cls), key
                 checked += 1
             elif key.startswith(f"{name}."):
                 field = key.split(".", 1)[1]
@@ -79,3 +79,12 @@ def _struct_body(text: str, name: str) -> str:
 def _count_fields(body: str) -> int:
     code = "\n".join(line.split("//")[0] for line in body.split("\n")[1:])
     return code.count(";")
+
+
+def test_every_struct_of_the_header_is_mirrored(include_dir: pathlib.Path) -> None:
+    """A struct added to the header cannot go unnoticed (a field added to
+    one fails the field count above)."""
+    text = (include_dir / "astrid.h").read_text()
+    declared = set(re.findall(r"typedef struct (\w+) \{", text))
+    assert {"astrid_runtime_config_t", "astrid_kv_ops_t", "astrid_load_options_t"} <= declared
+    assert declared == set(STRUCTS), f"not mirrored: {sorted(declared - set(STRUCTS))}"

@@ -18,14 +18,29 @@ def test_eight_concurrent_calls_with_python_callbacks(capsules, inline: bool) ->
     gate_threads: Set[int] = set()
     lock = threading.Lock()
     gate_calls = [0]
+    # Thread idents are reused once a thread ends (a worker that finished its
+    # rounds may hand its ident to a new library thread), so "ran on a
+    # caller" is decided while the callback runs, against the callers alive.
+    active: Set[int] = set()
+    on_callers = [0]
+
+    def note_thread() -> None:
+        with lock:
+            on_callers[0] += threading.get_ident() in active
 
     def gate(request: astrid.GateRequest) -> bool:
+        note_thread()
         with lock:
             gate_calls[0] += 1
             gate_threads.add(threading.get_ident())
         return not request.path.endswith("forbidden")
 
-    memfs = MemFs()
+    class NotingFs(MemFs):
+        def _note(self, what: str) -> None:
+            note_thread()
+            super()._note(what)
+
+    memfs = NotingFs()
     log_count = [0]
 
     def log(record: astrid.LogRecord) -> None:
@@ -45,6 +60,7 @@ def test_eight_concurrent_calls_with_python_callbacks(capsules, inline: bool) ->
         def worker(i: int) -> None:
             with lock:
                 callers.add(threading.get_ident())
+                active.add(threading.get_ident())
             barrier.wait()
             for r in range(ROUNDS):
                 path = f"ws/t{i}-{r}.txt"
@@ -58,6 +74,8 @@ def test_eight_concurrent_calls_with_python_callbacks(capsules, inline: bool) ->
                 for result, action, data in checks:
                     if result.action != action or (data is not None and result.data != data):
                         failures.append(f"{i}/{r}: {result!r}")
+            with lock:
+                active.discard(threading.get_ident())
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
         for t in threads:
@@ -72,12 +90,14 @@ def test_eight_concurrent_calls_with_python_callbacks(capsules, inline: bool) ->
     assert memfs.content("ws/t3-7.txt") == b"thread 3 round 7"
     assert gate_calls[0] >= 3 * calls  # write + read + refused write per round
     assert log_count[0] == 2 * calls
+    vfs_calls = sum(memfs.calls.values())
     if inline:
         # Callbacks ran on the threads executing the guests: the callers' own.
+        assert on_callers[0] == gate_calls[0] + vfs_calls
         assert gate_threads <= callers and len(gate_threads) > 1
     else:
         # Callbacks ran on library worker threads, none of them a caller.
-        assert gate_threads.isdisjoint(callers) and memfs.threads.isdisjoint(callers)
+        assert on_callers[0] == 0 and vfs_calls > 0
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["default", "inline"])

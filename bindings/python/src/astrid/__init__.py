@@ -44,7 +44,8 @@ from .errors import (
     Utf8Error,
     error_class,
 )
-from .runtime import Capsule, Result, Runtime, Subscription
+from .kv import KvBackend, KvError, KvNamespace, KvStatus
+from .runtime import WATCHDOG_OFF, Capsule, Result, Runtime, Subscription
 from .types import (
     Attribution,
     AuditEvent,
@@ -97,6 +98,10 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "IoError",
+    "KvBackend",
+    "KvError",
+    "KvNamespace",
+    "KvStatus",
     "Library",
     "LibraryError",
     "LibraryNotFoundError",
@@ -123,6 +128,7 @@ __all__ = [
     "Vfs",
     "VfsError",
     "VfsStatus",
+    "WATCHDOG_OFF",
     "abi_version",
     "candidate_paths",
     "error_class",

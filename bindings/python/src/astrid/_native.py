@@ -104,9 +104,7 @@ class GateRequestStruct(Structure):
 
 
 class RuntimeConfig(Structure):
-    """``astrid_runtime_config_t``. The two ``ipc_*`` fields exist only in
-    libraries with the IPC bus; :func:`runtime_config_size` gives the size to
-    announce to the loaded library."""
+    """``astrid_runtime_config_t``."""
 
     _fields_ = [
         ("size", c_size_t),
@@ -126,10 +124,6 @@ class RuntimeConfig(Structure):
         ("kv_quota_bytes", c_uint64),
         ("ipc_publish_bytes_per_sec", c_uint64),
     ]
-
-
-#: sizeof(astrid_runtime_config_t) of a header without the IPC fields.
-RUNTIME_CONFIG_SIZE_V0 = RuntimeConfig.ipc_queue_messages.offset
 
 
 class LogRecordStruct(Structure):
@@ -216,6 +210,16 @@ class MessageStruct(Structure):
     ]
 
 
+class KvNamespaceStruct(Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("scope", c_void_p),
+        ("scope_len", c_size_t),
+        ("capsule_id", c_void_p),
+        ("capsule_id_len", c_size_t),
+    ]
+
+
 # ------------------------------------------------------- callback prototypes
 # Pointers to borrowed structs and strings are taken as c_void_p (plain ints in
 # Python): cheaper than POINTER(...) objects and never mistaken for
@@ -242,6 +246,19 @@ VFS_PATH_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t)
 VFS_TWO_PATHS_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t)
 VFS_READ_LINK_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p)
 
+KV_VALUE_SINK_FN = CFUNCTYPE(None, c_void_p, c_char_p, c_size_t)
+KV_KEY_SINK_FN = CFUNCTYPE(c_int32, c_void_p, c_char_p, c_size_t)
+KV_GET_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_void_p)
+KV_SET_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t)
+KV_REMOVE_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_void_p, c_size_t)
+KV_LIST_FN = CFUNCTYPE(
+    c_int32, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_uint32, c_void_p, c_void_p
+)
+KV_CLEAR_PREFIX_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)
+KV_CAS_FN = CFUNCTYPE(
+    c_int32, c_void_p, c_void_p, c_void_p, c_size_t, c_uint32, c_void_p, c_size_t, c_void_p, c_size_t
+)
+
 
 class VfsOps(Structure):
     _fields_ = [
@@ -264,13 +281,25 @@ class VfsOps(Structure):
     ]
 
 
+class KvOps(Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("get", KV_GET_FN),
+        ("set", KV_SET_FN),
+        ("remove", KV_REMOVE_FN),
+        ("list", KV_LIST_FN),
+        ("clear_prefix", KV_CLEAR_PREFIX_FN),
+        ("cas", KV_CAS_FN),
+    ]
+
+
 # ------------------------------------------------------------- functions
 
 _VP = c_void_p
 _P_VP = POINTER(c_void_p)
 _P_SIZE = POINTER(c_size_t)
 
-# name: (restype, argtypes); the IPC functions are optional (older libraries).
+# name: (restype, argtypes).
 _SIGNATURES = {
     "astrid_abi_version": (c_uint32, []),
     "astrid_version": (c_char_p, []),
@@ -297,6 +326,8 @@ _SIGNATURES = {
     "astrid_capsule_name": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_id": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_has_capability": (c_bool, [_VP, c_char_p, c_size_t]),
+    "astrid_capsule_wait_ready": (c_int32, [_VP, c_uint64, _P_VP]),
+    "astrid_capsule_runs_loop": (c_bool, [_VP]),
     "astrid_error_code": (c_int32, [_VP]),
     "astrid_error_message": (c_char_p, [_VP]),
     "astrid_error_free": (None, [_VP]),
@@ -310,9 +341,7 @@ _SIGNATURES = {
     "astrid_runtime_set_secret_callback": (c_int32, [_VP, SECRET_FN, _VP, FINALIZER_FN]),
     "astrid_secret_request_set_value": (c_int32, [_VP, c_char_p, c_size_t]),
     "astrid_runtime_mount_vfs": (c_int32, [_VP, c_char_p, c_size_t, POINTER(VfsOps), _VP, FINALIZER_FN]),
-}
-
-_OPTIONAL_SIGNATURES = {
+    "astrid_runtime_set_kv": (c_int32, [_VP, POINTER(KvOps), _VP, FINALIZER_FN]),
     "astrid_ipc_publish": (c_int32, [_VP, c_char_p, c_size_t, c_char_p, c_size_t, _P_VP]),
     "astrid_ipc_publish_as": (
         c_int32,
@@ -331,8 +360,6 @@ class Library:
     (``lib.astrid_capsule_call`` etc., argument and result types set once)."""
 
     path: str
-    has_ipc: bool
-    runtime_config_size: int
 
     def __init__(self, path: str) -> None:
         try:
@@ -351,18 +378,13 @@ class Library:
         self.path = path
         self.dll = dll
         for name, (restype, argtypes) in _SIGNATURES.items():
-            fn = getattr(dll, name)
+            try:
+                fn = getattr(dll, name)
+            except AttributeError as e:
+                raise LibraryNotFoundError(f"{path!r} lacks {name}: not a library of this binding's astrid.h") from e
             fn.restype = restype
             fn.argtypes = argtypes
             setattr(self, name, fn)
-        self.has_ipc = all(hasattr(dll, name) for name in _OPTIONAL_SIGNATURES)
-        if self.has_ipc:
-            for name, (restype, argtypes) in _OPTIONAL_SIGNATURES.items():
-                fn = getattr(dll, name)
-                fn.restype = restype
-                fn.argtypes = argtypes
-                setattr(self, name, fn)
-        self.runtime_config_size = ctypes.sizeof(RuntimeConfig) if self.has_ipc else RUNTIME_CONFIG_SIZE_V0
         # The hot path's functions, without argtypes: ctypes' per-argument
         # conversion costs ~60 ns an argument, so the callers pass only
         # ready-made ctypes objects (c_void_p, c_size_t, byref) and bytes,
@@ -382,9 +404,9 @@ class Library:
         return fn
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for names not bound above: the IPC functions of a
-        # library built without the IPC bus.
-        raise AttributeError(f"the astrid library {self.path} has no {name}")
+        # Only reached for names not bound in __init__ (declared for type
+        # checkers, which cannot see the functions bound with setattr).
+        raise AttributeError(f"the astrid library binding has no {name}")
 
     def version(self) -> str:
         """The library's version string (``astrid_version()``)."""

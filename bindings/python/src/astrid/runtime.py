@@ -27,11 +27,16 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
 from .callbacks import AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
-from .errors import CallbackError, ClosedError, InvalidArgumentError, ReentrantError, make_error
+from .errors import CallbackError, ClosedError, ReentrantError, make_error
+from .kv import build_kv_ops
 from .types import RuntimeFlags
 from .vfs import build_ops
 
-__all__ = ["Runtime", "Capsule", "Result", "Subscription"]
+__all__ = ["Runtime", "Capsule", "Result", "Subscription", "WATCHDOG_OFF"]
+
+#: ``watchdog_ms`` value exempting a capsule's run loop from the watchdog
+#: (``ASTRID_WATCHDOG_OFF``).
+WATCHDOG_OFF = (1 << 64) - 1
 
 Bytes = Union[bytes, bytearray, memoryview, str]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -87,7 +92,12 @@ class Runtime:
     """An astrid runtime: engine, worker threads, callbacks, loaded capsules.
 
     Keyword arguments mirror ``astrid_runtime_config_t``; 0 / ``None`` means the
-    library's default. ``inline_callbacks=True`` runs gate and VFS callbacks
+    library's default. ``kv_quota_bytes`` is the byte budget (keys plus values)
+    of each namespace of the built-in KV store (64 MiB; a backend installed
+    with :meth:`set_kv` enforces its own); ``ipc_publish_bytes_per_sec`` the
+    bus payload bytes each (capsule, principal) may publish per second
+    (10 MiB/s; beyond it the guest's publish fails with ``rate-limited``).
+    ``inline_callbacks=True`` runs gate and VFS callbacks
     on the thread executing the guest (faster; a blocking callback then holds
     its call). ``library`` selects the shared library (a path or a
     :class:`~astrid._native.Library`); by default the one loaded at import or
@@ -133,10 +143,8 @@ class Runtime:
         else:
             lib = _native.library()
         self._lib = lib
-        if (ipc_queue_messages or ipc_queue_bytes) and not lib.has_ipc:
-            raise InvalidArgumentError(-1, f"the astrid library {lib.path} has no IPC bus (ipc_queue_* options)")
         cfg = RuntimeConfig()
-        cfg.size = lib.runtime_config_size
+        cfg.size = _ctypes_sizeof(RuntimeConfig)
         cfg.worker_threads = worker_threads
         cfg.pool_size = pool_size
         cfg.memory_limit_bytes = memory_limit_bytes
@@ -318,6 +326,26 @@ class Runtime:
             callbacks.release(ident)
             raise make_error(rc, f"astrid_runtime_mount_vfs({mount!r}) failed")
 
+    def set_kv(self, backend: Any) -> None:
+        """Serves ``astrid:kv`` for every capsule of this runtime from the
+        Python object ``backend`` (see :class:`~astrid.KvBackend` for its
+        methods), from the next KV call on. ``None`` goes back to a fresh,
+        empty built-in in-memory store. The previous backend is released once
+        no call uses it any more; the last one when the runtime closes."""
+        lib = self._lib
+        h = self._handle()
+        if backend is None:
+            rc = lib.astrid_runtime_set_kv(h, None, None, _native.FINALIZER_FN())
+            if rc:
+                raise make_error(rc, "astrid_runtime_set_kv failed")
+            return
+        ops, keep = build_kv_ops(backend, self._sink)
+        ident = callbacks.keep((ops, keep))
+        rc = lib.astrid_runtime_set_kv(h, byref(ops), ident, callbacks.FINALIZER)
+        if rc:
+            callbacks.release(ident)  # on failure the library does not run the finalizer
+            raise make_error(rc, "astrid_runtime_set_kv failed")
+
     # ------------------------------------------------------------- capsules
 
     def _load_options(
@@ -330,6 +358,7 @@ class Runtime:
         fuel: int,
         config: Optional[Mapping[str, str]],
         fs_write_budget: int,
+        watchdog_ms: int,
     ) -> Tuple[Any, List[Any]]:
         opts = LoadOptions()
         opts.size = _ctypes_sizeof(LoadOptions)
@@ -354,6 +383,7 @@ class Runtime:
         if arr is not None:
             opts.config, opts.config_len = arr, n
         opts.fs_write_budget = fs_write_budget
+        opts.watchdog_ms = watchdog_ms
         return opts, keep
 
     def load(
@@ -368,17 +398,31 @@ class Runtime:
         fuel: int = 0,
         config: Optional[Mapping[str, str]] = None,
         fs_write_budget: int = 0,
+        watchdog_ms: int = 0,
     ) -> "Capsule":
         """Loads the capsule in ``directory`` (``Capsule.toml`` plus its
         component). ``principal`` is the capsule's owner; ``workspace_root`` /
         ``home_root`` serve host directories as ``cwd://`` / ``home://``;
-        ``config`` gives ``[env]`` values. Raises ``NotFoundError``,
+        ``config`` gives ``[env]`` values; ``fs_write_budget`` caps the bytes
+        it may ever write through ``astrid:fs`` (0: unlimited).
+        ``watchdog_ms`` is the run-loop watchdog window: a ``run`` loop that
+        goes three windows without a waiting host call is interrupted and
+        failed (0: 5000; :data:`WATCHDOG_OFF` exempts the capsule). Raises
+        ``NotFoundError``,
         ``ManifestError``, ``CompileError``, ``LinkError``, ..."""
         if callbacks.in_callback():
             raise ReentrantError(_REENTRANT, "capsules cannot be loaded from inside a callback")
         h = self._handle()
         opts, keep = self._load_options(
-            principal, workspace_root, home_root, memory_limit_bytes, timeout_ms, fuel, config, fs_write_budget
+            principal,
+            workspace_root,
+            home_root,
+            memory_limit_bytes,
+            timeout_ms,
+            fuel,
+            config,
+            fs_write_budget,
+            watchdog_ms,
         )
         d = os.fsencode(directory)
         out, err = c_void_p(), c_void_p()
@@ -401,6 +445,7 @@ class Runtime:
         fuel: int = 0,
         config: Optional[Mapping[str, str]] = None,
         fs_write_budget: int = 0,
+        watchdog_ms: int = 0,
     ) -> "Capsule":
         """Loads a capsule from memory: component bytes and ``Capsule.toml``
         text (``[[component]]`` may be omitted). Errors as for :meth:`load`."""
@@ -408,7 +453,15 @@ class Runtime:
             raise ReentrantError(_REENTRANT, "capsules cannot be loaded from inside a callback")
         h = self._handle()
         opts, keep = self._load_options(
-            principal, workspace_root, home_root, memory_limit_bytes, timeout_ms, fuel, config, fs_write_budget
+            principal,
+            workspace_root,
+            home_root,
+            memory_limit_bytes,
+            timeout_ms,
+            fuel,
+            config,
+            fs_write_budget,
+            watchdog_ms,
         )
         w, m = _encode(wasm), _encode(manifest)
         out, err = c_void_p(), c_void_p()
@@ -419,11 +472,6 @@ class Runtime:
         return Capsule._adopt(self, out.value or 0)
 
     # ------------------------------------------------------------------ IPC
-
-    @property
-    def has_ipc(self) -> bool:
-        """Whether the library serves the IPC bus (publish / subscribe)."""
-        return self._lib.has_ipc
 
     def publish(self, topic: str, payload: Any, *, principal: Optional[str] = None) -> None:
         """Publishes on the IPC bus as the embedder (attribution ``SYSTEM``, or
@@ -613,7 +661,7 @@ class Capsule:
     """A loaded capsule. Thread-safe: calls may run concurrently (up to the
     runtime's pool size). ``close()`` unloads it (cancelling calls in flight)."""
 
-    __slots__ = ("_h", "_hc", "_rt", "_lib", "_call", "_result", "name", "id", "__weakref__")
+    __slots__ = ("_h", "_hc", "_rt", "_lib", "_call", "_result", "name", "id", "runs_loop", "__weakref__")
 
     _h: Optional[int]
     _hc: Optional[c_void_p]
@@ -623,6 +671,7 @@ class Capsule:
     _result: "type[Result]"
     name: str
     id: str
+    runs_loop: bool
 
     def __init__(self) -> None:  # pragma: no cover - use Runtime.load
         raise TypeError("capsules are made by Runtime.load / Runtime.load_bytes")
@@ -641,6 +690,9 @@ class Capsule:
         self.name = (lib.astrid_capsule_name(handle, None) or b"").decode()
         #: The capsule's id (UUIDv5 of its name and component hash).
         self.id = (lib.astrid_capsule_id(handle, None) or b"").decode()
+        #: Whether the capsule runs a ``run`` loop (it exports a real ``run``,
+        #: not a guest-SDK placeholder): see :meth:`wait_ready`.
+        self.runs_loop = bool(lib.astrid_capsule_runs_loop(handle))
         rt._children.add(self)
         return self
 
@@ -729,6 +781,24 @@ class Capsule:
             raise _closed("capsule")
         raw = name.encode()
         return bool(self._lib.astrid_capsule_has_capability(h, raw, len(raw)))
+
+    def wait_ready(self, timeout_ms: int) -> None:
+        """Waits up to ``timeout_ms`` until the capsule is ready: a capsule
+        with a ``run`` loop once the loop calls ``astrid:sys`` ``signal-ready``,
+        any other at once. Raises ``DeadlineExceededError`` when it is not
+        ready in time; ``TrapError`` / ``DeadlineExceededError`` /
+        ``ResourceLimitError`` when the run loop failed or returned (it is not
+        restarted); ``ClosedError``; ``ReentrantError`` inside a callback. The
+        GIL is released while waiting."""
+        h = self._h
+        if h is None:
+            raise _closed("capsule")
+        if timeout_ms < 0:
+            timeout_ms = 0
+        err = c_void_p()
+        rc = self._lib.astrid_capsule_wait_ready(h, timeout_ms, byref(err))
+        if rc:
+            _raise_status(self._lib, rc, err, "astrid_capsule_wait_ready")
 
     def cancel(self) -> None:
         """Cancels the calls running on this capsule now (they raise

@@ -189,7 +189,8 @@ class Message:
         self.topic = topic
         #: The JSON text as published.
         self.payload = payload
-        #: The publishing capsule's id, or ``"host"`` for embedder publishes.
+        #: The publishing capsule's id, or the embedder's id (the same for
+        #: every host publish) for messages published with :meth:`Runtime.publish`.
         self.source_id = source_id
         self.attribution = attribution
         #: ``None`` for system publishes.

@@ -227,6 +227,8 @@ struct TestVfs {
     /// 0 = honest, 1 = garbage status codes, 2 = claims over-long reads.
     mischief: AtomicUsize,
     calls: AtomicUsize,
+    /// Counted by the finalizer (only where a test checks it).
+    finalized: Option<&'static AtomicUsize>,
 }
 
 fn tv<'a>(ud: *mut libc::c_void) -> &'a TestVfs {
@@ -427,8 +429,10 @@ unsafe extern "C" fn t_read_link(
     code(tv(ud).inner.read_link(path(p, l)).map(|_| ()))
 }
 unsafe extern "C" fn t_finalize(ud: *mut libc::c_void) {
-    drop(Box::from_raw(ud as *mut TestVfs));
-    FINALIZED.fetch_add(1, Ordering::SeqCst);
+    let state = Box::from_raw(ud as *mut TestVfs);
+    if let Some(counter) = state.finalized {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
 }
 static FINALIZED: AtomicUsize = AtomicUsize::new(0);
 
@@ -453,11 +457,13 @@ fn test_ops() -> astrid_vfs_ops_t {
     }
 }
 
-fn mount_test_vfs(rt: &Runtime) -> *const TestVfs {
+/// Mounts the test provider on `cwd`; its finalizer bumps `finalized`.
+fn mount_test_vfs(rt: &Runtime, finalized: Option<&'static AtomicUsize>) -> *const TestVfs {
     let state = Box::into_raw(Box::new(TestVfs {
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        finalized,
     }));
     let provider = unsafe { callback_provider(&test_ops(), state.cast(), Some(t_finalize)) };
     rt.mount_vfs(Mount::Cwd, Some(provider)).unwrap();
@@ -469,7 +475,7 @@ fn c_callback_provider_and_its_misbehaviour() {
     let before = FINALIZED.load(Ordering::SeqCst);
     {
         let rt = runtime();
-        let state = mount_test_vfs(&rt);
+        let state = mount_test_vfs(&rt, Some(&FINALIZED));
         let c = load_fsprobe(&rt, None);
         provider_suite(&c);
         let state = unsafe { &*state };
@@ -506,9 +512,9 @@ fn a_provider_without_fstat_still_serves_whole_file_reads() {
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        finalized: None,
     }));
-    // No finalizer: the global count belongs to the test above.
-    let provider = unsafe { callback_provider(&ops, state.cast(), None) };
+    let provider = unsafe { callback_provider(&ops, state.cast(), Some(t_finalize)) };
     rt.mount_vfs(Mount::Cwd, Some(provider)).unwrap();
     let c = load_fsprobe(&rt, None);
     ok(&c, "mkdir", &["ws"]);
@@ -519,10 +525,6 @@ fn a_provider_without_fstat_still_serves_whole_file_reads() {
     let big = "z".repeat(4099);
     assert_eq!(ok(&c, "write-file", &["ws/f", &big]), "ok");
     assert_eq!(ok(&c, "read-size", &["ws/f"]), big.len().to_string());
-    drop(c);
-    drop(rt);
-    // SAFETY: the runtime is gone, and with it every use of the provider.
-    drop(unsafe { Box::from_raw(state) });
 }
 
 #[test]
@@ -550,19 +552,15 @@ fn unset_callbacks_are_not_supported() {
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        finalized: None,
     }));
-    // No finalizer: the global count belongs to the misbehaviour test.
-    let provider = unsafe { callback_provider(&ops, state.cast(), None) };
+    let provider = unsafe { callback_provider(&ops, state.cast(), Some(t_finalize)) };
     rt.mount_vfs(Mount::Cwd, Some(provider)).unwrap();
     let c = load_fsprobe(&rt, None);
     assert_eq!(err(&c, "mkdir", &["ws"]), "unknown(not supported)");
     assert_eq!(err(&c, "read-file", &["ws"]), "unknown(not supported)");
     assert_eq!(ok(&c, "exists", &["ws"]), "false");
     assert_eq!(err(&c, "read-link", &["ws"]), "unknown(not supported)");
-    drop(c);
-    drop(rt);
-    // SAFETY: the runtime is gone, and with it every use of the provider.
-    drop(unsafe { Box::from_raw(state) });
 }
 
 #[test]
@@ -598,7 +596,7 @@ fn sdk_capsule_runs_against_each_provider() {
     let memory = Capsule::load_dir(&rt, &capsule_dir("sdk-fs"), &LoadOptions::default()).unwrap();
     check(&memory, "notes");
     let rt2 = runtime();
-    mount_test_vfs(&rt2);
+    mount_test_vfs(&rt2, None);
     let callback =
         Capsule::load_dir(&rt2, &capsule_dir("sdk-fs"), &LoadOptions::default()).unwrap();
     check(&callback, "notes");

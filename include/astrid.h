@@ -398,8 +398,8 @@ typedef struct astrid_kv_namespace_t {
   size_t capsule_id_len;
 } astrid_kv_namespace_t;
 
-// Receives a value from `get` (copied by the library). Only valid during
-// that `get` call.
+// Receives a value from `get` (copied by the library; `(NULL, 0)` is the
+// empty value). Only valid during that `get` call.
 typedef void (*astrid_kv_value_sink_fn)(void *sink, const uint8_t *value, size_t value_len);
 
 // Receives one key from `list` (copied by the library). Returns 0 to go on,

@@ -32,8 +32,8 @@ pub struct astrid_kv_namespace_t {
     pub capsule_id_len: usize,
 }
 
-/// Receives a value from `get` (copied by the library). Only valid during
-/// that `get` call.
+/// Receives a value from `get` (copied by the library; `(NULL, 0)` is the
+/// empty value). Only valid during that `get` call.
 pub type astrid_kv_value_sink_fn =
     unsafe extern "C" fn(sink: *mut libc::c_void, value: *const u8, value_len: usize);
 

@@ -135,7 +135,7 @@ pub(crate) fn plan(
 impl RuntimeInner {
     /// Starts the invocations of `plan` for `message` and returns at once.
     pub(crate) fn dispatch(self: &Arc<Self>, plan: Plan, message: Arc<Message>) {
-        let mut targets = plan.targets;
+        let targets = plan.targets;
         if targets.is_empty() {
             return;
         }
@@ -155,27 +155,42 @@ impl RuntimeInner {
             }
             return;
         }
-        // Distinct priorities: one chain, on the lane of its first capsule.
-        let first = targets[0].capsule.clone();
+        // Distinct priorities: one chain. Each step runs on its own
+        // capsule's lane (FIFO and the 64 cap hold for every step) and
+        // queues the next one when it is done.
+        let payload = message.payload.clone().into_bytes();
+        self.run_chain(targets.into(), message, payload, principal);
+    }
+
+    /// Queues the first step of `steps`; that step queues the rest.
+    fn run_chain(
+        self: &Arc<Self>,
+        mut steps: std::collections::VecDeque<Target>,
+        message: Arc<Message>,
+        payload: Vec<u8>,
+        principal: Option<String>,
+    ) {
+        let Some(step) = steps.pop_front() else {
+            return;
+        };
+        let capsule = step.capsule.clone();
         let runtime = self.clone();
-        let chain_message = message.clone();
-        self.submit(&first, principal, &message, move || {
-            let mut payload = chain_message.payload.clone().into_bytes();
-            for target in targets.drain(..) {
-                let Some(result) = runtime.run_interceptor(&target, &chain_message, &payload)
-                else {
-                    continue; // failed: skipped (already logged and audited)
-                };
+        let queued = message.clone();
+        self.submit(&capsule, principal.clone(), &queued, move || {
+            let mut payload = payload;
+            // A failed step is skipped (already logged and audited).
+            if let Some(result) = runtime.run_interceptor(&step, &message, &payload) {
                 match result.action.as_str() {
                     "continue" => {
                         if let Some(data) = result.data {
                             payload = data.into_bytes();
                         }
                     }
-                    "final" | "deny" | "abort" => break,
+                    "final" | "deny" | "abort" => return,
                     _ => {}
                 }
             }
+            runtime.run_chain(steps, message, payload, principal);
         });
     }
 

@@ -105,9 +105,9 @@ pub struct CapsuleShared {
     pub(crate) waited_at_ms: AtomicU64,
     /// The id as bus messages carry it.
     pub(crate) source_id: Arc<str>,
-    /// Exports `run` (a real one, not an SDK placeholder): bus handlers are
-    /// then the loop's own business, not dispatched as interceptors.
-    pub(crate) runs_loop: bool,
+    /// Set when the capsule exports `run` (a real one, not an SDK
+    /// placeholder): bus handlers are then the loop's own business, not
+    /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<crate::runloop::RunLoop>>,
     /// Live guest subscriptions over all instances (at most 128).
     pub(crate) subscriptions: Mutex<Vec<std::sync::Weak<crate::bus::SubscriptionQueue>>>,
@@ -367,7 +367,6 @@ impl Capsule {
         let shared = Arc::new(CapsuleShared {
             runtime: rt.clone(),
             source_id: Arc::from(id.as_str()),
-            runs_loop,
             run_loop: runs_loop.then(|| Arc::new(crate::runloop::RunLoop::new())),
             subscriptions: Mutex::new(Vec::new()),
             publish_buckets: Mutex::new(HashMap::new()),
@@ -481,7 +480,7 @@ impl Capsule {
 
     /// Whether the capsule runs a `run` loop (a real export, not a placeholder).
     pub fn runs_loop(&self) -> bool {
-        self.inner.shared.runs_loop
+        self.inner.shared.run_loop.is_some()
     }
 
     /// Cancels the calls in flight now; later calls are unaffected.
@@ -620,7 +619,9 @@ impl CapsuleInner {
     /// Whether bus messages may be dispatched to this capsule's handlers:
     /// loaded, exporting `astrid-hook-trigger`, and not a run loop.
     pub(crate) fn serves_interceptors(&self) -> bool {
-        self.hook.is_some() && self.state.load(Ordering::SeqCst) == LOADED && !self.shared.runs_loop
+        self.hook.is_some()
+            && self.state.load(Ordering::SeqCst) == LOADED
+            && self.shared.run_loop.is_none()
     }
 
     fn pool_lock(&self) -> std::sync::MutexGuard<'_, Pool> {

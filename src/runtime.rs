@@ -432,8 +432,9 @@ impl Runtime {
             }
             None => Attribution::System,
         };
+        crate::bus::validate_message(topic, payload)?;
         let inner = &self.inner;
-        let message = inner.publish(Publish {
+        let message = inner.publish_valid(Publish {
             topic,
             payload,
             source_id: inner.host_source_id.clone(),
@@ -591,17 +592,17 @@ impl RuntimeInner {
             .collect()
     }
 
-    /// Publishes on the bus and starts the interceptors the message reaches
-    /// (they come first in the fan-out budget, host ABI §8.6). Returns the
-    /// stamped message once it is queued.
-    pub(crate) fn publish(
+    /// Publishes a message already checked with `bus::validate_message` and
+    /// starts the interceptors it reaches (they come first in the fan-out
+    /// budget, host ABI §8.6). Returns the stamped message once it is queued.
+    pub(crate) fn publish_valid(
         self: &Arc<Self>,
         publish: Publish<'_>,
     ) -> Result<Arc<crate::bus::Message>> {
         let plan =
             crate::dispatch::plan(&self.live_capsules(), publish.topic, &publish.attribution);
         let budget = crate::bus::MAX_FAN_OUT - plan.len();
-        let message = self.bus.publish(publish, budget)?;
+        let message = self.bus.publish_valid(publish, budget)?;
         self.dispatch(plan, message.clone());
         Ok(message)
     }

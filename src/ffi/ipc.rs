@@ -172,11 +172,8 @@ pub extern "C" fn astrid_ipc_subscribe(
                 "`message_fn` must not be NULL",
             ));
         };
-        // Validated before the callback triple exists, so a refused call
-        // never runs the finalizer.
-        crate::policy::topic::validate_pattern(pattern).map_err(|e| {
-            crate::Error::invalid_argument(format!("topic pattern `{pattern}` {e}"))
-        })?;
+        // A refused subscribe (bad pattern, closed runtime) disarms the
+        // callback: the finalizer does not run and user_data stays the caller's.
         let callback = Arc::new(Callback::new(function, user_data, finalizer));
         install_or_disarm(callback, Callback::disarm, |callback| {
             let handler = Box::new(move |delivery: &Delivery| deliver(&callback, delivery));

@@ -680,10 +680,6 @@ impl Pipe {
         drop(state);
         self.signal.notify();
     }
-
-    pub fn buffered(&self) -> usize {
-        self.lock().buffer.len()
-    }
 }
 
 /// The reading end of a [`Pipe`].

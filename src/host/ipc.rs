@@ -264,7 +264,7 @@ impl HostState {
             return Err(refund(ErrorCode::Backpressure));
         }
         runtime
-            .publish(Publish {
+            .publish_valid(Publish {
                 topic: topic_text,
                 payload,
                 source_id: self.capsule.source_id.clone(),

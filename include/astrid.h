@@ -286,6 +286,12 @@ typedef struct astrid_load_options_t {
   // reads) is interrupted and marked failed. 0 = 5000;
   // `ASTRID_WATCHDOG_OFF` exempts the capsule.
   uint64_t watchdog_ms;
+  // The socket path the capsule's `bind-unix` binds (UTF-8, not
+  // NUL-terminated; NULL = none, so `bind-unix` fails with
+  // `address-not-available`). The guest never sees it. Added in ABI 1.x:
+  // a struct whose `size` ends before this field loads with none.
+  const char *unix_socket_path;
+  size_t unix_socket_path_len;
 } astrid_load_options_t;
 
 // Per-call options. Size-prefixed like the load options.

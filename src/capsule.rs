@@ -38,6 +38,9 @@ pub struct LoadOptions {
     pub fs_write_budget: Option<u64>,
     /// The run-loop watchdog (host ABI §7.2); only the embedder can turn it off.
     pub watchdog: Watchdog,
+    /// The socket path `bind-unix` binds for this capsule (never shown to
+    /// the guest); `None`: `bind-unix` fails with `address-not-available`.
+    pub unix_socket_path: Option<PathBuf>,
 }
 
 /// The run-loop watchdog of a capsule.
@@ -113,6 +116,8 @@ pub struct CapsuleShared {
     pub(crate) subscriptions: Mutex<Vec<std::sync::Weak<crate::bus::SubscriptionQueue>>>,
     /// Publish token buckets per data scope: (bytes available, refilled at).
     pub(crate) publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Socket quotas and the unix listener path (host ABI §2.6).
+    pub(crate) net: crate::host::net::CapsuleNet,
 }
 
 impl CapsuleShared {
@@ -370,6 +375,7 @@ impl Capsule {
             run_loop: runs_loop.then(|| Arc::new(crate::runloop::RunLoop::new())),
             subscriptions: Mutex::new(Vec::new()),
             publish_buckets: Mutex::new(HashMap::new()),
+            net: crate::host::net::CapsuleNet::new(options.unix_socket_path.clone()),
             id,
             name: Arc::from(manifest.name.as_str()),
             capability_names: manifest.capabilities.names(),
@@ -906,6 +912,9 @@ impl CapsuleInner {
         }
         if !state.open_subscriptions.is_empty() {
             state.close_call_subscriptions();
+        }
+        if !state.call_scoped.is_empty() {
+            state.close_call_scoped();
         }
 
         match outcome {

@@ -32,6 +32,29 @@ impl Deferral {
 
 pub type GateFn = Arc<dyn Fn(&GateRequest, &Deferral) -> GateAnswer + Send + Sync>;
 
+/// A local peer knocking on a capsule's unix listener (host ABI §2.6),
+/// after the OS user check passed.
+pub struct AcceptRequest<'a> {
+    pub capsule: &'a str,
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The embedder's answer for one incoming unix connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptVerdict {
+    /// Hand the connection to the guest; `principal` is what
+    /// `connection-principal` reports (`None`: unauthenticated).
+    Allow { principal: Option<String> },
+    /// Close it before the guest sees it.
+    Refuse,
+}
+
+/// The embedder's accept verifier. Runs on the thread of the guest call
+/// that accepts, so it should answer quickly.
+pub type AcceptVerifier = Arc<dyn Fn(&AcceptRequest<'_>) -> AcceptVerdict + Send + Sync>;
+
 /// A deferred verdict. Resolving twice, or after the call gave up, is
 /// harmless: only the first answer counts and a late one is dropped.
 pub struct Ticket {

@@ -32,8 +32,17 @@ pub const FLAG_DISABLE_CAPABILITY_REGISTRY: u32 = 1 << 1;
 /// a blocking-pool thread: no hand-off cost, but a callback that hangs holds
 /// its call (its deadline is then only checked when it returns).
 pub const FLAG_INLINE_CALLBACKS: u32 = 1 << 2;
-pub const KNOWN_FLAGS: u32 =
-    FLAG_ALLOW_LOOPBACK | FLAG_DISABLE_CAPABILITY_REGISTRY | FLAG_INLINE_CALLBACKS;
+/// Lets `bind-tcp` and `udp-bind` use addresses other than loopback (the
+/// manifest and gate still decide which).
+pub const FLAG_ALLOW_ANY_BIND: u32 = 1 << 3;
+/// Links `wasi:sockets` behind the manifest, gate and airlock (host ABI §0);
+/// without it every WASI socket operation is `access-denied`.
+pub const FLAG_WASI_SOCKETS: u32 = 1 << 4;
+pub const KNOWN_FLAGS: u32 = FLAG_ALLOW_LOOPBACK
+    | FLAG_DISABLE_CAPABILITY_REGISTRY
+    | FLAG_INLINE_CALLBACKS
+    | FLAG_ALLOW_ANY_BIND
+    | FLAG_WASI_SOCKETS;
 
 /// The epoch ticker's period: the granularity of wall-clock deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(100);
@@ -212,6 +221,7 @@ pub struct RuntimeInner {
     log_sink: RwLock<Option<LogSink>>,
     secret_provider: RwLock<Option<SecretProvider>>,
     gate: RwLock<Option<GateFn>>,
+    accept_verifier: RwLock<Option<crate::gate::AcceptVerifier>>,
     /// Embedder-supplied providers by mount.
     mounts: RwLock<HashMap<Mount, Arc<dyn Vfs>>>,
     audit_sink: Arc<RwLock<Option<AuditSink>>>,
@@ -321,6 +331,7 @@ impl Runtime {
                 log_sink: RwLock::new(None),
                 secret_provider: RwLock::new(None),
                 gate: RwLock::new(None),
+                accept_verifier: RwLock::new(None),
                 mounts: RwLock::new(HashMap::new()),
                 audit_sink,
                 has_audit: AtomicBool::new(false),
@@ -357,6 +368,18 @@ impl Runtime {
     pub fn set_gate(&self, gate: Option<GateFn>) -> Result<()> {
         self.inner.check_open()?;
         *self.inner.gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) the accept verifier that screens
+    /// every connection to a capsule's unix listener.
+    pub fn set_accept_verifier(&self, verifier: Option<crate::gate::AcceptVerifier>) -> Result<()> {
+        self.inner.check_open()?;
+        *self
+            .inner
+            .accept_verifier
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = verifier;
         Ok(())
     }
 
@@ -689,6 +712,13 @@ impl RuntimeInner {
 
     pub(crate) fn gate(&self) -> Option<GateFn> {
         self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn accept_verifier(&self) -> Option<crate::gate::AcceptVerifier> {
+        self.accept_verifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn kv_store(&self) -> Arc<dyn KvStore> {

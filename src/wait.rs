@@ -73,11 +73,101 @@ impl Signal {
     }
 }
 
+/// A bare signal as a wait source (the caller checks readiness itself).
+impl Readiness for Signal {
+    fn is_ready(&self) -> bool {
+        false
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        Signal::register(self, waiter);
+    }
+}
+
 /// What a pollable reports on: is it ready now, and whom to tell when it
 /// might have become ready.
 pub trait Readiness: Send + Sync {
     fn is_ready(&self) -> bool;
     fn register(&self, waiter: &Arc<Waiter>);
+}
+
+/// A result slot a task fills from the runtime and a plain thread waits on.
+struct Slot<T> {
+    value: Mutex<Option<T>>,
+    filled: Signal,
+}
+
+impl<T: Send> Readiness for Slot<T> {
+    fn is_ready(&self) -> bool {
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.filled.register(waiter);
+    }
+}
+
+/// Runs `future` on the runtime and waits for it from this plain thread,
+/// racing `token` and `deadline` (host ABI §1: waiting calls end as soon as
+/// the token fires). `None` when they won; the task is then aborted.
+pub fn run_on<F>(
+    handle: &tokio::runtime::Handle,
+    future: F,
+    token: &crate::cancel::CancelToken,
+    deadline: Instant,
+) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let slot = Arc::new(Slot {
+        value: Mutex::new(None),
+        filled: Signal::default(),
+    });
+    let task = {
+        let slot = slot.clone();
+        handle.spawn(async move {
+            let value = future.await;
+            *slot.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            slot.filled.notify();
+        })
+    };
+    let done = crate::host::io::wait_for(&[&*slot], token, deadline, || slot.is_ready());
+    if !done {
+        task.abort();
+        return None;
+    }
+    let value = slot.value.lock().unwrap_or_else(|e| e.into_inner()).take();
+    value
+}
+
+/// A task waker that notifies a [`Signal`]: lets a socket's readiness
+/// (reported by the runtime's I/O driver) wake plain-thread waiters.
+pub struct SignalWaker(pub Arc<Signal>);
+
+impl std::task::Wake for SignalWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.notify();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify();
+    }
+}
+
+/// A [`Readiness`] over a signal and a check.
+pub struct Check<F: Fn() -> bool + Send + Sync> {
+    pub signal: Arc<Signal>,
+    pub ready: F,
+}
+
+impl<F: Fn() -> bool + Send + Sync> Readiness for Check<F> {
+    fn is_ready(&self) -> bool {
+        (self.ready)()
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.signal.register(waiter);
+    }
 }
 
 #[cfg(test)]

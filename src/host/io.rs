@@ -620,11 +620,57 @@ impl streams::HostOutputStream for HostState {
 impl HostState {
     /// A new guest pollable over `source` (a stand-in that is always ready
     /// if the table is full, so a guest waiting on it cannot hang).
+    /// A new guest input stream over `source` (a dead handle if the table
+    /// is full: using it fails like any closed handle).
+    pub(crate) fn push_input_stream(
+        &mut self,
+        source: Arc<dyn ByteSource>,
+    ) -> Resource<InputStream> {
+        self.table
+            .push(InputStream::new(source))
+            .unwrap_or_else(|_| Resource::new_own(u32::MAX))
+    }
+
+    /// A new guest output stream over `sink` (see `push_input_stream`).
+    pub(crate) fn push_output_stream(&mut self, sink: Arc<dyn ByteSink>) -> Resource<OutputStream> {
+        self.table
+            .push(OutputStream::new(sink))
+            .unwrap_or_else(|_| Resource::new_own(u32::MAX))
+    }
+
     pub(crate) fn push_pollable(&mut self, source: Arc<dyn Readiness>) -> Resource<Pollable> {
         match self.table.push(Pollable::new(source)) {
             Ok(resource) => resource,
             Err(_) => Resource::new_own(u32::MAX),
         }
+    }
+}
+
+/// A stream that reports `closed` on first use (a view asked for twice, an
+/// endpoint that is gone).
+pub struct ClosedStream;
+
+impl ByteSource for ClosedStream {
+    fn read(&self, _max: usize) -> Result<Vec<u8>, StreamFailure> {
+        Err(StreamFailure::Closed)
+    }
+    fn readiness(&self) -> Arc<dyn Readiness> {
+        Arc::new(AlwaysReady)
+    }
+}
+
+impl ByteSink for ClosedStream {
+    fn check_write(&self) -> Result<usize, StreamFailure> {
+        Err(StreamFailure::Closed)
+    }
+    fn write(&self, _bytes: &[u8]) -> Result<(), StreamFailure> {
+        Err(StreamFailure::Closed)
+    }
+    fn flush(&self) -> Result<(), StreamFailure> {
+        Err(StreamFailure::Closed)
+    }
+    fn readiness(&self) -> Arc<dyn Readiness> {
+        Arc::new(AlwaysReady)
     }
 }
 

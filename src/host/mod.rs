@@ -2,9 +2,11 @@
 //! One module per host interface; each adds itself to the linker.
 
 pub mod fs;
+// pub mod http;
 pub mod io;
 pub mod ipc;
 pub mod kv;
+pub mod net;
 pub mod sys;
 pub mod wasi;
 
@@ -104,6 +106,9 @@ pub struct HostState {
     pub(crate) open_files: Vec<u32>,
     /// `subscription` resources made by the current call (table reps).
     pub(crate) open_subscriptions: Vec<u32>,
+    /// Sockets and HTTP streams the current call opened: closed when a
+    /// pooled call ends, so none outlives it into another caller's call.
+    pub(crate) call_scoped: Vec<std::sync::Weak<dyn CallScoped>>,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
@@ -129,6 +134,7 @@ impl HostState {
             stdio,
             open_files: Vec::new(),
             open_subscriptions: Vec::new(),
+            call_scoped: Vec::new(),
             run_loop: false,
             watchdog: None,
             wasi,
@@ -155,6 +161,22 @@ impl HostState {
             self.audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
         result
+    }
+
+    /// Remembers a host object to close when the current call ends.
+    pub(crate) fn track_call_scoped(&mut self, object: std::sync::Weak<dyn CallScoped>) {
+        self.call_scoped.retain(|o| o.strong_count() > 0);
+        self.call_scoped.push(object);
+    }
+
+    /// Closes everything the current call opened (end of a pooled call).
+    /// The guest's resources stay, answering `closed`.
+    pub(crate) fn close_call_scoped(&mut self) {
+        for object in std::mem::take(&mut self.call_scoped) {
+            if let Some(object) = object.upgrade() {
+                object.close();
+            }
+        }
     }
 
     /// Tells the run-loop watchdog that the guest came back to a waiting
@@ -283,6 +305,12 @@ impl HostState {
     }
 }
 
+/// A host object bound to the call that opened it (see `call_scoped`).
+pub(crate) trait CallScoped: Send + Sync {
+    /// Releases the underlying socket or request; later use reports closed.
+    fn close(&self);
+}
+
 /// What a gated call's `prepare` step produced: the audit target (VFS
 /// spelling, `host:port`, URL), the gate questions, and what `op` needs.
 pub(crate) struct Prepared<C> {
@@ -394,6 +422,8 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     kv::add_to_linker(&mut linker)?;
     io::add_to_linker(&mut linker)?;
     ipc::add_to_linker(&mut linker)?;
+    net::add_to_linker(&mut linker)?;
+    // http::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(GUEST_LIFECYCLE)?;

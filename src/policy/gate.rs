@@ -73,6 +73,52 @@ impl GateRequest {
     }
 }
 
+impl GateRequest {
+    /// A socket check (`net-connect`, `net-bind`, `dns-lookup`).
+    pub fn socket(
+        kind: GateKind,
+        capsule: Arc<str>,
+        principal: Option<Arc<str>>,
+        transport: Option<&'static str>,
+        host: &str,
+        port: u16,
+    ) -> GateRequest {
+        GateRequest {
+            kind,
+            capsule,
+            principal,
+            path: None,
+            host_path: None,
+            method: None,
+            url: None,
+            host: Some(host.to_string()),
+            port,
+            transport,
+        }
+    }
+
+    /// An `http-request` check for one hop.
+    pub fn http(
+        capsule: Arc<str>,
+        principal: Option<Arc<str>>,
+        method: &str,
+        url: &url::Url,
+    ) -> GateRequest {
+        GateRequest {
+            kind: GateKind::HttpRequest,
+            capsule,
+            principal,
+            path: None,
+            host_path: None,
+            method: Some(method.to_string()),
+            url: Some(url.to_string()),
+            host: url.host_str().map(str::to_string),
+            port: url.port_or_known_default().unwrap_or(0),
+            transport: None,
+        }
+    }
+}
+
 /// What the gate answered, with the reason it gave (audit only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {

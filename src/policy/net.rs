@@ -132,7 +132,13 @@ impl HttpHostGrant {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(HttpHostGrant::Ip(ip));
         }
-        let name = normalise_name(entry);
+        let mut name = normalise_name(entry);
+        if !name.is_ascii() {
+            // Requests are compared in their IDNA (punycode) form.
+            if let Ok(url::Host::Domain(ascii)) = url::Host::parse(&name) {
+                name = ascii;
+            }
+        }
         if valid_hostname(&name) {
             Ok(HttpHostGrant::Name(name))
         } else {
@@ -143,9 +149,150 @@ impl HttpHostGrant {
     }
 }
 
+/// A guest-supplied host as socket grants compare it: IP literals in
+/// canonical form, names lowercase without a trailing dot.
+pub fn normalise_request_host(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => normalise_name(host),
+    }
+}
+
+impl HostPattern {
+    /// `host` must be normalised with [`normalise_request_host`].
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(exact) => exact == host,
+            HostPattern::Subdomains(parent) => host
+                .strip_suffix(parent.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        }
+    }
+}
+
+impl SocketGrant {
+    /// Whether this entry covers `host:port` (`port: None` = any port, for
+    /// name lookups). `host` is normalised with [`normalise_request_host`].
+    pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
+        match self {
+            SocketGrant::Unix => false,
+            SocketGrant::Inet {
+                host: pattern,
+                port: ports,
+            } => {
+                pattern.matches(host)
+                    && match (ports, port) {
+                        (PortPattern::Any, _) | (_, None) => true,
+                        (PortPattern::Exact(p), Some(port)) => *p == port,
+                    }
+            }
+        }
+    }
+}
+
+/// Whether any entry covers `host:port` (`None`: any port).
+pub fn sockets_allow(grants: &[SocketGrant], host: &str, port: Option<u16>) -> bool {
+    let host = normalise_request_host(host);
+    grants.iter().any(|g| g.allows(&host, port))
+}
+
+/// Whether an ephemeral bind (port 0) is covered: it needs a port `*` entry.
+pub fn sockets_allow_any_port(grants: &[SocketGrant], host: &str) -> bool {
+    let host = normalise_request_host(host);
+    grants.iter().any(|g| match g {
+        SocketGrant::Inet {
+            host: pattern,
+            port: PortPattern::Any,
+        } => pattern.matches(&host),
+        _ => false,
+    })
+}
+
+impl HttpHostGrant {
+    /// Whether this entry covers a URL host (as the URL parser produced
+    /// it: IDNA-converted, lowercase, IPv6 without brackets).
+    pub fn allows(&self, host: &url::Host<&str>) -> bool {
+        match (self, host) {
+            (HttpHostGrant::Any, _) => true,
+            (HttpHostGrant::Ip(ip), url::Host::Ipv4(v4)) => *ip == IpAddr::V4(*v4),
+            (HttpHostGrant::Ip(ip), url::Host::Ipv6(v6)) => *ip == IpAddr::V6(*v6),
+            (HttpHostGrant::Name(name), url::Host::Domain(domain)) => {
+                let domain = domain.trim_end_matches('.');
+                domain == name
+                    || domain
+                        .strip_suffix(name.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_matching() {
+        let grants: Vec<SocketGrant> = [
+            "cache.example:6379",
+            "*.svc.example:*",
+            "[::1]:80",
+            "10.0.0.1:*",
+        ]
+        .iter()
+        .map(|e| SocketGrant::parse(e, false).unwrap())
+        .collect();
+        for (host, port, allowed) in [
+            ("cache.example", Some(6379), true),
+            ("CACHE.example.", Some(6379), true),
+            ("cache.example", Some(6380), false),
+            ("cache.example", None, true),
+            ("x.cache.example", Some(6379), false),
+            ("a.svc.example", Some(1), true),
+            ("a.b.svc.example", Some(1), true),
+            ("svc.example", Some(1), false),
+            ("evilsvc.example", Some(1), false),
+            ("::1", Some(80), true),
+            ("0:0:0:0:0:0:0:1", Some(80), true),
+            ("::1", Some(81), false),
+            ("10.0.0.1", Some(9), true),
+            ("10.0.0.2", Some(9), false),
+        ] {
+            assert_eq!(
+                sockets_allow(&grants, host, port),
+                allowed,
+                "{host}:{port:?}"
+            );
+        }
+        assert!(sockets_allow_any_port(&grants, "10.0.0.1"));
+        assert!(!sockets_allow_any_port(&grants, "cache.example"));
+        assert!(!sockets_allow(&[SocketGrant::Unix], "localhost", None));
+    }
+
+    #[test]
+    fn http_host_matching() {
+        let grants: Vec<HttpHostGrant> = ["example.com", "10.0.0.1", "[::1]"]
+            .iter()
+            .map(|e| HttpHostGrant::parse(e).unwrap())
+            .collect();
+        let allowed = |url: &str| {
+            let url = url::Url::parse(url).unwrap();
+            let host = url.host().unwrap();
+            grants.iter().any(|g| g.allows(&host))
+        };
+        assert!(allowed("https://example.com/x"));
+        assert!(allowed("https://API.Example.com./x"));
+        assert!(!allowed("https://notexample.com/"));
+        assert!(!allowed("https://example.com.evil.net/"));
+        assert!(allowed("http://10.0.0.1:8080/"));
+        // The URL parser reads a decimal-integer host as the IPv4 address.
+        assert!(allowed("http://167772161/"));
+        assert!(allowed("http://[::1]/"));
+        assert!(!allowed("http://127.0.0.1/"));
+        assert!(HttpHostGrant::Any.allows(&url::Host::Domain("anything")));
+    }
 
     #[test]
     fn socket_entries() {
@@ -188,6 +335,10 @@ mod tests {
             Ok(HttpHostGrant::Name("api.example.com".into()))
         );
         assert_eq!(HttpHostGrant::parse("*"), Ok(HttpHostGrant::Any));
+        assert_eq!(
+            HttpHostGrant::parse("bücher.example"),
+            Ok(HttpHostGrant::Name("xn--bcher-kva.example".into()))
+        );
         assert!(matches!(
             HttpHostGrant::parse("10.0.0.1"),
             Ok(HttpHostGrant::Ip(_))

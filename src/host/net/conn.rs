@@ -1,0 +1,937 @@
+//! `tcp-stream` (host ABI §2.6) for TCP and unix connections: framed
+//! messages, raw bytes, peek, options, shutdown, and `astrid:io` views.
+//! Framed, raw and stream reads share one receive buffer, so mixing them
+//! consumes bytes in call order.
+
+use super::bindings::astrid::net::host::{ErrorCode, HostTcpStream, NetReadStatus, ShutdownHow};
+use super::{io_error, QuotaSlot};
+use crate::host::io::{
+    wait_for, ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable,
+    StreamFailure,
+};
+use crate::host::{CallScoped, HostState};
+use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+
+/// Largest frame `read` / `write` accept (host ABI §1 payload ceiling).
+pub const MAX_FRAME: usize = 10 << 20;
+/// Most bytes one raw read returns.
+const MAX_RAW_READ: usize = 1 << 20;
+/// How long `read` waits for a frame header.
+const FRAME_HEADER_WAIT: Duration = Duration::from_millis(50);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// Bytes an output-stream view buffers before `check-write` reports no room.
+const WRITE_BUFFER: usize = 256 << 10;
+/// Longest a connect may take over all resolved addresses.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) enum Socket {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Socket {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.try_read(buf),
+            Socket::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.try_write(buf),
+            Socket::Unix(s) => s.try_write(buf),
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Socket::Tcp(s) => s.poll_read_ready(cx),
+            Socket::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Socket::Tcp(s) => s.poll_write_ready(cx),
+            Socket::Unix(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    fn sock_ref(&self) -> socket2::SockRef<'_> {
+        match self {
+            Socket::Tcp(s) => socket2::SockRef::from(s),
+            Socket::Unix(s) => socket2::SockRef::from(s),
+        }
+    }
+
+    fn tcp(&self) -> Result<&tokio::net::TcpStream, ErrorCode> {
+        match self {
+            Socket::Tcp(s) => Ok(s),
+            Socket::Unix(_) => Err(ErrorCode::NotTcp),
+        }
+    }
+}
+
+/// Who an accepted local connection belongs to (`astrid:request-context`).
+pub(crate) struct Identity {
+    pub owner: Option<String>,
+    pub principal: Option<String>,
+}
+
+#[derive(Default)]
+struct Rx {
+    buf: Vec<u8>,
+    /// Bytes of `buf` before this were consumed.
+    start: usize,
+    eof: bool,
+    reset: bool,
+}
+
+impl Rx {
+    fn available(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let out = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        out
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// One connection, shared by the guest resource and its io views.
+pub(crate) struct Conn {
+    socket: Socket,
+    rx: Mutex<Rx>,
+    /// Bytes the output-stream view accepted that the socket has not taken.
+    tx: Mutex<VecDeque<u8>>,
+    readable: Arc<Signal>,
+    read_waker: Waker,
+    writable: Arc<Signal>,
+    write_waker: Waker,
+    closed: AtomicBool,
+    read_timeout: Mutex<Option<u64>>,
+    write_timeout: Mutex<Option<u64>>,
+    read_view_taken: AtomicBool,
+    write_view_taken: AtomicBool,
+    pub(crate) identity: Option<Identity>,
+    /// Runs once when the connection closes (unix `client.v1.disconnect`).
+    on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    _slot: QuotaSlot,
+}
+
+/// The guest's `tcp-stream`.
+pub struct TcpStreamHandle {
+    pub(crate) conn: Arc<Conn>,
+}
+
+impl Conn {
+    pub(crate) fn new(socket: Socket, slot: QuotaSlot, identity: Option<Identity>) -> Arc<Conn> {
+        let readable = Arc::new(Signal::default());
+        let writable = Arc::new(Signal::default());
+        Arc::new(Conn {
+            socket,
+            rx: Mutex::new(Rx::default()),
+            tx: Mutex::new(VecDeque::new()),
+            read_waker: Waker::from(Arc::new(SignalWaker(readable.clone()))),
+            readable,
+            write_waker: Waker::from(Arc::new(SignalWaker(writable.clone()))),
+            writable,
+            closed: AtomicBool::new(false),
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            read_view_taken: AtomicBool::new(false),
+            write_view_taken: AtomicBool::new(false),
+            identity,
+            on_close: Mutex::new(None),
+            _slot: slot,
+        })
+    }
+
+    pub(crate) fn set_on_close(&self, hook: Box<dyn FnOnce() + Send>) {
+        *lock(&self.on_close) = Some(hook);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Reads from the socket until `want` bytes are buffered, the stream
+    /// ends, or nothing more is there; in that case it asks the I/O driver
+    /// to wake `readable` when more arrives.
+    fn fill(&self, rx: &mut Rx, want: usize) {
+        while rx.available() < want && !rx.eof && !rx.reset && !self.is_closed() {
+            rx.compact();
+            let len = rx.buf.len();
+            rx.buf.resize(len + READ_CHUNK, 0);
+            let result = self.socket.try_read(&mut rx.buf[len..]);
+            rx.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(0) => rx.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(&self.read_waker);
+                    if self.socket.poll_read_ready(&mut cx).is_pending() {
+                        return;
+                    }
+                }
+                Err(_) => rx.reset = true,
+            }
+        }
+    }
+
+    /// Whether a read wanting `want` bytes can answer now.
+    fn can_read(&self, want: usize) -> bool {
+        let mut rx = lock(&self.rx);
+        self.fill(&mut rx, want);
+        rx.available() >= want || rx.eof || rx.reset || self.is_closed()
+    }
+
+    /// Waits until `want` bytes are buffered (or the stream ended), under
+    /// the read timeout: `Some(0)` never waits (`would-block`); expiry and
+    /// the call deadline are `timeout`; cancel is `closed`.
+    fn wait_readable(
+        &self,
+        state: &HostState,
+        want: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(), ErrorCode> {
+        if self.can_read(want) {
+            return Ok(());
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Err(ErrorCode::WouldBlock);
+        }
+        let until = timeout.map_or(state.call.deadline, |t| {
+            state.call.deadline.min(Instant::now() + t)
+        });
+        if wait_for(&[&*self.readable], &state.call.token, until, || {
+            self.can_read(want)
+        }) {
+            Ok(())
+        } else if state.call.token.is_cancelled() {
+            Err(ErrorCode::Closed)
+        } else {
+            Err(ErrorCode::Timeout)
+        }
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        lock(&self.read_timeout).map(Duration::from_millis)
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        lock(&self.write_timeout).map(Duration::from_millis)
+    }
+
+    /// Pushes out bytes the output-stream view buffered; arms `writable`
+    /// when the socket is full.
+    fn drain(&self, tx: &mut VecDeque<u8>) -> Result<(), StreamFailure> {
+        while !tx.is_empty() {
+            let (front, _) = tx.as_slices();
+            match self.socket.try_write(front) {
+                Ok(n) => {
+                    tx.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(&self.write_waker);
+                    if self.socket.poll_write_ready(&mut cx).is_pending() {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    tx.clear();
+                    return Err(StreamFailure::Failed("connection reset".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now (0 when it is full and armed).
+    fn write_now(&self, data: &[u8]) -> Result<usize, ErrorCode> {
+        if self.is_closed() {
+            return Err(ErrorCode::Closed);
+        }
+        let mut tx = lock(&self.tx);
+        self.drain(&mut tx)
+            .map_err(|_| ErrorCode::ConnectionReset)?;
+        if !tx.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.socket.try_write(data) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(&self.write_waker);
+                    if self.socket.poll_write_ready(&mut cx).is_pending() {
+                        return Ok(0);
+                    }
+                }
+                Err(e) => return Err(io_error(&e)),
+            }
+        }
+    }
+
+    /// Writes at least one byte of `data`, waiting under the write timeout.
+    fn write_some(&self, state: &HostState, data: &[u8]) -> Result<usize, ErrorCode> {
+        let mut outcome = self.write_now(data);
+        if !matches!(outcome, Ok(0)) || data.is_empty() {
+            return outcome;
+        }
+        let timeout = self.write_timeout();
+        if timeout == Some(Duration::ZERO) {
+            return Err(ErrorCode::WouldBlock);
+        }
+        let until = timeout.map_or(state.call.deadline, |t| {
+            state.call.deadline.min(Instant::now() + t)
+        });
+        let done = wait_for(&[&*self.writable], &state.call.token, until, || {
+            outcome = self.write_now(data);
+            !matches!(outcome, Ok(0))
+        });
+        if done {
+            outcome
+        } else if state.call.token.is_cancelled() {
+            Err(ErrorCode::Closed)
+        } else {
+            Err(ErrorCode::Timeout)
+        }
+    }
+
+    fn write_all(&self, state: &HostState, mut data: &[u8]) -> Result<(), ErrorCode> {
+        while !data.is_empty() {
+            let n = self.write_some(state, data)?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn read_frame(&self, state: &HostState) -> Result<NetReadStatus, ErrorCode> {
+        match self.wait_readable(state, 4, Some(FRAME_HEADER_WAIT)) {
+            Ok(()) => {}
+            Err(ErrorCode::Timeout | ErrorCode::WouldBlock) => {
+                let rx = lock(&self.rx);
+                if rx.available() == 0 {
+                    return Ok(NetReadStatus::Pending);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let len = {
+            let rx = lock(&self.rx);
+            if rx.available() < 4 {
+                return self.ended(&rx, true);
+            }
+            let header = rx.bytes();
+            u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize
+        };
+        if len > MAX_FRAME {
+            // The stream cannot be resynchronised past a frame we refuse.
+            self.close();
+            return Err(ErrorCode::Quota);
+        }
+        self.wait_readable(state, 4 + len, self.read_timeout())?;
+        let mut rx = lock(&self.rx);
+        if rx.available() < 4 + len {
+            return self.ended(&rx, true);
+        }
+        rx.take(4);
+        Ok(NetReadStatus::Data(rx.take(len)))
+    }
+
+    /// The answer of a read that found the stream over.
+    fn ended(&self, rx: &Rx, framed: bool) -> Result<NetReadStatus, ErrorCode> {
+        if rx.reset {
+            Err(ErrorCode::ConnectionReset)
+        } else if framed && rx.available() > 0 {
+            // A frame cut short by the end of the stream.
+            Err(ErrorCode::ConnectionReset)
+        } else {
+            Ok(NetReadStatus::Closed)
+        }
+    }
+
+    fn read_raw(&self, state: &HostState, max: u32, consume: bool) -> Result<Vec<u8>, ErrorCode> {
+        let max = (max as usize).min(MAX_RAW_READ);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.wait_readable(state, 1, self.read_timeout())?;
+        let mut rx = lock(&self.rx);
+        if rx.available() == 0 {
+            if rx.reset {
+                return Err(ErrorCode::ConnectionReset);
+            }
+            if self.is_closed() && !rx.eof {
+                return Err(ErrorCode::Closed);
+            }
+            return Ok(Vec::new());
+        }
+        let n = rx.available().min(max);
+        Ok(if consume {
+            rx.take(n)
+        } else {
+            rx.bytes()[..n].to_vec()
+        })
+    }
+
+    /// Shuts the socket and wakes every waiter; idempotent.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.socket.sock_ref().shutdown(std::net::Shutdown::Both);
+        self.readable.notify();
+        self.writable.notify();
+        if let Some(hook) = lock(&self.on_close).take() {
+            hook();
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(hook) = lock(&self.on_close).take() {
+            hook();
+        }
+    }
+}
+
+impl CallScoped for Conn {
+    fn close(&self) {
+        Conn::close(self);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Connects to the vetted `addrs` in order, 10 s in total.
+pub(crate) fn connect(
+    state: &HostState,
+    addrs: Vec<SocketAddr>,
+    slot: QuotaSlot,
+) -> Result<Arc<Conn>, ErrorCode> {
+    let token = &state.call.token;
+    let deadline = state.call.deadline.min(Instant::now() + CONNECT_TIMEOUT);
+    let attempt = async move {
+        let mut last = ErrorCode::ConnectionRefused;
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = io_error(&e),
+            }
+        }
+        Err(last)
+    };
+    match crate::wait::run_on(&state.capsule.runtime.handle, attempt, token, deadline) {
+        Some(Ok(stream)) => Ok(Conn::new(Socket::Tcp(stream), slot, None)),
+        Some(Err(e)) => Err(e),
+        None if token.is_cancelled() => Err(ErrorCode::Closed),
+        None => Err(ErrorCode::Timeout),
+    }
+}
+
+/// Readable when a read of one byte would answer now.
+struct ConnReadable(Arc<Conn>);
+
+impl Readiness for ConnReadable {
+    fn is_ready(&self) -> bool {
+        self.0.can_read(1)
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.0.readable.register(waiter);
+    }
+}
+
+/// The `read-stream` view.
+struct ConnSource(Arc<Conn>);
+
+impl ByteSource for ConnSource {
+    fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure> {
+        let conn = &self.0;
+        let mut rx = lock(&conn.rx);
+        conn.fill(&mut rx, 1);
+        if rx.available() > 0 {
+            let n = rx.available().min(max);
+            return Ok(rx.take(n));
+        }
+        if rx.reset {
+            Err(StreamFailure::Failed("connection reset".into()))
+        } else if rx.eof || conn.is_closed() {
+            Err(StreamFailure::Closed)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn readiness(&self) -> Arc<dyn Readiness> {
+        Arc::new(ConnReadable(self.0.clone()))
+    }
+}
+
+/// Writable while the view's buffer has room.
+struct ConnWritable(Arc<Conn>);
+
+impl Readiness for ConnWritable {
+    fn is_ready(&self) -> bool {
+        let conn = &self.0;
+        let mut tx = lock(&conn.tx);
+        conn.drain(&mut tx).is_err() || tx.len() < WRITE_BUFFER || conn.is_closed()
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.0.writable.register(waiter);
+    }
+}
+
+/// The `write-stream` view.
+struct ConnSink(Arc<Conn>);
+
+impl ByteSink for ConnSink {
+    fn check_write(&self) -> Result<usize, StreamFailure> {
+        let conn = &self.0;
+        if conn.is_closed() {
+            return Err(StreamFailure::Closed);
+        }
+        let mut tx = lock(&conn.tx);
+        conn.drain(&mut tx)?;
+        Ok(WRITE_BUFFER - tx.len().min(WRITE_BUFFER))
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<(), StreamFailure> {
+        let conn = &self.0;
+        if conn.is_closed() {
+            return Err(StreamFailure::Closed);
+        }
+        let mut tx = lock(&conn.tx);
+        tx.extend(bytes);
+        conn.drain(&mut tx)
+    }
+
+    fn flush(&self) -> Result<(), StreamFailure> {
+        let conn = &self.0;
+        if conn.is_closed() {
+            return Err(StreamFailure::Closed);
+        }
+        conn.drain(&mut lock(&conn.tx))
+    }
+
+    fn flushed(&self) -> bool {
+        let conn = &self.0;
+        let mut tx = lock(&conn.tx);
+        conn.drain(&mut tx).is_err() || tx.is_empty() || conn.is_closed()
+    }
+
+    fn readiness(&self) -> Arc<dyn Readiness> {
+        Arc::new(ConnWritable(self.0.clone()))
+    }
+}
+
+fn option_failed(_: io::Error) -> ErrorCode {
+    ErrorCode::Unknown("the socket rejected the option".into())
+}
+
+impl HostState {
+    /// The connection behind a guest handle (`closed` once it was closed).
+    pub(crate) fn conn(&self, this: &Resource<TcpStreamHandle>) -> Result<Arc<Conn>, ErrorCode> {
+        let conn = self
+            .table
+            .get(this)
+            .map(|h| h.conn.clone())
+            .map_err(|_| ErrorCode::InvalidHandle)?;
+        Ok(conn)
+    }
+
+    /// A new guest `tcp-stream`, closed when the current call ends.
+    pub(crate) fn push_conn(
+        &mut self,
+        conn: Arc<Conn>,
+    ) -> Result<Resource<TcpStreamHandle>, ErrorCode> {
+        let weak = Arc::downgrade(&conn);
+        let handle = self
+            .table
+            .push(TcpStreamHandle { conn })
+            .map_err(|_| ErrorCode::Quota)?;
+        self.track_call_scoped(weak);
+        Ok(handle)
+    }
+
+    /// Runs a `tcp-stream` method: cancel check, the live connection, and
+    /// exactly one audit event.
+    fn on_conn<T>(
+        &mut self,
+        call: &'static str,
+        this: &Resource<TcpStreamHandle>,
+        bytes_in: u64,
+        body: impl FnOnce(&HostState, &Conn) -> Result<T, ErrorCode>,
+    ) -> Result<T, ErrorCode> {
+        self.audited(call, None, bytes_in, |state| {
+            if state.call.token.is_cancelled() {
+                return Err(ErrorCode::Closed);
+            }
+            let conn = state.conn(this)?;
+            if conn.is_closed() {
+                return Err(ErrorCode::Closed);
+            }
+            body(state, &conn)
+        })
+    }
+}
+
+impl HostTcpStream for HostState {
+    fn read(&mut self, this: Resource<TcpStreamHandle>) -> Result<NetReadStatus, ErrorCode> {
+        let result = self.on_conn("net.tcp-stream.read", &this, 0, |state, conn| {
+            conn.read_frame(state)
+        });
+        self.note_waited();
+        result
+    }
+
+    fn write(&mut self, this: Resource<TcpStreamHandle>, data: Vec<u8>) -> Result<(), ErrorCode> {
+        self.on_conn(
+            "net.tcp-stream.write",
+            &this,
+            data.len() as u64,
+            |state, conn| {
+                if data.len() > MAX_FRAME {
+                    return Err(ErrorCode::Quota);
+                }
+                let mut frame = Vec::with_capacity(4 + data.len());
+                frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                frame.extend_from_slice(&data);
+                conn.write_all(state, &frame)
+            },
+        )
+    }
+
+    fn read_bytes(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        max_bytes: u32,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let result = self.on_conn("net.tcp-stream.read-bytes", &this, 0, |state, conn| {
+            conn.read_raw(state, max_bytes, true)
+        });
+        self.note_waited();
+        result
+    }
+
+    fn write_bytes(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        data: Vec<u8>,
+    ) -> Result<u32, ErrorCode> {
+        self.on_conn(
+            "net.tcp-stream.write-bytes",
+            &this,
+            data.len() as u64,
+            |state, conn| {
+                if data.len() > MAX_FRAME {
+                    return Err(ErrorCode::Quota);
+                }
+                if data.is_empty() {
+                    return Ok(0);
+                }
+                conn.write_some(state, &data).map(|n| n as u32)
+            },
+        )
+    }
+
+    fn peek(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        max_bytes: u32,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let result = self.on_conn("net.tcp-stream.peek", &this, 0, |state, conn| {
+            conn.read_raw(state, max_bytes, false)
+        });
+        self.note_waited();
+        result
+    }
+
+    fn shutdown(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        how: ShutdownHow,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.shutdown", &this, 0, |_, conn| {
+            let how = match how {
+                ShutdownHow::Receive => std::net::Shutdown::Read,
+                ShutdownHow::Send => std::net::Shutdown::Write,
+                ShutdownHow::Both => std::net::Shutdown::Both,
+            };
+            if how != std::net::Shutdown::Read {
+                let mut tx = lock(&conn.tx);
+                let _ = conn.drain(&mut tx);
+            }
+            conn.socket
+                .sock_ref()
+                .shutdown(how)
+                .map_err(|e| io_error(&e))
+        })
+    }
+
+    fn peer_addr(&mut self, this: Resource<TcpStreamHandle>) -> Result<String, ErrorCode> {
+        self.on_conn(
+            "net.tcp-stream.peer-addr",
+            &this,
+            0,
+            |_, conn| match &conn.socket {
+                Socket::Tcp(s) => s
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .map_err(|e| io_error(&e)),
+                Socket::Unix(_) => Ok("unix".into()),
+            },
+        )
+    }
+
+    fn local_addr(&mut self, this: Resource<TcpStreamHandle>) -> Result<String, ErrorCode> {
+        self.on_conn(
+            "net.tcp-stream.local-addr",
+            &this,
+            0,
+            |_, conn| match &conn.socket {
+                Socket::Tcp(s) => s
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .map_err(|e| io_error(&e)),
+                Socket::Unix(_) => Ok("unix".into()),
+            },
+        )
+    }
+
+    fn set_nodelay(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        nodelay: bool,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-nodelay", &this, 0, |_, conn| {
+            conn.socket
+                .tcp()?
+                .set_nodelay(nodelay)
+                .map_err(option_failed)
+        })
+    }
+
+    fn nodelay(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
+        self.on_conn("net.tcp-stream.nodelay", &this, 0, |_, conn| {
+            conn.socket.tcp()?.nodelay().map_err(option_failed)
+        })
+    }
+
+    fn set_read_timeout(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-read-timeout", &this, 0, |_, conn| {
+            *lock(&conn.read_timeout) = timeout_ms;
+            Ok(())
+        })
+    }
+
+    fn read_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
+        self.on_conn("net.tcp-stream.read-timeout", &this, 0, |_, conn| {
+            Ok(*lock(&conn.read_timeout))
+        })
+    }
+
+    fn set_write_timeout(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-write-timeout", &this, 0, |_, conn| {
+            *lock(&conn.write_timeout) = timeout_ms;
+            Ok(())
+        })
+    }
+
+    fn write_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
+        self.on_conn("net.tcp-stream.write-timeout", &this, 0, |_, conn| {
+            Ok(*lock(&conn.write_timeout))
+        })
+    }
+
+    fn set_hop_limit(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        hops: u32,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-hop-limit", &this, 0, |_, conn| {
+            let tcp = conn.socket.tcp()?;
+            let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
+            let sock = conn.socket.sock_ref();
+            if v6 {
+                sock.set_unicast_hops_v6(hops).map_err(option_failed)
+            } else {
+                tcp.set_ttl(hops).map_err(option_failed)
+            }
+        })
+    }
+
+    fn hop_limit(&mut self, this: Resource<TcpStreamHandle>) -> Result<u32, ErrorCode> {
+        self.on_conn("net.tcp-stream.hop-limit", &this, 0, |_, conn| {
+            let tcp = conn.socket.tcp()?;
+            let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
+            if v6 {
+                conn.socket
+                    .sock_ref()
+                    .unicast_hops_v6()
+                    .map_err(option_failed)
+            } else {
+                tcp.ttl().map_err(option_failed)
+            }
+        })
+    }
+
+    fn set_keepalive(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        keepalive_secs: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-keepalive", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            let sock = conn.socket.sock_ref();
+            match keepalive_secs {
+                None => sock.set_keepalive(false).map_err(option_failed),
+                Some(secs) => {
+                    let params =
+                        socket2::TcpKeepalive::new().with_time(Duration::from_secs(secs.max(1)));
+                    sock.set_tcp_keepalive(&params).map_err(option_failed)
+                }
+            }
+        })
+    }
+
+    fn keepalive(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
+        self.on_conn("net.tcp-stream.keepalive", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            let sock = conn.socket.sock_ref();
+            if !sock.keepalive().map_err(option_failed)? {
+                return Ok(None);
+            }
+            Ok(Some(
+                sock.tcp_keepalive_time().map_err(option_failed)?.as_secs(),
+            ))
+        })
+    }
+
+    fn set_linger(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        linger_ms: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-linger", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            conn.socket
+                .sock_ref()
+                .set_linger(linger_ms.map(Duration::from_millis))
+                .map_err(option_failed)
+        })
+    }
+
+    fn linger(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
+        self.on_conn("net.tcp-stream.linger", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            let linger = conn.socket.sock_ref().linger().map_err(option_failed)?;
+            Ok(linger.map(|d| d.as_millis() as u64))
+        })
+    }
+
+    fn set_reuseaddr(
+        &mut self,
+        this: Resource<TcpStreamHandle>,
+        reuse: bool,
+    ) -> Result<(), ErrorCode> {
+        self.on_conn("net.tcp-stream.set-reuseaddr", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            conn.socket
+                .sock_ref()
+                .set_reuse_address(reuse)
+                .map_err(option_failed)
+        })
+    }
+
+    fn reuseaddr(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
+        self.on_conn("net.tcp-stream.reuseaddr", &this, 0, |_, conn| {
+            conn.socket.tcp()?;
+            conn.socket
+                .sock_ref()
+                .reuse_address()
+                .map_err(option_failed)
+        })
+    }
+
+    fn subscribe_readable(&mut self, this: Resource<TcpStreamHandle>) -> Resource<Pollable> {
+        let source: Arc<dyn Readiness> = match self.conn(&this) {
+            Ok(conn) => Arc::new(ConnReadable(conn)),
+            Err(_) => Arc::new(crate::host::io::AlwaysReady),
+        };
+        let _: Result<(), std::convert::Infallible> =
+            self.audited("net.tcp-stream.subscribe-readable", None, 0, |_| Ok(()));
+        self.push_pollable(source)
+    }
+
+    fn read_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<InputStream> {
+        let source: Arc<dyn ByteSource> = match self.conn(&this) {
+            Ok(conn) if !conn.read_view_taken.swap(true, Ordering::SeqCst) => {
+                Arc::new(ConnSource(conn))
+            }
+            _ => Arc::new(ClosedStream),
+        };
+        let _: Result<(), std::convert::Infallible> =
+            self.audited("net.tcp-stream.read-stream", None, 0, |_| Ok(()));
+        self.push_input_stream(source)
+    }
+
+    fn write_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<OutputStream> {
+        let sink: Arc<dyn ByteSink> = match self.conn(&this) {
+            Ok(conn) if !conn.write_view_taken.swap(true, Ordering::SeqCst) => {
+                Arc::new(ConnSink(conn))
+            }
+            _ => Arc::new(ClosedStream),
+        };
+        let _: Result<(), std::convert::Infallible> =
+            self.audited("net.tcp-stream.write-stream", None, 0, |_| Ok(()));
+        self.push_output_stream(sink)
+    }
+
+    fn drop(&mut self, this: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(this)?;
+        // The io views keep the socket alive; dropping the stream closes them.
+        handle.conn.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,510 @@
+//! `astrid:net@1.0.0` (host ABI §2.6) and `astrid:request-context@1.0.0`.
+//!
+//! Sockets are tokio sockets driven from the guest's own thread: reads and
+//! writes are non-blocking system calls made directly by the host function,
+//! and waits park the thread on a [`Waiter`](crate::wait::Waiter) that the
+//! runtime's I/O driver wakes through a [`SignalWaker`]. There is no task
+//! in between, so a round trip costs what the socket costs plus one wake-up,
+//! and every wait races the call's cancel token and deadline.
+//!
+//! Every factory runs validation → manifest → gate → airlock → operation →
+//! audit through [`HostState::gated`]; [`resolve`] is the one place names
+//! become addresses, and only vetted addresses are ever contacted.
+
+pub mod conn;
+pub mod listen;
+pub(crate) mod resolve;
+pub mod udp;
+
+use super::{AuditCase, GatedError, HostState, Payload, Prepared, Refused};
+use crate::policy::gate::{GateKind, GateRequest};
+use crate::policy::net::{sockets_allow, sockets_allow_any_port, SocketGrant};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+pub use conn::TcpStreamHandle;
+pub use listen::{TcpListenerHandle, UnixListenerHandle};
+pub use udp::UdpHandle;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        inline: "package astrid-runtime:net; world imports {
+            import astrid:net/host@1.0.0;
+            import astrid:request-context/host@1.0.0;
+        }",
+        path: [
+            "wit/astrid-io@1.0.0",
+            "wit/astrid-net@1.0.0",
+            "wit/astrid-request-context@1.0.0",
+        ],
+        world: "imports",
+        with: {
+            "astrid:io/poll": crate::host::io::bindings::astrid::io::poll,
+            "astrid:io/streams": crate::host::io::bindings::astrid::io::streams,
+            "astrid:io/error": crate::host::io::bindings::astrid::io::error,
+            "astrid:net/host.tcp-stream": super::TcpStreamHandle,
+            "astrid:net/host.tcp-listener": super::TcpListenerHandle,
+            "astrid:net/host.unix-listener": super::UnixListenerHandle,
+            "astrid:net/host.udp-socket": super::UdpHandle,
+        },
+    });
+}
+
+use bindings::astrid::net::host::{self, ErrorCode};
+
+/// Open tcp-streams per capsule (accepted plus connected, unix plus TCP).
+pub const MAX_STREAMS: usize = 8;
+pub const MAX_TCP_LISTENERS: usize = 4;
+pub const MAX_UNIX_LISTENERS: usize = 1;
+pub const MAX_UDP_SOCKETS: usize = 4;
+/// Largest UDP payload.
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Longest `poll-accept` wait.
+const MAX_POLL_ACCEPT_MS: u64 = 60_000;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    bindings::astrid::request_context::host::add_to_linker::<HostState, HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )
+}
+
+/// A capsule's network state over all its instances: quota counters and
+/// the socket path the embedder assigned for `bind-unix`.
+pub struct CapsuleNet {
+    pub(crate) streams: Arc<AtomicUsize>,
+    tcp_listeners: Arc<AtomicUsize>,
+    unix_listeners: Arc<AtomicUsize>,
+    udp_sockets: Arc<AtomicUsize>,
+    /// Open `http-stream` / `http-upload` resources (host ABI §2.7).
+    pub(crate) http_streams: Arc<AtomicUsize>,
+    pub(crate) unix_path: Option<PathBuf>,
+}
+
+impl CapsuleNet {
+    pub fn new(unix_path: Option<PathBuf>) -> Self {
+        CapsuleNet {
+            streams: Arc::default(),
+            tcp_listeners: Arc::default(),
+            unix_listeners: Arc::default(),
+            udp_sockets: Arc::default(),
+            http_streams: Arc::default(),
+            unix_path,
+        }
+    }
+}
+
+/// One unit of a capsule quota, given back on drop.
+pub(crate) struct QuotaSlot(Arc<AtomicUsize>);
+
+impl QuotaSlot {
+    /// Takes a unit if fewer than `max` are taken.
+    pub(crate) fn claim(counter: &Arc<AtomicUsize>, max: usize) -> Option<QuotaSlot> {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QuotaSlot(counter.clone()))
+    }
+}
+
+impl Drop for QuotaSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AuditCase for ErrorCode {
+    fn case(&self) -> String {
+        match self {
+            ErrorCode::WouldBlock => "would-block".into(),
+            ErrorCode::Closed => "closed".into(),
+            ErrorCode::CapabilityDenied => "capability-denied".into(),
+            ErrorCode::AirlockRejected => "airlock-rejected".into(),
+            ErrorCode::ConnectionRefused => "connection-refused".into(),
+            ErrorCode::ConnectionReset => "connection-reset".into(),
+            ErrorCode::Timeout => "timeout".into(),
+            ErrorCode::AddressInUse => "address-in-use".into(),
+            ErrorCode::AddressNotAvailable => "address-not-available".into(),
+            ErrorCode::NameUnresolvable => "name-unresolvable".into(),
+            ErrorCode::InvalidHandle => "invalid-handle".into(),
+            ErrorCode::NotTcp => "not-tcp".into(),
+            ErrorCode::Quota => "quota".into(),
+            ErrorCode::Unknown(text) => format!("unknown({text})"),
+        }
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::CapabilityDenied | ErrorCode::AirlockRejected
+        )
+    }
+}
+
+impl GatedError for ErrorCode {
+    fn denied() -> Self {
+        ErrorCode::CapabilityDenied
+    }
+    fn cancelled() -> Self {
+        ErrorCode::Closed
+    }
+    fn audit_case(&self) -> (bool, String) {
+        (self.is_denial(), self.case())
+    }
+}
+
+impl Payload for Resource<TcpStreamHandle> {}
+impl Payload for Resource<TcpListenerHandle> {}
+impl Payload for Resource<UnixListenerHandle> {}
+impl Payload for Resource<UdpHandle> {}
+impl Payload for Vec<std::net::SocketAddr> {}
+
+/// Maps an OS error of a socket operation to the guest's case. Texts stay
+/// generic: no address or path ever reaches the guest this way.
+pub(crate) fn io_error(e: &std::io::Error) -> ErrorCode {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => ErrorCode::ConnectionRefused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            ErrorCode::ConnectionReset
+        }
+        K::TimedOut => ErrorCode::Timeout,
+        K::AddrInUse => ErrorCode::AddressInUse,
+        K::AddrNotAvailable => ErrorCode::AddressNotAvailable,
+        K::WouldBlock => ErrorCode::WouldBlock,
+        K::PermissionDenied => ErrorCode::CapabilityDenied,
+        K::NotConnected => ErrorCode::Closed,
+        _ => ErrorCode::Unknown("socket operation failed".into()),
+    }
+}
+
+/// A `host:port` target as audit events show it.
+pub(crate) fn target(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What a bind asks for: transport, literal host, port.
+struct BindRequest {
+    transport: &'static str,
+    host: String,
+    port: u16,
+}
+
+impl HostState {
+    /// Whether the runtime lets capsules reach loopback and private ranges.
+    pub(crate) fn allow_loopback(&self) -> bool {
+        self.capsule.runtime.config.flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0
+    }
+
+    fn gate_socket(
+        &self,
+        kind: GateKind,
+        transport: Option<&'static str>,
+        host: &str,
+        port: u16,
+    ) -> GateRequest {
+        GateRequest::socket(
+            kind,
+            self.capsule.name.clone(),
+            self.call.principal.clone(),
+            transport,
+            host,
+            port,
+        )
+    }
+
+    /// The `prepare` step of an outbound socket check (`connect-tcp`, UDP
+    /// destinations): host validation, the `net_connect` manifest entry on
+    /// the literal host, and the gate's `net-connect`.
+    pub(crate) fn prepare_connect<E>(
+        &self,
+        transport: &'static str,
+        host: &str,
+        port: u16,
+        invalid: E,
+    ) -> Result<Prepared<(String, u16)>, Refused<E>> {
+        resolve::validate_host(host).map_err(|_| Refused::Failed(invalid))?;
+        if !sockets_allow(
+            &self.capsule.manifest.capabilities.net_connect,
+            host,
+            Some(port),
+        ) {
+            return Err("manifest: no net_connect entry covers the address".into());
+        }
+        Ok(Prepared {
+            target: target(host, port),
+            asks: vec![self.gate_socket(GateKind::NetConnect, Some(transport), host, port)],
+            ctx: (host.to_string(), port),
+        })
+    }
+
+    /// The `prepare` step of a TCP or UDP bind: the `net_bind` entry (port 0
+    /// needs a port `*` entry) and the gate's `net-bind`.
+    fn prepare_bind(
+        &self,
+        transport: &'static str,
+        host: &str,
+        port: u16,
+    ) -> Result<Prepared<BindRequest>, Refused<ErrorCode>> {
+        resolve::validate_host(host).map_err(Refused::Failed)?;
+        let grants = &self.capsule.manifest.capabilities.net_bind;
+        let granted = if port == 0 {
+            sockets_allow_any_port(grants, host)
+        } else {
+            sockets_allow(grants, host, Some(port))
+        };
+        if !granted {
+            return Err("manifest: no net_bind entry covers the address".into());
+        }
+        Ok(Prepared {
+            target: target(host, port),
+            asks: vec![self.gate_socket(GateKind::NetBind, Some(transport), host, port)],
+            ctx: BindRequest {
+                transport,
+                host: host.to_string(),
+                port,
+            },
+        })
+    }
+
+    /// The address a bind may use: loopback only, unless the embedder
+    /// allowed other bind addresses (`airlock-rejected` otherwise).
+    fn bind_address(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, ErrorCode> {
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse().map_err(|_| ErrorCode::NameUnresolvable)?
+        };
+        let any_bind = self.capsule.runtime.config.flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0;
+        if !ip.is_loopback() && !any_bind {
+            return Err(ErrorCode::AirlockRejected);
+        }
+        Ok(std::net::SocketAddr::new(ip, port))
+    }
+
+    /// Resolves `host` for an outbound connection and vets every address
+    /// (TCP and UDP connects fail when any result is unsafe).
+    pub(crate) fn resolve_all_safe(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<std::net::SocketAddr>, ErrorCode> {
+        let addrs = resolve::resolve(self, host, port).map_err(|e| match e {
+            resolve::ResolveError::Cancelled => ErrorCode::Closed,
+            resolve::ResolveError::Timeout => ErrorCode::Timeout,
+            resolve::ResolveError::NoSuchName => ErrorCode::NameUnresolvable,
+        })?;
+        let allow = self.allow_loopback();
+        if addrs
+            .iter()
+            .any(|a| crate::policy::airlock::check(a.ip(), allow).is_err())
+        {
+            return Err(ErrorCode::AirlockRejected);
+        }
+        Ok(addrs)
+    }
+
+    fn claim(&self, counter: &Arc<AtomicUsize>, max: usize) -> Result<QuotaSlot, ErrorCode> {
+        QuotaSlot::claim(counter, max).ok_or(ErrorCode::Quota)
+    }
+}
+
+impl host::Host for HostState {
+    fn bind_unix(&mut self) -> Result<Resource<UnixListenerHandle>, ErrorCode> {
+        self.gated(
+            "net.bind-unix",
+            "unix",
+            0,
+            |state| {
+                let grants = &state.capsule.manifest.capabilities.net_bind;
+                if !grants.iter().any(|g| *g == SocketGrant::Unix) {
+                    return Err("manifest: no `unix:*` entry in net_bind".into());
+                }
+                Ok(Prepared {
+                    target: "unix".into(),
+                    asks: vec![state.gate_socket(GateKind::NetBind, Some("unix"), "", 0)],
+                    ctx: (),
+                })
+            },
+            |state, ()| {
+                let path = state
+                    .capsule
+                    .net
+                    .unix_path
+                    .clone()
+                    .ok_or(ErrorCode::AddressNotAvailable)?;
+                let slot = QuotaSlot::claim(&state.capsule.net.unix_listeners, MAX_UNIX_LISTENERS)
+                    .ok_or(ErrorCode::AddressInUse)?;
+                let listener = listen::Listener::bind_unix(state, &path, slot)?;
+                state.push_unix_listener(listener)
+            },
+        )
+    }
+
+    fn bind_tcp(
+        &mut self,
+        host: String,
+        port: u16,
+    ) -> Result<Resource<TcpListenerHandle>, ErrorCode> {
+        self.gated(
+            "net.bind-tcp",
+            &target(&host, port),
+            0,
+            |state| state.prepare_bind("tcp", &host, port),
+            |state, bind| {
+                let addr = state.bind_address(&bind.host, bind.port)?;
+                let slot =
+                    state.claim(&state.capsule.net.tcp_listeners.clone(), MAX_TCP_LISTENERS)?;
+                let listener = listen::Listener::bind_tcp(state, addr, slot)?;
+                state.push_tcp_listener(listener)
+            },
+        )
+    }
+
+    fn connect_tcp(
+        &mut self,
+        host: String,
+        port: u16,
+    ) -> Result<Resource<TcpStreamHandle>, ErrorCode> {
+        self.gated(
+            "net.connect-tcp",
+            &target(&host, port),
+            0,
+            |state| state.prepare_connect("tcp", &host, port, ErrorCode::NameUnresolvable),
+            |state, (host, port)| {
+                let slot = state.claim(&state.capsule.net.streams.clone(), MAX_STREAMS)?;
+                let addrs = state.resolve_all_safe(&host, port)?;
+                let conn = conn::connect(state, addrs, slot)?;
+                state.push_conn(conn)
+            },
+        )
+    }
+
+    fn udp_bind(&mut self, host: String, port: u16) -> Result<Resource<UdpHandle>, ErrorCode> {
+        let outbound = port == 0
+            && host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified());
+        self.gated(
+            "net.udp-bind",
+            &target(&host, port),
+            0,
+            |state| {
+                if outbound {
+                    // An outbound socket binds nothing the world can reach:
+                    // each destination is checked when it is first used.
+                    return Ok(Prepared {
+                        target: target(&host, port),
+                        asks: Vec::new(),
+                        ctx: BindRequest {
+                            transport: "udp",
+                            host: host.clone(),
+                            port,
+                        },
+                    });
+                }
+                state.prepare_bind("udp", &host, port)
+            },
+            |state, bind| {
+                debug_assert_eq!(bind.transport, "udp");
+                let addr = if outbound {
+                    std::net::SocketAddr::new(
+                        host.parse().map_err(|_| ErrorCode::NameUnresolvable)?,
+                        0,
+                    )
+                } else {
+                    state.bind_address(&bind.host, bind.port)?
+                };
+                let slot = state.claim(&state.capsule.net.udp_sockets.clone(), MAX_UDP_SOCKETS)?;
+                let socket = udp::Udp::bind(state, addr, outbound, slot)?;
+                state.push_udp(socket)
+            },
+        )
+    }
+
+    fn lookup_host(&mut self, host: String) -> Result<Vec<String>, ErrorCode> {
+        self.gated(
+            "net.lookup-host",
+            &host,
+            host.len() as u64,
+            |state| {
+                resolve::validate_host(&host).map_err(Refused::Failed)?;
+                if !sockets_allow(
+                    &state.capsule.manifest.capabilities.net_connect,
+                    &host,
+                    None,
+                ) {
+                    return Err("manifest: no net_connect entry covers the host".into());
+                }
+                Ok(Prepared {
+                    target: host.clone(),
+                    asks: vec![state.gate_socket(GateKind::DnsLookup, None, &host, 0)],
+                    ctx: (),
+                })
+            },
+            |state, ()| {
+                let addrs = resolve::resolve(state, &host, 0).map_err(|e| match e {
+                    resolve::ResolveError::Cancelled => ErrorCode::Closed,
+                    resolve::ResolveError::Timeout => ErrorCode::Timeout,
+                    resolve::ResolveError::NoSuchName => ErrorCode::NameUnresolvable,
+                })?;
+                let allow = state.allow_loopback();
+                let mut safe: Vec<String> = Vec::new();
+                for addr in addrs {
+                    let ip = addr.ip().to_string();
+                    if crate::policy::airlock::check(addr.ip(), allow).is_ok()
+                        && !safe.contains(&ip)
+                    {
+                        safe.push(ip);
+                    }
+                }
+                if safe.is_empty() {
+                    return Err(ErrorCode::AirlockRejected);
+                }
+                Ok(safe)
+            },
+        )
+    }
+}
+
+impl bindings::astrid::request_context::host::Host for HostState {
+    fn connection_owner(
+        &mut self,
+        connection: Resource<TcpStreamHandle>,
+    ) -> Result<Option<String>, ErrorCode> {
+        self.audited("request-context.connection-owner", None, 0, |state| {
+            if state.call.token.is_cancelled() {
+                return Err(ErrorCode::Closed);
+            }
+            let conn = state.conn(&connection)?;
+            Ok(conn.identity.as_ref().and_then(|i| i.owner.clone()))
+        })
+    }
+
+    fn connection_principal(
+        &mut self,
+        connection: Resource<TcpStreamHandle>,
+    ) -> Result<Option<String>, ErrorCode> {
+        self.audited("request-context.connection-principal", None, 0, |state| {
+            if state.call.token.is_cancelled() {
+                return Err(ErrorCode::Closed);
+            }
+            let conn = state.conn(&connection)?;
+            Ok(conn.identity.as_ref().and_then(|i| i.principal.clone()))
+        })
+    }
+}
+
+/// Longest wait a `poll-accept` may ask for.
+pub(crate) fn clamp_poll_ms(ms: u64) -> u64 {
+    ms.min(MAX_POLL_ACCEPT_MS)
+}

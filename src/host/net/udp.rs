@@ -1,0 +1,410 @@
+//! `udp-socket` (host ABI §2.6). Every new destination passes the
+//! `net_connect` entry, the gate's `net-connect` (udp) and the airlock once;
+//! the vetted addresses are remembered for the socket's lifetime. An
+//! outbound socket (unspecified address, port 0) hears only from peers it
+//! was allowed to send to; datagrams from anyone else are dropped unseen.
+
+use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
+use super::{io_error, target, QuotaSlot, MAX_DATAGRAM};
+use crate::host::io::{wait_for, Pollable};
+use crate::host::{CallScoped, HostState};
+use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+
+/// Datagrams held between the socket and the guest.
+const MAX_QUEUED: usize = 64;
+
+pub(crate) struct Udp {
+    socket: tokio::net::UdpSocket,
+    /// Bound to the unspecified address with port 0.
+    outbound: bool,
+    /// Vetted destinations by the guest's literal `host:port`.
+    allowed: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
+    /// Every vetted address (an outbound socket's receive filter).
+    peers: Mutex<HashSet<SocketAddr>>,
+    connected: Mutex<Option<SocketAddr>>,
+    read_timeout: Mutex<Option<u64>>,
+    queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    signal: Arc<Signal>,
+    read_waker: Waker,
+    write_waker: Waker,
+    closed: AtomicBool,
+    _slot: QuotaSlot,
+}
+
+pub struct UdpHandle(pub(crate) Arc<Udp>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Udp {
+    pub(crate) fn bind(
+        state: &HostState,
+        addr: SocketAddr,
+        outbound: bool,
+        slot: QuotaSlot,
+    ) -> Result<Arc<Udp>, ErrorCode> {
+        let std = std::net::UdpSocket::bind(addr).map_err(|e| io_error(&e))?;
+        std.set_nonblocking(true).map_err(|e| io_error(&e))?;
+        let _enter = state.capsule.runtime.handle.enter();
+        let socket = tokio::net::UdpSocket::from_std(std).map_err(|e| io_error(&e))?;
+        let signal = Arc::new(Signal::default());
+        let waker = Waker::from(Arc::new(SignalWaker(signal.clone())));
+        Ok(Arc::new(Udp {
+            socket,
+            outbound,
+            allowed: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashSet::new()),
+            connected: Mutex::new(None),
+            read_timeout: Mutex::new(None),
+            queue: Mutex::new(VecDeque::new()),
+            read_waker: waker.clone(),
+            write_waker: waker,
+            signal,
+            closed: AtomicBool::new(false),
+            _slot: slot,
+        }))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a datagram from `peer` may reach the guest.
+    fn admits(&self, peer: SocketAddr) -> bool {
+        if let Some(connected) = *lock(&self.connected) {
+            return peer == connected;
+        }
+        !self.outbound || lock(&self.peers).contains(&peer)
+    }
+
+    /// Moves waiting datagrams into the queue; arms the wake-up when none.
+    fn fill(&self) -> bool {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_DATAGRAM + 1]);
+        }
+        BUF.with(|buf| self.fill_with(&mut buf.borrow_mut()))
+    }
+
+    fn fill_with(&self, buf: &mut [u8]) -> bool {
+        let mut queue = lock(&self.queue);
+        while queue.len() < MAX_QUEUED && !self.is_closed() {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, peer)) => {
+                    if self.admits(peer) {
+                        queue.push_back((buf[..n.min(MAX_DATAGRAM)].to_vec(), peer));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(&self.read_waker);
+                    if self.socket.poll_recv_ready(&mut cx).is_pending() {
+                        break;
+                    }
+                }
+                // ICMP errors of earlier sends surface here; they are not
+                // datagrams, so skip them.
+                Err(_) => {}
+            }
+        }
+        !queue.is_empty() || self.is_closed()
+    }
+
+    /// Waits for a datagram under the read timeout; `Ok(None)` when the
+    /// timeout passed (`would-block` at 0, `timeout` at the call deadline).
+    fn receive(&self, state: &HostState) -> Result<Option<(Vec<u8>, SocketAddr)>, ErrorCode> {
+        let timeout = lock(&self.read_timeout).map(Duration::from_millis);
+        if !self.fill() {
+            if timeout == Some(Duration::ZERO) {
+                return Err(ErrorCode::WouldBlock);
+            }
+            let until = timeout.map_or(state.call.deadline, |t| {
+                state.call.deadline.min(Instant::now() + t)
+            });
+            let got = wait_for(&[&*self.signal], &state.call.token, until, || self.fill());
+            if state.call.token.is_cancelled() {
+                return Err(ErrorCode::Closed);
+            }
+            if !got {
+                return if Instant::now() >= state.call.deadline {
+                    Err(ErrorCode::Timeout)
+                } else {
+                    Ok(None)
+                };
+            }
+        }
+        if self.is_closed() {
+            return Err(ErrorCode::Closed);
+        }
+        Ok(lock(&self.queue).pop_front())
+    }
+
+    fn send_now(&self, data: &[u8], to: SocketAddr) -> Result<Option<usize>, ErrorCode> {
+        loop {
+            match self.socket.try_send_to(data, to) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut cx = Context::from_waker(&self.write_waker);
+                    if self.socket.poll_send_ready(&mut cx).is_pending() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(io_error(&e)),
+            }
+        }
+    }
+
+    fn send(&self, state: &HostState, data: &[u8], to: SocketAddr) -> Result<u32, ErrorCode> {
+        let mut sent = self.send_now(data, to)?;
+        if sent.is_none() {
+            let mut failure = None;
+            wait_for(
+                &[&*self.signal],
+                &state.call.token,
+                state.call.deadline,
+                || {
+                    match self.send_now(data, to) {
+                        Ok(n) => sent = n,
+                        Err(e) => failure = Some(e),
+                    }
+                    sent.is_some() || failure.is_some()
+                },
+            );
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        match sent {
+            Some(n) => Ok(n as u32),
+            None if state.call.token.is_cancelled() => Err(ErrorCode::Closed),
+            None => Err(ErrorCode::Timeout),
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.signal.notify();
+    }
+}
+
+impl CallScoped for Udp {
+    fn close(&self) {
+        Udp::close(self);
+    }
+}
+
+struct UdpReadable(Arc<Udp>);
+
+impl Readiness for UdpReadable {
+    fn is_ready(&self) -> bool {
+        self.0.fill()
+    }
+    fn register(&self, waiter: &Arc<Waiter>) {
+        self.0.signal.register(waiter);
+    }
+}
+
+impl HostState {
+    pub(crate) fn push_udp(&mut self, socket: Arc<Udp>) -> Result<Resource<UdpHandle>, ErrorCode> {
+        let weak = Arc::downgrade(&socket);
+        let handle = self
+            .table
+            .push(UdpHandle(socket))
+            .map_err(|_| ErrorCode::Quota)?;
+        self.track_call_scoped(weak);
+        Ok(handle)
+    }
+
+    fn udp(&self, this: &Resource<UdpHandle>) -> Result<Arc<Udp>, ErrorCode> {
+        if self.call.token.is_cancelled() {
+            return Err(ErrorCode::Closed);
+        }
+        let udp = self
+            .table
+            .get(this)
+            .map(|h| h.0.clone())
+            .map_err(|_| ErrorCode::InvalidHandle)?;
+        if udp.is_closed() {
+            return Err(ErrorCode::Closed);
+        }
+        Ok(udp)
+    }
+
+    /// The vetted address for a destination: remembered, or checked now
+    /// (manifest → gate → airlock, audited as its own event).
+    fn udp_destination(
+        &mut self,
+        udp: &Arc<Udp>,
+        call: &'static str,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, ErrorCode> {
+        let key = (crate::policy::net::normalise_request_host(host), port);
+        if let Some(addrs) = lock(&udp.allowed).get(&key) {
+            return Ok(addrs[0]);
+        }
+        let addrs = self.gated(
+            call,
+            &target(host, port),
+            0,
+            |state| state.prepare_connect("udp", host, port, ErrorCode::NameUnresolvable),
+            |state, (host, port)| state.resolve_all_safe(&host, port),
+        )?;
+        lock(&udp.peers).extend(addrs.iter().copied());
+        let first = addrs[0];
+        lock(&udp.allowed).insert(key, addrs);
+        Ok(first)
+    }
+}
+
+fn check_size(data: &[u8]) -> Result<(), ErrorCode> {
+    if data.len() > MAX_DATAGRAM {
+        Err(ErrorCode::Quota)
+    } else {
+        Ok(())
+    }
+}
+
+impl HostUdpSocket for HostState {
+    fn send_to(
+        &mut self,
+        this: Resource<UdpHandle>,
+        data: Vec<u8>,
+        peer_host: String,
+        peer_port: u16,
+    ) -> Result<u32, ErrorCode> {
+        let udp = match self.udp(&this).and_then(|u| check_size(&data).map(|()| u)) {
+            Ok(udp) => udp,
+            Err(e) => {
+                return self.audited("net.udp-socket.send-to", None, data.len() as u64, |_| {
+                    Err(e)
+                })
+            }
+        };
+        let to = self.udp_destination(&udp, "net.udp-socket.send-to", &peer_host, peer_port)?;
+        self.audited("net.udp-socket.send-to", None, data.len() as u64, |state| {
+            udp.send(state, &data, to)
+        })
+    }
+
+    fn recv_from(
+        &mut self,
+        this: Resource<UdpHandle>,
+        max_bytes: u32,
+    ) -> Result<Option<UdpDatagram>, ErrorCode> {
+        let result = self.audited("net.udp-socket.recv-from", None, 0, |state| {
+            let udp = state.udp(&this)?;
+            Ok(udp.receive(state)?.map(|(mut data, peer)| {
+                data.truncate(max_bytes as usize);
+                UdpDatagram {
+                    data,
+                    peer_host: peer.ip().to_string(),
+                    peer_port: peer.port(),
+                }
+            }))
+        });
+        self.note_waited();
+        result
+    }
+
+    fn connect(
+        &mut self,
+        this: Resource<UdpHandle>,
+        peer_host: String,
+        peer_port: u16,
+    ) -> Result<(), ErrorCode> {
+        let udp = match self.udp(&this) {
+            Ok(udp) => udp,
+            Err(e) => return self.audited("net.udp-socket.connect", None, 0, |_| Err(e)),
+        };
+        let to = self.udp_destination(&udp, "net.udp-socket.connect", &peer_host, peer_port)?;
+        *lock(&udp.connected) = Some(to);
+        // Datagrams queued from other peers no longer belong to the guest.
+        lock(&udp.queue).retain(|(_, peer)| *peer == to);
+        Ok(())
+    }
+
+    fn disconnect(&mut self, this: Resource<UdpHandle>) -> Result<(), ErrorCode> {
+        self.audited("net.udp-socket.disconnect", None, 0, |state| {
+            *lock(&state.udp(&this)?.connected) = None;
+            Ok(())
+        })
+    }
+
+    fn send(&mut self, this: Resource<UdpHandle>, data: Vec<u8>) -> Result<u32, ErrorCode> {
+        self.audited("net.udp-socket.send", None, data.len() as u64, |state| {
+            let udp = state.udp(&this)?;
+            check_size(&data)?;
+            let to = (*lock(&udp.connected)).ok_or(ErrorCode::AddressNotAvailable)?;
+            udp.send(state, &data, to)
+        })
+    }
+
+    fn recv(
+        &mut self,
+        this: Resource<UdpHandle>,
+        max_bytes: u32,
+    ) -> Result<Option<Vec<u8>>, ErrorCode> {
+        let result = self.audited("net.udp-socket.recv", None, 0, |state| {
+            let udp = state.udp(&this)?;
+            if lock(&udp.connected).is_none() {
+                return Err(ErrorCode::AddressNotAvailable);
+            }
+            Ok(udp.receive(state)?.map(|(mut data, _)| {
+                data.truncate(max_bytes as usize);
+                data
+            }))
+        });
+        self.note_waited();
+        result
+    }
+
+    fn peer_addr(&mut self, this: Resource<UdpHandle>) -> Result<Option<String>, ErrorCode> {
+        self.audited("net.udp-socket.peer-addr", None, 0, |state| {
+            Ok(lock(&state.udp(&this)?.connected).map(|a| a.to_string()))
+        })
+    }
+
+    fn set_read_timeout(
+        &mut self,
+        this: Resource<UdpHandle>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        self.audited("net.udp-socket.set-read-timeout", None, 0, |state| {
+            *lock(&state.udp(&this)?.read_timeout) = timeout_ms;
+            Ok(())
+        })
+    }
+
+    fn local_addr(&mut self, this: Resource<UdpHandle>) -> Result<String, ErrorCode> {
+        self.audited("net.udp-socket.local-addr", None, 0, |state| {
+            let udp = state.udp(&this)?;
+            udp.socket
+                .local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| io_error(&e))
+        })
+    }
+
+    fn subscribe_readable(&mut self, this: Resource<UdpHandle>) -> Resource<Pollable> {
+        let source: Arc<dyn Readiness> = match self.table.get(&this) {
+            Ok(h) => Arc::new(UdpReadable(h.0.clone())),
+            Err(_) => Arc::new(crate::host::io::AlwaysReady),
+        };
+        let _: Result<(), std::convert::Infallible> =
+            self.audited("net.udp-socket.subscribe-readable", None, 0, |_| Ok(()));
+        self.push_pollable(source)
+    }
+
+    fn drop(&mut self, this: Resource<UdpHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.0.close();
+        Ok(())
+    }
+}

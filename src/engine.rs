@@ -20,6 +20,10 @@ pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
     "astrid:io/poll@1.0.0",
     "astrid:io/streams@1.0.0",
     "astrid:ipc/host@1.0.0",
+    "astrid:net/host@1.0.0",
+    "astrid:request-context/host@1.0.0",
+    "astrid:http/host@1.0.0",
+    "astrid:http/host@1.1.0",
     crate::host::GUEST_LIFECYCLE,
 ];
 

@@ -108,9 +108,54 @@ impl<T: Send> Readiness for Slot<T> {
     }
 }
 
+/// A task started on the runtime whose result a plain thread collects
+/// later. Dropping it aborts the task.
+pub struct Pending<T> {
+    slot: Arc<Slot<T>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    pub fn spawn<F>(handle: &tokio::runtime::Handle, future: F) -> Pending<T>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let slot = Arc::new(Slot {
+            value: Mutex::new(None),
+            filled: Signal::default(),
+        });
+        let task = {
+            let slot = slot.clone();
+            handle.spawn(async move {
+                let value = future.await;
+                *slot.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                slot.filled.notify();
+            })
+        };
+        Pending { slot, task }
+    }
+
+    /// Waits for the result, racing `token` and `deadline` (host ABI §1:
+    /// waiting calls end as soon as the token fires). `None` when they won.
+    pub fn wait(&self, token: &crate::cancel::CancelToken, deadline: Instant) -> Option<T> {
+        let slot = &self.slot;
+        if !crate::host::io::wait_for(&[&**slot], token, deadline, || slot.is_ready()) {
+            return None;
+        }
+        let value = slot.value.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs `future` on the runtime and waits for it from this plain thread,
-/// racing `token` and `deadline` (host ABI §1: waiting calls end as soon as
-/// the token fires). `None` when they won; the task is then aborted.
+/// racing `token` and `deadline`. `None` when they won; the task is then
+/// aborted.
 pub fn run_on<F>(
     handle: &tokio::runtime::Handle,
     future: F,
@@ -121,25 +166,7 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let slot = Arc::new(Slot {
-        value: Mutex::new(None),
-        filled: Signal::default(),
-    });
-    let task = {
-        let slot = slot.clone();
-        handle.spawn(async move {
-            let value = future.await;
-            *slot.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-            slot.filled.notify();
-        })
-    };
-    let done = crate::host::io::wait_for(&[&*slot], token, deadline, || slot.is_ready());
-    if !done {
-        task.abort();
-        return None;
-    }
-    let value = slot.value.lock().unwrap_or_else(|e| e.into_inner()).take();
-    value
+    Pending::spawn(handle, future).wait(token, deadline)
 }
 
 /// A task waker that notifies a [`Signal`]: lets a socket's readiness

@@ -2,7 +2,7 @@
 //! One module per host interface; each adds itself to the linker.
 
 pub mod fs;
-// pub mod http;
+pub mod http;
 pub mod io;
 pub mod ipc;
 pub mod kv;
@@ -258,19 +258,28 @@ impl HostState {
         // Empty when no audit sink was installed as the call began.
         *target = Some(prepared.target).filter(|t| !t.is_empty());
         for request in prepared.asks {
-            let runtime = &self.capsule.runtime;
-            match crate::gate::ask(runtime, request, &self.call.token, self.call.deadline) {
-                Ok(verdict) if verdict.allowed => {}
-                Ok(verdict) => {
-                    let reason = verdict
-                        .reason
-                        .unwrap_or_else(|| "denied by the gate".into());
-                    return Err(Refused::Denied(format!("gate: {reason}")));
-                }
-                Err(crate::gate::CallInterrupted) => return Err(Refused::Failed(E::cancelled())),
+            match self.ask_gate(request) {
+                Ok(()) => {}
+                Err(GateRefusal::Denied(reason)) => return Err(Refused::Denied(reason)),
+                Err(GateRefusal::Interrupted) => return Err(Refused::Failed(E::cancelled())),
             }
         }
         op(self, prepared.ctx).map_err(Refused::Failed)
+    }
+
+    /// Asks the embedder's gate about one request the manifest allowed.
+    pub(crate) fn ask_gate(&self, request: GateRequest) -> Result<(), GateRefusal> {
+        let runtime = &self.capsule.runtime;
+        match crate::gate::ask(runtime, request, &self.call.token, self.call.deadline) {
+            Ok(verdict) if verdict.allowed => Ok(()),
+            Ok(verdict) => {
+                let reason = verdict
+                    .reason
+                    .unwrap_or_else(|| "denied by the gate".into());
+                Err(GateRefusal::Denied(format!("gate: {reason}")))
+            }
+            Err(crate::gate::CallInterrupted) => Err(GateRefusal::Interrupted),
+        }
     }
 
     /// Records one audit event for a host call (a no-op without a sink).
@@ -317,6 +326,14 @@ pub(crate) struct Prepared<C> {
     pub target: String,
     pub asks: Vec<GateRequest>,
     pub ctx: C,
+}
+
+/// Why the gate did not allow a request.
+pub(crate) enum GateRefusal {
+    /// The gate's reason (for the audit log only).
+    Denied(String),
+    /// The call was cancelled or reached its deadline while asking.
+    Interrupted,
 }
 
 /// Why a gated call stopped before its operation.
@@ -423,7 +440,7 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     io::add_to_linker(&mut linker)?;
     ipc::add_to_linker(&mut linker)?;
     net::add_to_linker(&mut linker)?;
-    // http::add_to_linker(&mut linker)?;
+    http::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(GUEST_LIFECYCLE)?;

@@ -109,6 +109,16 @@
 // deferred verdict (`ASTRID_PENDING`) for slow decisions.
 #define ASTRID_RUNTIME_INLINE_CALLBACKS 4
 
+// Runtime flag: `bind-tcp` and `udp-bind` may use addresses other than
+// loopback (the manifest's `net_bind` and the gate still decide which).
+#define ASTRID_RUNTIME_ALLOW_ANY_BIND 8
+
+// Runtime flag: link `wasi:sockets` for real. Every connect, bind and name
+// lookup then passes the same manifest entries (`net_connect`, `net_bind`),
+// gate kinds and SSRF airlock as `astrid:net`, and counts against the same
+// quotas; without the flag every WASI socket operation is `access-denied`.
+#define ASTRID_RUNTIME_WASI_SOCKETS 16
+
 // Log levels of `astrid_log_record_t.level`.
 #define ASTRID_LOG_TRACE 0
 
@@ -477,6 +487,30 @@ typedef struct astrid_kv_ops_t {
                  const uint8_t *value,
                  size_t value_len);
 } astrid_kv_ops_t;
+
+// A local peer connecting to a capsule's unix listener, borrowed for the
+// duration of the verifier callback. It already passed the OS check (same
+// user id as this process). `capsule` is UTF-8, not NUL-terminated.
+// `private_` is the library's.
+typedef struct astrid_accept_request_t {
+  size_t size;
+  const char *capsule;
+  size_t capsule_len;
+  // The peer's process id, or -1 when the OS did not report it.
+  int64_t pid;
+  uint32_t uid;
+  uint32_t gid;
+  void *private_;
+} astrid_accept_request_t;
+
+// The accept verifier: returns `ASTRID_ALLOW` to hand the connection to
+// the capsule (optionally naming its verified principal with
+// `astrid_accept_request_set_principal` first); any other value closes the
+// connection before the guest sees it. Runs on the thread of the guest
+// call that accepts, so it must answer quickly and must not call blocking
+// astrid functions. A panic or abort-free failure inside is a refusal.
+typedef uint32_t (*astrid_accept_verifier_fn)(void *user_data,
+                                              struct astrid_accept_request_t *request);
 
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
@@ -1020,6 +1054,26 @@ astrid_status_t astrid_runtime_set_kv(struct astrid_runtime_t *rt,
                                       const struct astrid_kv_ops_t *ops,
                                       void *user_data,
                                       astrid_finalizer_fn finalizer);
+
+// Installs the accept verifier (NULL `verifier_fn` removes it: connections
+// from the same OS user are then accepted without a principal).
+// `finalizer(user_data)` runs exactly once, when the verifier is replaced
+// or the runtime is freed and no call uses it any more; when this call
+// fails it is NOT run. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime),
+// `ASTRID_E_CLOSED`. Thread-safe.
+astrid_status_t astrid_runtime_set_accept_verifier(struct astrid_runtime_t *rt,
+                                                   astrid_accept_verifier_fn verifier_fn,
+                                                   void *user_data,
+                                                   astrid_finalizer_fn finalizer);
+
+// Names the verified principal of the connection being accepted (copied;
+// 1..=128 bytes of UTF-8 without control characters). The capsule reads it
+// with `connection-principal`. Only valid inside the verifier callback
+// that received `request`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL, or
+// not a valid principal), `ASTRID_E_UTF8`.
+astrid_status_t astrid_accept_request_set_principal(struct astrid_accept_request_t *request,
+                                                    const char *principal,
+                                                    size_t principal_len);
 
 // The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 uint32_t astrid_abi_version(void);

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod gate;
 pub mod ipc;
 pub mod kv;
+pub mod net;
 pub mod runtime;
 pub mod vfs;
 

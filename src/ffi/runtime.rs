@@ -32,6 +32,14 @@ pub const ASTRID_RUNTIME_DISABLE_CAPABILITY_REGISTRY: u32 = 2;
 /// as a denial / timeout). Use it when your callbacks never block; use a
 /// deferred verdict (`ASTRID_PENDING`) for slow decisions.
 pub const ASTRID_RUNTIME_INLINE_CALLBACKS: u32 = 4;
+/// Runtime flag: `bind-tcp` and `udp-bind` may use addresses other than
+/// loopback (the manifest's `net_bind` and the gate still decide which).
+pub const ASTRID_RUNTIME_ALLOW_ANY_BIND: u32 = 8;
+/// Runtime flag: link `wasi:sockets` for real. Every connect, bind and name
+/// lookup then passes the same manifest entries (`net_connect`, `net_bind`),
+/// gate kinds and SSRF airlock as `astrid:net`, and counts against the same
+/// quotas; without the flag every WASI socket operation is `access-denied`.
+pub const ASTRID_RUNTIME_WASI_SOCKETS: u32 = 16;
 
 /// Log levels of `astrid_log_record_t.level`.
 pub const ASTRID_LOG_TRACE: u32 = 0;

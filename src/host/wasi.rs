@@ -48,6 +48,15 @@ impl StdioLog {
         }
     }
 
+    /// The principal of the call being served.
+    pub fn principal(&self) -> Option<Arc<str>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .principal
+            .clone()
+    }
+
     /// Tags the lines written from now on with the call's principal.
     pub fn set_principal(&self, principal: Option<&Arc<str>>) {
         self.state
@@ -191,8 +200,14 @@ impl tokio::io::AsyncWrite for StdioPipe {
     }
 }
 
-/// A WASI context that grants nothing but clocks, randomness and log output.
+/// A WASI context that grants nothing but clocks, randomness and log output
+/// — and, when the runtime enables `wasi:sockets`, TCP and UDP through the
+/// same manifest, gate and airlock checks as `astrid:net`. WASI name
+/// lookups stay denied: WASI offers no hook to check a name against the
+/// manifest and the gate, so guests resolve through `astrid:net`.
 pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
+    let capsule = log.capsule.clone();
+    let sockets = capsule.runtime.config.flags & crate::runtime::FLAG_WASI_SOCKETS != 0;
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(StdioPipe {
@@ -203,9 +218,24 @@ pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
             log: log.clone(),
             channel: Channel::Stderr,
         })
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }));
+        .allow_tcp(sockets)
+        .allow_udp(sockets)
+        .allow_ip_name_lookup(false);
+    if sockets {
+        let log = log.clone();
+        let vetted = Arc::new(crate::host::net::VettedPeers::default());
+        builder.socket_addr_check(move |addr, usage| {
+            let allowed = crate::host::net::wasi_socket_allowed(
+                &log.capsule,
+                log.principal(),
+                &vetted,
+                addr,
+                usage,
+            );
+            Box::pin(async move { allowed })
+        });
+    } else {
+        builder.socket_addr_check(|_, _| Box::pin(async { false }));
+    }
     builder.build()
 }

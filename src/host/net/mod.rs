@@ -22,6 +22,7 @@ use crate::policy::net::{sockets_allow, sockets_allow_any_port, SocketGrant};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 pub use conn::TcpStreamHandle;
@@ -507,4 +508,133 @@ impl bindings::astrid::request_context::host::Host for HostState {
 /// Longest wait a `poll-accept` may ask for.
 pub(crate) fn clamp_poll_ms(ms: u64) -> u64 {
     ms.min(MAX_POLL_ACCEPT_MS)
+}
+
+/// What a store's WASI sockets were already allowed: destinations (checked
+/// once, not per datagram) and whether it bound a UDP server socket.
+#[derive(Default)]
+pub struct VettedPeers {
+    peers: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
+    udp_server: std::sync::atomic::AtomicBool,
+}
+
+/// The `wasi:sockets` check (host ABI §0): the same manifest entries, gate
+/// kinds and airlock as `astrid:net`, judged on the address WASI hands
+/// over (an IP literal: WASI resolves nothing by itself here). One audit
+/// event per connect, bind and new destination; any refusal reaches the
+/// guest as `access-denied`.
+pub(crate) fn wasi_socket_allowed(
+    capsule: &Arc<crate::capsule::CapsuleShared>,
+    principal: Option<Arc<str>>,
+    vetted: &VettedPeers,
+    addr: std::net::SocketAddr,
+    usage: wasmtime_wasi::sockets::SocketAddrUse,
+) -> bool {
+    use wasmtime_wasi::sockets::SocketAddrUse as Use;
+    let wildcard = addr.ip().is_unspecified() && addr.port() == 0;
+    let known = || {
+        vetted
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr)
+    };
+    let (call, kind, transport) = match usage {
+        // Inbound connections on a listener that passed its bind check.
+        Use::TcpAccept => return true,
+        // Datagrams from peers the socket may talk to (a bound server
+        // socket hears anyone, as its bind was checked).
+        Use::UdpReceive => return vetted.udp_server.load(Ordering::SeqCst) || known(),
+        // The OS picking a local address for an outbound socket.
+        Use::TcpBind | Use::UdpBind if wildcard => return true,
+        // Listening on an address `bind` already checked.
+        Use::TcpListen if !addr.ip().is_unspecified() => return true,
+        Use::TcpConnect => ("wasi:sockets.connect", GateKind::NetConnect, "tcp"),
+        Use::UdpSend => ("wasi:sockets.send", GateKind::NetConnect, "udp"),
+        Use::TcpBind | Use::TcpListen => ("wasi:sockets.bind", GateKind::NetBind, "tcp"),
+        Use::UdpBind => ("wasi:sockets.bind", GateKind::NetBind, "udp"),
+    };
+    let connect = kind == GateKind::NetConnect;
+    if connect && known() {
+        return true;
+    }
+    let started = Instant::now();
+    let host = addr.ip().to_string();
+    let runtime = &capsule.runtime;
+    let flags = runtime.config.flags;
+    let caps = &capsule.manifest.capabilities;
+    let verdict: Result<(), String> = (|| {
+        if capsule.unload_token.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let granted = match (connect, addr.port()) {
+            (true, port) => sockets_allow(&caps.net_connect, &host, Some(port)),
+            (false, 0) => sockets_allow_any_port(&caps.net_bind, &host),
+            (false, port) => sockets_allow(&caps.net_bind, &host, Some(port)),
+        };
+        if !granted {
+            return Err("manifest: no entry covers the address".into());
+        }
+        let request = GateRequest::socket(
+            kind,
+            capsule.name.clone(),
+            principal.clone(),
+            Some(transport),
+            &host,
+            addr.port(),
+        );
+        let deadline = Instant::now() + runtime.config.gate_timeout;
+        match crate::gate::ask(runtime, request, &capsule.unload_token, deadline) {
+            Ok(v) if v.allowed => {}
+            Ok(v) => {
+                return Err(format!(
+                    "gate: {}",
+                    v.reason.unwrap_or_else(|| "denied by the gate".into())
+                ))
+            }
+            Err(_) => return Err("cancelled".into()),
+        }
+        let allowed_ip = if connect {
+            crate::policy::airlock::check(
+                addr.ip(),
+                flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0,
+            )
+            .is_ok()
+        } else {
+            addr.ip().is_loopback() || flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0
+        };
+        if !allowed_ip {
+            return Err("airlock-rejected".into());
+        }
+        Ok(())
+    })();
+    if verdict.is_ok() {
+        if connect {
+            vetted
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(addr);
+        } else if transport == "udp" {
+            vetted.udp_server.store(true, Ordering::SeqCst);
+        }
+    }
+    if runtime.has_audit_sink() {
+        let (outcome, reason) = match &verdict {
+            Ok(()) => (crate::runtime::Outcome::Allowed, None),
+            Err(reason) => (crate::runtime::Outcome::Denied, Some(reason.clone())),
+        };
+        runtime.emit_audit(crate::runtime::AuditEvent {
+            capsule: capsule.name.to_string(),
+            capsule_id: capsule.id.clone(),
+            principal: principal.as_deref().unwrap_or("system").to_string(),
+            call: call.to_string(),
+            target: Some(addr.to_string()),
+            bytes: 0,
+            outcome,
+            reason,
+            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+    verdict.is_ok()
 }

@@ -84,3 +84,11 @@ pub fn collect_logs(rt: &Runtime) -> Arc<Mutex<Vec<Line>>> {
 pub fn data(result: &astrid::CallResult) -> &str {
     result.data.as_deref().unwrap_or("<none>")
 }
+
+/// A fresh directory under the system temp dir, unique to this process and tag.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("astrid-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,627 @@
+//! `astrid:http@1.0.0` and `@1.1.0` end to end through netprobe (1.1) and
+//! http10probe (1.0) against a small HTTP/1.1 server the tests run on
+//! loopback: buffered and streamed requests, uploads, trailers, every
+//! redirect policy with the gate asked on each hop, the airlock on first
+//! hops and redirects, body caps, decompression bombs, integrity, each
+//! timeout, schemes, the stream quota, and unload during a request. Also
+//! the astrid-sdk 0.7.2 `sdk-net` capsule, unmodified.
+
+mod common;
+
+use astrid::gate::GateAnswer;
+use astrid::policy::gate::{GateKind, GateRequest, Verdict};
+use astrid::runtime::{AuditEvent, Outcome, FLAG_ALLOW_LOOPBACK};
+use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn http_runtime(flags: u32) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        timeout: Duration::from_secs(20),
+        fuel: u64::MAX / 4,
+        memory_limit: 128 << 20,
+        unload_grace: Duration::from_secs(2),
+        flags,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+fn probe(rt: &Runtime, name: &str) -> Capsule {
+    Capsule::load_dir(rt, &capsule_dir(name), &LoadOptions::default()).expect(name)
+}
+
+fn call(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
+    let r = c
+        .call(action, args.join("\n").as_bytes(), None)
+        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
+    (r.action, r.data.unwrap_or_default())
+}
+
+fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
+    match call(c, action, args) {
+        (a, text) if a == "ok" => text,
+        (_, e) => panic!("{action} {args:?} failed: {e}"),
+    }
+}
+
+fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
+    match call(c, action, args) {
+        (a, text) if a == "err" => text,
+        (_, v) => panic!(
+            "{action} {args:?} succeeded with {}",
+            &v[..v.len().min(200)]
+        ),
+    }
+}
+
+/// One parsed request.
+struct Req {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Req> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length") {
+        body.resize(len.parse().ok()?, 0);
+        reader.read_exact(&mut body).ok()?;
+    } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Some(Req {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+fn respond(s: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// The test server; returns its port.
+fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bomb = Arc::new(gzip(&vec![0u8; 20 << 20]));
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let bomb = bomb.clone();
+            thread::spawn(move || serve(stream, &bomb));
+        }
+    });
+    port
+}
+
+fn serve(stream: TcpStream, bomb: &[u8]) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let Some(req) = read_request(&mut reader) else {
+        return;
+    };
+    let mut s = stream;
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    match path {
+        "/hello" => respond(&mut s, 200, &[], b"hello"),
+        "/echo" => respond(&mut s, 200, &[("x-method", req.method.clone())], &req.body),
+        "/headers" => {
+            let text: String = req
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            respond(&mut s, 200, &[], text.as_bytes())
+        }
+        // `to` is the rest of the query, unencoded.
+        "/redirect" => {
+            let to = query.split_once("to=").map_or("", |(_, t)| t).to_string();
+            respond(
+                &mut s,
+                param("code").parse().unwrap_or(302),
+                &[("location", to)],
+                b"moved",
+            )
+        }
+        "/loop" => respond(&mut s, 302, &[("location", "/loop".into())], b""),
+        "/chunked" => {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
+                  3\r\naaa\r\n4\r\nbbbb\r\n2\r\ncc\r\n0\r\nx-sum: 9\r\n\r\n",
+            );
+        }
+        "/gzip" => respond(
+            &mut s,
+            200,
+            &[("content-encoding", "gzip".into())],
+            &gzip(b"compressed hello"),
+        ),
+        "/bomb" => respond(&mut s, 200, &[("content-encoding", "gzip".into())], bomb),
+        "/big" => respond(&mut s, 200, &[], &vec![b'b'; param("n").parse().unwrap()]),
+        "/slow-head" => {
+            thread::sleep(Duration::from_secs(5));
+            respond(&mut s, 200, &[], b"late");
+        }
+        "/slow-body" => {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 10\r\n\r\nfirst",
+            );
+            thread::sleep(Duration::from_secs(5));
+            let _ = s.write_all(b"later");
+        }
+        _ => respond(&mut s, 404, &[], b"no such path"),
+    }
+}
+
+fn sha256_of(data: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data))
+    )
+}
+
+#[test]
+fn get_post_and_host_set_headers() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    let c = probe(&rt, "netprobe");
+    let base = format!("http://127.0.0.1:{}", http_server());
+    assert_eq!(
+        ok(&c, "http-get", &[&format!("{base}/hello")]),
+        format!("200|hello|{base}/hello|0")
+    );
+    assert_eq!(
+        ok(&c, "http-post", &[&format!("{base}/echo"), "posted body"]),
+        "200|posted body"
+    );
+    let seen = ok(&c, "http-headers", &[&format!("{base}/headers")]);
+    assert!(seen.contains(&format!("host: {}", &base[7..])), "{seen}");
+    assert!(!seen.contains("evil.example"), "{seen}");
+    assert!(
+        seen.contains("authorization: secret"),
+        "same origin keeps credentials: {seen}"
+    );
+    assert!(seen.contains("x-keep: yes"));
+    assert_eq!(
+        ok(&c, "http-get", &[&format!("{base}/nope")])
+            .split('|')
+            .next(),
+        Some("404")
+    );
+    let legacy = probe(&rt, "http10probe");
+    assert_eq!(ok(&legacy, "get", &[&format!("{base}/hello")]), "200|hello");
+}
+
+#[test]
+fn redirects_under_each_policy_with_the_gate_asked_every_hop() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    let hops = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let hops = hops.clone();
+        rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {
+            if r.kind == GateKind::HttpRequest {
+                hops.lock().unwrap().push(r.url.clone().unwrap());
+            }
+            GateAnswer::Decided(Verdict::allow())
+        })))
+        .unwrap();
+    }
+    let c = probe(&rt, "netprobe");
+    let base = format!("http://127.0.0.1:{}", http_server());
+    let moved = format!("{base}/redirect?code=302&to=/hello");
+    assert_eq!(
+        err(&c, "http-get", &[&moved]),
+        "redirect-blocked",
+        "1.1 defaults to error"
+    );
+    hops.lock().unwrap().clear();
+    assert_eq!(
+        ok(&c, "http-get", &[&moved, "redirect=follow"]),
+        format!("200|hello|{base}/hello|1")
+    );
+    assert_eq!(
+        hops.lock().unwrap().as_slice(),
+        [moved.clone(), format!("{base}/hello")]
+    );
+    assert!(ok(&c, "http-get", &[&moved, "redirect=manual"]).starts_with("302|moved|"));
+    let see_other = format!("{base}/redirect?code=303&to=/echo");
+    assert_eq!(
+        ok(&c, "http-post", &[&see_other, "dropped", "redirect=follow"]),
+        "200|"
+    );
+    let keep = format!("{base}/redirect?code=307&to=/echo");
+    assert_eq!(
+        ok(&c, "http-post", &[&keep, "kept", "redirect=follow"]),
+        "200|kept"
+    );
+    let looping = format!("{base}/loop");
+    assert_eq!(
+        err(&c, "http-get", &[&looping, "redirect=follow"]),
+        "too-many-redirects"
+    );
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&looping, "redirect=follow;max-redirects=2"]
+        ),
+        "too-many-redirects"
+    );
+    let legacy = probe(&rt, "http10probe");
+    assert_eq!(ok(&legacy, "get", &[&moved]), "200|hello", "1.0 follows");
+    assert_eq!(
+        err(&legacy, "get", &[&looping]),
+        "protocol(too many redirects)"
+    );
+    // A redirect into link-local is refused even with loopback allowed.
+    let metadata = format!("{base}/redirect?code=302&to=http://169.254.169.254/latest");
+    assert_eq!(
+        err(&c, "http-get", &[&metadata, "redirect=follow"]),
+        "airlock-rejected"
+    );
+}
+
+#[test]
+fn the_airlock_refuses_private_targets_without_the_flag() {
+    let rt = http_runtime(0);
+    let c = probe(&rt, "netprobe");
+    let port = http_server();
+    for host in [
+        "127.0.0.1".to_string(),
+        "169.254.169.254".into(),
+        "[::ffff:127.0.0.1]".into(),
+        "2130706433".into(),
+        "0x7f.1".into(),
+        "localhost".into(),
+        "[::1]".into(),
+    ] {
+        let url = format!("http://{host}:{port}/hello");
+        assert_eq!(err(&c, "http-get", &[&url]), "airlock-rejected", "{url}");
+    }
+    let legacy = probe(&rt, "http10probe");
+    assert_eq!(
+        err(&legacy, "get", &[&format!("http://127.0.0.1:{port}/hello")]),
+        "airlock-rejected"
+    );
+}
+
+#[test]
+fn body_caps_decoding_bombs_and_integrity() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    let c = probe(&rt, "netprobe");
+    let legacy = probe(&rt, "http10probe");
+    let base = format!("http://127.0.0.1:{}", http_server());
+    let too_big = format!("{base}/big?n={}", (10 << 20) + 1);
+    assert_eq!(err(&c, "http-get", &[&too_big]), "body-too-large");
+    assert_eq!(err(&legacy, "get", &[&too_big]), "body-too-large");
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&format!("{base}/big?n=5000"), "max-response=1000"]
+        ),
+        "body-too-large"
+    );
+    assert!(ok(&c, "http-get", &[&format!("{base}/gzip")]).starts_with("200|compressed hello|"));
+    assert_eq!(
+        ok(&legacy, "get", &[&format!("{base}/gzip")]),
+        "200|compressed hello"
+    );
+    let raw = ok(
+        &c,
+        "http-get",
+        &[&format!("{base}/gzip"), "auto-decompress=false"],
+    );
+    assert!(!raw.contains("compressed hello"), "the body stays encoded");
+    let bomb = format!("{base}/bomb");
+    assert_eq!(err(&c, "http-get", &[&bomb]), "decompression-bomb");
+    assert_eq!(
+        err(&c, "http-get", &[&bomb, "max-decompressed=65536"]),
+        "decompression-bomb"
+    );
+    assert_eq!(err(&legacy, "get", &[&bomb]), "body-too-large");
+    assert_eq!(
+        err(&c, "http-stream", &[&bomb, "max-decompressed=100000"])
+            .rsplit(": ")
+            .next(),
+        Some("decompression-bomb")
+    );
+    let hello = format!("{base}/hello");
+    let good = format!("integrity={}", sha256_of(b"hello"));
+    assert!(ok(&c, "http-get", &[&hello, &good]).starts_with("200|hello"));
+    let bad = format!("integrity={}", sha256_of(b"other"));
+    assert_eq!(err(&c, "http-get", &[&hello, &bad]), "integrity-mismatch");
+    assert_eq!(
+        err(&c, "http-stream", &[&hello, &bad]).rsplit(": ").next(),
+        Some("integrity-mismatch")
+    );
+    assert_eq!(
+        err(&c, "http-get", &[&hello, "integrity=md5-abc"]),
+        "invalid-request"
+    );
+}
+
+#[test]
+fn every_timeout_and_unload_during_a_request() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    let c = Arc::new(probe(&rt, "netprobe"));
+    let base = format!("http://127.0.0.1:{}", http_server());
+    let slow_head = format!("{base}/slow-head");
+    let slow_body = format!("{base}/slow-body");
+    for (url, opts) in [
+        (&slow_head, "first-byte-ms=200"),
+        (&slow_head, "total-ms=300"),
+        (&slow_body, "between-ms=200"),
+    ] {
+        let started = Instant::now();
+        assert_eq!(err(&c, "http-get", &[url, opts]), "timeout", "{opts}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{opts}: {:?}",
+            started.elapsed()
+        );
+    }
+    let waiting = {
+        let c = c.clone();
+        let url = slow_head.clone();
+        thread::spawn(move || c.call("http-get", url.as_bytes(), None))
+    };
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    c.unload().unwrap();
+    let outcome = waiting.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    if let Ok(r) = outcome {
+        assert_eq!(r.data.as_deref(), Some("closed"));
+    }
+}
+
+#[test]
+fn streams_trailers_uploads_and_the_stream_quota() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    let c = probe(&rt, "netprobe");
+    let base = format!("http://127.0.0.1:{}", http_server());
+    assert_eq!(
+        ok(&c, "http-stream", &[&format!("{base}/chunked")]),
+        "200|9|x-sum=9"
+    );
+    assert_eq!(
+        ok(&c, "http-body-stream", &[&format!("{base}/chunked")]),
+        "9|readchunk=closed"
+    );
+    let big = format!("{base}/big?n={}", 3 << 20);
+    assert_eq!(
+        ok(&c, "http-stream", &[&big]),
+        format!("200|{}|none", 3 << 20),
+        "streams have no total cap"
+    );
+    let echoed = ok(&c, "http-upload", &[&format!("{base}/echo"), "100000"]);
+    assert_eq!(echoed, format!("200|{}", "u".repeat(100_000)));
+    assert_eq!(
+        ok(&c, "http-upload-with-body", &[&format!("{base}/echo")]),
+        "invalid-request"
+    );
+    assert_eq!(
+        ok(
+            &c,
+            "http-stream-quota",
+            &[&format!("{base}/slow-body"), "5"]
+        ),
+        "4 then quota"
+    );
+}
+
+#[test]
+fn schemes_tls_and_denials() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    rt.set_gate(Some(Arc::new(|r: &GateRequest, _: &_| {
+        if r.url.as_deref().is_some_and(|u| u.contains("/secret")) {
+            GateAnswer::Decided(Verdict::deny("no secrets"))
+        } else {
+            GateAnswer::Decided(Verdict::allow())
+        }
+    })))
+    .unwrap();
+    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
+    {
+        let events = events.clone();
+        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
+            events.lock().unwrap().push(e.clone())
+        })))
+        .unwrap();
+    }
+    let c = probe(&rt, "netprobe");
+    let legacy = probe(&rt, "http10probe");
+    let port = http_server();
+    assert_eq!(err(&c, "http-get", &["ftp://127.0.0.1/x"]), "scheme-denied");
+    assert_eq!(
+        err(&legacy, "get", &["ftp://127.0.0.1/x"]),
+        "invalid-request"
+    );
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&format!("http://127.0.0.1:{port}/hello"), "https-only=true"]
+        ),
+        "scheme-denied"
+    );
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&format!("https://127.0.0.1:{port}/hello")]
+        ),
+        "tls-error"
+    );
+    assert_eq!(err(&c, "http-get", &["not a url"]), "invalid-request");
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&format!("http://127.0.0.1:{port}/secret?token=abc")]
+        ),
+        "capability-denied"
+    );
+    // A manifest without the host: denied before the gate is asked.
+    let manifest = std::fs::read_to_string(capsule_dir("netprobe").join("Capsule.toml"))
+        .unwrap()
+        .replace("net = [\"*\"]", "net = [\"example.com\"]");
+    let narrow = Capsule::load_bytes(
+        &rt,
+        &wasm_of("netprobe"),
+        &manifest,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        err(
+            &narrow,
+            "http-get",
+            &[&format!("http://127.0.0.1:{port}/hello")]
+        ),
+        "capability-denied"
+    );
+    drop((c, legacy, narrow));
+    drop(rt); // drains the audit queue
+    let events = events.lock().unwrap();
+    let gate_denial = events
+        .iter()
+        .find(|e| {
+            e.call == "http.http-request"
+                && e.outcome == Outcome::Denied
+                && e.reason.as_deref().unwrap_or("").contains("no secrets")
+        })
+        .expect("the gate's denial is audited with its reason");
+    assert_eq!(
+        gate_denial.target.as_deref(),
+        Some(format!("http://127.0.0.1:{port}/secret").as_str()),
+        "the audit target leaves out the query"
+    );
+    assert!(events.iter().any(|e| e.call == "http.http-request"
+        && e.outcome == Outcome::Denied
+        && e.reason.as_deref().unwrap_or("").contains("manifest")));
+}
+
+#[test]
+fn an_sdk_capsule_uses_http_and_net_unmodified() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    rt.set_accept_verifier(Some(Arc::new(|_: &astrid::gate::AcceptRequest<'_>| {
+        astrid::gate::AcceptVerdict::Allow {
+            principal: Some("bob".into()),
+        }
+    })))
+    .unwrap();
+    let dir = tempdir("sdk-net");
+    let path = dir.join("sdk.sock");
+    let options = LoadOptions {
+        unix_socket_path: Some(path.clone()),
+        ..LoadOptions::default()
+    };
+    let c = Arc::new(Capsule::load_dir(&rt, &capsule_dir("sdk-net"), &options).unwrap());
+    let base = format!("http://127.0.0.1:{}", http_server());
+    let json = |action: &str, args: serde_json::Value| -> serde_json::Value {
+        let r = c.call(action, args.to_string().as_bytes(), None).unwrap();
+        assert_eq!(r.action, "continue", "{action}: {:?}", r.data);
+        serde_json::from_str(r.data.as_deref().unwrap()).unwrap()
+    };
+    let fetched = json("fetch", serde_json::json!({"url": format!("{base}/hello")}));
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(fetched["body"], "hello");
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = echo.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let (mut s, _) = echo.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+    });
+    assert_eq!(
+        json("echo", serde_json::json!({"addr": addr, "msg": "sdk"}))["echoed"],
+        "sdk"
+    );
+    let server = {
+        let c = c.clone();
+        thread::spawn(move || {
+            let r = c
+                .call("serve-unix", br#"{"timeout_ms": 5000}"#, None)
+                .unwrap();
+            r.data.unwrap_or_default()
+        })
+    };
+    let mut client = loop {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    client.write_all(b"from the embedder").unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&server.join().unwrap()).unwrap();
+    assert_eq!(answer["data"], "from the embedder");
+    assert_eq!(answer["principal"], "bob");
+}

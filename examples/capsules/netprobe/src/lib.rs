@@ -271,6 +271,40 @@ fn run(action: &str, payload: &str) -> Result<String, Fail> {
             let _s = net::connect_tcp(arg(0), port(1)?)?;
             Ok("ok".into())
         }
+        // Benchmarks (benches/net.rs): `n` round trips of `size` bytes on one
+        // connection; `bytes` echoed through in 64 KiB pieces; `n` GETs.
+        "bench-rtt" => {
+            let s = net::connect_tcp(arg(0), port(1)?)?;
+            s.set_nodelay(true)?;
+            let n: usize = num("n", arg(2))?;
+            let msg = vec![7u8; num::<usize>("size", arg(3))?];
+            for _ in 0..n {
+                write_all(&s, &msg)?;
+                read_n(&s, msg.len())?;
+            }
+            Ok(n.to_string())
+        }
+        "bench-bulk" => {
+            let s = net::connect_tcp(arg(0), port(1)?)?;
+            let total: usize = num("bytes", arg(2))?;
+            let piece = vec![7u8; 64 << 10];
+            let mut moved = 0;
+            while moved < total {
+                let n = piece.len().min(total - moved);
+                write_all(&s, &piece[..n])?;
+                moved += read_n(&s, n)?.len();
+            }
+            Ok(moved.to_string())
+        }
+        "bench-http" => {
+            let req = request(arg(0), h11::HttpMethod::Get, &[], None);
+            let n: usize = num("n", arg(1))?;
+            let mut bytes = 0;
+            for _ in 0..n {
+                bytes += h11::http_request(&req)?.body.len();
+            }
+            Ok(bytes.to_string())
+        }
         "tcp-echo" => {
             let s = net::connect_tcp(arg(0), port(1)?)?;
             let msg = arg(2).as_bytes();

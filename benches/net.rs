@@ -73,7 +73,9 @@ fn http_server() -> u16 {
                     }
                 }
                 let mut s = s;
-                let head = format!("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {size}\r\n\r\n");
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {size}\r\n\r\n"
+                );
                 let mut out = head.into_bytes();
                 out.resize(out.len() + size, b'h');
                 let _ = s.write_all(&out);
@@ -108,11 +110,14 @@ fn native_bulk(port: u16) {
 
 /// One GET with hyper's client connection, body read to the end.
 async fn native_get(port: u16, size: usize) -> usize {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty>(hyper_util::rt::TokioIo::new(tcp))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let request = http::Request::get(format!("/{size}"))
         .header("host", format!("127.0.0.1:{port}"))
@@ -171,9 +176,20 @@ fn main() {
     let rtt = table(
         &format!("TCP echo, {ROUND_TRIPS} round trips of 64 B per op"),
         &mut [
-            Row::new("native std::net::TcpStream", || native_round_trips(echo, 64)),
+            Row::new("native std::net::TcpStream", || {
+                native_round_trips(echo, 64)
+            }),
             Row::new("guest astrid:net tcp-stream", || {
-                guest(&c, "bench-rtt", &[host.clone(), echo.to_string(), ROUND_TRIPS.to_string(), "64".into()])
+                guest(
+                    &c,
+                    "bench-rtt",
+                    &[
+                        host.clone(),
+                        echo.to_string(),
+                        ROUND_TRIPS.to_string(),
+                        "64".into(),
+                    ],
+                )
             }),
         ],
         0,
@@ -183,7 +199,11 @@ fn main() {
         &mut [
             Row::new("native std::net::TcpStream", || native_bulk(echo)),
             Row::new("guest astrid:net tcp-stream", || {
-                guest(&c, "bench-bulk", &[host.clone(), echo.to_string(), BULK.to_string()])
+                guest(
+                    &c,
+                    "bench-bulk",
+                    &[host.clone(), echo.to_string(), BULK.to_string()],
+                )
             }),
         ],
         0,
@@ -211,7 +231,11 @@ fn main() {
     }
     println!("\nsummary (guest ÷ native time; targets: latency ≤ 2.0, bulk throughput ≥ 0.5 i.e. time ≤ 2.0)");
     println!("  tcp 64 B round trip: {:.2}", rtt[1]);
-    println!("  tcp 1 MiB bulk:      {:.2} (throughput {:.2}× native)", bulk[1], 1.0 / bulk[1]);
+    println!(
+        "  tcp 1 MiB bulk:      {:.2} (throughput {:.2}× native)",
+        bulk[1],
+        1.0 / bulk[1]
+    );
     for (size, ratio) in http_ratios {
         println!("  http GET {:>4} KiB:   {:.2}", size >> 10, ratio);
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints every benchmark table: B02, B03, B08, B16 (benches/call.rs), B05-B07
-# (benches/fs.rs), the bus (benches/bus.rs), then the bindings' B10-B13 and
+# (benches/fs.rs), the bus (benches/bus.rs), the network (benches/net.rs), then the bindings' B10-B13 and
 # the C++ wrapper's overhead. Builds the capsules and the Extism comparator
 # plugin, and installs Extism's C library from PyPI (`extism` → the
 # `extism-sys` wheel) first.
@@ -21,6 +21,7 @@ cd "$root"
 cargo bench --bench call
 cargo bench --bench fs
 cargo bench --bench bus
+cargo bench --bench net
 export ASTRID_LIB_DIR="$lib_dir" ASTRID_INCLUDE_DIR="$root/include" ASTRID_CAPSULES="$root/build/capsules"
 bindings/cpp/bench.sh
 bindings/python/bench.sh

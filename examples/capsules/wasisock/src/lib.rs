@@ -1,0 +1,49 @@
+//! Talks TCP through Rust's `std::net`, which the wasm32-wasip2 target
+//! maps onto `wasi:sockets`. Actions: `echo` (addr, message) connects,
+//! writes and reads the message back; `bind` (addr) opens a listener.
+//! Answers `ok` with the text, or `err` with the `std::io::ErrorKind`.
+
+wit_bindgen::generate!({
+    world: "example:wasisock/wasi-sockets-user",
+    path: ["../../../wit/astrid-guest@1.0.0", "wit"],
+    generate_all,
+});
+
+use std::io::{Read, Write};
+
+struct WasiSock;
+
+fn run(action: &str, payload: &str) -> std::io::Result<String> {
+    let args: Vec<&str> = payload.split('\n').collect();
+    let arg = |i: usize| args.get(i).copied().unwrap_or("");
+    match action {
+        "echo" => {
+            let mut stream = std::net::TcpStream::connect(arg(0))?;
+            stream.write_all(arg(1).as_bytes())?;
+            let mut back = vec![0u8; arg(1).len()];
+            stream.read_exact(&mut back)?;
+            Ok(String::from_utf8_lossy(&back).into_owned())
+        }
+        "bind" => {
+            let listener = std::net::TcpListener::bind(arg(0))?;
+            Ok(listener.local_addr()?.to_string())
+        }
+        other => Err(std::io::Error::other(format!("unknown action {other}"))),
+    }
+}
+
+impl Guest for WasiSock {
+    fn astrid_hook_trigger(action: String, payload: Vec<u8>) -> CapsuleResult {
+        let payload = String::from_utf8_lossy(&payload);
+        let (action, data) = match run(&action, &payload) {
+            Ok(text) => ("ok", text),
+            Err(e) => ("err", format!("{:?}", e.kind())),
+        };
+        CapsuleResult {
+            action: action.into(),
+            data: Some(data),
+        }
+    }
+}
+
+export!(WasiSock);

@@ -1,0 +1,138 @@
+//! `wasi:sockets` (host ABI §0): denied unless the runtime enables it; then
+//! routed through the manifest, the gate and the airlock like `astrid:net`,
+//! and audited. Driven by the wasisock capsule, which uses Rust's std::net.
+
+mod common;
+
+use astrid::gate::GateAnswer;
+use astrid::policy::gate::{GateKind, GateRequest, Verdict};
+use astrid::runtime::{AuditEvent, Outcome, FLAG_ALLOW_LOOPBACK, FLAG_WASI_SOCKETS};
+use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn runtime(flags: u32) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        timeout: Duration::from_secs(10),
+        flags,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = s.read(&mut buf) {
+                let _ = s.write_all(&buf[..n]);
+            }
+        }
+    });
+    port
+}
+
+fn answer(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
+    let r = c.call(action, args.join("\n").as_bytes(), None).unwrap();
+    (r.action, r.data.unwrap_or_default())
+}
+
+fn wasisock(rt: &Runtime) -> Capsule {
+    Capsule::load_dir(rt, &capsule_dir("wasisock"), &LoadOptions::default()).unwrap()
+}
+
+#[test]
+fn denied_unless_the_runtime_enables_wasi_sockets() {
+    let port = echo_server();
+    let addr = format!("127.0.0.1:{port}");
+    let rt = runtime(FLAG_ALLOW_LOOPBACK);
+    let c = wasisock(&rt);
+    assert_eq!(
+        answer(&c, "echo", &[&addr, "hi"]),
+        ("err".into(), "PermissionDenied".into())
+    );
+    assert_eq!(answer(&c, "bind", &["127.0.0.1:0"]).0, "err");
+}
+
+#[test]
+fn enabled_sockets_pass_manifest_gate_and_airlock() {
+    let port = echo_server();
+    let addr = format!("127.0.0.1:{port}");
+    let rt = runtime(FLAG_ALLOW_LOOPBACK | FLAG_WASI_SOCKETS);
+    let asked: Arc<Mutex<Vec<(GateKind, Option<&'static str>, u16)>>> = Arc::default();
+    {
+        let asked = asked.clone();
+        rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {
+            asked.lock().unwrap().push((r.kind, r.transport, r.port));
+            if r.port == 9 {
+                GateAnswer::Decided(Verdict::deny("not 9"))
+            } else {
+                GateAnswer::Decided(Verdict::allow())
+            }
+        })))
+        .unwrap();
+    }
+    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
+    {
+        let events = events.clone();
+        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
+            events.lock().unwrap().push(e.clone())
+        })))
+        .unwrap();
+    }
+    let c = wasisock(&rt);
+    assert_eq!(
+        answer(&c, "echo", &[&addr, "through wasi"]),
+        ("ok".into(), "through wasi".into())
+    );
+    assert!(asked
+        .lock()
+        .unwrap()
+        .contains(&(GateKind::NetConnect, Some("tcp"), port)));
+    // The gate says no.
+    assert_eq!(
+        answer(&c, "echo", &["127.0.0.1:9", "x"]).1,
+        "PermissionDenied"
+    );
+    // Not in the manifest (only 127.0.0.1 is): refused before the gate.
+    let before = asked.lock().unwrap().len();
+    assert_eq!(
+        answer(&c, "echo", &["10.9.8.7:80", "x"]).1,
+        "PermissionDenied"
+    );
+    assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
+    // Name lookups through WASI stay closed.
+    assert_eq!(
+        answer(&c, "echo", &[&format!("localhost:{port}"), "x"]).0,
+        "err"
+    );
+    assert!(answer(&c, "bind", &["127.0.0.1:0"])
+        .1
+        .starts_with("127.0.0.1:"));
+    drop(c);
+    drop(rt);
+    let events = events.lock().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.call == "wasi:sockets.connect" && e.outcome == Outcome::Allowed));
+    assert!(events.iter().any(|e| e.call == "wasi:sockets.connect"
+        && e.outcome == Outcome::Denied
+        && e.reason.as_deref().unwrap_or("").contains("not 9")));
+}
+
+#[test]
+fn the_airlock_applies_to_wasi_connects() {
+    let port = echo_server();
+    let rt = runtime(FLAG_WASI_SOCKETS);
+    let c = wasisock(&rt);
+    let (action, kind) = answer(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]);
+    assert_eq!(
+        (action.as_str(), kind.as_str()),
+        ("err", "PermissionDenied")
+    );
+}

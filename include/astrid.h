@@ -296,12 +296,6 @@ typedef struct astrid_load_options_t {
   // reads) is interrupted and marked failed. 0 = 5000;
   // `ASTRID_WATCHDOG_OFF` exempts the capsule.
   uint64_t watchdog_ms;
-  // The socket path the capsule's `bind-unix` binds (UTF-8, not
-  // NUL-terminated; NULL = none, so `bind-unix` fails with
-  // `address-not-available`). The guest never sees it. Added in ABI 1.x:
-  // a struct whose `size` ends before this field loads with none.
-  const char *unix_socket_path;
-  size_t unix_socket_path_len;
 } astrid_load_options_t;
 
 // Per-call options. Size-prefixed like the load options.
@@ -1074,6 +1068,20 @@ astrid_status_t astrid_runtime_set_accept_verifier(struct astrid_runtime_t *rt,
 astrid_status_t astrid_accept_request_set_principal(struct astrid_accept_request_t *request,
                                                     const char *principal,
                                                     size_t principal_len);
+
+// Assigns the socket path that `bind-unix` binds for capsules named
+// `name` loaded after this call (UTF-8 `(ptr, len)` pairs; a NULL `path`
+// removes the assignment). The guest never sees the path; a stale socket
+// file left there is replaced when the capsule binds, any other file makes
+// the bind fail with `address-in-use`. Errors: `ASTRID_E_INVALID_ARGUMENT`
+// (NULL runtime, empty name, a path longer than 107 bytes), `ASTRID_E_UTF8`,
+// `ASTRID_E_CLOSED`. Thread-safe.
+astrid_status_t astrid_runtime_assign_unix_socket(struct astrid_runtime_t *rt,
+                                                  const char *name,
+                                                  size_t name_len,
+                                                  const char *path,
+                                                  size_t path_len,
+                                                  struct astrid_error_t **err);
 
 // The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 uint32_t astrid_abi_version(void);

@@ -39,7 +39,9 @@ pub struct LoadOptions {
     /// The run-loop watchdog (host ABI §7.2); only the embedder can turn it off.
     pub watchdog: Watchdog,
     /// The socket path `bind-unix` binds for this capsule (never shown to
-    /// the guest); `None`: `bind-unix` fails with `address-not-available`.
+    /// the guest); `None`: the one assigned to the capsule's name with
+    /// `Runtime::assign_unix_socket`, else `bind-unix` fails with
+    /// `address-not-available`.
     pub unix_socket_path: Option<PathBuf>,
 }
 
@@ -375,7 +377,12 @@ impl Capsule {
             run_loop: runs_loop.then(|| Arc::new(crate::runloop::RunLoop::new())),
             subscriptions: Mutex::new(Vec::new()),
             publish_buckets: Mutex::new(HashMap::new()),
-            net: crate::host::net::CapsuleNet::new(options.unix_socket_path.clone()),
+            net: crate::host::net::CapsuleNet::new(
+                options
+                    .unix_socket_path
+                    .clone()
+                    .or_else(|| rt.unix_socket_for(&manifest.name)),
+            ),
             id,
             name: Arc::from(manifest.name.as_str()),
             capability_names: manifest.capabilities.names(),

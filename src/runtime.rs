@@ -222,6 +222,8 @@ pub struct RuntimeInner {
     secret_provider: RwLock<Option<SecretProvider>>,
     gate: RwLock<Option<GateFn>>,
     accept_verifier: RwLock<Option<crate::gate::AcceptVerifier>>,
+    /// Socket paths for `bind-unix`, by capsule name.
+    unix_sockets: RwLock<HashMap<String, PathBuf>>,
     /// Embedder-supplied providers by mount.
     mounts: RwLock<HashMap<Mount, Arc<dyn Vfs>>>,
     audit_sink: Arc<RwLock<Option<AuditSink>>>,
@@ -332,6 +334,7 @@ impl Runtime {
                 secret_provider: RwLock::new(None),
                 gate: RwLock::new(None),
                 accept_verifier: RwLock::new(None),
+                unix_sockets: RwLock::new(HashMap::new()),
                 mounts: RwLock::new(HashMap::new()),
                 audit_sink,
                 has_audit: AtomicBool::new(false),
@@ -380,6 +383,37 @@ impl Runtime {
             .accept_verifier
             .write()
             .unwrap_or_else(|e| e.into_inner()) = verifier;
+        Ok(())
+    }
+
+    /// Assigns the socket path `bind-unix` binds for capsules named `name`
+    /// loaded afterwards (`None` removes the assignment). The guest never
+    /// sees the path. A path in a capsule's load options takes precedence.
+    pub fn assign_unix_socket(&self, name: &str, path: Option<PathBuf>) -> Result<()> {
+        self.inner.check_open()?;
+        if name.is_empty() {
+            return Err(Error::invalid_argument(
+                "the capsule name must not be empty",
+            ));
+        }
+        if let Some(path) = &path {
+            // sockaddr_un holds 108 bytes including the terminating NUL.
+            let len = path.as_os_str().len();
+            if len == 0 || len > 107 {
+                return Err(Error::invalid_argument(format!(
+                    "a unix socket path must be 1 to 107 bytes, not {len}"
+                )));
+            }
+        }
+        let mut paths = self
+            .inner
+            .unix_sockets
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match path {
+            Some(path) => paths.insert(name.to_string(), path),
+            None => paths.remove(name),
+        };
         Ok(())
     }
 
@@ -712,6 +746,14 @@ impl RuntimeInner {
 
     pub(crate) fn gate(&self) -> Option<GateFn> {
         self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn unix_socket_for(&self, name: &str) -> Option<PathBuf> {
+        self.unix_sockets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub(crate) fn accept_verifier(&self) -> Option<crate::gate::AcceptVerifier> {

@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// What the gate saw: kind, transport, host, port.
+type Asked = (GateKind, Option<&'static str>, Option<String>, u16);
+
 fn net_runtime(flags: u32) -> Runtime {
     Runtime::new(RuntimeConfig {
         timeout: Duration::from_secs(10),
@@ -313,8 +316,7 @@ fn the_airlock_refuses_private_addresses_without_the_flag() {
 #[test]
 fn the_gate_decides_within_the_manifest_and_every_call_is_audited() {
     let rt = net_runtime(FLAG_ALLOW_LOOPBACK);
-    let asked: Arc<Mutex<Vec<(GateKind, Option<&'static str>, Option<String>, u16)>>> =
-        Arc::default();
+    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
     {
         let asked = asked.clone();
         rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {

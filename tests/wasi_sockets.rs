@@ -14,6 +14,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What the gate saw: kind, transport, port.
+type Asked = (GateKind, Option<&'static str>, u16);
+
 fn runtime(flags: u32) -> Runtime {
     Runtime::new(RuntimeConfig {
         timeout: Duration::from_secs(10),
@@ -64,7 +67,7 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
     let port = echo_server();
     let addr = format!("127.0.0.1:{port}");
     let rt = runtime(FLAG_ALLOW_LOOPBACK | FLAG_WASI_SOCKETS);
-    let asked: Arc<Mutex<Vec<(GateKind, Option<&'static str>, u16)>>> = Arc::default();
+    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
     {
         let asked = asked.clone();
         rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {

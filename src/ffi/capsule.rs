@@ -3,8 +3,7 @@
 use super::errors::astrid_error_t;
 use super::runtime::{astrid_runtime_t, runtime_from};
 use super::{
-    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, sized_struct_grown,
-    str_arg, Registry,
+    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, Registry,
 };
 use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
 use crate::error::{Error, Result};
@@ -44,7 +43,6 @@ pub struct astrid_config_entry_t {
 /// Strings are UTF-8 `(ptr, len)` pairs (`len == ASTRID_NTS`: NUL-terminated);
 /// NULL pointers mean "not set". Zero numeric fields mean "runtime default".
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub struct astrid_load_options_t {
     pub size: usize,
     /// The capsule's owner principal (1..=128 bytes, no control characters).
@@ -75,12 +73,6 @@ pub struct astrid_load_options_t {
     /// reads) is interrupted and marked failed. 0 = 5000;
     /// `ASTRID_WATCHDOG_OFF` exempts the capsule.
     pub watchdog_ms: u64,
-    /// The socket path the capsule's `bind-unix` binds (UTF-8, not
-    /// NUL-terminated; NULL = none, so `bind-unix` fails with
-    /// `address-not-available`). The guest never sees it. Added in ABI 1.x:
-    /// a struct whose `size` ends before this field loads with none.
-    pub unix_socket_path: *const libc::c_char,
-    pub unix_socket_path_len: usize,
 }
 
 /// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
@@ -171,11 +163,7 @@ unsafe fn config_entries(
 
 unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions> {
     // SAFETY: NULL or a readable size-prefixed struct.
-    // Structs from before `unix_socket_path` existed are still accepted.
-    let first_release = std::mem::offset_of!(astrid_load_options_t, unix_socket_path);
-    let Some(o) =
-        (unsafe { sized_struct_grown(opts, "opts", first_release, default_load_options())? })
-    else {
+    let Some(o) = (unsafe { sized_struct(opts, "opts")? }) else {
         return Ok(LoadOptions::default());
     };
     unsafe {
@@ -201,12 +189,8 @@ unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions
                 ASTRID_WATCHDOG_OFF => Watchdog::Off,
                 ms => Watchdog::Window(Duration::from_millis(ms)),
             },
-            unix_socket_path: opt_str_arg(
-                o.unix_socket_path,
-                o.unix_socket_path_len,
-                "opts.unix_socket_path",
-            )?
-            .map(Into::into),
+            // Assigned per capsule name: astrid_runtime_assign_unix_socket.
+            unix_socket_path: None,
         })
     }
 }
@@ -227,30 +211,26 @@ pub extern "C" fn astrid_load_options_init(opts: *mut astrid_load_options_t) -> 
     guard(std::ptr::null_mut(), || {
         non_null(opts, "opts")?;
         // SAFETY: non-NULL, writable.
-        unsafe { opts.write(default_load_options()) };
+        unsafe {
+            opts.write(astrid_load_options_t {
+                size: std::mem::size_of::<astrid_load_options_t>(),
+                principal: std::ptr::null(),
+                principal_len: 0,
+                workspace_root: std::ptr::null(),
+                workspace_root_len: 0,
+                home_root: std::ptr::null(),
+                home_root_len: 0,
+                memory_limit_bytes: 0,
+                timeout_ms: 0,
+                fuel: 0,
+                config: std::ptr::null(),
+                config_len: 0,
+                fs_write_budget: 0,
+                watchdog_ms: 0,
+            })
+        };
         Ok(())
     })
-}
-
-fn default_load_options() -> astrid_load_options_t {
-    astrid_load_options_t {
-        size: std::mem::size_of::<astrid_load_options_t>(),
-        principal: std::ptr::null(),
-        principal_len: 0,
-        workspace_root: std::ptr::null(),
-        workspace_root_len: 0,
-        home_root: std::ptr::null(),
-        home_root_len: 0,
-        memory_limit_bytes: 0,
-        timeout_ms: 0,
-        fuel: 0,
-        config: std::ptr::null(),
-        config_len: 0,
-        fs_write_budget: 0,
-        watchdog_ms: 0,
-        unix_socket_path: std::ptr::null(),
-        unix_socket_path_len: 0,
-    }
 }
 
 /// Fills `opts` with defaults and sets `opts->size`.

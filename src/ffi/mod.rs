@@ -186,39 +186,6 @@ pub(crate) unsafe fn sized_struct<'a, T>(ptr: *const T, what: &str) -> Result<Op
     Ok(Some(unsafe { &*ptr }))
 }
 
-/// Reads a size-prefixed struct that has grown since its first release:
-/// any `size` from `min_size` (the first release's size) up is accepted,
-/// and fields past the caller's `size` keep their values from `defaults`.
-///
-/// # Safety
-/// `ptr` must be NULL or point to a readable struct of at least its own
-/// `size` bytes whose first field is `size_t size`.
-pub(crate) unsafe fn sized_struct_grown<T: Copy>(
-    ptr: *const T,
-    what: &str,
-    min_size: usize,
-    defaults: T,
-) -> Result<Option<T>> {
-    if ptr.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: the first field of every size-prefixed struct is a size_t.
-    let size = unsafe { *ptr.cast::<usize>() };
-    if size < min_size {
-        return Err(Error::invalid_argument(format!(
-            "`{what}.size` is {size}, smaller than any version of this struct (set it with sizeof or the *_init function)"
-        )));
-    }
-    let mut out = defaults;
-    let len = size.min(std::mem::size_of::<T>());
-    // SAFETY: the caller's struct has at least `size` readable bytes, and
-    // `out` has `size_of::<T>()` writable ones; both are plain data.
-    unsafe {
-        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), len)
-    };
-    Ok(Some(out))
-}
-
 /// Handles are opaque ids looked up in a registry, never dereferenced, so a
 /// freed or forged handle is reported as `ASTRID_E_CLOSED` instead of being
 /// a use-after-free.

@@ -131,3 +131,29 @@ fn scratch<'a>(request: *mut astrid_accept_request_t) -> Result<&'a Scratch> {
     // SAFETY: points at the Scratch of the running callback.
     Ok(unsafe { &*private })
 }
+
+/// Assigns the socket path that `bind-unix` binds for capsules named
+/// `name` loaded after this call (UTF-8 `(ptr, len)` pairs; a NULL `path`
+/// removes the assignment). The guest never sees the path; a stale socket
+/// file left there is replaced when the capsule binds, any other file makes
+/// the bind fail with `address-in-use`. Errors: `ASTRID_E_INVALID_ARGUMENT`
+/// (NULL runtime, empty name, a path longer than 107 bytes), `ASTRID_E_UTF8`,
+/// `ASTRID_E_CLOSED`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn astrid_runtime_assign_unix_socket(
+    rt: *mut astrid_runtime_t,
+    name: *const libc::c_char,
+    name_len: usize,
+    path: *const libc::c_char,
+    path_len: usize,
+    err: *mut *mut super::errors::astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        let runtime = super::runtime::runtime_from(rt)?;
+        // SAFETY: caller contract for (ptr, len) strings.
+        let name = unsafe { super::str_arg(name, name_len, "name")? };
+        // SAFETY: as above.
+        let path = unsafe { super::opt_str_arg(path, path_len, "path")? };
+        runtime.assign_unix_socket(name, path.map(Into::into))
+    })
+}

@@ -983,6 +983,124 @@ static void test_run_loops(void) {
     astrid_runtime_free(rt);
 }
 
+/* ---- networking: accept verifier, unix socket path, grown option structs ---- */
+
+static atomic_int verifier_calls, verifier_finalized;
+
+static uint32_t verify_peer(void *user_data, astrid_accept_request_t *request) {
+    (void)user_data;
+    int n = atomic_fetch_add(&verifier_calls, 1);
+    if (request->uid != (uint32_t)getuid() || request->capsule_len != 8 ||
+        memcmp(request->capsule, "netprobe", 8) != 0)
+        return ASTRID_DENY;
+    if (n == 0)
+        return ASTRID_DENY; /* the first peer is refused */
+    /* A control character is not a principal; the verdict still stands. */
+    if (astrid_accept_request_set_principal(request, "bad\n", 4) != ASTRID_E_INVALID_ARGUMENT)
+        return ASTRID_DENY;
+    astrid_accept_request_set_principal(request, "carol", ASTRID_NTS);
+    return ASTRID_ALLOW;
+}
+
+static void verifier_done(void *user_data) {
+    (void)user_data;
+    atomic_fetch_add(&verifier_finalized, 1);
+}
+
+struct unix_client {
+    const char *path;
+    char reply[8];
+    int refused_eof;
+};
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+static int unix_connect(const char *path) {
+    for (int i = 0; i < 500; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0)
+            return fd;
+        close(fd);
+        usleep(10000);
+    }
+    return -1;
+}
+
+static void *unix_clients(void *arg) {
+    struct unix_client *c = arg;
+    char buf[8];
+    int refused = unix_connect(c->path);
+    if (refused >= 0) {
+        (void)!write(refused, "x", 1);
+        c->refused_eof = read(refused, buf, sizeof buf) <= 0;
+        close(refused);
+    }
+    int fd = unix_connect(c->path);
+    if (fd >= 0) {
+        (void)!write(fd, "hello", 5);
+        ssize_t n = read(fd, c->reply, sizeof c->reply - 1);
+        c->reply[n > 0 ? n : 0] = 0;
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_accept_verifier_over_c(void) {
+    astrid_runtime_t *rt = new_runtime(10000);
+    CHECK(astrid_runtime_set_accept_verifier(NULL, verify_peer, NULL, verifier_done) ==
+          ASTRID_E_INVALID_ARGUMENT);
+    CHECK(atomic_load(&verifier_finalized) == 0); /* a failed install keeps user_data the caller's */
+    CHECK(astrid_runtime_set_accept_verifier(rt, verify_peer, NULL, verifier_done) == ASTRID_OK);
+
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/astrid-c-%d.sock", (int)getpid());
+    char too_long[200];
+    memset(too_long, 'x', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = 0;
+    CHECK_STATUS(astrid_runtime_assign_unix_socket(rt, "netprobe", ASTRID_NTS, too_long, ASTRID_NTS, err),
+                 ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_runtime_assign_unix_socket(rt, NULL, 0, path, ASTRID_NTS, err), ASTRID_E_INVALID_ARGUMENT);
+    CHECK_STATUS(astrid_runtime_assign_unix_socket(rt, "netprobe", ASTRID_NTS, path, ASTRID_NTS, err), ASTRID_OK);
+    astrid_capsule_t *capsule = load(rt, "netprobe");
+
+    struct unix_client client = {.path = path};
+    pthread_t t;
+    pthread_create(&t, NULL, unix_clients, &client);
+    astrid_result_t *result = NULL;
+    CHECK_STATUS(astrid_capsule_call(capsule, "unix-serve", ASTRID_NTS, (const uint8_t *)"5000", 4, &result, err),
+                 ASTRID_OK);
+    const char *data = NULL;
+    size_t len = 0;
+    CHECK(result && astrid_result_data(result, &data, &len));
+    CHECK(data && len == strlen("got:hello|principal=carol|owner=none") &&
+          memcmp(data, "got:hello|principal=carol|owner=none", len) == 0);
+    astrid_result_free(result);
+    pthread_join(t, NULL);
+    CHECK(client.refused_eof);
+    CHECK(strcmp(client.reply, "hi") == 0);
+    CHECK(atomic_load(&verifier_calls) == 2);
+    astrid_capsule_unload(capsule);
+
+    /* Unassigned: bind-unix has no path to bind. */
+    CHECK_STATUS(astrid_runtime_assign_unix_socket(rt, "netprobe", ASTRID_NTS, NULL, 0, err), ASTRID_OK);
+    capsule = load(rt, "netprobe");
+    result = NULL;
+    CHECK_STATUS(astrid_capsule_call(capsule, "unix-serve", ASTRID_NTS, (const uint8_t *)"10", 2, &result, err),
+                 ASTRID_OK);
+    CHECK(result && astrid_result_data(result, &data, &len) && len == strlen("address-not-available"));
+    astrid_result_free(result);
+    astrid_capsule_unload(capsule);
+
+    CHECK(astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK(atomic_load(&verifier_finalized) == 1); /* replaced: finalized once no call uses it */
+    astrid_runtime_free(rt);
+    CHECK(atomic_load(&verifier_finalized) == 1);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     capsules = argc > 1 ? argv[1] : "build/capsules";
     test_versions_and_errors();
@@ -1001,6 +1119,7 @@ int main(int argc, char **argv) {
         test_ipc_queue_limits();
         test_kv_backend();
         test_run_loops();
+        test_accept_verifier_over_c();
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -434,6 +434,10 @@ struct Fetched {
     redirects: u32,
 }
 
+/// A hop's exchange running on the runtime: the response head and the
+/// connection's sender, once they arrive.
+type HopInFlight = Pending<Result<(http::Response<Incoming>, Sender), HttpError>>;
+
 /// Where a request stands between hops.
 struct Exchange {
     url: url::Url,
@@ -676,11 +680,7 @@ impl HostState {
     }
 
     /// Starts one hop's exchange on the runtime.
-    fn start_hop(
-        &self,
-        exchange: &mut Exchange,
-        opts: &Options,
-    ) -> Result<Pending<Result<(http::Response<Incoming>, Sender), HttpError>>, HttpError> {
+    fn start_hop(&self, exchange: &mut Exchange, opts: &Options) -> Result<HopInFlight, HttpError> {
         let dial = self.vet_hop(exchange, opts)?;
         let request = exchange.build(opts)?;
         let wire = exchange.wire.clone();
@@ -692,7 +692,7 @@ impl HostState {
 
     fn await_hop(
         &self,
-        pending: Pending<Result<(http::Response<Incoming>, Sender), HttpError>>,
+        pending: HopInFlight,
         deadline: Instant,
     ) -> Result<(http::Response<Incoming>, Sender), HttpError> {
         match pending.wait(&self.call.token, deadline) {
@@ -708,7 +708,7 @@ impl HostState {
         &self,
         exchange: &mut Exchange,
         opts: &Options,
-        mut first: Option<Pending<Result<(http::Response<Incoming>, Sender), HttpError>>>,
+        mut first: Option<HopInFlight>,
     ) -> Result<Fetched, HttpError> {
         let deadline = self.http_deadline(opts, exchange.started);
         loop {
@@ -1047,7 +1047,7 @@ impl Drop for Stream {
 
 struct UploadState {
     exchange: Exchange,
-    first: Pending<Result<(http::Response<Incoming>, Sender), HttpError>>,
+    first: HopInFlight,
     opts: Options,
     slot: QuotaSlot,
 }

@@ -327,7 +327,7 @@ impl host::Host for HostState {
             0,
             |state| {
                 let grants = &state.capsule.manifest.capabilities.net_bind;
-                if !grants.iter().any(|g| *g == SocketGrant::Unix) {
+                if !grants.contains(&SocketGrant::Unix) {
                     return Err("manifest: no `unix:*` entry in net_bind".into());
                 }
                 Ok(Prepared {

@@ -314,12 +314,31 @@ fn redirects_under_each_policy_with_the_gate_asked_every_hop() {
         err(&legacy, "get", &[&looping]),
         "protocol(too many redirects)"
     );
-    // A redirect into link-local is refused even with loopback allowed.
-    let metadata = format!("{base}/redirect?code=302&to=http://169.254.169.254/latest");
-    assert_eq!(
-        err(&c, "http-get", &[&metadata, "redirect=follow"]),
-        "airlock-rejected"
-    );
+    // Every hop is vetted: redirects into addresses that ALLOW_LOOPBACK does
+    // not open (link-local / metadata in any spelling, TEST-NET, which is
+    // this machine's own interface) are refused. Redirects to loopback itself
+    // could only be followed from a first hop the airlock lets through, which
+    // needs a public address; the first-hop test covers those spellings.
+    let port = &base["http://127.0.0.1:".len()..];
+    for target in [
+        "http://169.254.169.254/latest".to_string(),
+        "http://[::ffff:169.254.169.254]/".into(),
+        "http://2852039166/".into(),
+        "http://0xa9fea9fe/".into(),
+        format!("http://192.0.2.2:{port}/hello"),
+    ] {
+        let hop = format!("{base}/redirect?code=302&to={target}");
+        assert_eq!(
+            err(&c, "http-get", &[&hop, "redirect=follow"]),
+            "airlock-rejected",
+            "{target}"
+        );
+        assert_eq!(
+            err(&legacy, "get", &[&hop]),
+            "airlock-rejected",
+            "1.0: {target}"
+        );
+    }
 }
 
 #[test]

@@ -83,7 +83,7 @@ binding_suite go go
 step "WIT shape against the published astrid-sys 0.7.2"
 compat="$root/../shared/tools/wit-compat.sh"
 if [ -x "$compat" ] || [ -f "$compat" ]; then
-    bash "$compat" wit sys fs guest kv io ipc
+    bash "$compat" wit sys fs guest kv io ipc net http request-context
 else
     echo "skipped: $compat not present (it ships with the project's shared tools)"
 fi

@@ -273,6 +273,11 @@ fn quotas_per_capsule() {
     assert_eq!(ok(&c, "udp-quota", &["5"]), "4 then quota");
     // Everything was released when those calls ended.
     assert_eq!(ok(&c, "stream-quota", &["127.0.0.1", &hold, "8"]), "8");
+    // A guest that hides streams in a static past its call finds them
+    // closed, and they no longer count against the quota.
+    assert_eq!(ok(&c, "keep", &["127.0.0.1", &hold, "8"]), "kept 8");
+    assert_eq!(ok(&c, "kept-read", &[]), "closed");
+    assert_eq!(ok(&c, "stream-quota", &["127.0.0.1", &hold, "8"]), "8");
 }
 
 #[test]

@@ -35,7 +35,8 @@
  *   Runtime::publish() are allowed.
  * - No exception ever leaves a trampoline: an exception thrown by a callback
  *   is caught, reported to the runtime's error handler (default: one line on
- *   stderr) and turned into a denial (gate), VfsStatus::Io (VFS),
+ *   stderr) and turned into a denial (gate), a refused connection (accept
+ *   verifier), VfsStatus::Io (VFS),
  *   KvStatus::Io (KV), a failed lookup (secret), or dropped (log, audit,
  *   subscription).
  */
@@ -275,6 +276,13 @@ class RuntimeConfig {
     }
     /// Runs gate and VFS callbacks on the thread executing the guest (see astrid.h).
     RuntimeConfig &inline_callbacks(bool on = true) noexcept { return flag(ASTRID_RUNTIME_INLINE_CALLBACKS, on); }
+    /// Lets `bind-tcp` and `udp-bind` use addresses other than loopback (the
+    /// manifest's `net_bind` and the gate still decide which).
+    RuntimeConfig &allow_any_bind(bool on = true) noexcept { return flag(ASTRID_RUNTIME_ALLOW_ANY_BIND, on); }
+    /// Links `wasi:sockets` for real, behind the same manifest entries, gate
+    /// kinds, airlock and quotas as `astrid:net` (without it every WASI socket
+    /// operation is `access-denied`).
+    RuntimeConfig &wasi_sockets(bool on = true) noexcept { return flag(ASTRID_RUNTIME_WASI_SOCKETS, on); }
     /// How long unload and shutdown wait for calls in flight (default 5 s).
     RuntimeConfig &unload_grace(std::chrono::milliseconds t) noexcept { return set(c_.unload_grace_ms, ms(t)); }
     /// How long the gate may take, deferred verdicts included (default 5 s).
@@ -511,7 +519,8 @@ class CallOptions {
 
 /// What an exception escaping a callback looked like, for the error handler.
 struct CallbackFailure {
-    /// Which callback threw: "gate", "log", "audit", "secret", "subscription", "vfs.<op>", "kv.<op>".
+    /// Which callback threw: "gate", "accept", "log", "audit", "secret", "subscription", "vfs.<op>",
+    /// "kv.<op>".
     std::string_view callback;
     /// `what()` of the exception ("unknown exception" for non-std exceptions).
     std::string_view message;
@@ -682,6 +691,55 @@ class GateRequest {
 
 /// The gate. Asked only about requests the manifest allows.
 using GateFn = std::function<Verdict(GateRequest &)>;
+
+// ---------------------------------------------------------------------------
+// Unix listeners: the accept verifier
+// ---------------------------------------------------------------------------
+
+/// A local peer connecting to a capsule's unix listener (one bound with
+/// `bind-unix` at the path Runtime::assign_unix_socket gave it), borrowed for
+/// the duration of the accept verifier (do not keep it, nor its views). The
+/// peer already passed the OS check: it runs as this process's user.
+class AcceptRequest {
+  public:
+    explicit AcceptRequest(astrid_accept_request_t *request) noexcept : r_(request) {}
+    AcceptRequest(const AcceptRequest &) = delete;
+    AcceptRequest &operator=(const AcceptRequest &) = delete;
+
+    /// The name of the capsule that accepts.
+    std::string_view capsule() const noexcept { return detail::view(r_->capsule, r_->capsule_len); }
+    /// The peer's process id; std::nullopt when the OS did not report it.
+    std::optional<int64_t> pid() const noexcept {
+        return r_->pid < 0 ? std::nullopt : std::optional<int64_t>(r_->pid);
+    }
+    /// The peer's user id.
+    uint32_t uid() const noexcept { return r_->uid; }
+    /// The peer's group id.
+    uint32_t gid() const noexcept { return r_->gid; }
+
+    /// Names the connection's verified principal (copied; 1..=128 bytes of
+    /// UTF-8 without control characters), which the capsule reads with
+    /// `connection-principal`. It counts only when the verifier then returns
+    /// Verdict::Allow. Throws Error (Code::InvalidArgument, Code::Utf8) for a
+    /// principal the library refuses; a verifier that lets that escape
+    /// refuses the connection.
+    void set_principal(std::string_view principal) {
+        detail::check(astrid_accept_request_set_principal(r_, principal.data(), principal.size()), nullptr,
+                      "astrid_accept_request_set_principal");
+    }
+
+    astrid_accept_request_t *native() const noexcept { return r_; }
+
+  private:
+    astrid_accept_request_t *r_;
+};
+
+/// The accept verifier: returns Verdict::Allow to hand the connection to the
+/// capsule (after AcceptRequest::set_principal to name its principal, or
+/// without one); any other verdict, or an exception, closes the connection
+/// before the guest sees it. Runs on the thread of the guest call that
+/// accepts: answer quickly, and call no blocking astrid function.
+using AcceptVerifierFn = std::function<Verdict(AcceptRequest &)>;
 
 // ---------------------------------------------------------------------------
 // The VFS
@@ -1080,6 +1138,7 @@ using GateState = CallbackState<GateFn>;
 using LogState = CallbackState<LogFn>;
 using AuditState = CallbackState<AuditFn>;
 using SecretState = CallbackState<SecretFn>;
+using AcceptState = CallbackState<AcceptVerifierFn>;
 
 inline uint32_t gate_trampoline(void *user_data, astrid_gate_request_t *request) noexcept {
     auto *st = static_cast<GateState *>(user_data);
@@ -1088,6 +1147,17 @@ inline uint32_t gate_trampoline(void *user_data, astrid_gate_request_t *request)
         return static_cast<uint32_t>(st->fn(view));
     } catch (...) {
         st->shared->report("gate");
+        return ASTRID_DENY;
+    }
+}
+
+inline uint32_t accept_trampoline(void *user_data, astrid_accept_request_t *request) noexcept {
+    auto *st = static_cast<AcceptState *>(user_data);
+    try {
+        AcceptRequest view(request);
+        return st->fn(view) == Verdict::Allow ? ASTRID_ALLOW : ASTRID_DENY;
+    } catch (...) {
+        st->shared->report("accept");
         return ASTRID_DENY;
     }
 }
@@ -1566,6 +1636,32 @@ class Runtime {
         install<detail::GateState>(std::move(gate), &detail::gate_trampoline, &astrid_runtime_set_gate,
                                    "astrid_runtime_set_gate");
     }
+    /// Installs the accept verifier (an empty function removes it: local peers
+    /// of the same OS user are then accepted without a principal).
+    void set_accept_verifier(AcceptVerifierFn verifier) {
+        install<detail::AcceptState>(std::move(verifier), &detail::accept_trampoline,
+                                     &astrid_runtime_set_accept_verifier, "astrid_runtime_set_accept_verifier");
+    }
+    /// Assigns the socket path that `bind-unix` binds for capsules named
+    /// `name` loaded afterwards (the guest never sees it). A stale socket file
+    /// there is replaced when the capsule binds; any other file makes the bind
+    /// fail with `address-in-use`. Throws Code::InvalidArgument (empty name,
+    /// path longer than 107 bytes), Code::Utf8, Code::Closed.
+    void assign_unix_socket(std::string_view name, std::string_view path) {
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_assign_unix_socket(get(), name.data(), name.size(),
+                                                              path.data() ? path.data() : "", path.size(), &err);
+        detail::check(s, err, "astrid_runtime_assign_unix_socket");
+    }
+    /// Removes the socket path of capsules named `name` (those loaded
+    /// afterwards get `address-not-available` from `bind-unix`).
+    void unassign_unix_socket(std::string_view name) {
+        astrid_error_t *err = nullptr;
+        astrid_status_t s =
+            astrid_runtime_assign_unix_socket(get(), name.data(), name.size(), nullptr, 0, &err);
+        detail::check(s, err, "astrid_runtime_assign_unix_socket");
+    }
+
     /// Installs the log callback (empty: removes it). Runs on the thread executing the guest.
     void set_log_callback(LogFn log) {
         install<detail::LogState>(std::move(log), &detail::log_trampoline, &astrid_runtime_set_log_callback,

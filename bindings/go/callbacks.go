@@ -137,6 +137,33 @@ func astridGoGate(ud unsafe.Pointer, c *C.astrid_gate_request_t) (verdict C.uint
 	return C.uint32_t(st.fn(&call.req))
 }
 
+//export astridGoAcceptVerify
+func astridGoAcceptVerify(ud unsafe.Pointer, c *C.astrid_accept_request_t) (verdict C.uint32_t) {
+	st, ok := lookup[*acceptState](ud, "accept")
+	if !ok {
+		return C.ASTRID_DENY
+	}
+	call := &acceptCall{req: AcceptRequest{
+		Capsule: st.capsules.get(c.capsule, c.capsule_len),
+		PID:     int64(c.pid),
+		UID:     uint32(c.uid),
+		GID:     uint32(c.gid),
+	}}
+	call.req.call = call
+	call.c.Store(c)
+	defer func() {
+		call.c.Store(nil)
+		if p := recover(); p != nil {
+			verdict = C.ASTRID_DENY
+			st.rep.report("accept", p)
+		}
+	}()
+	if st.fn(&call.req) == Allow {
+		return C.ASTRID_ALLOW
+	}
+	return C.ASTRID_DENY
+}
+
 //export astridGoLog
 func astridGoLog(ud unsafe.Pointer, c *C.astrid_log_record_t) {
 	st, ok := lookup[*logState](ud, "log")

@@ -39,8 +39,8 @@
 // capsule run in parallel up to the runtime's pool size. A call blocks its
 // goroutine's thread until the guest returns.
 //
-// Callbacks (gate, VFS, KV backend, log, audit, secret provider,
-// subscription handler) are plain Go funcs and interfaces. They run on the library's threads —
+// Callbacks (gate, accept verifier, VFS, KV backend, log, audit, secret
+// provider, subscription handler) are plain Go funcs and interfaces. They run on the library's threads —
 // with FlagInlineCallbacks, gate and VFS callbacks run on the thread of the
 // calling goroutine — possibly several at once, so they must be safe for
 // concurrent use. They must not call blocking methods of the runtime (Load,
@@ -48,8 +48,8 @@
 // The library keeps only an integer cgo.Handle, never a Go pointer; the
 // handle is deleted when the library runs the callback's finalizer.
 //
-// A panic inside a callback is recovered: a gate panic denies the request, a
-// VFS panic fails the operation with VFSIO, a KV panic with KVIO, a
+// A panic inside a callback is recovered: a gate panic denies the request,
+// an accept-verifier panic refuses the connection, a VFS panic fails the operation with VFSIO, a KV panic with KVIO, a
 // secret-provider panic fails the guest's get-config; the runtime keeps
 // serving. The panic is handed to the
 // handler set with Runtime.SetPanicHandler, or written to the standard

@@ -137,11 +137,13 @@ func closedError(what string) error {
 }
 
 // CallbackPanic describes a panic recovered inside a Go callback. The
-// library saw a denial (gate), a failure (VFS: ASTRID_VFS_IO, secret
-// provider: an error) or nothing (log, audit, subscription).
+// library saw a denial (gate), a refused connection (accept verifier), a
+// failure (VFS: ASTRID_VFS_IO, secret provider: an error) or nothing (log,
+// audit, subscription).
 type CallbackPanic struct {
-	// Callback names the callback: "gate", "log", "audit", "secret",
-	// "subscription" or "vfs.<method>" (e.g. "vfs.ReadAt").
+	// Callback names the callback: "gate", "accept" (the accept verifier),
+	// "log", "audit", "secret", "subscription" or "vfs.<method>" (e.g.
+	// "vfs.ReadAt").
 	Callback string
 	// Value is what was passed to panic.
 	Value any

@@ -26,6 +26,13 @@ const (
 	// the guest (the calling goroutine's thread) instead of a library worker:
 	// faster, but a callback that blocks holds its call.
 	FlagInlineCallbacks RuntimeFlag = C.ASTRID_RUNTIME_INLINE_CALLBACKS
+	// FlagAllowAnyBind lets bind-tcp and udp-bind use addresses other than
+	// loopback (the manifest's net_bind and the gate still decide which).
+	FlagAllowAnyBind RuntimeFlag = C.ASTRID_RUNTIME_ALLOW_ANY_BIND
+	// FlagWASISockets links wasi:sockets for real, behind the same manifest
+	// entries, gate kinds, airlock and quotas as astrid:net; without it every
+	// WASI socket operation is access-denied.
+	FlagWASISockets RuntimeFlag = C.ASTRID_RUNTIME_WASI_SOCKETS
 )
 
 // Config configures a runtime. Zero fields mean the library's default (in

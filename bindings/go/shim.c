@@ -78,6 +78,10 @@ static astrid_status_t secret(void *user_data, astrid_secret_request_t *request)
     return astridGoSecret(user_data, request);
 }
 
+static uint32_t accept_verifier(void *user_data, astrid_accept_request_t *request) {
+    return astridGoAcceptVerify(user_data, request);
+}
+
 astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle) {
     if (!handle) return astrid_runtime_set_gate(rt, NULL, NULL, NULL);
     return astrid_runtime_set_gate(rt, gate, (void *)handle, finalize);
@@ -96,6 +100,11 @@ astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle) {
 astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle) {
     if (!handle) return astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL);
     return astrid_runtime_set_secret_callback(rt, secret, (void *)handle, finalize);
+}
+
+astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle) {
+    if (!handle) return astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL);
+    return astrid_runtime_set_accept_verifier(rt, accept_verifier, (void *)handle, finalize);
 }
 
 /* ---- VFS ---- */

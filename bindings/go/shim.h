@@ -50,6 +50,7 @@ astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle);
 astrid_status_t astrid_go_set_log(astrid_runtime_t *rt, uintptr_t handle);
 astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle);
 astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle);
+astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle);
 
 /* Bits of `astrid_go_mount_vfs`'s `ops` mask: which optional entries the Go
    provider implements (stat, open, read_at, fstat and close are always set). */

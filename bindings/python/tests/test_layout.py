@@ -25,6 +25,7 @@ STRUCTS = {
     "astrid_message_t": _native.MessageStruct,
     "astrid_kv_namespace_t": _native.KvNamespaceStruct,
     "astrid_kv_ops_t": _native.KvOps,
+    "astrid_accept_request_t": _native.AcceptRequestStruct,
 }
 
 

@@ -980,7 +980,9 @@ pub(crate) struct Stream {
     body: Arc<Body>,
     task: tokio::task::AbortHandle,
     body_taken: AtomicBool,
-    _slot: QuotaSlot,
+    /// Given back when closed: a closed resource the guest keeps does not
+    /// count against the quota.
+    slot: Mutex<Option<QuotaSlot>>,
 }
 
 impl Stream {
@@ -998,7 +1000,7 @@ impl Stream {
             body,
             task,
             body_taken: AtomicBool::new(false),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         })
     }
 
@@ -1030,6 +1032,7 @@ impl Stream {
     pub(crate) fn close(&self) {
         self.body.close();
         self.task.abort();
+        lock(&self.slot).take();
     }
 }
 

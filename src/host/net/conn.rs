@@ -142,7 +142,9 @@ pub(crate) struct Conn {
     pub(crate) identity: Option<Identity>,
     /// Runs once when the connection closes (unix `client.v1.disconnect`).
     on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    _slot: QuotaSlot,
+    /// Given back when closed: a closed resource the guest keeps does not
+    /// count against the quota.
+    slot: Mutex<Option<QuotaSlot>>,
 }
 
 /// The guest's `tcp-stream`.
@@ -169,7 +171,7 @@ impl Conn {
             write_view_taken: AtomicBool::new(false),
             identity,
             on_close: Mutex::new(None),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         })
     }
 
@@ -410,6 +412,7 @@ impl Conn {
             return;
         }
         let _ = self.socket.sock_ref().shutdown(std::net::Shutdown::Both);
+        lock(&self.slot).take();
         self.readable.notify();
         self.writable.notify();
         if let Some(hook) = lock(&self.on_close).take() {

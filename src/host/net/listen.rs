@@ -37,14 +37,17 @@ enum Accepted {
 }
 
 pub(crate) struct Listener {
-    kind: Kind,
+    /// Taken on close, which releases the address (and the socket file).
+    kind: Mutex<Option<Kind>>,
     capsule: Arc<CapsuleShared>,
     signal: Arc<Signal>,
     waker: Waker,
     /// At most one accepted connection waiting for a guest `accept`.
     ready: Mutex<Option<Accepted>>,
     closed: AtomicBool,
-    _slot: QuotaSlot,
+    /// Given back when closed: a closed resource the guest keeps does not
+    /// count against the quota.
+    slot: Mutex<Option<QuotaSlot>>,
 }
 
 pub struct TcpListenerHandle(pub(crate) Arc<Listener>);
@@ -58,13 +61,13 @@ impl Listener {
     fn new(kind: Kind, capsule: Arc<CapsuleShared>, slot: QuotaSlot) -> Arc<Listener> {
         let signal = Arc::new(Signal::default());
         Arc::new(Listener {
-            kind,
+            kind: Mutex::new(Some(kind)),
             capsule,
             waker: Waker::from(Arc::new(SignalWaker(signal.clone()))),
             signal,
             ready: Mutex::new(None),
             closed: AtomicBool::new(false),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         })
     }
 
@@ -126,8 +129,12 @@ impl Listener {
         }
         let _enter = self.capsule.runtime.handle.enter();
         let mut cx = Context::from_waker(&self.waker);
+        let kind = lock(&self.kind);
+        let Some(kind) = kind.as_ref() else {
+            return false;
+        };
         loop {
-            match &self.kind {
+            match kind {
                 Kind::Tcp(listener) => match listener.poll_accept(&mut cx) {
                     Poll::Ready(Ok((stream, _))) => {
                         *ready = Some(Accepted::Tcp(stream));
@@ -222,15 +229,27 @@ impl Listener {
             return;
         }
         lock(&self.ready).take();
+        release(lock(&self.kind).take());
+        lock(&self.slot).take();
         self.signal.notify();
+    }
+}
+
+/// Closes a listener's socket; a unix listener's file goes with it.
+fn release(kind: Option<Kind>) {
+    if let Some(Kind::Unix { path, .. }) = &kind {
+        let _ = std::fs::remove_file(path);
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Kind::Unix { path, .. } = &self.kind {
-            let _ = std::fs::remove_file(path);
-        }
+        release(
+            self.kind
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -402,12 +421,13 @@ impl HostTcpListener for HostState {
                 .table
                 .get(&this)
                 .map_err(|_| ErrorCode::InvalidHandle)?;
-            match &listener.0.kind {
-                Kind::Tcp(l) => l
+            match lock(&listener.0.kind).as_ref() {
+                Some(Kind::Tcp(l)) => l
                     .local_addr()
                     .map(|a| a.to_string())
                     .map_err(|e| io_error(&e)),
-                Kind::Unix { .. } => Ok("unix".into()),
+                Some(Kind::Unix { .. }) => Ok("unix".into()),
+                None => Err(ErrorCode::Closed),
             }
         })
     }

@@ -36,7 +36,9 @@ pub(crate) struct Udp {
     read_waker: Waker,
     write_waker: Waker,
     closed: AtomicBool,
-    _slot: QuotaSlot,
+    /// Given back when closed: a closed resource the guest keeps does not
+    /// count against the quota.
+    slot: Mutex<Option<QuotaSlot>>,
 }
 
 pub struct UdpHandle(pub(crate) Arc<Udp>);
@@ -70,7 +72,7 @@ impl Udp {
             write_waker: waker,
             signal,
             closed: AtomicBool::new(false),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         }))
     }
 
@@ -190,6 +192,7 @@ impl Udp {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        lock(&self.slot).take();
         self.signal.notify();
     }
 }

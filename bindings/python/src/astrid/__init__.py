@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from . import _native
 from ._native import ABI_VERSION, Library, candidate_paths, load_library
-from .callbacks import GateRequest, GateTicket, SecretRequest, live_callbacks
+from .callbacks import AcceptRequest, GateRequest, GateTicket, SecretRequest, live_callbacks
 from .errors import (
     AbiMismatchError,
     AstridError,
@@ -79,6 +79,7 @@ def abi_version() -> int:
 
 __all__ = [
     "ABI_VERSION",
+    "AcceptRequest",
     "AbiMismatchError",
     "AstridError",
     "Attribution",

@@ -103,6 +103,20 @@ class GateRequestStruct(Structure):
     ]
 
 
+class AcceptRequestStruct(Structure):
+    """``astrid_accept_request_t`` (the capsule name is NOT NUL-terminated)."""
+
+    _fields_ = [
+        ("size", c_size_t),
+        ("capsule", c_void_p),
+        ("capsule_len", c_size_t),
+        ("pid", c_int64),
+        ("uid", c_uint32),
+        ("gid", c_uint32),
+        ("private_", c_void_p),
+    ]
+
+
 class RuntimeConfig(Structure):
     """``astrid_runtime_config_t``."""
 
@@ -231,6 +245,7 @@ LOG_FN = CFUNCTYPE(None, c_void_p, c_void_p)
 AUDIT_FN = CFUNCTYPE(None, c_void_p, c_void_p)
 SECRET_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p)
 MESSAGE_FN = CFUNCTYPE(None, c_void_p, c_void_p)
+ACCEPT_VERIFIER_FN = CFUNCTYPE(c_uint32, c_void_p, c_void_p)
 
 VFS_DIR_SINK_FN = CFUNCTYPE(c_int32, c_void_p, c_char_p, c_size_t, c_uint32)
 VFS_STAT_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t, c_uint32, c_void_p)
@@ -352,6 +367,9 @@ _SIGNATURES = {
         [_VP, c_char_p, c_size_t, MESSAGE_FN, _VP, FINALIZER_FN, _P_VP, _P_VP],
     ),
     "astrid_subscription_free": (None, [_VP]),
+    "astrid_runtime_set_accept_verifier": (c_int32, [_VP, ACCEPT_VERIFIER_FN, _VP, FINALIZER_FN]),
+    "astrid_accept_request_set_principal": (c_int32, [_VP, c_char_p, c_size_t]),
+    "astrid_runtime_assign_unix_socket": (c_int32, [_VP, c_char_p, c_size_t, c_char_p, c_size_t, _P_VP]),
 }
 
 

@@ -9,7 +9,8 @@ again (callback replaced or removed, runtime closed, subscription freed); the
 finalizer drops the registry entry, and with it the ctypes objects.
 
 How exceptions are handled: a trampoline never lets an exception unwind into
-C. A raising gate denies (the reason says why), a raising secret provider
+C. A raising gate denies (the reason says why), a raising accept verifier
+refuses the connection, a raising secret provider
 fails the guest's ``get-config``, a raising VFS method answers
 ``ASTRID_VFS_IO``; log, audit and subscription callbacks just lose that one
 event. Each such exception is logged on the ``astrid`` logger and collected
@@ -28,12 +29,14 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar, Uni
 
 from . import _native
 from ._native import (
+    ACCEPT_VERIFIER_FN,
     AUDIT_FN,
     FINALIZER_FN,
     GATE_FN,
     LOG_FN,
     MESSAGE_FN,
     SECRET_FN,
+    AcceptRequestStruct,
     AuditEventStruct,
     GateRequestStruct,
     LogRecordStruct,
@@ -54,7 +57,18 @@ from .types import (
     text,
 )
 
-__all__ = ["GateRequest", "GateTicket", "SecretRequest", "GateFn", "LogFn", "AuditFn", "SecretFn", "MessageFn"]
+__all__ = [
+    "AcceptRequest",
+    "AcceptVerifierFn",
+    "GateRequest",
+    "GateTicket",
+    "SecretRequest",
+    "GateFn",
+    "LogFn",
+    "AuditFn",
+    "SecretFn",
+    "MessageFn",
+]
 
 logger = logging.getLogger("astrid")
 
@@ -348,6 +362,75 @@ def make_gate(fn: GateFn, sink: ErrorSink, lib: "_native.Library") -> Any:
                 request._ptr = None
 
     return GATE_FN(gate)
+
+
+# ------------------------------------------------------------ accept verifier
+
+
+class AcceptRequest:
+    """A local peer connecting to a capsule's unix listener (the socket
+    :meth:`Runtime.assign_unix_socket` gave it), as the accept verifier sees
+    it. The peer already passed the OS check: it runs as this process's user.
+
+    ``capsule`` is the accepting capsule's name; ``pid`` the peer's process id
+    (``None`` when the OS did not report it); ``uid`` / ``gid`` its user and
+    group ids. A plain copy: it stays valid after the callback."""
+
+    __slots__ = ("capsule", "pid", "uid", "gid")
+
+    capsule: str
+    pid: Optional[int]
+    uid: int
+    gid: int
+
+    def __init__(self, capsule: str, pid: Optional[int], uid: int, gid: int) -> None:
+        self.capsule = capsule
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+
+    def __repr__(self) -> str:
+        return f"AcceptRequest({self.capsule!r}, pid={self.pid}, uid={self.uid}, gid={self.gid})"
+
+
+#: The verifier's answer: ``True`` (or :attr:`Verdict.ALLOW`) accepts the
+#: connection without a principal, a ``str`` accepts it with that verified
+#: principal, ``False`` / ``None`` (or any other :class:`Verdict`) refuses it.
+AcceptVerifierFn = Callable[[AcceptRequest], Union[bool, str, Verdict, None]]
+
+
+def _accepts(answer: Any) -> bool:
+    if answer is True:
+        return True
+    if answer is False or answer is None:
+        return False
+    if isinstance(answer, Verdict):
+        return answer is Verdict.ALLOW
+    raise TypeError(f"an accept verifier must return a bool, a str principal or None, not {type(answer).__name__}")
+
+
+def make_accept_verifier(fn: AcceptVerifierFn, sink: ErrorSink, lib: "_native.Library") -> Any:
+    """The C accept verifier running ``fn``."""
+    set_principal = lib.astrid_accept_request_set_principal
+    allow, refuse = int(Verdict.ALLOW), int(Verdict.DENY)
+
+    @trampoline
+    def verify(_user_data: Optional[int], ptr: int) -> int:
+        try:
+            s = AcceptRequestStruct.from_address(ptr)
+            answer = fn(AcceptRequest(text(s.capsule, s.capsule_len), s.pid if s.pid >= 0 else None, s.uid, s.gid))
+            if isinstance(answer, str):
+                raw = answer.encode()
+                rc = set_principal(ptr, raw, len(raw))
+                if rc:
+                    raise make_error(rc, f"the accept verifier's principal {answer!r} was refused")
+                return allow
+            return allow if _accepts(answer) else refuse
+        except BaseException as exc:  # never unwind into C: a raising verifier refuses
+            sink.report("accept verifier", exc)
+            return refuse
+
+    return ACCEPT_VERIFIER_FN(verify)
 
 
 # ------------------------------------------------------------------ log / audit

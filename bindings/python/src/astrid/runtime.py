@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
-from .callbacks import AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
+from .callbacks import AcceptVerifierFn, AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
 from .errors import CallbackError, ClosedError, ReentrantError, make_error
 from .kv import build_kv_ops
 from .types import RuntimeFlags
@@ -97,6 +97,10 @@ class Runtime:
     with :meth:`set_kv` enforces its own); ``ipc_publish_bytes_per_sec`` the
     bus payload bytes each (capsule, principal) may publish per second
     (10 MiB/s; beyond it the guest's publish fails with ``rate-limited``).
+    ``allow_any_bind=True`` lets ``bind-tcp`` / ``udp-bind`` use addresses
+    other than loopback (the manifest and the gate still decide which);
+    ``wasi_sockets=True`` links ``wasi:sockets`` for real, behind the same
+    manifest entries, gate and airlock as ``astrid:net``.
     ``inline_callbacks=True`` runs gate and VFS callbacks
     on the thread executing the guest (faster; a blocking callback then holds
     its call). ``library`` selects the shared library (a path or a
@@ -123,6 +127,8 @@ class Runtime:
         allow_loopback: bool = False,
         disable_capability_registry: bool = False,
         inline_callbacks: bool = False,
+        allow_any_bind: bool = False,
+        wasi_sockets: bool = False,
         unload_grace_ms: int = 0,
         gate_timeout_ms: int = 0,
         vfs_timeout_ms: int = 0,
@@ -160,6 +166,10 @@ class Runtime:
             all_flags |= RuntimeFlags.DISABLE_CAPABILITY_REGISTRY
         if inline_callbacks:
             all_flags |= RuntimeFlags.INLINE_CALLBACKS
+        if allow_any_bind:
+            all_flags |= RuntimeFlags.ALLOW_ANY_BIND
+        if wasi_sockets:
+            all_flags |= RuntimeFlags.WASI_SOCKETS
         cfg.flags = all_flags
         cfg.unload_grace_ms = unload_grace_ms
         cfg.gate_timeout_ms = gate_timeout_ms
@@ -262,6 +272,49 @@ class Runtime:
             return
         cfn = callbacks.make_gate(gate, self._sink, lib)
         callbacks.install(lib.astrid_runtime_set_gate, h, cfn, (cfn, gate), "astrid_runtime_set_gate")
+
+    def set_accept_verifier(self, verifier: Optional[AcceptVerifierFn]) -> None:
+        """Installs ``verifier(request: AcceptRequest)``, asked about every
+        local peer connecting to a capsule's unix listener (``None`` removes
+        it: peers of the same OS user are then accepted without a principal).
+        It returns ``True`` to accept the connection, a ``str`` to accept it
+        with that verified principal (1 to 128 bytes of UTF-8 without control
+        characters; the capsule reads it with ``connection-principal``), or
+        ``False`` / ``None`` to refuse it: the connection is closed before the
+        guest sees it. A verifier that raises (or names an invalid principal)
+        refuses, and the exception is collected like every callback
+        exception. It runs on the thread of the guest call that accepts:
+        answer quickly."""
+        lib = self._lib
+        h = self._handle()
+        if verifier is None:
+            rc = lib.astrid_runtime_set_accept_verifier(
+                h, _native.ACCEPT_VERIFIER_FN(), None, _native.FINALIZER_FN()
+            )
+            if rc:
+                raise make_error(rc, "astrid_runtime_set_accept_verifier failed")
+            return
+        cfn = callbacks.make_accept_verifier(verifier, self._sink, lib)
+        callbacks.install(
+            lib.astrid_runtime_set_accept_verifier, h, cfn, (cfn, verifier), "astrid_runtime_set_accept_verifier"
+        )
+
+    def assign_unix_socket(self, name: str, path: Optional[PathLike]) -> None:
+        """Assigns the socket ``path`` that ``bind-unix`` binds for capsules
+        named ``name`` loaded afterwards; ``None`` removes the assignment
+        (``bind-unix`` then fails with ``address-not-available``). The guest
+        never sees the path. A stale socket file there is replaced when the
+        capsule binds; any other file makes the bind fail with
+        ``address-in-use``. Raises ``InvalidArgumentError`` (empty name, a path
+        longer than 107 bytes)."""
+        lib = self._lib
+        h = self._handle()
+        n = name.encode()
+        p = os.fsencode(path) if path is not None else None
+        err = c_void_p()
+        rc = lib.astrid_runtime_assign_unix_socket(h, n, len(n), p, len(p) if p is not None else 0, byref(err))
+        if rc:
+            _raise_status(lib, rc, err, "astrid_runtime_assign_unix_socket")
 
     def set_log_callback(self, log: Optional[LogFn]) -> None:
         """Installs ``log(record: LogRecord)`` for capsule log lines (``None``

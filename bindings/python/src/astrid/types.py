@@ -77,6 +77,13 @@ class RuntimeFlags(enum.IntFlag):
     ALLOW_LOOPBACK = 1
     DISABLE_CAPABILITY_REGISTRY = 2
     INLINE_CALLBACKS = 4
+    #: ``bind-tcp`` and ``udp-bind`` may use addresses other than loopback
+    #: (the manifest's ``net_bind`` and the gate still decide which).
+    ALLOW_ANY_BIND = 8
+    #: Links ``wasi:sockets`` for real, behind the same manifest entries, gate
+    #: kinds, airlock and quotas as ``astrid:net``; without it every WASI
+    #: socket operation is ``access-denied``.
+    WASI_SOCKETS = 16
 
 
 def text(ptr: Optional[int], length: int) -> str:

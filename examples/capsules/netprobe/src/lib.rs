@@ -29,6 +29,11 @@ use astrid::request_context::host as rc;
 
 struct NetProbe;
 
+thread_local! {
+    /// Streams the `keep` action holds across calls.
+    static KEPT: std::cell::RefCell<Vec<TcpStream>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A failed step: the text answered with `err`.
 struct Fail(String);
 
@@ -271,6 +276,22 @@ fn run(action: &str, payload: &str) -> Result<String, Fail> {
             let _s = net::connect_tcp(arg(0), port(1)?)?;
             Ok("ok".into())
         }
+        // A hostile habit: keeping sockets past the call in a static.
+        "keep" => {
+            let n: usize = num("n", arg(2))?;
+            for _ in 0..n {
+                let s = net::connect_tcp(arg(0), port(1)?)?;
+                KEPT.with(|kept| kept.borrow_mut().push(s));
+            }
+            Ok(format!("kept {n}"))
+        }
+        "kept-read" => KEPT.with(|kept| match kept.borrow().first() {
+            None => Ok("none kept".into()),
+            Some(s) => Ok(match s.read_bytes(1) {
+                Ok(bytes) => format!("read {}", bytes.len()),
+                Err(e) => net_case(&e),
+            }),
+        }),
         // Benchmarks (benches/net.rs): `n` round trips of `size` bytes on one
         // connection; `bytes` echoed through in 64 KiB pieces; `n` GETs.
         "bench-rtt" => {

@@ -260,7 +260,9 @@ mod tests {
         raw.write_all(&text).unwrap();
         assert_eq!(decode_all("deflate", &raw.finish().unwrap()).unwrap(), text);
         // Ten X and ten Y, brotli-encoded (a reference vector of the format).
-        let br = [0x1b, 0x13, 0x00, 0x00, 0xa4, 0xb0, 0xb2, 0xea, 0x81, 0x47, 0x02, 0x8a];
+        let br = [
+            0x1b, 0x13, 0x00, 0x00, 0xa4, 0xb0, 0xb2, 0xea, 0x81, 0x47, 0x02, 0x8a,
+        ];
         assert_eq!(decode_all("br", &br).unwrap(), b"XXXXXXXXXXYYYYYYYYYY");
     }
 

@@ -109,11 +109,19 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
         "PermissionDenied"
     );
     assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
-    // Name lookups through WASI stay closed.
+    // Names pass the manifest and the gate's dns-lookup, then connect.
     assert_eq!(
-        answer(&c, "echo", &[&format!("localhost:{port}"), "x"]).0,
-        "err"
+        answer(&c, "echo", &[&format!("localhost:{port}"), "by name"]),
+        ("ok".into(), "by name".into())
     );
+    assert!(asked
+        .lock()
+        .unwrap()
+        .contains(&(GateKind::DnsLookup, None, 0)));
+    // A name the manifest does not cover is never resolved.
+    let before = asked.lock().unwrap().len();
+    assert_eq!(answer(&c, "echo", &["example.com:80", "x"]).0, "err");
+    assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
     assert!(answer(&c, "bind", &["127.0.0.1:0"])
         .1
         .starts_with("127.0.0.1:"));
@@ -123,13 +131,16 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
     assert!(events
         .iter()
         .any(|e| e.call == "wasi:sockets.connect" && e.outcome == Outcome::Allowed));
+    assert!(events
+        .iter()
+        .any(|e| e.call == "wasi:sockets.resolve-addresses" && e.outcome == Outcome::Denied));
     assert!(events.iter().any(|e| e.call == "wasi:sockets.connect"
         && e.outcome == Outcome::Denied
         && e.reason.as_deref().unwrap_or("").contains("not 9")));
 }
 
 #[test]
-fn the_airlock_applies_to_wasi_connects() {
+fn the_airlock_applies_to_wasi_connects_and_lookups() {
     let port = echo_server();
     let rt = runtime(FLAG_WASI_SOCKETS);
     let c = wasisock(&rt);
@@ -137,5 +148,11 @@ fn the_airlock_applies_to_wasi_connects() {
     assert_eq!(
         (action.as_str(), kind.as_str()),
         ("err", "PermissionDenied")
+    );
+    // `localhost` passes the manifest and the gate, but its loopback
+    // addresses are filtered out of the answer: nothing left to connect to.
+    assert_eq!(
+        answer(&c, "echo", &[&format!("localhost:{port}"), "x"]).0,
+        "err"
     );
 }

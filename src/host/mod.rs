@@ -434,6 +434,7 @@ pub const GUEST_LIFECYCLE: &str = "astrid:guest/lifecycle@1.0.0";
 pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasi::route_name_lookups(&mut linker)?;
     sys::add_to_linker(&mut linker)?;
     fs::add_to_linker(&mut linker)?;
     kv::add_to_linker(&mut linker)?;

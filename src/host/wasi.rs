@@ -2,6 +2,7 @@
 //! no sockets, no environment, empty stdin; stdout and stderr become log
 //! lines for the embedder's log callback (stdout at info, stderr at warn).
 
+use super::HostState;
 use crate::capsule::CapsuleShared;
 use crate::runtime::LogLevel;
 use bytes::Bytes;
@@ -9,6 +10,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use wasmtime::component::{Linker, Resource};
+use wasmtime::StoreContextMut;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
@@ -201,10 +204,9 @@ impl tokio::io::AsyncWrite for StdioPipe {
 }
 
 /// A WASI context that grants nothing but clocks, randomness and log output
-/// — and, when the runtime enables `wasi:sockets`, TCP and UDP through the
-/// same manifest, gate and airlock checks as `astrid:net`. WASI name
-/// lookups stay denied: WASI offers no hook to check a name against the
-/// manifest and the gate, so guests resolve through `astrid:net`.
+/// — and, when the runtime enables `wasi:sockets`, TCP, UDP and name
+/// lookups through the same manifest, gate and airlock checks as
+/// `astrid:net` (lookups through [`route_name_lookups`]).
 pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
     let capsule = log.capsule.clone();
     let sockets = capsule.runtime.config.flags & crate::runtime::FLAG_WASI_SOCKETS != 0;
@@ -220,7 +222,7 @@ pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
         })
         .allow_tcp(sockets)
         .allow_udp(sockets)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(sockets);
     if sockets {
         let log = log.clone();
         let vetted = Arc::new(crate::host::net::VettedPeers::default());
@@ -238,4 +240,70 @@ pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
         builder.socket_addr_check(|_, _| Box::pin(async { false }));
     }
     builder.build()
+}
+
+/// The WASI version of `wasi:sockets` the linker serves (imports of any
+/// 0.2.x match it).
+const WASI_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+/// Puts astrid's checks in front of wasmtime-wasi's name lookups: a name
+/// must pass the `net_connect` manifest entries and the gate's `dns-lookup`
+/// (else `access-denied`), and addresses the airlock blocks are left out of
+/// the results, as `lookup-host` does. Without the runtime flag the lookup
+/// itself is disabled in the WASI context and fails as before.
+pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
+        Host, HostResolveAddressStream, ResolveAddressStream,
+    };
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
+    use wasmtime_wasi::sockets::WasiSocketsView;
+
+    fn ip_of(address: IpAddress) -> std::net::IpAddr {
+        match address {
+            IpAddress::Ipv4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
+                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+            }
+        }
+    }
+
+    linker.allow_shadowing(true);
+    let mut lookup = linker.instance(WASI_NAME_LOOKUP)?;
+    lookup.func_wrap(
+        "resolve-addresses",
+        |mut store: StoreContextMut<'_, HostState>,
+         (network, name): (Resource<Network>, String)|
+         -> wasmtime::Result<(Result<Resource<ResolveAddressStream>, ErrorCode>,)> {
+            let state = store.data_mut();
+            if !crate::host::net::wasi_lookup_allowed(state, &name) {
+                return Ok((Err(ErrorCode::AccessDenied),));
+            }
+            match Host::resolve_addresses(&mut state.sockets(), network, name) {
+                Ok(stream) => Ok((Ok(stream),)),
+                // A trap stays a trap; a socket error goes to the guest.
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    lookup.func_wrap(
+        "[method]resolve-address-stream.resolve-next-address",
+        |mut store: StoreContextMut<'_, HostState>,
+         (stream,): (Resource<ResolveAddressStream>,)|
+         -> wasmtime::Result<(Result<Option<IpAddress>, ErrorCode>,)> {
+            let state = store.data_mut();
+            let allow_loopback = state.allow_loopback();
+            loop {
+                let next = Resource::new_borrow(stream.rep());
+                match HostResolveAddressStream::resolve_next_address(&mut state.sockets(), next) {
+                    Ok(Some(address))
+                        if crate::policy::airlock::check(ip_of(address), allow_loopback)
+                            .is_err() => {}
+                    Ok(found) => return Ok((Ok(found),)),
+                    Err(e) => return Ok((Err(e.downcast()?),)),
+                }
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }

@@ -510,6 +510,31 @@ pub(crate) fn clamp_poll_ms(ms: u64) -> u64 {
     ms.min(MAX_POLL_ACCEPT_MS)
 }
 
+/// The `wasi:sockets` name-lookup check: a `net_connect` entry matching
+/// the name (any port) and the gate's `dns-lookup`, audited as
+/// `wasi:sockets.resolve-addresses`. Resolved addresses are filtered
+/// through the airlock by the caller.
+pub(crate) fn wasi_lookup_allowed(state: &mut HostState, name: &str) -> bool {
+    let result: Result<(), ErrorCode> = state.gated(
+        "wasi:sockets.resolve-addresses",
+        name,
+        name.len() as u64,
+        |state| {
+            resolve::validate_host(name).map_err(Refused::Failed)?;
+            if !sockets_allow(&state.capsule.manifest.capabilities.net_connect, name, None) {
+                return Err("manifest: no net_connect entry covers the host".into());
+            }
+            Ok(Prepared {
+                target: name.to_string(),
+                asks: vec![state.gate_socket(GateKind::DnsLookup, None, name, 0)],
+                ctx: (),
+            })
+        },
+        |_, ()| Ok(()),
+    );
+    result.is_ok()
+}
+
 /// What a store's WASI sockets were already allowed: destinations (checked
 /// once, not per datagram) and whether it bound a UDP server socket.
 #[derive(Default)]

@@ -156,3 +156,26 @@ fn the_airlock_applies_to_wasi_connects_and_lookups() {
         "err"
     );
 }
+
+#[test]
+fn wasi_sockets_count_against_the_capsule_quotas() {
+    let port = echo_server();
+    let rt = runtime(FLAG_ALLOW_LOOPBACK | FLAG_WASI_SOCKETS);
+    let c = wasisock(&rt);
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(
+        answer(&c, "connect-many", &[&addr, "9"]).1,
+        "8 then PermissionDenied"
+    );
+    // Dropped sockets give their slots back.
+    assert_eq!(answer(&c, "connect-many", &[&addr, "8"]).1, "8");
+    assert_eq!(
+        answer(&c, "listen-many", &["127.0.0.1:0", "5"]).1,
+        "4 then PermissionDenied"
+    );
+    assert_eq!(
+        answer(&c, "udp-many", &["127.0.0.1:0", "5"]).1,
+        "4 then PermissionDenied"
+    );
+    assert_eq!(answer(&c, "udp-many", &["127.0.0.1:0", "4"]).1, "4");
+}

@@ -109,6 +109,8 @@ pub struct HostState {
     /// Sockets and HTTP streams the current call opened: closed when a
     /// pooled call ends, so none outlives it into another caller's call.
     pub(crate) call_scoped: Vec<std::sync::Weak<dyn CallScoped>>,
+    /// Quota units held by WASI sockets, by resource rep (`wasi.rs`).
+    pub(crate) wasi_sockets: HashMap<u32, net::QuotaSlot>,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
@@ -135,6 +137,7 @@ impl HostState {
             open_files: Vec::new(),
             open_subscriptions: Vec::new(),
             call_scoped: Vec::new(),
+            wasi_sockets: HashMap::new(),
             run_loop: false,
             watchdog: None,
             wasi,
@@ -435,6 +438,7 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     wasi::route_name_lookups(&mut linker)?;
+    wasi::count_wasi_sockets(&mut linker)?;
     sys::add_to_linker(&mut linker)?;
     fs::add_to_linker(&mut linker)?;
     kv::add_to_linker(&mut linker)?;

@@ -307,3 +307,147 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     linker.allow_shadowing(false);
     Ok(())
 }
+
+const WASI_TCP: &str = "wasi:sockets/tcp@0.2.12";
+const WASI_UDP: &str = "wasi:sockets/udp@0.2.12";
+
+/// Counts WASI sockets against the capsule's `astrid:net` quotas (host ABI
+/// §0): a TCP socket takes a stream slot when it starts connecting or is
+/// accepted, a listener slot when it starts listening, and a UDP socket a
+/// UDP slot when it binds; the slot is given back when the guest drops the
+/// socket. Over a quota the operation fails with `access-denied` and does
+/// nothing (a connection waiting to be accepted stays queued).
+pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use crate::host::net::{MAX_STREAMS, MAX_TCP_LISTENERS, MAX_UDP_SOCKETS};
+    use wasmtime::component::ResourceType;
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpSocketAddress, Network};
+    use wasmtime_wasi::p2::bindings::sync::sockets::tcp::HostTcpSocket;
+    use wasmtime_wasi::p2::bindings::sync::sockets::udp::HostUdpSocket;
+    use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, TcpSocket, UdpSocket};
+    use wasmtime_wasi::sockets::WasiSocketsView;
+
+    type Accepted = (
+        Resource<TcpSocket>,
+        Resource<DynInputStream>,
+        Resource<DynOutputStream>,
+    );
+
+    linker.allow_shadowing(true);
+    let mut tcp = linker.instance(WASI_TCP)?;
+    tcp.func_wrap(
+        "[method]tcp-socket.start-connect",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this, network, remote): (Resource<TcpSocket>, Resource<Network>, IpSocketAddress)|
+         -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+            let state = store.data_mut();
+            let rep = this.rep();
+            counted(
+                state,
+                rep,
+                |net| (&net.streams, MAX_STREAMS),
+                |state| HostTcpSocket::start_connect(&mut state.sockets(), this, network, remote),
+            )
+        },
+    )?;
+    tcp.func_wrap(
+        "[method]tcp-socket.start-listen",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this,): (Resource<TcpSocket>,)|
+         -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+            let state = store.data_mut();
+            let rep = this.rep();
+            counted(
+                state,
+                rep,
+                |net| (&net.tcp_listeners, MAX_TCP_LISTENERS),
+                |state| HostTcpSocket::start_listen(&mut state.sockets(), this),
+            )
+        },
+    )?;
+    tcp.func_wrap(
+        "[method]tcp-socket.accept",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this,): (Resource<TcpSocket>,)|
+         -> wasmtime::Result<(Result<Accepted, ErrorCode>,)> {
+            let state = store.data_mut();
+            let Some(slot) = state.capsule.net.claim_stream() else {
+                return Ok((Err(ErrorCode::AccessDenied),));
+            };
+            match HostTcpSocket::accept(&mut state.sockets(), this) {
+                Ok(accepted) => {
+                    state.wasi_sockets.insert(accepted.0.rep(), slot);
+                    Ok((Ok(accepted),))
+                }
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    tcp.resource(
+        "tcp-socket",
+        ResourceType::host::<TcpSocket>(),
+        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            let state = store.data_mut();
+            state.wasi_sockets.remove(&rep);
+            HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
+        },
+    )?;
+    let mut udp = linker.instance(WASI_UDP)?;
+    udp.func_wrap(
+        "[method]udp-socket.start-bind",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this, network, local): (Resource<UdpSocket>, Resource<Network>, IpSocketAddress)|
+         -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+            let state = store.data_mut();
+            let rep = this.rep();
+            counted(
+                state,
+                rep,
+                |net| (&net.udp_sockets, MAX_UDP_SOCKETS),
+                |state| HostUdpSocket::start_bind(&mut state.sockets(), this, network, local),
+            )
+        },
+    )?;
+    udp.resource(
+        "udp-socket",
+        ResourceType::host::<UdpSocket>(),
+        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            let state = store.data_mut();
+            state.wasi_sockets.remove(&rep);
+            HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Runs a WASI socket operation under one unit of a capsule quota, kept
+/// for the socket `rep` when the operation succeeds.
+fn counted(
+    state: &mut HostState,
+    rep: u32,
+    quota: impl FnOnce(
+        &crate::host::net::CapsuleNet,
+    ) -> (&std::sync::Arc<std::sync::atomic::AtomicUsize>, usize),
+    operation: impl FnOnce(&mut HostState) -> Result<(), wasmtime_wasi::p2::SocketError>,
+) -> wasmtime::Result<(Result<(), wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,)> {
+    use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
+    let slot = if state.wasi_sockets.contains_key(&rep) {
+        // Already counted (a retried connect, a listen after a failed one).
+        None
+    } else {
+        let (counter, max) = quota(&state.capsule.net);
+        match crate::host::net::QuotaSlot::claim(counter, max) {
+            Some(slot) => Some(slot),
+            None => return Ok((Err(ErrorCode::AccessDenied),)),
+        }
+    };
+    match operation(state) {
+        Ok(()) => {
+            if let Some(slot) = slot {
+                state.wasi_sockets.insert(rep, slot);
+            }
+            Ok((Ok(()),))
+        }
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}

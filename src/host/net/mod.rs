@@ -77,9 +77,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 /// the socket path the embedder assigned for `bind-unix`.
 pub struct CapsuleNet {
     pub(crate) streams: Arc<AtomicUsize>,
-    tcp_listeners: Arc<AtomicUsize>,
+    pub(crate) tcp_listeners: Arc<AtomicUsize>,
     unix_listeners: Arc<AtomicUsize>,
-    udp_sockets: Arc<AtomicUsize>,
+    pub(crate) udp_sockets: Arc<AtomicUsize>,
     /// Open `http-stream` / `http-upload` resources (host ABI §2.7).
     pub(crate) http_streams: Arc<AtomicUsize>,
     pub(crate) unix_path: Option<PathBuf>,
@@ -95,6 +95,13 @@ impl CapsuleNet {
             http_streams: Arc::default(),
             unix_path,
         }
+    }
+}
+
+impl CapsuleNet {
+    /// A stream slot, if the capsule has one left.
+    pub(crate) fn claim_stream(&self) -> Option<QuotaSlot> {
+        QuotaSlot::claim(&self.streams, MAX_STREAMS)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Talks TCP through Rust's `std::net`, which the wasm32-wasip2 target
 //! maps onto `wasi:sockets`. Actions: `echo` (addr, message) connects,
-//! writes and reads the message back; `bind` (addr) opens a listener.
+//! writes and reads the message back; `bind` (addr) opens a listener;
+//! `connect-many` / `listen-many` / `udp-many` (addr, n) hold n sockets.
 //! Answers `ok` with the text, or `err` with the `std::io::ErrorKind`.
 
 wit_bindgen::generate!({
@@ -27,6 +28,23 @@ fn run(action: &str, payload: &str) -> std::io::Result<String> {
         "bind" => {
             let listener = std::net::TcpListener::bind(arg(0))?;
             Ok(listener.local_addr()?.to_string())
+        }
+        // Holds up to `n` sockets of one kind: "N", or "K then <ErrorKind>".
+        "connect-many" | "listen-many" | "udp-many" => {
+            let n: usize = arg(1).parse().map_err(std::io::Error::other)?;
+            let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
+            for _ in 0..n {
+                let opened: std::io::Result<Box<dyn std::any::Any>> = match action {
+                    "connect-many" => std::net::TcpStream::connect(arg(0)).map(|s| Box::new(s) as _),
+                    "listen-many" => std::net::TcpListener::bind(arg(0)).map(|s| Box::new(s) as _),
+                    _ => std::net::UdpSocket::bind(arg(0)).map(|s| Box::new(s) as _),
+                };
+                match opened {
+                    Ok(socket) => held.push(socket),
+                    Err(e) => return Ok(format!("{} then {:?}", held.len(), e.kind())),
+                }
+            }
+            Ok(held.len().to_string())
         }
         other => Err(std::io::Error::other(format!("unknown action {other}"))),
     }

@@ -441,6 +441,30 @@ fn every_timeout_and_unload_during_a_request() {
             started.elapsed()
         );
     }
+    // A listener whose accept queue is full drops new SYNs: the connect
+    // itself hangs, and `connect-ms` ends it.
+    let jammed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    jammed
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    jammed.listen(0).unwrap();
+    let jammed_addr = jammed.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<TcpStream> = (0..3)
+        .filter_map(|_| TcpStream::connect_timeout(&jammed_addr, Duration::from_millis(200)).ok())
+        .collect();
+    let started = Instant::now();
+    let url = format!("http://{jammed_addr}/");
+    assert_eq!(err(&c, "http-get", &[&url, "connect-ms=200"]), "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let waiting = {
         let c = c.clone();
         let url = slow_head.clone();

@@ -707,6 +707,7 @@ impl CapsuleInner {
                 data.run_loop = true;
                 data.call.deadline = Instant::now() + RUN_LOOP_HORIZON;
                 data.call.active = true;
+                data.stdio.begin_call(&data.call.token, data.call.deadline);
                 u64::MAX
             }
         };
@@ -896,6 +897,7 @@ impl CapsuleInner {
         call.depth = depth;
         call.token = token;
         call.deadline = deadline;
+        state.stdio.begin_call(&call.token, call.deadline);
         call.overlay = overlay;
         call.active = true;
         state.interrupt = None;

@@ -213,6 +213,14 @@ fn serve(stream: TcpStream, bomb: &[u8]) {
     }
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn sha256_of(data: &[u8]) -> String {
     use base64::Engine;
     use sha2::Digest;
@@ -505,6 +513,21 @@ fn streams_trailers_uploads_and_the_stream_quota() {
     );
     let echoed = ok(&c, "http-upload", &[&format!("{base}/echo"), "100000"]);
     assert_eq!(echoed, format!("200|{}", "u".repeat(100_000)));
+    // An upload whose connection fails: the guest's writes fail at once
+    // instead of waiting for room until the deadline.
+    let refused = free_port();
+    let started = Instant::now();
+    let (action, _) = call(
+        &c,
+        "http-upload",
+        &[&format!("http://127.0.0.1:{refused}/echo"), "1048576"],
+    );
+    assert_eq!(action, "err");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
         ok(&c, "http-upload-with-body", &[&format!("{base}/echo")]),
         "invalid-request"

@@ -129,6 +129,22 @@ fn tcp_echo_framed_partial_and_peek() {
         ok(&c, "tcp-peek", &["127.0.0.1", &greeter]),
         "hello|hello world"
     );
+    // A frame header split across writes is still one frame.
+    let dribbler = tcp_server(|mut s| {
+        let mut req = [0u8; 64];
+        let _ = s.read(&mut req);
+        s.write_all(&[0, 0]).unwrap();
+        thread::sleep(Duration::from_millis(120));
+        s.write_all(&[0, 5]).unwrap();
+        thread::sleep(Duration::from_millis(30));
+        s.write_all(b"split").unwrap();
+        thread::sleep(Duration::from_millis(300));
+    })
+    .to_string();
+    assert_eq!(
+        ok(&c, "tcp-framed", &["127.0.0.1", &dribbler, "go"]),
+        "split"
+    );
 }
 
 #[test]
@@ -479,4 +495,43 @@ fn unload_wakes_a_blocked_read_promptly() {
     if let Ok(r) = outcome {
         assert_eq!(r.data.as_deref(), Some("closed"));
     }
+}
+
+#[test]
+fn a_udp_send_to_a_new_destination_is_one_audit_event() {
+    let rt = net_runtime(FLAG_ALLOW_LOOPBACK);
+    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
+    {
+        let events = events.clone();
+        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
+            events.lock().unwrap().push(e.clone())
+        })))
+        .unwrap();
+    }
+    let c = netprobe(&rt);
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        if let Ok((n, peer)) = server.recv_from(&mut buf) {
+            server.send_to(&buf[..n], peer).unwrap();
+        }
+    });
+    assert_eq!(
+        ok(&c, "udp-echo", &["127.0.0.1", &port, "once"]),
+        "once|127.0.0.1"
+    );
+    drop(c);
+    drop(rt); // drains the audit queue
+    let events = events.lock().unwrap();
+    let sends: Vec<_> = events
+        .iter()
+        .filter(|e| e.call == "net.udp-socket.send-to")
+        .collect();
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(sends[0].outcome, Outcome::Allowed);
+    assert_eq!(
+        sends[0].target.as_deref(),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
 }

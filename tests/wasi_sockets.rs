@@ -179,3 +179,32 @@ fn wasi_sockets_count_against_the_capsule_quotas() {
     );
     assert_eq!(answer(&c, "udp-many", &["127.0.0.1:0", "4"]).1, "4");
 }
+
+#[test]
+fn a_connect_after_a_vetted_lookup_is_matched_on_the_name() {
+    let port = echo_server();
+    let rt = runtime(FLAG_ALLOW_LOOPBACK | FLAG_WASI_SOCKETS);
+    let manifest = std::fs::read_to_string(capsule_dir("wasisock").join("Capsule.toml"))
+        .unwrap()
+        .replace(
+            "net_connect = [\"127.0.0.1:*\", \"localhost:*\"]",
+            "net_connect = [\"localhost:*\"]",
+        );
+    assert!(manifest.contains("net_connect = [\"localhost:*\"]"));
+    let c = Capsule::load_bytes(
+        &rt,
+        &wasm_of("wasisock"),
+        &manifest,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        answer(&c, "echo", &[&format!("localhost:{port}"), "named"]),
+        ("ok".into(), "named".into())
+    );
+    // The same address asked for by number has no entry.
+    assert_eq!(
+        answer(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]).1,
+        "PermissionDenied"
+    );
+}

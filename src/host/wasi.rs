@@ -28,6 +28,9 @@ enum Channel {
 /// Line buffers for one store's stdout and stderr.
 pub struct StdioLog {
     capsule: Arc<CapsuleShared>,
+    /// The call `wasi:sockets` checks run for (only when the runtime
+    /// enables WASI sockets).
+    pub(crate) sockets: Option<crate::host::net::WasiSocketsCall>,
     state: Mutex<StdioState>,
     /// Set while an unterminated line waits in a buffer, so the flush at the
     /// end of every call costs no lock when there is nothing to flush.
@@ -41,7 +44,10 @@ struct StdioState {
 
 impl StdioLog {
     pub fn new(capsule: Arc<CapsuleShared>) -> Self {
+        let sockets = (capsule.runtime.config.flags & crate::runtime::FLAG_WASI_SOCKETS != 0)
+            .then(crate::host::net::WasiSocketsCall::default);
         StdioLog {
+            sockets,
             capsule,
             state: Mutex::new(StdioState {
                 principal: None,
@@ -58,6 +64,14 @@ impl StdioLog {
             .unwrap_or_else(|e| e.into_inner())
             .principal
             .clone()
+    }
+
+    /// Starts a call for the `wasi:sockets` checks: its cancel token and
+    /// deadline, and no destinations vetted yet. Free when sockets are off.
+    pub fn begin_call(&self, token: &crate::cancel::CancelToken, deadline: std::time::Instant) {
+        if let Some(sockets) = &self.sockets {
+            sockets.begin(token, deadline);
+        }
     }
 
     /// Tags the lines written from now on with the call's principal.
@@ -225,15 +239,16 @@ pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
         .allow_ip_name_lookup(sockets);
     if sockets {
         let log = log.clone();
-        let vetted = Arc::new(crate::host::net::VettedPeers::default());
         builder.socket_addr_check(move |addr, usage| {
-            let allowed = crate::host::net::wasi_socket_allowed(
-                &log.capsule,
-                log.principal(),
-                &vetted,
-                addr,
-                usage,
-            );
+            let allowed = log.sockets.as_ref().is_some_and(|call| {
+                crate::host::net::wasi_socket_allowed(
+                    &log.capsule,
+                    log.principal(),
+                    call,
+                    addr,
+                    usage,
+                )
+            });
             Box::pin(async move { allowed })
         });
     } else {
@@ -278,8 +293,13 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             if !crate::host::net::wasi_lookup_allowed(state, &name) {
                 return Ok((Err(ErrorCode::AccessDenied),));
             }
-            match Host::resolve_addresses(&mut state.sockets(), network, name) {
-                Ok(stream) => Ok((Ok(stream),)),
+            match Host::resolve_addresses(&mut state.sockets(), network, name.clone()) {
+                Ok(stream) => {
+                    if let Some(call) = &state.stdio.sockets {
+                        call.note_lookup(stream.rep(), &name);
+                    }
+                    Ok((Ok(stream),))
+                }
                 // A trap stays a trap; a socket error goes to the guest.
                 Err(e) => Ok((Err(e.downcast()?),)),
             }
@@ -298,7 +318,12 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
                     Ok(Some(address))
                         if crate::policy::airlock::check(ip_of(address), allow_loopback)
                             .is_err() => {}
-                    Ok(found) => return Ok((Ok(found),)),
+                    Ok(found) => {
+                        if let (Some(address), Some(call)) = (found, &state.stdio.sockets) {
+                            call.note_address(stream.rep(), ip_of(address));
+                        }
+                        return Ok((Ok(found),));
+                    }
                     Err(e) => return Ok((Err(e.downcast()?),)),
                 }
             }

@@ -114,7 +114,8 @@ pub(crate) struct Dial {
     pub addrs: Vec<SocketAddr>,
     pub tls_name: Option<String>,
     pub connect_timeout: Duration,
-    pub first_byte_timeout: Duration,
+    /// `None` for an upload: the head is awaited after its body ends.
+    pub first_byte_timeout: Option<Duration>,
 }
 
 /// What keeps a response's connection going while its body is read.
@@ -153,10 +154,14 @@ pub(crate) async fn exchange(
             .await?
         }
     };
-    let response = tokio::time::timeout(dial.first_byte_timeout, sender.send_request(request))
-        .await
-        .map_err(|_| HttpError::Timeout)?
-        .map_err(|e| HttpError::from_hyper(&e))?;
+    let sent = sender.send_request(request);
+    let response = match dial.first_byte_timeout {
+        Some(limit) => tokio::time::timeout(limit, sent)
+            .await
+            .map_err(|_| HttpError::Timeout)?,
+        None => sent.await,
+    }
+    .map_err(|e| HttpError::from_hyper(&e))?;
     Ok((response, sender))
 }
 

@@ -667,7 +667,7 @@ impl HostState {
             addrs,
             tls_name: https.then_some(tls_name),
             connect_timeout: opts.connect,
-            first_byte_timeout: opts.first_byte,
+            first_byte_timeout: exchange.upload.is_none().then_some(opts.first_byte),
         })
     }
 
@@ -684,10 +684,16 @@ impl HostState {
         let dial = self.vet_hop(exchange, opts)?;
         let request = exchange.build(opts)?;
         let wire = exchange.wire.clone();
-        Ok(Pending::spawn(
-            &self.capsule.runtime.handle,
-            client::exchange(dial, request, wire),
-        ))
+        let upload = exchange.upload.clone();
+        Ok(Pending::spawn(&self.capsule.runtime.handle, async move {
+            let result = client::exchange(dial, request, wire).await;
+            if let (Err(_), Some(upload)) = (&result, upload) {
+                // The guest's writes fail from now on, instead of waiting
+                // for room that never comes; `finish` reports the error.
+                upload.abort();
+            }
+            result
+        }))
     }
 
     fn await_hop(
@@ -712,11 +718,12 @@ impl HostState {
     ) -> Result<Fetched, HttpError> {
         let deadline = self.http_deadline(opts, exchange.started);
         loop {
-            let pending = match first.take() {
-                Some(pending) => pending,
-                None => self.start_hop(exchange, opts)?,
+            let (pending, hop_deadline) = match first.take() {
+                // An upload's head is due `first-byte` after its body ended.
+                Some(pending) => (pending, deadline.min(Instant::now() + opts.first_byte)),
+                None => (self.start_hop(exchange, opts)?, deadline),
             };
-            let (response, sender) = self.await_hop(pending, deadline)?;
+            let (response, sender) = self.await_hop(pending, hop_deadline)?;
             let status = response.status().as_u16();
             let location = response
                 .headers()

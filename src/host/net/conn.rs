@@ -36,6 +36,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Socket {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// After `close`: the OS socket is gone, even if the guest keeps its handle.
+    Closed,
+}
+
+fn gone() -> io::Error {
+    io::Error::from(io::ErrorKind::NotConnected)
 }
 
 impl Socket {
@@ -43,6 +49,7 @@ impl Socket {
         match self {
             Socket::Tcp(s) => s.try_read(buf),
             Socket::Unix(s) => s.try_read(buf),
+            Socket::Closed => Err(gone()),
         }
     }
 
@@ -50,6 +57,7 @@ impl Socket {
         match self {
             Socket::Tcp(s) => s.try_write(buf),
             Socket::Unix(s) => s.try_write(buf),
+            Socket::Closed => Err(gone()),
         }
     }
 
@@ -57,6 +65,7 @@ impl Socket {
         match self {
             Socket::Tcp(s) => s.poll_read_ready(cx),
             Socket::Unix(s) => s.poll_read_ready(cx),
+            Socket::Closed => Poll::Ready(Err(gone())),
         }
     }
 
@@ -64,13 +73,15 @@ impl Socket {
         match self {
             Socket::Tcp(s) => s.poll_write_ready(cx),
             Socket::Unix(s) => s.poll_write_ready(cx),
+            Socket::Closed => Poll::Ready(Err(gone())),
         }
     }
 
-    fn sock_ref(&self) -> socket2::SockRef<'_> {
+    fn sock_ref(&self) -> Result<socket2::SockRef<'_>, ErrorCode> {
         match self {
-            Socket::Tcp(s) => socket2::SockRef::from(s),
-            Socket::Unix(s) => socket2::SockRef::from(s),
+            Socket::Tcp(s) => Ok(socket2::SockRef::from(s)),
+            Socket::Unix(s) => Ok(socket2::SockRef::from(s)),
+            Socket::Closed => Err(ErrorCode::Closed),
         }
     }
 
@@ -78,6 +89,7 @@ impl Socket {
         match self {
             Socket::Tcp(s) => Ok(s),
             Socket::Unix(_) => Err(ErrorCode::NotTcp),
+            Socket::Closed => Err(ErrorCode::Closed),
         }
     }
 }
@@ -126,7 +138,7 @@ impl Rx {
 
 /// One connection, shared by the guest resource and its io views.
 pub(crate) struct Conn {
-    socket: Socket,
+    socket: std::sync::RwLock<Socket>,
     rx: Mutex<Rx>,
     /// Bytes the output-stream view accepted that the socket has not taken.
     tx: Mutex<VecDeque<u8>>,
@@ -157,7 +169,7 @@ impl Conn {
         let readable = Arc::new(Signal::default());
         let writable = Arc::new(Signal::default());
         Arc::new(Conn {
-            socket,
+            socket: std::sync::RwLock::new(socket),
             rx: Mutex::new(Rx::default()),
             tx: Mutex::new(VecDeque::new()),
             read_waker: Waker::from(Arc::new(SignalWaker(readable.clone()))),
@@ -183,6 +195,10 @@ impl Conn {
         self.closed.load(Ordering::SeqCst)
     }
 
+    fn socket(&self) -> std::sync::RwLockReadGuard<'_, Socket> {
+        self.socket.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reads from the socket until `want` bytes are buffered, the stream
     /// ends, or nothing more is there; in that case it asks the I/O driver
     /// to wake `readable` when more arrives.
@@ -191,7 +207,7 @@ impl Conn {
             rx.compact();
             let len = rx.buf.len();
             rx.buf.resize(len + READ_CHUNK, 0);
-            let result = self.socket.try_read(&mut rx.buf[len..]);
+            let result = self.socket().try_read(&mut rx.buf[len..]);
             rx.buf.truncate(len + *result.as_ref().unwrap_or(&0));
             match result {
                 Ok(0) => rx.eof = true,
@@ -199,7 +215,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut cx = Context::from_waker(&self.read_waker);
-                    if self.socket.poll_read_ready(&mut cx).is_pending() {
+                    if self.socket().poll_read_ready(&mut cx).is_pending() {
                         return;
                     }
                 }
@@ -257,14 +273,14 @@ impl Conn {
     fn drain(&self, tx: &mut VecDeque<u8>) -> Result<(), StreamFailure> {
         while !tx.is_empty() {
             let (front, _) = tx.as_slices();
-            match self.socket.try_write(front) {
+            match self.socket().try_write(front) {
                 Ok(n) => {
                     tx.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut cx = Context::from_waker(&self.write_waker);
-                    if self.socket.poll_write_ready(&mut cx).is_pending() {
+                    if self.socket().poll_write_ready(&mut cx).is_pending() {
                         return Ok(());
                     }
                 }
@@ -289,12 +305,12 @@ impl Conn {
             return Ok(0);
         }
         loop {
-            match self.socket.try_write(data) {
+            match self.socket().try_write(data) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut cx = Context::from_waker(&self.write_waker);
-                    if self.socket.poll_write_ready(&mut cx).is_pending() {
+                    if self.socket().poll_write_ready(&mut cx).is_pending() {
                         return Ok(0);
                     }
                 }
@@ -329,22 +345,58 @@ impl Conn {
         }
     }
 
-    fn write_all(&self, state: &HostState, mut data: &[u8]) -> Result<(), ErrorCode> {
-        while !data.is_empty() {
-            let n = self.write_some(state, data)?;
-            data = &data[n..];
+    /// Writes a whole frame. The write timeout applies to its first byte;
+    /// a frame that cannot be finished (cancel, deadline, reset) closes the
+    /// stream, since the peer could never find the next frame boundary.
+    fn write_frame(&self, state: &HostState, frame: &[u8]) -> Result<(), ErrorCode> {
+        let mut rest = &frame[self.write_some(state, frame)?..];
+        while !rest.is_empty() {
+            match self.write_now(rest) {
+                Ok(0) => {
+                    let done = wait_for(
+                        &[&*self.writable],
+                        &state.call.token,
+                        state.call.deadline,
+                        || self.is_closed() || self.can_write(),
+                    );
+                    if !done {
+                        self.close();
+                        return Err(if state.call.token.is_cancelled() {
+                            ErrorCode::Closed
+                        } else {
+                            ErrorCode::Timeout
+                        });
+                    }
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) => {
+                    self.close();
+                    return Err(e);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether the socket takes bytes now (arms `writable` when not).
+    fn can_write(&self) -> bool {
+        let socket = self.socket();
+        let mut cx = Context::from_waker(&self.write_waker);
+        !matches!(socket.poll_write_ready(&mut cx), Poll::Pending)
     }
 
     fn read_frame(&self, state: &HostState) -> Result<NetReadStatus, ErrorCode> {
         match self.wait_readable(state, 4, Some(FRAME_HEADER_WAIT)) {
             Ok(()) => {}
             Err(ErrorCode::Timeout | ErrorCode::WouldBlock) => {
-                let rx = lock(&self.rx);
-                if rx.available() == 0 {
+                if Instant::now() >= state.call.deadline {
+                    return Err(ErrorCode::Timeout);
+                }
+                if lock(&self.rx).available() == 0 {
                     return Ok(NetReadStatus::Pending);
                 }
+                // A header has begun: the rest comes under the read timeout.
+                self.wait_readable(state, 4, self.read_timeout())?;
             }
             Err(e) => return Err(e),
         }
@@ -411,7 +463,12 @@ impl Conn {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let _ = self.socket.sock_ref().shutdown(std::net::Shutdown::Both);
+        if let Ok(sock) = self.socket().sock_ref() {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        // Drop the OS socket now: a guest keeping the handle past its call
+        // must not keep the descriptor.
+        *self.socket.write().unwrap_or_else(|e| e.into_inner()) = Socket::Closed;
         lock(&self.slot).take();
         self.readable.notify();
         self.writable.notify();
@@ -632,7 +689,7 @@ impl HostTcpStream for HostState {
                 let mut frame = Vec::with_capacity(4 + data.len());
                 frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
                 frame.extend_from_slice(&data);
-                conn.write_all(state, &frame)
+                conn.write_frame(state, &frame)
             },
         )
     }
@@ -697,10 +754,8 @@ impl HostTcpStream for HostState {
                 let mut tx = lock(&conn.tx);
                 let _ = conn.drain(&mut tx);
             }
-            conn.socket
-                .sock_ref()
-                .shutdown(how)
-                .map_err(|e| io_error(&e))
+            let socket = conn.socket();
+            socket.sock_ref()?.shutdown(how).map_err(|e| io_error(&e))
         })
     }
 
@@ -709,12 +764,13 @@ impl HostTcpStream for HostState {
             "net.tcp-stream.peer-addr",
             &this,
             0,
-            |_, conn| match &conn.socket {
+            |_, conn| match &*conn.socket() {
                 Socket::Tcp(s) => s
                     .peer_addr()
                     .map(|a| a.to_string())
                     .map_err(|e| io_error(&e)),
                 Socket::Unix(_) => Ok("unix".into()),
+                Socket::Closed => Err(ErrorCode::Closed),
             },
         )
     }
@@ -724,12 +780,13 @@ impl HostTcpStream for HostState {
             "net.tcp-stream.local-addr",
             &this,
             0,
-            |_, conn| match &conn.socket {
+            |_, conn| match &*conn.socket() {
                 Socket::Tcp(s) => s
                     .local_addr()
                     .map(|a| a.to_string())
                     .map_err(|e| io_error(&e)),
                 Socket::Unix(_) => Ok("unix".into()),
+                Socket::Closed => Err(ErrorCode::Closed),
             },
         )
     }
@@ -740,7 +797,7 @@ impl HostTcpStream for HostState {
         nodelay: bool,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-nodelay", &this, 0, |_, conn| {
-            conn.socket
+            conn.socket()
                 .tcp()?
                 .set_nodelay(nodelay)
                 .map_err(option_failed)
@@ -749,7 +806,8 @@ impl HostTcpStream for HostState {
 
     fn nodelay(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
         self.on_conn("net.tcp-stream.nodelay", &this, 0, |_, conn| {
-            conn.socket.tcp()?.nodelay().map_err(option_failed)
+            let socket = conn.socket();
+            socket.tcp()?.nodelay().map_err(option_failed)
         })
     }
 
@@ -793,9 +851,10 @@ impl HostTcpStream for HostState {
         hops: u32,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-hop-limit", &this, 0, |_, conn| {
-            let tcp = conn.socket.tcp()?;
+            let socket = conn.socket();
+            let tcp = socket.tcp()?;
             let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
-            let sock = conn.socket.sock_ref();
+            let sock = socket.sock_ref()?;
             if v6 {
                 sock.set_unicast_hops_v6(hops).map_err(option_failed)
             } else {
@@ -806,13 +865,11 @@ impl HostTcpStream for HostState {
 
     fn hop_limit(&mut self, this: Resource<TcpStreamHandle>) -> Result<u32, ErrorCode> {
         self.on_conn("net.tcp-stream.hop-limit", &this, 0, |_, conn| {
-            let tcp = conn.socket.tcp()?;
+            let socket = conn.socket();
+            let tcp = socket.tcp()?;
             let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
             if v6 {
-                conn.socket
-                    .sock_ref()
-                    .unicast_hops_v6()
-                    .map_err(option_failed)
+                socket.sock_ref()?.unicast_hops_v6().map_err(option_failed)
             } else {
                 tcp.ttl().map_err(option_failed)
             }
@@ -825,8 +882,9 @@ impl HostTcpStream for HostState {
         keepalive_secs: Option<u64>,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-keepalive", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            let sock = conn.socket.sock_ref();
+            let socket = conn.socket();
+            socket.tcp()?;
+            let sock = socket.sock_ref()?;
             match keepalive_secs {
                 None => sock.set_keepalive(false).map_err(option_failed),
                 Some(secs) => {
@@ -840,8 +898,9 @@ impl HostTcpStream for HostState {
 
     fn keepalive(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
         self.on_conn("net.tcp-stream.keepalive", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            let sock = conn.socket.sock_ref();
+            let socket = conn.socket();
+            socket.tcp()?;
+            let sock = socket.sock_ref()?;
             if !sock.keepalive().map_err(option_failed)? {
                 return Ok(None);
             }
@@ -857,9 +916,10 @@ impl HostTcpStream for HostState {
         linger_ms: Option<u64>,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-linger", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            conn.socket
-                .sock_ref()
+            let socket = conn.socket();
+            socket.tcp()?;
+            socket
+                .sock_ref()?
                 .set_linger(linger_ms.map(Duration::from_millis))
                 .map_err(option_failed)
         })
@@ -867,8 +927,9 @@ impl HostTcpStream for HostState {
 
     fn linger(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
         self.on_conn("net.tcp-stream.linger", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            let linger = conn.socket.sock_ref().linger().map_err(option_failed)?;
+            let socket = conn.socket();
+            socket.tcp()?;
+            let linger = socket.sock_ref()?.linger().map_err(option_failed)?;
             Ok(linger.map(|d| d.as_millis() as u64))
         })
     }
@@ -879,9 +940,10 @@ impl HostTcpStream for HostState {
         reuse: bool,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-reuseaddr", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            conn.socket
-                .sock_ref()
+            let socket = conn.socket();
+            socket.tcp()?;
+            socket
+                .sock_ref()?
                 .set_reuse_address(reuse)
                 .map_err(option_failed)
         })
@@ -889,11 +951,9 @@ impl HostTcpStream for HostState {
 
     fn reuseaddr(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
         self.on_conn("net.tcp-stream.reuseaddr", &this, 0, |_, conn| {
-            conn.socket.tcp()?;
-            conn.socket
-                .sock_ref()
-                .reuse_address()
-                .map_err(option_failed)
+            let socket = conn.socket();
+            socket.tcp()?;
+            socket.sock_ref()?.reuse_address().map_err(option_failed)
         })
     }
 

@@ -133,14 +133,16 @@ impl Listener {
         let Some(kind) = kind.as_ref() else {
             return false;
         };
-        loop {
+        // Errors such as EMFILE leave the listener ready; a few retries,
+        // then give up until the next wake-up instead of spinning.
+        for _ in 0..8 {
             match kind {
                 Kind::Tcp(listener) => match listener.poll_accept(&mut cx) {
                     Poll::Ready(Ok((stream, _))) => {
                         *ready = Some(Accepted::Tcp(stream));
                         return true;
                     }
-                    Poll::Ready(Err(_)) => continue,
+                    Poll::Ready(Err(_)) => {}
                     Poll::Pending => return false,
                 },
                 Kind::Unix { listener, uid, .. } => match listener.poll_accept(&mut cx) {
@@ -151,11 +153,12 @@ impl Listener {
                         }
                         // Refused: dropping the stream closes it.
                     }
-                    Poll::Ready(Err(_)) => continue,
+                    Poll::Ready(Err(_)) => {}
                     Poll::Pending => return false,
                 },
             }
         }
+        false
     }
 
     /// The peer-credential check and the embedder's verifier.

@@ -542,12 +542,73 @@ pub(crate) fn wasi_lookup_allowed(state: &mut HostState, name: &str) -> bool {
     result.is_ok()
 }
 
-/// What a store's WASI sockets were already allowed: destinations (checked
-/// once, not per datagram) and whether it bound a UDP server socket.
+/// The call a store's `wasi:sockets` checks belong to: its cancel token
+/// and deadline, and the UDP destinations already vetted in it (datagrams
+/// are checked per destination, not per datagram). Reset at every call, so
+/// no decision outlives the call (and principal) it was made for.
 #[derive(Default)]
-pub struct VettedPeers {
+pub struct WasiSocketsCall {
+    call: std::sync::Mutex<Option<(crate::cancel::CancelToken, Instant)>>,
     peers: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
     udp_server: std::sync::atomic::AtomicBool,
+    /// Names being resolved, by lookup stream, and the names each answered
+    /// address came from: a connect to that address is then matched
+    /// against the name the guest asked for, as `astrid:net` does.
+    lookups: std::sync::Mutex<std::collections::HashMap<u32, String>>,
+    resolved: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Vec<String>>>,
+}
+
+impl WasiSocketsCall {
+    pub(crate) fn begin(&self, token: &crate::cancel::CancelToken, deadline: Instant) {
+        *self.call.lock().unwrap_or_else(|e| e.into_inner()) = Some((token.clone(), deadline));
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.udp_server.store(false, Ordering::SeqCst);
+        self.lookups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// A vetted lookup of `name` started as stream `rep`.
+    pub(crate) fn note_lookup(&self, rep: u32, name: &str) {
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        lookups.insert(rep, name.to_string());
+    }
+
+    /// Stream `rep` answered `ip`.
+    pub(crate) fn note_address(&self, rep: u32, ip: std::net::IpAddr) {
+        let lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = lookups.get(&rep) {
+            let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            let names = resolved.entry(ip).or_default();
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+
+    /// The names a vetted lookup in this call resolved to `ip`.
+    fn names_of(&self, ip: std::net::IpAddr) -> Vec<String> {
+        let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        resolved.get(&ip).cloned().unwrap_or_default()
+    }
+
+    /// The current call's token and deadline (a cancelled token between calls).
+    fn current(&self) -> (crate::cancel::CancelToken, Instant) {
+        self.call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| {
+                let token = crate::cancel::CancelToken::new();
+                token.cancel();
+                (token, Instant::now())
+            })
+    }
 }
 
 /// The `wasi:sockets` check (host ABI §0): the same manifest entries, gate
@@ -558,7 +619,7 @@ pub struct VettedPeers {
 pub(crate) fn wasi_socket_allowed(
     capsule: &Arc<crate::capsule::CapsuleShared>,
     principal: Option<Arc<str>>,
-    vetted: &VettedPeers,
+    vetted: &WasiSocketsCall,
     addr: std::net::SocketAddr,
     usage: wasmtime_wasi::sockets::SocketAddrUse,
 ) -> bool {
@@ -587,20 +648,27 @@ pub(crate) fn wasi_socket_allowed(
         Use::UdpBind => ("wasi:sockets.bind", GateKind::NetBind, "udp"),
     };
     let connect = kind == GateKind::NetConnect;
-    if connect && known() {
+    if matches!(usage, Use::UdpSend) && known() {
         return true;
     }
+    let (token, deadline) = vetted.current();
     let started = Instant::now();
     let host = addr.ip().to_string();
     let runtime = &capsule.runtime;
     let flags = runtime.config.flags;
     let caps = &capsule.manifest.capabilities;
     let verdict: Result<(), String> = (|| {
-        if capsule.unload_token.is_cancelled() {
+        if token.is_cancelled() {
             return Err("cancelled".into());
         }
         let granted = match (connect, addr.port()) {
-            (true, port) => sockets_allow(&caps.net_connect, &host, Some(port)),
+            (true, port) => {
+                sockets_allow(&caps.net_connect, &host, Some(port))
+                    || vetted
+                        .names_of(addr.ip())
+                        .iter()
+                        .any(|name| sockets_allow(&caps.net_connect, name, Some(port)))
+            }
             (false, 0) => sockets_allow_any_port(&caps.net_bind, &host),
             (false, port) => sockets_allow(&caps.net_bind, &host, Some(port)),
         };
@@ -615,8 +683,7 @@ pub(crate) fn wasi_socket_allowed(
             &host,
             addr.port(),
         );
-        let deadline = Instant::now() + runtime.config.gate_timeout;
-        match crate::gate::ask(runtime, request, &capsule.unload_token, deadline) {
+        match crate::gate::ask(runtime, request, &token, deadline) {
             Ok(v) if v.allowed => {}
             Ok(v) => {
                 return Err(format!(

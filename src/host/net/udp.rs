@@ -5,7 +5,7 @@
 //! was allowed to send to; datagrams from anyone else are dropped unseen.
 
 use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
-use super::{io_error, target, QuotaSlot, MAX_DATAGRAM};
+use super::{io_error, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
 use crate::host::io::{wait_for, Pollable};
 use crate::host::{CallScoped, HostState};
 use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
@@ -22,7 +22,9 @@ use wasmtime::component::Resource;
 const MAX_QUEUED: usize = 64;
 
 pub(crate) struct Udp {
-    socket: tokio::net::UdpSocket,
+    /// `None` once closed: the port is released even if the guest keeps
+    /// its handle.
+    socket: std::sync::RwLock<Option<tokio::net::UdpSocket>>,
     /// Bound to the unspecified address with port 0.
     outbound: bool,
     /// Vetted destinations by the guest's literal `host:port`.
@@ -61,7 +63,7 @@ impl Udp {
         let signal = Arc::new(Signal::default());
         let waker = Waker::from(Arc::new(SignalWaker(signal.clone())));
         Ok(Arc::new(Udp {
-            socket,
+            socket: std::sync::RwLock::new(Some(socket)),
             outbound,
             allowed: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashSet::new()),
@@ -98,22 +100,27 @@ impl Udp {
 
     fn fill_with(&self, buf: &mut [u8]) -> bool {
         let mut queue = lock(&self.queue);
+        let socket = self.socket.read().unwrap_or_else(|e| e.into_inner());
+        let Some(socket) = socket.as_ref() else {
+            return true;
+        };
+        // Errors left by earlier sends (ICMP) surface here; a few are
+        // skipped, then the wake-up is armed so the loop cannot spin.
+        let mut errors = 0;
         while queue.len() < MAX_QUEUED && !self.is_closed() {
-            match self.socket.try_recv_from(buf) {
+            match socket.try_recv_from(buf) {
                 Ok((n, peer)) => {
                     if self.admits(peer) {
                         queue.push_back((buf[..n.min(MAX_DATAGRAM)].to_vec(), peer));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || errors >= 8 => {
                     let mut cx = Context::from_waker(&self.read_waker);
-                    if self.socket.poll_recv_ready(&mut cx).is_pending() {
+                    if socket.poll_recv_ready(&mut cx).is_pending() || errors >= 8 {
                         break;
                     }
                 }
-                // ICMP errors of earlier sends surface here; they are not
-                // datagrams, so skip them.
-                Err(_) => {}
+                Err(_) => errors += 1,
             }
         }
         !queue.is_empty() || self.is_closed()
@@ -149,12 +156,14 @@ impl Udp {
     }
 
     fn send_now(&self, data: &[u8], to: SocketAddr) -> Result<Option<usize>, ErrorCode> {
+        let socket = self.socket.read().unwrap_or_else(|e| e.into_inner());
+        let socket = socket.as_ref().ok_or(ErrorCode::Closed)?;
         loop {
-            match self.socket.try_send_to(data, to) {
+            match socket.try_send_to(data, to) {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut cx = Context::from_waker(&self.write_waker);
-                    if self.socket.poll_send_ready(&mut cx).is_pending() {
+                    if socket.poll_send_ready(&mut cx).is_pending() {
                         return Ok(None);
                     }
                 }
@@ -192,6 +201,10 @@ impl Udp {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.socket
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         lock(&self.slot).take();
         self.signal.notify();
     }
@@ -240,30 +253,60 @@ impl HostState {
         Ok(udp)
     }
 
-    /// The vetted address for a destination: remembered, or checked now
-    /// (manifest → gate → airlock, audited as its own event).
-    fn udp_destination(
+    /// One UDP call that may reach a new destination: the socket and size
+    /// checks, then — unless the destination was vetted on this socket
+    /// before — manifest → gate → resolution → airlock, then `op` with the
+    /// vetted address. Exactly one audit event.
+    fn to_destination<T: crate::host::Payload>(
         &mut self,
-        udp: &Arc<Udp>,
         call: &'static str,
+        this: &Resource<UdpHandle>,
+        data: Option<&[u8]>,
         host: &str,
         port: u16,
-    ) -> Result<SocketAddr, ErrorCode> {
+        op: impl FnOnce(&HostState, &Arc<Udp>, SocketAddr) -> Result<T, ErrorCode>,
+    ) -> Result<T, ErrorCode> {
         let key = (crate::policy::net::normalise_request_host(host), port);
-        if let Some(addrs) = lock(&udp.allowed).get(&key) {
-            return Ok(addrs[0]);
-        }
-        let addrs = self.gated(
+        let bytes = data.map_or(0, |d| d.len() as u64);
+        self.gated(
             call,
             &target(host, port),
-            0,
-            |state| state.prepare_connect("udp", host, port, ErrorCode::NameUnresolvable),
-            |state, (host, port)| state.resolve_all_safe(&host, port),
-        )?;
-        lock(&udp.peers).extend(addrs.iter().copied());
-        let first = addrs[0];
-        lock(&udp.allowed).insert(key, addrs);
-        Ok(first)
+            bytes,
+            |state| {
+                let udp = state.udp(this).map_err(Refused::Failed)?;
+                if let Some(data) = data {
+                    check_size(data).map_err(Refused::Failed)?;
+                }
+                let known = lock(&udp.allowed).get(&key).map(|addrs| addrs[0]);
+                if let Some(addr) = known {
+                    return Ok(Prepared {
+                        target: target(host, port),
+                        asks: Vec::new(),
+                        ctx: (udp, Some(addr)),
+                    });
+                }
+                let checked =
+                    state.prepare_connect("udp", host, port, ErrorCode::NameUnresolvable)?;
+                Ok(Prepared {
+                    target: checked.target,
+                    asks: checked.asks,
+                    ctx: (udp, None),
+                })
+            },
+            |state, (udp, known)| {
+                let to = match known {
+                    Some(addr) => addr,
+                    None => {
+                        let addrs = state.resolve_all_safe(host, port)?;
+                        lock(&udp.peers).extend(addrs.iter().copied());
+                        let first = addrs[0];
+                        lock(&udp.allowed).insert(key.clone(), addrs);
+                        first
+                    }
+                };
+                op(state, &udp, to)
+            },
+        )
     }
 }
 
@@ -283,18 +326,14 @@ impl HostUdpSocket for HostState {
         peer_host: String,
         peer_port: u16,
     ) -> Result<u32, ErrorCode> {
-        let udp = match self.udp(&this).and_then(|u| check_size(&data).map(|()| u)) {
-            Ok(udp) => udp,
-            Err(e) => {
-                return self.audited("net.udp-socket.send-to", None, data.len() as u64, |_| {
-                    Err(e)
-                })
-            }
-        };
-        let to = self.udp_destination(&udp, "net.udp-socket.send-to", &peer_host, peer_port)?;
-        self.audited("net.udp-socket.send-to", None, data.len() as u64, |state| {
-            udp.send(state, &data, to)
-        })
+        self.to_destination(
+            "net.udp-socket.send-to",
+            &this,
+            Some(&data),
+            &peer_host,
+            peer_port,
+            |state, udp, to| udp.send(state, &data, to),
+        )
     }
 
     fn recv_from(
@@ -323,15 +362,19 @@ impl HostUdpSocket for HostState {
         peer_host: String,
         peer_port: u16,
     ) -> Result<(), ErrorCode> {
-        let udp = match self.udp(&this) {
-            Ok(udp) => udp,
-            Err(e) => return self.audited("net.udp-socket.connect", None, 0, |_| Err(e)),
-        };
-        let to = self.udp_destination(&udp, "net.udp-socket.connect", &peer_host, peer_port)?;
-        *lock(&udp.connected) = Some(to);
-        // Datagrams queued from other peers no longer belong to the guest.
-        lock(&udp.queue).retain(|(_, peer)| *peer == to);
-        Ok(())
+        self.to_destination(
+            "net.udp-socket.connect",
+            &this,
+            None,
+            &peer_host,
+            peer_port,
+            |_, udp, to| {
+                *lock(&udp.connected) = Some(to);
+                // Datagrams queued from other peers no longer belong to the guest.
+                lock(&udp.queue).retain(|(_, peer)| *peer == to);
+                Ok(())
+            },
+        )
     }
 
     fn disconnect(&mut self, this: Resource<UdpHandle>) -> Result<(), ErrorCode> {
@@ -389,7 +432,10 @@ impl HostUdpSocket for HostState {
     fn local_addr(&mut self, this: Resource<UdpHandle>) -> Result<String, ErrorCode> {
         self.audited("net.udp-socket.local-addr", None, 0, |state| {
             let udp = state.udp(&this)?;
-            udp.socket
+            let socket = udp.socket.read().unwrap_or_else(|e| e.into_inner());
+            socket
+                .as_ref()
+                .ok_or(ErrorCode::Closed)?
                 .local_addr()
                 .map(|a| a.to_string())
                 .map_err(|e| io_error(&e))

@@ -257,7 +257,7 @@ impl HostState {
     /// checks, then — unless the destination was vetted on this socket
     /// before — manifest → gate → resolution → airlock, then `op` with the
     /// vetted address. Exactly one audit event.
-    fn to_destination<T: crate::host::Payload>(
+    fn toward_destination<T: crate::host::Payload>(
         &mut self,
         call: &'static str,
         this: &Resource<UdpHandle>,
@@ -326,7 +326,7 @@ impl HostUdpSocket for HostState {
         peer_host: String,
         peer_port: u16,
     ) -> Result<u32, ErrorCode> {
-        self.to_destination(
+        self.toward_destination(
             "net.udp-socket.send-to",
             &this,
             Some(&data),
@@ -362,7 +362,7 @@ impl HostUdpSocket for HostState {
         peer_host: String,
         peer_port: u16,
     ) -> Result<(), ErrorCode> {
-        self.to_destination(
+        self.toward_destination(
             "net.udp-socket.connect",
             &this,
             None,

@@ -178,6 +178,9 @@ fn wasi_sockets_count_against_the_capsule_quotas() {
         "4 then PermissionDenied"
     );
     assert_eq!(answer(&c, "udp-many", &["127.0.0.1:0", "4"]).1, "4");
+    // Sockets that are only created still hold descriptors: 16 per store.
+    assert!(answer(&c, "create-many", &["17"]).1.starts_with("16 then"));
+    assert_eq!(answer(&c, "create-many", &["16"]).1, "16");
 }
 
 #[test]

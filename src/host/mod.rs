@@ -111,6 +111,8 @@ pub struct HostState {
     pub(crate) call_scoped: Vec<std::sync::Weak<dyn CallScoped>>,
     /// Quota units held by WASI sockets, by resource rep (`wasi.rs`).
     pub(crate) wasi_sockets: HashMap<u32, net::QuotaSlot>,
+    /// WASI sockets created and not yet dropped (at most 16 per store).
+    pub(crate) wasi_created: std::collections::HashSet<u32>,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
@@ -138,6 +140,7 @@ impl HostState {
             open_subscriptions: Vec::new(),
             call_scoped: Vec::new(),
             wasi_sockets: HashMap::new(),
+            wasi_created: std::collections::HashSet::new(),
             run_loop: false,
             watchdog: None,
             wasi,

@@ -335,6 +335,13 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
 
 const WASI_TCP: &str = "wasi:sockets/tcp@0.2.12";
 const WASI_UDP: &str = "wasi:sockets/udp@0.2.12";
+const WASI_TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+const WASI_UDP_CREATE: &str = "wasi:sockets/udp-create-socket@0.2.12";
+/// Live WASI sockets one store may hold, used or not: every quota of
+/// `astrid:net` together, so a loop of creates cannot exhaust descriptors.
+const MAX_WASI_SOCKETS: usize = crate::host::net::MAX_STREAMS
+    + crate::host::net::MAX_TCP_LISTENERS
+    + crate::host::net::MAX_UDP_SOCKETS;
 
 /// Counts WASI sockets against the capsule's `astrid:net` quotas (host ABI
 /// §0): a TCP socket takes a stream slot when it starts connecting or is
@@ -356,8 +363,47 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         Resource<DynInputStream>,
         Resource<DynOutputStream>,
     );
+    use wasmtime_wasi::p2::bindings::sockets::network::IpAddressFamily;
 
     linker.allow_shadowing(true);
+    linker.instance(WASI_TCP_CREATE)?.func_wrap(
+        "create-tcp-socket",
+        |mut store: StoreContextMut<'_, HostState>,
+         (family,): (IpAddressFamily,)|
+         -> wasmtime::Result<(Result<Resource<TcpSocket>, ErrorCode>,)> {
+            let state = store.data_mut();
+            if state.wasi_created.len() >= MAX_WASI_SOCKETS {
+                return Ok((Err(ErrorCode::NewSocketLimit),));
+            }
+            use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host;
+            match Host::create_tcp_socket(&mut state.sockets(), family) {
+                Ok(socket) => {
+                    state.wasi_created.insert(socket.rep());
+                    Ok((Ok(socket),))
+                }
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    linker.instance(WASI_UDP_CREATE)?.func_wrap(
+        "create-udp-socket",
+        |mut store: StoreContextMut<'_, HostState>,
+         (family,): (IpAddressFamily,)|
+         -> wasmtime::Result<(Result<Resource<UdpSocket>, ErrorCode>,)> {
+            let state = store.data_mut();
+            if state.wasi_created.len() >= MAX_WASI_SOCKETS {
+                return Ok((Err(ErrorCode::NewSocketLimit),));
+            }
+            use wasmtime_wasi::p2::bindings::sync::sockets::udp_create_socket::Host;
+            match Host::create_udp_socket(&mut state.sockets(), family) {
+                Ok(socket) => {
+                    state.wasi_created.insert(socket.rep());
+                    Ok((Ok(socket),))
+                }
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
     let mut tcp = linker.instance(WASI_TCP)?;
     tcp.func_wrap(
         "[method]tcp-socket.start-connect",
@@ -413,6 +459,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, HostState>, rep: u32| {
             let state = store.data_mut();
             state.wasi_sockets.remove(&rep);
+            state.wasi_created.remove(&rep);
             HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
         },
     )?;
@@ -438,6 +485,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, HostState>, rep: u32| {
             let state = store.data_mut();
             state.wasi_sockets.remove(&rep);
+            state.wasi_created.remove(&rep);
             HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
         },
     )?;

@@ -1,7 +1,8 @@
 //! Talks TCP through Rust's `std::net`, which the wasm32-wasip2 target
 //! maps onto `wasi:sockets`. Actions: `echo` (addr, message) connects,
 //! writes and reads the message back; `bind` (addr) opens a listener;
-//! `connect-many` / `listen-many` / `udp-many` (addr, n) hold n sockets.
+//! `connect-many` / `listen-many` / `udp-many` (addr, n) hold n sockets;
+//! `create-many` (n) holds n unconnected ones.
 //! Answers `ok` with the text, or `err` with the `std::io::ErrorKind`.
 
 wit_bindgen::generate!({
@@ -42,6 +43,19 @@ fn run(action: &str, payload: &str) -> std::io::Result<String> {
                 match opened {
                     Ok(socket) => held.push(socket),
                     Err(e) => return Ok(format!("{} then {:?}", held.len(), e.kind())),
+                }
+            }
+            Ok(held.len().to_string())
+        }
+        // Creates `n` unconnected TCP sockets through the raw WASI bindings.
+        "create-many" => {
+            let n: usize = arg(0).parse().map_err(std::io::Error::other)?;
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let family = wasip2::sockets::network::IpAddressFamily::Ipv4;
+                match wasip2::sockets::tcp_create_socket::create_tcp_socket(family) {
+                    Ok(socket) => held.push(socket),
+                    Err(e) => return Ok(format!("{} then {e:?}", held.len())),
                 }
             }
             Ok(held.len().to_string())

@@ -594,6 +594,9 @@ fn schemes_tls_and_denials() {
         ),
         "capability-denied"
     );
+    assert!(
+        ok(&c, "http-get", &[&format!("http://127.0.0.1:{port}/hello")]).starts_with("200|hello")
+    );
     // A manifest without the host: denied before the gate is asked.
     let manifest = std::fs::read_to_string(capsule_dir("netprobe").join("Capsule.toml"))
         .unwrap()
@@ -628,6 +631,12 @@ fn schemes_tls_and_denials() {
         gate_denial.target.as_deref(),
         Some(format!("http://127.0.0.1:{port}/secret").as_str()),
         "the audit target leaves out the query"
+    );
+    assert!(
+        events.iter().any(|e| e.call == "http.http-request"
+            && e.outcome == Outcome::Allowed
+            && e.bytes == 5),
+        "a buffered response's body counts in `bytes`"
     );
     assert!(events.iter().any(|e| e.call == "http.http-request"
         && e.outcome == Outcome::Denied

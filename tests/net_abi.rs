@@ -390,6 +390,13 @@ fn the_gate_decides_within_the_manifest_and_every_call_is_audited() {
         .as_deref()
         .unwrap()
         .contains("port 9 is closed"));
+    // `bytes` counts the payload in and out.
+    for call in ["net.tcp-stream.write-bytes", "net.tcp-stream.read-bytes"] {
+        assert!(
+            events.iter().any(|e| e.call == call && e.bytes == 1),
+            "{call} with one byte"
+        );
+    }
     for call in [
         "net.tcp-stream.write-bytes",
         "net.tcp-stream.read-bytes",

@@ -169,6 +169,28 @@ impl HostState {
         result
     }
 
+    /// [`audited`](Self::audited) for calls that move data: the event's
+    /// `bytes` is the payload in plus what the result carries out.
+    pub(crate) fn audited_io<T: Payload, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes_in: u64,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let result = body(self);
+        if let Some(started) = started {
+            let (outcome, reason) = result.audit_outcome();
+            let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
+            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+        }
+        result
+    }
+
     /// Remembers a host object to close when the current call ends.
     pub(crate) fn track_call_scoped(&mut self, object: std::sync::Weak<dyn CallScoped>) {
         self.call_scoped.retain(|o| o.strong_count() > 0);
@@ -384,6 +406,11 @@ impl Payload for String {
 impl Payload for Vec<u8> {
     fn payload_len(&self) -> u64 {
         self.len() as u64
+    }
+}
+impl<T: Payload> Payload for Option<T> {
+    fn payload_len(&self) -> u64 {
+        self.as_ref().map_or(0, Payload::payload_len)
     }
 }
 impl Payload for Vec<String> {

@@ -426,6 +426,12 @@ pub(crate) struct Buffered {
     pub meta: Meta,
 }
 
+impl super::Payload for Buffered {
+    fn payload_len(&self) -> u64 {
+        self.body.len() as u64
+    }
+}
+
 /// A response whose head arrived, with everything needed to read its body.
 struct Fetched {
     response: http::Response<Incoming>,
@@ -797,7 +803,7 @@ impl HostState {
     ) -> Result<Buffered, HttpError> {
         let target = audit_target(&request.url);
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
-        self.audited(call, Some(&target), bytes_in, |state| {
+        self.audited_io(call, Some(&target), bytes_in, |state| {
             if state.call.token.is_cancelled() {
                 return Err(HttpError::Closed);
             }
@@ -938,7 +944,7 @@ impl HostState {
         call: &'static str,
         stream: Option<Arc<Stream>>,
     ) -> Result<Vec<u8>, HttpError> {
-        let result = self.audited(call, None, 0, |state| {
+        let result = self.audited_io(call, None, 0, |state| {
             let stream = stream.ok_or(HttpError::Closed)?;
             if state.call.token.is_cancelled() || stream.body_taken.load(Ordering::SeqCst) {
                 return Err(HttpError::Closed);

@@ -648,14 +648,14 @@ impl HostState {
 
     /// Runs a `tcp-stream` method: cancel check, the live connection, and
     /// exactly one audit event.
-    fn on_conn<T>(
+    fn on_conn<T: crate::host::Payload>(
         &mut self,
         call: &'static str,
         this: &Resource<TcpStreamHandle>,
         bytes_in: u64,
         body: impl FnOnce(&HostState, &Conn) -> Result<T, ErrorCode>,
     ) -> Result<T, ErrorCode> {
-        self.audited(call, None, bytes_in, |state| {
+        self.audited_io(call, None, bytes_in, |state| {
             if state.call.token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }
@@ -996,5 +996,14 @@ impl HostTcpStream for HostState {
         // The io views keep the socket alive; dropping the stream closes them.
         handle.conn.close();
         Ok(())
+    }
+}
+
+impl crate::host::Payload for NetReadStatus {
+    fn payload_len(&self) -> u64 {
+        match self {
+            NetReadStatus::Data(data) => data.len() as u64,
+            _ => 0,
+        }
     }
 }

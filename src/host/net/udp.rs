@@ -341,7 +341,7 @@ impl HostUdpSocket for HostState {
         this: Resource<UdpHandle>,
         max_bytes: u32,
     ) -> Result<Option<UdpDatagram>, ErrorCode> {
-        let result = self.audited("net.udp-socket.recv-from", None, 0, |state| {
+        let result = self.audited_io("net.udp-socket.recv-from", None, 0, |state| {
             let udp = state.udp(&this)?;
             Ok(udp.receive(state)?.map(|(mut data, peer)| {
                 data.truncate(max_bytes as usize);
@@ -398,7 +398,7 @@ impl HostUdpSocket for HostState {
         this: Resource<UdpHandle>,
         max_bytes: u32,
     ) -> Result<Option<Vec<u8>>, ErrorCode> {
-        let result = self.audited("net.udp-socket.recv", None, 0, |state| {
+        let result = self.audited_io("net.udp-socket.recv", None, 0, |state| {
             let udp = state.udp(&this)?;
             if lock(&udp.connected).is_none() {
                 return Err(ErrorCode::AddressNotAvailable);
@@ -455,5 +455,11 @@ impl HostUdpSocket for HostState {
     fn drop(&mut self, this: Resource<UdpHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?.0.close();
         Ok(())
+    }
+}
+
+impl crate::host::Payload for UdpDatagram {
+    fn payload_len(&self) -> u64 {
+        self.data.len() as u64
     }
 }

@@ -6,6 +6,12 @@
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Instant;
 
+/// Locks `m`, taking over a lock poisoned by a panicking holder: every
+/// state guarded this way stays consistent between statements.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One thread's wait.
 #[derive(Default)]
 pub struct Waiter {
@@ -179,21 +185,6 @@ impl std::task::Wake for SignalWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.notify();
-    }
-}
-
-/// A [`Readiness`] over a signal and a check.
-pub struct Check<F: Fn() -> bool + Send + Sync> {
-    pub signal: Arc<Signal>,
-    pub ready: F,
-}
-
-impl<F: Fn() -> bool + Send + Sync> Readiness for Check<F> {
-    fn is_ready(&self) -> bool {
-        (self.ready)()
-    }
-    fn register(&self, waiter: &Arc<Waiter>) {
-        self.signal.register(waiter);
     }
 }
 

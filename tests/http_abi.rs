@@ -35,30 +35,6 @@ fn probe(rt: &Runtime, name: &str) -> Capsule {
     Capsule::load_dir(rt, &capsule_dir(name), &LoadOptions::default()).expect(name)
 }
 
-fn call(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
-    let r = c
-        .call(action, args.join("\n").as_bytes(), None)
-        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
-    (r.action, r.data.unwrap_or_default())
-}
-
-fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match call(c, action, args) {
-        (a, text) if a == "ok" => text,
-        (_, e) => panic!("{action} {args:?} failed: {e}"),
-    }
-}
-
-fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match call(c, action, args) {
-        (a, text) if a == "err" => text,
-        (_, v) => panic!(
-            "{action} {args:?} succeeded with {}",
-            &v[..v.len().min(200)]
-        ),
-    }
-}
-
 /// One parsed request.
 struct Req {
     method: String,

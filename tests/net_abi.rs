@@ -37,28 +37,6 @@ fn netprobe(rt: &Runtime) -> Capsule {
     Capsule::load_dir(rt, &capsule_dir("netprobe"), &LoadOptions::default()).expect("netprobe")
 }
 
-/// (action answered, text).
-fn call(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
-    let r = c
-        .call(action, args.join("\n").as_bytes(), None)
-        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
-    (r.action, r.data.unwrap_or_default())
-}
-
-fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match call(c, action, args) {
-        (a, text) if a == "ok" => text,
-        (_, e) => panic!("{action} {args:?} failed: {e}"),
-    }
-}
-
-fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match call(c, action, args) {
-        (a, text) if a == "err" => text,
-        (_, v) => panic!("{action} {args:?} succeeded with {v:?}"),
-    }
-}
-
 /// A loopback TCP server running `serve` for every connection.
 fn tcp_server(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

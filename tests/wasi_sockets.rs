@@ -40,11 +40,6 @@ fn echo_server() -> u16 {
     port
 }
 
-fn answer(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
-    let r = c.call(action, args.join("\n").as_bytes(), None).unwrap();
-    (r.action, r.data.unwrap_or_default())
-}
-
 fn wasisock(rt: &Runtime) -> Capsule {
     Capsule::load_dir(rt, &capsule_dir("wasisock"), &LoadOptions::default()).unwrap()
 }
@@ -56,10 +51,10 @@ fn denied_unless_the_runtime_enables_wasi_sockets() {
     let rt = runtime(FLAG_ALLOW_LOOPBACK);
     let c = wasisock(&rt);
     assert_eq!(
-        answer(&c, "echo", &[&addr, "hi"]),
+        call(&c, "echo", &[&addr, "hi"]),
         ("err".into(), "PermissionDenied".into())
     );
-    assert_eq!(answer(&c, "bind", &["127.0.0.1:0"]).0, "err");
+    assert_eq!(call(&c, "bind", &["127.0.0.1:0"]).0, "err");
 }
 
 #[test]
@@ -90,7 +85,7 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
     }
     let c = wasisock(&rt);
     assert_eq!(
-        answer(&c, "echo", &[&addr, "through wasi"]),
+        call(&c, "echo", &[&addr, "through wasi"]),
         ("ok".into(), "through wasi".into())
     );
     assert!(asked
@@ -99,19 +94,19 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
         .contains(&(GateKind::NetConnect, Some("tcp"), port)));
     // The gate says no.
     assert_eq!(
-        answer(&c, "echo", &["127.0.0.1:9", "x"]).1,
+        call(&c, "echo", &["127.0.0.1:9", "x"]).1,
         "PermissionDenied"
     );
     // Not in the manifest (only 127.0.0.1 is): refused before the gate.
     let before = asked.lock().unwrap().len();
     assert_eq!(
-        answer(&c, "echo", &["10.9.8.7:80", "x"]).1,
+        call(&c, "echo", &["10.9.8.7:80", "x"]).1,
         "PermissionDenied"
     );
     assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
     // Names pass the manifest and the gate's dns-lookup, then connect.
     assert_eq!(
-        answer(&c, "echo", &[&format!("localhost:{port}"), "by name"]),
+        call(&c, "echo", &[&format!("localhost:{port}"), "by name"]),
         ("ok".into(), "by name".into())
     );
     assert!(asked
@@ -120,9 +115,9 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
         .contains(&(GateKind::DnsLookup, None, 0)));
     // A name the manifest does not cover is never resolved.
     let before = asked.lock().unwrap().len();
-    assert_eq!(answer(&c, "echo", &["example.com:80", "x"]).0, "err");
+    assert_eq!(call(&c, "echo", &["example.com:80", "x"]).0, "err");
     assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
-    assert!(answer(&c, "bind", &["127.0.0.1:0"])
+    assert!(call(&c, "bind", &["127.0.0.1:0"])
         .1
         .starts_with("127.0.0.1:"));
     drop(c);
@@ -144,7 +139,7 @@ fn the_airlock_applies_to_wasi_connects_and_lookups() {
     let port = echo_server();
     let rt = runtime(FLAG_WASI_SOCKETS);
     let c = wasisock(&rt);
-    let (action, kind) = answer(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]);
+    let (action, kind) = call(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]);
     assert_eq!(
         (action.as_str(), kind.as_str()),
         ("err", "PermissionDenied")
@@ -152,7 +147,7 @@ fn the_airlock_applies_to_wasi_connects_and_lookups() {
     // `localhost` passes the manifest and the gate, but its loopback
     // addresses are filtered out of the answer: nothing left to connect to.
     assert_eq!(
-        answer(&c, "echo", &[&format!("localhost:{port}"), "x"]).0,
+        call(&c, "echo", &[&format!("localhost:{port}"), "x"]).0,
         "err"
     );
 }
@@ -164,23 +159,23 @@ fn wasi_sockets_count_against_the_capsule_quotas() {
     let c = wasisock(&rt);
     let addr = format!("127.0.0.1:{port}");
     assert_eq!(
-        answer(&c, "connect-many", &[&addr, "9"]).1,
+        call(&c, "connect-many", &[&addr, "9"]).1,
         "8 then PermissionDenied"
     );
     // Dropped sockets give their slots back.
-    assert_eq!(answer(&c, "connect-many", &[&addr, "8"]).1, "8");
+    assert_eq!(call(&c, "connect-many", &[&addr, "8"]).1, "8");
     assert_eq!(
-        answer(&c, "listen-many", &["127.0.0.1:0", "5"]).1,
+        call(&c, "listen-many", &["127.0.0.1:0", "5"]).1,
         "4 then PermissionDenied"
     );
     assert_eq!(
-        answer(&c, "udp-many", &["127.0.0.1:0", "5"]).1,
+        call(&c, "udp-many", &["127.0.0.1:0", "5"]).1,
         "4 then PermissionDenied"
     );
-    assert_eq!(answer(&c, "udp-many", &["127.0.0.1:0", "4"]).1, "4");
+    assert_eq!(call(&c, "udp-many", &["127.0.0.1:0", "4"]).1, "4");
     // Sockets that are only created still hold descriptors: 16 per store.
-    assert!(answer(&c, "create-many", &["17"]).1.starts_with("16 then"));
-    assert_eq!(answer(&c, "create-many", &["16"]).1, "16");
+    assert!(call(&c, "create-many", &["17"]).1.starts_with("16 then"));
+    assert_eq!(call(&c, "create-many", &["16"]).1, "16");
 }
 
 #[test]
@@ -202,12 +197,12 @@ fn a_connect_after_a_vetted_lookup_is_matched_on_the_name() {
     )
     .unwrap();
     assert_eq!(
-        answer(&c, "echo", &[&format!("localhost:{port}"), "named"]),
+        call(&c, "echo", &[&format!("localhost:{port}"), "named"]),
         ("ok".into(), "named".into())
     );
     // The same address asked for by number has no entry.
     assert_eq!(
-        answer(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]).1,
+        call(&c, "echo", &[&format!("127.0.0.1:{port}"), "x"]).1,
         "PermissionDenied"
     );
 }

@@ -371,18 +371,10 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, HostState>,
          (family,): (IpAddressFamily,)|
          -> wasmtime::Result<(Result<Resource<TcpSocket>, ErrorCode>,)> {
-            let state = store.data_mut();
-            if state.wasi_created.len() >= MAX_WASI_SOCKETS {
-                return Ok((Err(ErrorCode::NewSocketLimit),));
-            }
             use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host;
-            match Host::create_tcp_socket(&mut state.sockets(), family) {
-                Ok(socket) => {
-                    state.wasi_created.insert(socket.rep());
-                    Ok((Ok(socket),))
-                }
-                Err(e) => Ok((Err(e.downcast()?),)),
-            }
+            created(store.data_mut(), |state| {
+                Host::create_tcp_socket(&mut state.sockets(), family)
+            })
         },
     )?;
     linker.instance(WASI_UDP_CREATE)?.func_wrap(
@@ -390,18 +382,10 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         |mut store: StoreContextMut<'_, HostState>,
          (family,): (IpAddressFamily,)|
          -> wasmtime::Result<(Result<Resource<UdpSocket>, ErrorCode>,)> {
-            let state = store.data_mut();
-            if state.wasi_created.len() >= MAX_WASI_SOCKETS {
-                return Ok((Err(ErrorCode::NewSocketLimit),));
-            }
             use wasmtime_wasi::p2::bindings::sync::sockets::udp_create_socket::Host;
-            match Host::create_udp_socket(&mut state.sockets(), family) {
-                Ok(socket) => {
-                    state.wasi_created.insert(socket.rep());
-                    Ok((Ok(socket),))
-                }
-                Err(e) => Ok((Err(e.downcast()?),)),
-            }
+            created(store.data_mut(), |state| {
+                Host::create_udp_socket(&mut state.sockets(), family)
+            })
         },
     )?;
     let mut tcp = linker.instance(WASI_TCP)?;
@@ -458,8 +442,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         ResourceType::host::<TcpSocket>(),
         |mut store: StoreContextMut<'_, HostState>, rep: u32| {
             let state = store.data_mut();
-            state.wasi_sockets.remove(&rep);
-            state.wasi_created.remove(&rep);
+            forget(state, rep);
             HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
         },
     )?;
@@ -484,13 +467,39 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         ResourceType::host::<UdpSocket>(),
         |mut store: StoreContextMut<'_, HostState>, rep: u32| {
             let state = store.data_mut();
-            state.wasi_sockets.remove(&rep);
-            state.wasi_created.remove(&rep);
+            forget(state, rep);
             HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Creates a WASI socket within the store's cap of live sockets.
+fn created<R: 'static>(
+    state: &mut HostState,
+    create: impl FnOnce(&mut HostState) -> Result<Resource<R>, wasmtime_wasi::p2::SocketError>,
+) -> wasmtime::Result<(
+    Result<Resource<R>, wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,
+)> {
+    use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
+    if state.wasi_created.len() >= MAX_WASI_SOCKETS {
+        return Ok((Err(ErrorCode::NewSocketLimit),));
+    }
+    match create(state) {
+        Ok(socket) => {
+            state.wasi_created.insert(socket.rep());
+            Ok((Ok(socket),))
+        }
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}
+
+/// A WASI socket is being dropped: its quota unit and its place under the
+/// cap go with it.
+fn forget(state: &mut HostState, rep: u32) {
+    state.wasi_sockets.remove(&rep);
+    state.wasi_created.remove(&rep);
 }
 
 /// Runs a WASI socket operation under one unit of a capsule quota, kept

@@ -92,3 +92,31 @@ pub fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Calls a probe capsule whose arguments are the payload's lines: returns
+/// (the action it answered, its text).
+pub fn call(c: &Capsule, action: &str, args: &[&str]) -> (String, String) {
+    let r = c
+        .call(action, args.join("\n").as_bytes(), None)
+        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
+    (r.action, r.data.unwrap_or_default())
+}
+
+/// The text of a probe call that must answer `ok`.
+pub fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
+    match call(c, action, args) {
+        (a, text) if a == "ok" => text,
+        (_, e) => panic!("{action} {args:?} failed: {e}"),
+    }
+}
+
+/// The error case of a probe call that must answer `err`.
+pub fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
+    match call(c, action, args) {
+        (a, text) if a == "err" => text,
+        (_, v) => {
+            let shown: String = v.chars().take(200).collect();
+            panic!("{action} {args:?} succeeded with {shown:?}")
+        }
+    }
+}

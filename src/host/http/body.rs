@@ -6,6 +6,7 @@
 use super::decode::Decoder;
 use super::HttpError;
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
+use crate::wait::lock;
 use crate::wait::{Readiness, Signal, Waiter};
 use bytes::Bytes;
 use hyper::body::{Body as _, Frame, Incoming};
@@ -22,10 +23,6 @@ const BUFFER_AHEAD: usize = 1 << 20;
 pub const MAX_CHUNK: usize = 1 << 20;
 /// Output the decoder produces per step (bounds memory under a bomb).
 const DECODE_STEP: usize = 64 << 10;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[derive(Default)]
 struct BodyState {

@@ -129,6 +129,7 @@ use super::net::{resolve, QuotaSlot};
 use super::{AuditCase, CallScoped, GateRefusal, HostState};
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
+use crate::wait::lock;
 use crate::wait::Pending;
 use body::{Body, BodyReadable, BodySource, PumpRules, UploadBody, UploadSink, UploadWritable};
 use bytes::Bytes;
@@ -980,10 +981,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An open response body (`http-stream`).

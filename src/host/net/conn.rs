@@ -10,6 +10,7 @@ use crate::host::io::{
     StreamFailure,
 };
 use crate::host::{CallScoped, HostState};
+use crate::wait::lock;
 use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
 use std::collections::VecDeque;
 use std::io;
@@ -490,10 +491,6 @@ impl CallScoped for Conn {
     fn close(&self) {
         Conn::close(self);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Connects to the vetted `addrs` in order, 10 s in total.

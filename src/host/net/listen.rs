@@ -11,6 +11,7 @@ use crate::capsule::CapsuleShared;
 use crate::gate::{AcceptRequest, AcceptVerdict};
 use crate::host::io::{wait_for, Pollable};
 use crate::host::{CallScoped, HostState};
+use crate::wait::lock;
 use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -52,10 +53,6 @@ pub(crate) struct Listener {
 
 pub struct TcpListenerHandle(pub(crate) Arc<Listener>);
 pub struct UnixListenerHandle(pub(crate) Arc<Listener>);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Listener {
     fn new(kind: Kind, capsule: Arc<CapsuleShared>, slot: QuotaSlot) -> Arc<Listener> {
@@ -345,16 +342,59 @@ impl HostState {
     }
 }
 
+/// Both listener handles, for the methods they share.
+trait ListenerHandle: Send + 'static {
+    fn listener(&self) -> &Arc<Listener>;
+}
+
+impl ListenerHandle for TcpListenerHandle {
+    fn listener(&self) -> &Arc<Listener> {
+        &self.0
+    }
+}
+
+impl ListenerHandle for UnixListenerHandle {
+    fn listener(&self) -> &Arc<Listener> {
+        &self.0
+    }
+}
+
+impl HostState {
+    fn listener_of<H: ListenerHandle>(
+        &self,
+        this: &Resource<H>,
+    ) -> Result<Arc<Listener>, ErrorCode> {
+        self.table
+            .get(this)
+            .map(|h| h.listener().clone())
+            .map_err(|_| ErrorCode::InvalidHandle)
+    }
+
+    fn listener_readiness<H: ListenerHandle>(
+        &mut self,
+        call: &'static str,
+        this: &Resource<H>,
+    ) -> Resource<Pollable> {
+        let source: Arc<dyn Readiness> = match self.listener_of(this) {
+            Ok(listener) => Arc::new(ListenerReady(listener)),
+            Err(_) => Arc::new(crate::host::io::AlwaysReady),
+        };
+        let _: Result<(), std::convert::Infallible> = self.audited(call, None, 0, |_| Ok(()));
+        self.push_pollable(source)
+    }
+
+    fn drop_listener<H: ListenerHandle>(&mut self, this: Resource<H>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.listener().close();
+        Ok(())
+    }
+}
+
 impl HostUnixListener for HostState {
     fn accept(
         &mut self,
         this: Resource<UnixListenerHandle>,
     ) -> Result<Resource<super::TcpStreamHandle>, ErrorCode> {
-        let listener = self
-            .table
-            .get(&this)
-            .map(|l| l.0.clone())
-            .map_err(|_| ErrorCode::InvalidHandle);
+        let listener = self.listener_of(&this);
         self.accept_on("net.unix-listener.accept", listener, None)
             .and_then(|c| c.ok_or(ErrorCode::Timeout))
     }
@@ -364,27 +404,16 @@ impl HostUnixListener for HostState {
         this: Resource<UnixListenerHandle>,
         timeout_ms: u64,
     ) -> Result<Option<Resource<super::TcpStreamHandle>>, ErrorCode> {
-        let listener = self
-            .table
-            .get(&this)
-            .map(|l| l.0.clone())
-            .map_err(|_| ErrorCode::InvalidHandle);
+        let listener = self.listener_of(&this);
         self.accept_on("net.unix-listener.poll-accept", listener, Some(timeout_ms))
     }
 
     fn subscribe_readiness(&mut self, this: Resource<UnixListenerHandle>) -> Resource<Pollable> {
-        let source: Arc<dyn Readiness> = match self.table.get(&this) {
-            Ok(l) => Arc::new(ListenerReady(l.0.clone())),
-            Err(_) => Arc::new(crate::host::io::AlwaysReady),
-        };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.unix-listener.subscribe-readiness", None, 0, |_| Ok(()));
-        self.push_pollable(source)
+        self.listener_readiness("net.unix-listener.subscribe-readiness", &this)
     }
 
     fn drop(&mut self, this: Resource<UnixListenerHandle>) -> wasmtime::Result<()> {
-        self.table.delete(this)?.0.close();
-        Ok(())
+        self.drop_listener(this)
     }
 }
 
@@ -393,11 +422,7 @@ impl HostTcpListener for HostState {
         &mut self,
         this: Resource<TcpListenerHandle>,
     ) -> Result<Resource<super::TcpStreamHandle>, ErrorCode> {
-        let listener = self
-            .table
-            .get(&this)
-            .map(|l| l.0.clone())
-            .map_err(|_| ErrorCode::InvalidHandle);
+        let listener = self.listener_of(&this);
         self.accept_on("net.tcp-listener.accept", listener, None)
             .and_then(|c| c.ok_or(ErrorCode::Timeout))
     }
@@ -407,11 +432,7 @@ impl HostTcpListener for HostState {
         this: Resource<TcpListenerHandle>,
         timeout_ms: u64,
     ) -> Result<Option<Resource<super::TcpStreamHandle>>, ErrorCode> {
-        let listener = self
-            .table
-            .get(&this)
-            .map(|l| l.0.clone())
-            .map_err(|_| ErrorCode::InvalidHandle);
+        let listener = self.listener_of(&this);
         self.accept_on("net.tcp-listener.poll-accept", listener, Some(timeout_ms))
     }
 
@@ -420,33 +441,25 @@ impl HostTcpListener for HostState {
             if state.call.token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }
-            let listener = state
-                .table
-                .get(&this)
-                .map_err(|_| ErrorCode::InvalidHandle)?;
-            match lock(&listener.0.kind).as_ref() {
+            let listener = state.listener_of(&this)?;
+            let kind = lock(&listener.kind);
+            let addr = match kind.as_ref() {
                 Some(Kind::Tcp(l)) => l
                     .local_addr()
                     .map(|a| a.to_string())
                     .map_err(|e| io_error(&e)),
                 Some(Kind::Unix { .. }) => Ok("unix".into()),
                 None => Err(ErrorCode::Closed),
-            }
+            };
+            addr
         })
     }
 
     fn subscribe_readiness(&mut self, this: Resource<TcpListenerHandle>) -> Resource<Pollable> {
-        let source: Arc<dyn Readiness> = match self.table.get(&this) {
-            Ok(l) => Arc::new(ListenerReady(l.0.clone())),
-            Err(_) => Arc::new(crate::host::io::AlwaysReady),
-        };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.tcp-listener.subscribe-readiness", None, 0, |_| Ok(()));
-        self.push_pollable(source)
+        self.listener_readiness("net.tcp-listener.subscribe-readiness", &this)
     }
 
     fn drop(&mut self, this: Resource<TcpListenerHandle>) -> wasmtime::Result<()> {
-        self.table.delete(this)?.0.close();
-        Ok(())
+        self.drop_listener(this)
     }
 }

@@ -306,11 +306,7 @@ impl HostState {
         host: &str,
         port: u16,
     ) -> Result<Vec<std::net::SocketAddr>, ErrorCode> {
-        let addrs = resolve::resolve(self, host, port).map_err(|e| match e {
-            resolve::ResolveError::Cancelled => ErrorCode::Closed,
-            resolve::ResolveError::Timeout => ErrorCode::Timeout,
-            resolve::ResolveError::NoSuchName => ErrorCode::NameUnresolvable,
-        })?;
+        let addrs = resolve::resolve(self, host, port)?;
         let allow = self.allow_loopback();
         if addrs
             .iter()
@@ -460,11 +456,7 @@ impl host::Host for HostState {
                 })
             },
             |state, ()| {
-                let addrs = resolve::resolve(state, &host, 0).map_err(|e| match e {
-                    resolve::ResolveError::Cancelled => ErrorCode::Closed,
-                    resolve::ResolveError::Timeout => ErrorCode::Timeout,
-                    resolve::ResolveError::NoSuchName => ErrorCode::NameUnresolvable,
-                })?;
+                let addrs = resolve::resolve(state, &host, 0)?;
                 let allow = state.allow_loopback();
                 let mut safe: Vec<String> = Vec::new();
                 for addr in addrs {

@@ -25,6 +25,16 @@ pub(crate) enum ResolveError {
     NoSuchName,
 }
 
+impl From<ResolveError> for ErrorCode {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Cancelled => ErrorCode::Closed,
+            ResolveError::Timeout => ErrorCode::Timeout,
+            ResolveError::NoSuchName => ErrorCode::NameUnresolvable,
+        }
+    }
+}
+
 /// Addresses of `host` (an IP literal is its own answer), with `port`.
 /// Races the call's cancel token and deadline.
 pub(crate) fn resolve(

@@ -8,6 +8,7 @@ use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
 use super::{io_error, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
 use crate::host::io::{wait_for, Pollable};
 use crate::host::{CallScoped, HostState};
+use crate::wait::lock;
 use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -44,10 +45,6 @@ pub(crate) struct Udp {
 }
 
 pub struct UdpHandle(pub(crate) Arc<Udp>);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Udp {
     pub(crate) fn bind(

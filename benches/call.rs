@@ -148,6 +148,29 @@ fn main() {
         _ => None,
     };
 
+    // `cargo bench --bench call -- profile ROW N` runs one B02 row N times and
+    // nothing else, for instruction counts under callgrind (performance.md).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "profile") {
+        let row = args.get(at + 1).map(String::as_str).unwrap_or("c");
+        let n: u64 = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        for _ in 0..n {
+            match row {
+                "c" => c_call(capsule, "noop", &payload64),
+                "raw" => {
+                    raw.call(&mut store, ("noop", &payload64)).unwrap();
+                }
+                other => panic!("unknown profile row {other}: c or raw"),
+            }
+        }
+        astrid_capsule_unload(capsule);
+        astrid_runtime_free(rt);
+        return;
+    }
+
     println!(
         "astrid call benchmarks: {ROUNDS} rounds, ~{} ms batches, interleaved",
         BATCH.as_millis()
@@ -210,6 +233,7 @@ fn main() {
         // Offset so source and destination do not alias on 4 KiB boundaries.
         let mut sink_buffer = vec![0u8; size + 64];
         let sink = &mut sink_buffer[64..];
+        let store = &mut store;
         let mut rows = vec![
             Row::new(format!("astrid_capsule_call echo-len {size} B"), || {
                 c_call(capsule, "echo-len", &payload)
@@ -218,11 +242,24 @@ fn main() {
                 sink.copy_from_slice(std::hint::black_box(&payload));
                 std::hint::black_box(&*sink);
             }),
+            // The floor any wasmtime embedding pays: the same export called
+            // raw. Where this row is above the target, no runtime on
+            // wasmtime can meet it.
+            Row::new(format!("raw wasmtime typed call echo-len {size} B"), || {
+                let (r,) = raw.call(&mut *store, ("echo-len", &payload)).unwrap();
+                assert!(r.data.is_some());
+            }),
         ];
-        table(
+        let ratios = table(
             &format!("B03: payload {size} B (target ≤ 1.1× memcpy from 64 KiB)"),
             &mut rows,
             1,
+        );
+        println!(
+            "   astrid is {:.2}× memcpy and {:.2}× the raw wasmtime floor ({:.2}× memcpy)",
+            ratios[0],
+            ratios[0] / ratios[2],
+            ratios[2]
         );
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use wasmtime::component::{ComponentExportIndex, ComponentType, Func, InstancePre, Lift};
+use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lift, TypedFunc};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// What the embedder may set per capsule at load.
@@ -79,8 +79,9 @@ pub(crate) struct Invocation {
     /// The context principal (`None`: none, e.g. a `system` message).
     pub principal: Option<Arc<str>>,
     pub overlay: Option<Arc<HashMap<String, String>>>,
-    /// The embedder's id, or the publishing capsule's for bus messages.
-    pub source_id: Arc<str>,
+    /// The publishing capsule's id for bus messages; `None`: the embedder's
+    /// (a direct call, which then clones no `Arc`).
+    pub source_id: Option<Arc<str>>,
     /// When the triggering call or message was made; `None`: now.
     pub timestamp_ms: Option<u64>,
     /// Depth of the triggering message (0 for embedder calls).
@@ -187,10 +188,18 @@ enum StoreKind {
 /// A deadline no run loop reaches.
 const RUN_LOOP_HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The interceptor export, type-checked once per instance. `'static` is the
+/// widest lifetime; `TypedFunc` is covariant in its parameters, so the same
+/// value calls with borrowed arguments of any lifetime.
+type HookFunc = TypedFunc<(&'static str, &'static [u8]), (CallResult,)>;
+
 /// One pooled instance and its store, with its interceptor export resolved.
 struct Worker {
     store: Store<HostState>,
-    hook: Option<Func>,
+    hook: Option<HookFunc>,
+    /// The cancel generation of the token in `store.data().call.token`;
+    /// while it is current, a call reuses that token without a lock.
+    generation: u64,
 }
 
 /// Idle instances unused this long are freed by the runtime's housekeeping.
@@ -218,8 +227,12 @@ pub struct CapsuleInner {
     /// the runtime's tokio context entered around guest code.
     uses_wasi: bool,
     limits: Limits,
-    /// Token of the current call generation; `cancel` replaces it.
+    /// Token of the current call generation; `cancel` replaces it and bumps
+    /// `call_generation` under this lock.
     call_token: Mutex<CancelToken>,
+    /// Read without the lock by every call to find out whether the token
+    /// its instance holds is still the current one.
+    call_generation: AtomicU64,
     pool: Mutex<Pool>,
     pool_changed: Condvar,
     pool_max: usize,
@@ -399,6 +412,7 @@ impl Capsule {
         });
         let inner = Arc::new(CapsuleInner {
             call_token: Mutex::new(shared.unload_token.child()),
+            call_generation: AtomicU64::new(0),
             shared,
             pre,
             hook,
@@ -422,8 +436,7 @@ impl Capsule {
         // One instance now: a component that cannot be instantiated (start
         // code that traps, memory above the ceiling) fails the load, and the
         // first call finds a warm instance.
-        let token = inner.current_token();
-        let worker = inner.new_worker(&token)?;
+        let worker = inner.new_worker()?;
         {
             let mut pool = inner.pool_lock();
             pool.idle.push((Instant::now(), worker));
@@ -500,10 +513,11 @@ impl Capsule {
     pub fn cancel(&self) {
         let inner = &self.inner;
         let fresh = inner.shared.unload_token.child();
-        let old = std::mem::replace(
-            &mut *inner.call_token.lock().unwrap_or_else(|e| e.into_inner()),
-            fresh,
-        );
+        let old = {
+            let mut current = inner.call_token.lock().unwrap_or_else(|e| e.into_inner());
+            inner.call_generation.fetch_add(1, Ordering::AcqRel);
+            std::mem::replace(&mut *current, fresh)
+        };
         old.cancel();
         // Make running guest code reach its epoch check right away.
         inner.shared.runtime.engine.increment_epoch();
@@ -641,11 +655,10 @@ impl CapsuleInner {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn current_token(&self) -> CancelToken {
-        self.call_token
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The current call token and its generation, read together.
+    fn current_token(&self) -> (u64, CancelToken) {
+        let token = self.call_token.lock().unwrap_or_else(|e| e.into_inner());
+        (self.call_generation.load(Ordering::Acquire), token.clone())
     }
 
     fn check_loaded(&self) -> Result<()> {
@@ -723,31 +736,40 @@ impl CapsuleInner {
         Ok((store, instance))
     }
 
-    fn new_worker(&self, token: &CancelToken) -> Result<Box<Worker>> {
-        let (mut store, instance) = self.build_store(token, StoreKind::Pooled)?;
+    fn new_worker(&self) -> Result<Box<Worker>> {
+        let (generation, token) = self.current_token();
+        let (mut store, instance) = self.build_store(&token, StoreKind::Pooled)?;
         store.data().stdio.flush();
         let hook = self
             .hook
             .and_then(|index| instance.get_func(&mut store, index));
-        if let Some(func) = hook {
-            func.typed::<(&str, &[u8]), (CallResult,)>(&store)
-                .map_err(|e| {
-                    Error::new(
-                        Code::Link,
-                        "export `astrid-hook-trigger` does not have the signature of astrid:guest/interceptor@1.0.0",
-                    )
-                    .caused_by(e)
-                })?;
-        }
-        Ok(Box::new(Worker { store, hook }))
+        let hook = hook
+            .map(|func| {
+                func.typed::<(&'static str, &'static [u8]), (CallResult,)>(&store)
+                    .map_err(|e| {
+                        Error::new(
+                            Code::Link,
+                            "export `astrid-hook-trigger` does not have the signature of astrid:guest/interceptor@1.0.0",
+                        )
+                        .caused_by(e)
+                    })
+            })
+            .transpose()?;
+        Ok(Box::new(Worker {
+            store,
+            hook,
+            generation,
+        }))
     }
 
     /// Takes an idle instance, creates one, or waits for one to come back.
-    fn lease(&self, token: &CancelToken, deadline: Instant) -> Result<Box<Worker>> {
+    /// `generation` is the cancel generation the call started in: a cancel
+    /// since then ends the wait.
+    fn lease(&self, generation: u64, deadline: Instant) -> Result<Box<Worker>> {
         let mut pool = self.pool_lock();
         loop {
             self.check_loaded()?;
-            if token.is_cancelled() {
+            if self.call_generation.load(Ordering::Acquire) != generation {
                 return Err(Error::new(
                     Code::Cancelled,
                     "the call was cancelled before it started",
@@ -761,7 +783,7 @@ impl CapsuleInner {
                 pool.live += 1;
                 pool.in_flight += 1;
                 drop(pool);
-                return self.new_worker(token).inspect_err(|_| {
+                return self.new_worker().inspect_err(|_| {
                     let mut pool = self.pool_lock();
                     pool.live -= 1;
                     pool.in_flight -= 1;
@@ -835,14 +857,13 @@ impl CapsuleInner {
         let overlay = options
             .filter(|o| !o.config_overlay.is_empty())
             .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
-        let source_id = self.shared.runtime.host_source_id.clone();
         self.invoke(
             action,
             payload,
             Invocation {
                 principal,
                 overlay,
-                source_id,
+                source_id: None,
                 timestamp_ms: None,
                 depth: 0,
             },
@@ -874,28 +895,40 @@ impl CapsuleInner {
             timestamp_ms,
             depth,
         } = invocation;
-        let token = self.current_token();
+        let generation = self.call_generation.load(Ordering::Acquire);
         let rt = &self.shared.runtime;
         // The coarse clock lags by up to one tick; adding a tick keeps the
         // deadline from ever being earlier than the configured timeout.
         let started = rt.coarse_now();
         let deadline = started + self.limits.timeout + crate::runtime::EPOCH_TICK;
-        let mut worker = self.lease(&token, deadline)?;
+        let mut worker = self.lease(generation, deadline)?;
 
-        let Worker { store, hook } = &mut *worker;
+        let Worker {
+            store,
+            hook,
+            generation: held,
+        } = &mut *worker;
         let state = store.data_mut();
+        if *held != generation {
+            // A cancel since this instance's last call: take the new token.
+            // (A cancel racing with this call may already have replaced it
+            // again; the token read here is then the newer, live one.)
+            let (current, token) = self.current_token();
+            *held = current;
+            state.call.token = token;
+        }
         // Updated in place: most fields repeat from call to call.
         let call = &mut state.call;
         if !same_principal(&call.principal, &principal) {
             state.stdio.set_principal(principal.as_ref());
             call.principal = principal;
         }
-        if !Arc::ptr_eq(&call.source_id, &source_id) {
-            call.source_id = source_id;
+        let source_id = source_id.as_ref().unwrap_or(&rt.host_source_id);
+        if !Arc::ptr_eq(&call.source_id, source_id) {
+            call.source_id = source_id.clone();
         }
         call.timestamp_ms = timestamp_ms.unwrap_or_else(|| rt.wall_ms_at(started));
         call.depth = depth;
-        call.token = token;
         call.deadline = deadline;
         state.stdio.begin_call(&call.token, call.deadline);
         call.overlay = overlay;
@@ -907,10 +940,9 @@ impl CapsuleInner {
             store.set_epoch_deadline(1);
             // Entering costs ~60 ns; pure-astrid capsules skip it.
             let _enter = self.uses_wasi.then(|| rt.handle.enter());
-            let func =
+            let hook =
                 hook.ok_or_else(|| wasmtime::format_err!("astrid-hook-trigger export is missing"))?;
-            let typed = func.typed::<(&str, &[u8]), (CallResult,)>(&*store)?;
-            typed.call(&mut *store, (action, payload))
+            hook.call(&mut *store, (action, payload))
         })();
         store.data().stdio.flush();
         let state = store.data_mut();

@@ -274,7 +274,7 @@ impl RuntimeInner {
             Invocation {
                 principal,
                 overlay: None,
-                source_id: message.source_id.clone(),
+                source_id: Some(message.source_id.clone()),
                 timestamp_ms: Some(message.timestamp_ms),
                 depth: message.depth,
             },

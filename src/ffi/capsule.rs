@@ -8,8 +8,9 @@ use super::{
 use crate::capsule::{CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
 use crate::error::{Error, Result};
 use once_cell::sync::Lazy;
+use std::cell::RefCell;
 use std::ffi::CString;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// A loaded capsule. Opaque; thread-safe (calls may run concurrently).
@@ -25,8 +26,31 @@ struct CapsuleHandle {
 
 static CAPSULES: Lazy<Registry<CapsuleHandle>> = Lazy::new(Registry::new);
 
+thread_local! {
+    /// The capsule this thread used last. Embedders mostly call one capsule
+    /// over and over; this spares each call the registry's lock and lookup.
+    /// Weak, so the cache never keeps a freed capsule alive, and ids are
+    /// never reused, so a stale entry can only miss.
+    static LAST_CAPSULE: RefCell<(usize, Weak<CapsuleHandle>)> =
+        const { RefCell::new((0, Weak::new())) };
+}
+
 fn capsule_from(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
-    CAPSULES.get(capsule as usize, "capsule")
+    let id = capsule as usize;
+    let cached = LAST_CAPSULE.with(|last| {
+        let last = last.borrow();
+        if last.0 == id {
+            last.1.upgrade()
+        } else {
+            None
+        }
+    });
+    if let Some(handle) = cached {
+        return Ok(handle);
+    }
+    let handle = CAPSULES.get(id, "capsule")?;
+    LAST_CAPSULE.with(|last| *last.borrow_mut() = (id, Arc::downgrade(&handle)));
+    Ok(handle)
 }
 
 /// One `[env]` value for `astrid:sys` `get-config`: UTF-8 `(ptr, len)` pairs.

@@ -118,7 +118,9 @@ impl StdioLog {
 
     /// Emits what is left of unterminated lines (at the end of every call).
     pub fn flush(&self) {
-        if !self.partial.swap(false, Ordering::AcqRel) {
+        // A plain load first: the swap's locked write is skipped when there
+        // is nothing to flush, which is almost every call.
+        if !self.partial.load(Ordering::Acquire) || !self.partial.swap(false, Ordering::AcqRel) {
             return;
         }
         let (principal, rests) = {

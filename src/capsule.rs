@@ -911,11 +911,17 @@ impl CapsuleInner {
         let state = store.data_mut();
         if *held != generation {
             // A cancel since this instance's last call: take the new token.
-            // (A cancel racing with this call may already have replaced it
-            // again; the token read here is then the newer, live one.)
             let (current, token) = self.current_token();
             *held = current;
             state.call.token = token;
+            if current != generation {
+                // Another cancel came after this call started: it covers it.
+                self.release(worker, true, started);
+                return Err(Error::new(
+                    Code::Cancelled,
+                    "the call was cancelled before it started",
+                ));
+            }
         }
         // Updated in place: most fields repeat from call to call.
         let call = &mut state.call;

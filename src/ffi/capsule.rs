@@ -37,19 +37,23 @@ thread_local! {
 
 fn capsule_from(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
     let id = capsule as usize;
-    let cached = LAST_CAPSULE.with(|last| {
-        let last = last.borrow();
-        if last.0 == id {
-            last.1.upgrade()
-        } else {
-            None
-        }
-    });
+    // `try_with`: during thread exit the cache may be gone; the registry is not.
+    let cached = LAST_CAPSULE
+        .try_with(|last| {
+            let last = last.borrow();
+            if last.0 == id {
+                last.1.upgrade()
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten();
     if let Some(handle) = cached {
         return Ok(handle);
     }
     let handle = CAPSULES.get(id, "capsule")?;
-    LAST_CAPSULE.with(|last| *last.borrow_mut() = (id, Arc::downgrade(&handle)));
+    let _ = LAST_CAPSULE.try_with(|last| *last.borrow_mut() = (id, Arc::downgrade(&handle)));
     Ok(handle)
 }
 

@@ -765,16 +765,6 @@ fn gated_runtime(gate_ms: u64, gate: GateFn) -> Runtime {
     rt
 }
 
-fn collect_audit(rt: &Runtime) -> Arc<Mutex<Vec<astrid::AuditEvent>>> {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    rt.set_audit_sink(Some(Arc::new(move |e: &astrid::AuditEvent| {
-        sink.lock().unwrap().push(e.clone())
-    })))
-    .unwrap();
-    events
-}
-
 fn wait_for_events(events: &Mutex<Vec<astrid::AuditEvent>>, call: &str) -> astrid::AuditEvent {
     let until = Instant::now() + Duration::from_secs(5);
     loop {

@@ -10,7 +10,7 @@ mod common;
 
 use astrid::gate::GateAnswer;
 use astrid::policy::gate::{GateKind, GateRequest, Verdict};
-use astrid::runtime::{AuditEvent, Outcome, FLAG_ALLOW_LOOPBACK};
+use astrid::runtime::{Outcome, FLAG_ALLOW_LOOPBACK};
 use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -454,18 +454,7 @@ fn every_timeout_and_unload_during_a_request() {
         let url = slow_head.clone();
         thread::spawn(move || c.call("http-get", url.as_bytes(), None))
     };
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    c.unload().unwrap();
-    let outcome = waiting.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    if let Ok(r) = outcome {
-        assert_eq!(r.data.as_deref(), Some("closed"));
-    }
+    unload_ends_the_blocked_call(&c, waiting);
 }
 
 #[test]
@@ -529,14 +518,7 @@ fn schemes_tls_and_denials() {
         }
     })))
     .unwrap();
-    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
-    {
-        let events = events.clone();
-        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
-            events.lock().unwrap().push(e.clone())
-        })))
-        .unwrap();
-    }
+    let events = collect_audit(&rt);
     let c = probe(&rt, "netprobe");
     let legacy = probe(&rt, "http10probe");
     let port = http_server();

@@ -9,7 +9,7 @@ mod common;
 
 use astrid::gate::{AcceptVerdict, GateAnswer};
 use astrid::policy::gate::{GateKind, GateRequest, Verdict};
-use astrid::runtime::{AuditEvent, Outcome, FLAG_ALLOW_LOOPBACK};
+use astrid::runtime::{Outcome, FLAG_ALLOW_LOOPBACK};
 use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
 use common::*;
 use std::io::{Read, Write};
@@ -331,14 +331,7 @@ fn the_gate_decides_within_the_manifest_and_every_call_is_audited() {
         })))
         .unwrap();
     }
-    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
-    {
-        let events = events.clone();
-        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
-            events.lock().unwrap().push(e.clone())
-        })))
-        .unwrap();
-    }
+    let events = collect_audit(&rt);
     let c = netprobe(&rt);
     let echo = echo_server();
     assert_eq!(
@@ -467,32 +460,13 @@ fn unload_wakes_a_blocked_read_promptly() {
             )
         })
     };
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    c.unload().unwrap();
-    let outcome = reader.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    // Either the guest saw `closed` or the call was cut as cancelled.
-    if let Ok(r) = outcome {
-        assert_eq!(r.data.as_deref(), Some("closed"));
-    }
+    unload_ends_the_blocked_call(&c, reader);
 }
 
 #[test]
 fn a_udp_send_to_a_new_destination_is_one_audit_event() {
     let rt = net_runtime(FLAG_ALLOW_LOOPBACK);
-    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
-    {
-        let events = events.clone();
-        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
-            events.lock().unwrap().push(e.clone())
-        })))
-        .unwrap();
-    }
+    let events = collect_audit(&rt);
     let c = netprobe(&rt);
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port().to_string();

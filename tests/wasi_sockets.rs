@@ -6,7 +6,7 @@ mod common;
 
 use astrid::gate::GateAnswer;
 use astrid::policy::gate::{GateKind, GateRequest, Verdict};
-use astrid::runtime::{AuditEvent, Outcome, FLAG_ALLOW_LOOPBACK, FLAG_WASI_SOCKETS};
+use astrid::runtime::{Outcome, FLAG_ALLOW_LOOPBACK, FLAG_WASI_SOCKETS};
 use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
 use common::*;
 use std::io::{Read, Write};
@@ -75,14 +75,7 @@ fn enabled_sockets_pass_manifest_gate_and_airlock() {
         })))
         .unwrap();
     }
-    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
-    {
-        let events = events.clone();
-        rt.set_audit_sink(Some(Arc::new(move |e: &AuditEvent| {
-            events.lock().unwrap().push(e.clone())
-        })))
-        .unwrap();
-    }
+    let events = collect_audit(&rt);
     let c = wasisock(&rt);
     assert_eq!(
         call(&c, "echo", &[&addr, "through wasi"]),

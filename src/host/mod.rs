@@ -160,13 +160,7 @@ impl HostState {
     where
         Result<T, E>: AuditOutcome,
     {
-        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
-        let result = body(self);
-        if let Some(started) = started {
-            let (outcome, reason) = result.audit_outcome();
-            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
-        }
-        result
+        self.audited_counting(call, target, body, |_| bytes)
     }
 
     /// [`audited`](Self::audited) for calls that move data: the event's
@@ -181,14 +175,37 @@ impl HostState {
     where
         Result<T, E>: AuditOutcome,
     {
+        self.audited_counting(call, target, body, |result| {
+            bytes_in + result.as_ref().map_or(0, Payload::payload_len)
+        })
+    }
+
+    /// The audit wrapper behind both: `bytes` counts the event's bytes from
+    /// the result, and runs only when an audit sink is installed.
+    fn audited_counting<T, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+        bytes: impl FnOnce(&Result<T, E>) -> u64,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
         let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
         let result = body(self);
         if let Some(started) = started {
             let (outcome, reason) = result.audit_outcome();
-            let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
+            let bytes = bytes(&result);
             self.audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
         result
+    }
+
+    /// Records the audit event of a call that cannot fail (one that hands
+    /// out a stream or a pollable).
+    pub(crate) fn audit_infallible(&mut self, call: &'static str) {
+        let _: Result<(), std::convert::Infallible> = self.audited(call, None, 0, |_| Ok(()));
     }
 
     /// Remembers a host object to close when the current call ends.

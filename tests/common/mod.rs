@@ -81,6 +81,38 @@ pub fn collect_logs(rt: &Runtime) -> Arc<Mutex<Vec<Line>>> {
     lines
 }
 
+/// Installs an audit sink that records every event.
+pub fn collect_audit(rt: &Runtime) -> Arc<Mutex<Vec<astrid::AuditEvent>>> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    rt.set_audit_sink(Some(Arc::new(move |e: &astrid::AuditEvent| {
+        sink.lock().unwrap().push(e.clone())
+    })))
+    .unwrap();
+    events
+}
+
+/// Lets `waiting` (a call blocked in the guest) settle, unloads the capsule
+/// and checks the call ended within 2 s: either the guest saw `closed` or the
+/// call was cut as cancelled.
+pub fn unload_ends_the_blocked_call(
+    c: &Capsule,
+    waiting: std::thread::JoinHandle<astrid::Result<astrid::CallResult>>,
+) {
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    c.unload().unwrap();
+    let outcome = waiting.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    if let Ok(r) = outcome {
+        assert_eq!(r.data.as_deref(), Some("closed"));
+    }
+}
+
 pub fn data(result: &astrid::CallResult) -> &str {
     result.data.as_deref().unwrap_or("<none>")
 }

@@ -82,8 +82,7 @@ macro_rules! http_stream_common {
                     Some(stream) => stream.readable(),
                     None => std::sync::Arc::new(crate::host::io::AlwaysReady),
                 };
-                let _: Result<(), std::convert::Infallible> =
-                    self.audited(concat!($prefix, ".subscribe-readable"), None, 0, |_| Ok(()));
+                self.audit_infallible(concat!($prefix, ".subscribe-readable"));
                 self.push_pollable(source)
             }
 
@@ -92,8 +91,7 @@ macro_rules! http_stream_common {
                     Some(stream) => stream.take_body_source(),
                     None => std::sync::Arc::new(crate::host::io::ClosedStream),
                 };
-                let _: Result<(), std::convert::Infallible> =
-                    self.audited(concat!($prefix, ".body-stream"), None, 0, |_| Ok(()));
+                self.audit_infallible(concat!($prefix, ".body-stream"));
                 self.push_input_stream(source)
             }
 
@@ -864,18 +862,13 @@ impl HostState {
     ) -> Result<Arc<Stream>, HttpError> {
         let target = audit_target(&request.url);
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
-        let stream = self.audited(call, Some(&target), bytes_in, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(HttpError::Closed);
-            }
+        self.open_call_scoped(call, Some(&target), bytes_in, |state| {
             let slot = state.claim_http_stream()?;
             let mut exchange = Exchange::new(request, None)?;
             let fetched = state.fetch(&mut exchange, &opts, None)?;
             let deadline = opts.total.map(|t| exchange.started + t);
             Ok(Stream::open(state, fetched, &opts, deadline, slot))
-        })?;
-        self.track_call_scoped(Arc::downgrade(&stream) as std::sync::Weak<dyn CallScoped>);
-        Ok(stream)
+        })
     }
 
     /// `http-upload-start`: vets the first hop and starts sending; the
@@ -887,10 +880,7 @@ impl HostState {
         opts: Options,
     ) -> Result<Arc<Upload>, HttpError> {
         let target = audit_target(&request.url);
-        let upload = self.audited(call, Some(&target), 0, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(HttpError::Closed);
-            }
+        self.open_call_scoped(call, Some(&target), 0, |state| {
             if request.body.is_some() {
                 return Err(HttpError::InvalidRequest(
                     "an upload's body comes from its sink",
@@ -910,17 +900,12 @@ impl HostState {
                     slot,
                 })),
             }))
-        })?;
-        self.track_call_scoped(Arc::downgrade(&upload) as std::sync::Weak<dyn CallScoped>);
-        Ok(upload)
+        })
     }
 
     /// `http-upload.finish`: ends the body and waits for the response head.
     pub(crate) fn upload_finish(&mut self, upload: &Upload) -> Result<Arc<Stream>, HttpError> {
-        let stream = self.audited("http.http-upload.finish", None, 0, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(HttpError::Closed);
-            }
+        self.open_call_scoped("http.http-upload.finish", None, 0, |state| {
             let Some(UploadState {
                 mut exchange,
                 first,
@@ -934,9 +919,26 @@ impl HostState {
             let fetched = state.fetch(&mut exchange, &opts, Some(first))?;
             let deadline = opts.total.map(|t| exchange.started + t);
             Ok(Stream::open(state, fetched, &opts, deadline, slot))
+        })
+    }
+
+    /// An audited call that opens an HTTP object (refused once the guest
+    /// call is cancelled); the object is closed when the guest call ends.
+    fn open_call_scoped<T: CallScoped + 'static>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes_in: u64,
+        open: impl FnOnce(&mut Self) -> Result<Arc<T>, HttpError>,
+    ) -> Result<Arc<T>, HttpError> {
+        let object = self.audited(call, target, bytes_in, |state| {
+            if state.call.token.is_cancelled() {
+                return Err(HttpError::Closed);
+            }
+            open(state)
         })?;
-        self.track_call_scoped(Arc::downgrade(&stream) as std::sync::Weak<dyn CallScoped>);
-        Ok(stream)
+        self.track_call_scoped(Arc::downgrade(&object) as std::sync::Weak<dyn CallScoped>);
+        Ok(object)
     }
 
     /// `http-stream.read-chunk`: the next bytes (empty at the end).

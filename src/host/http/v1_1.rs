@@ -171,8 +171,7 @@ impl HostHttpUpload for HostState {
             Ok(upload) => upload.0.take_sink(),
             Err(_) => std::sync::Arc::new(crate::host::io::ClosedStream),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("http.http-upload.body-sink", None, 0, |_| Ok(()));
+        self.audit_infallible("http.http-upload.body-sink");
         self.push_output_stream(sink)
     }
 
@@ -181,8 +180,7 @@ impl HostHttpUpload for HostState {
             Ok(upload) => upload.0.writable(),
             Err(_) => std::sync::Arc::new(crate::host::io::AlwaysReady),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("http.http-upload.subscribe-writable", None, 0, |_| Ok(()));
+        self.audit_infallible("http.http-upload.subscribe-writable");
         self.push_pollable(source)
     }
 

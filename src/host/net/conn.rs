@@ -959,8 +959,7 @@ impl HostTcpStream for HostState {
             Ok(conn) => Arc::new(ConnReadable(conn)),
             Err(_) => Arc::new(crate::host::io::AlwaysReady),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.tcp-stream.subscribe-readable", None, 0, |_| Ok(()));
+        self.audit_infallible("net.tcp-stream.subscribe-readable");
         self.push_pollable(source)
     }
 
@@ -971,8 +970,7 @@ impl HostTcpStream for HostState {
             }
             _ => Arc::new(ClosedStream),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.tcp-stream.read-stream", None, 0, |_| Ok(()));
+        self.audit_infallible("net.tcp-stream.read-stream");
         self.push_input_stream(source)
     }
 
@@ -983,8 +981,7 @@ impl HostTcpStream for HostState {
             }
             _ => Arc::new(ClosedStream),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.tcp-stream.write-stream", None, 0, |_| Ok(()));
+        self.audit_infallible("net.tcp-stream.write-stream");
         self.push_output_stream(sink)
     }
 

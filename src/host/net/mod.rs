@@ -481,12 +481,8 @@ impl bindings::astrid::request_context::host::Host for HostState {
         &mut self,
         connection: Resource<TcpStreamHandle>,
     ) -> Result<Option<String>, ErrorCode> {
-        self.audited("request-context.connection-owner", None, 0, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(ErrorCode::Closed);
-            }
-            let conn = state.conn(&connection)?;
-            Ok(conn.identity.as_ref().and_then(|i| i.owner.clone()))
+        self.connection_identity("request-context.connection-owner", &connection, |i| {
+            i.owner.clone()
         })
     }
 
@@ -494,12 +490,27 @@ impl bindings::astrid::request_context::host::Host for HostState {
         &mut self,
         connection: Resource<TcpStreamHandle>,
     ) -> Result<Option<String>, ErrorCode> {
-        self.audited("request-context.connection-principal", None, 0, |state| {
+        self.connection_identity("request-context.connection-principal", &connection, |i| {
+            i.principal.clone()
+        })
+    }
+}
+
+impl HostState {
+    /// One field of what a unix listener learned about a connection's peer
+    /// (`None` for connections without an identity).
+    fn connection_identity(
+        &mut self,
+        call: &'static str,
+        connection: &Resource<TcpStreamHandle>,
+        field: impl FnOnce(&conn::Identity) -> Option<String>,
+    ) -> Result<Option<String>, ErrorCode> {
+        self.audited(call, None, 0, |state| {
             if state.call.token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }
-            let conn = state.conn(&connection)?;
-            Ok(conn.identity.as_ref().and_then(|i| i.principal.clone()))
+            let conn = state.conn(connection)?;
+            Ok(conn.identity.as_ref().and_then(field))
         })
     }
 }

@@ -444,8 +444,7 @@ impl HostUdpSocket for HostState {
             Ok(h) => Arc::new(UdpReadable(h.0.clone())),
             Err(_) => Arc::new(crate::host::io::AlwaysReady),
         };
-        let _: Result<(), std::convert::Infallible> =
-            self.audited("net.udp-socket.subscribe-readable", None, 0, |_| Ok(()));
+        self.audit_infallible("net.udp-socket.subscribe-readable");
         self.push_pollable(source)
     }
 

@@ -86,6 +86,9 @@ fn main() {
     let (done_tx, done_rx): (Sender<usize>, Receiver<usize>) = channel();
     let done_tx = Box::new(done_tx);
     let sub = subscribe_signal(rt, "bench.*", &done_tx);
+    if std::env::args().any(|a| a == "profile") {
+        return interceptor_round_trip(rt);
+    }
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -147,7 +150,8 @@ fn main() {
 
 /// Host publish → guest interceptor (ipcprobe's `echo`, which republishes
 /// the payload on `out.echo`) → host subscriber, against B02: one C call of
-/// `hello`'s `noop` with a 64 B payload.
+/// `hello`'s `noop` with the same payload. A direct call of ipcprobe's
+/// `publish` shows the part of the round trip no bus design can remove.
 fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
     let load = |name: &str| {
         let dir = harness::capsule_dir(name);
@@ -167,7 +171,19 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
         capsule
     };
     let hello = load("hello");
-    let _probe = load("ipcprobe");
+    let probe = load("ipcprobe");
+    // `cargo bench --bench bus -- profile SIZE N`: N direct publishing calls
+    // and nothing else, for callgrind (performance.md).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "profile") {
+        let size: usize = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(64);
+        let n: usize = args.get(at + 2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+        let direct = format!("out.unheard\n{}", payload(size));
+        for _ in 0..n {
+            harness::c_call(probe, "publish", direct.as_bytes());
+        }
+        return;
+    }
     let (echo_tx, echo_rx) = channel::<usize>();
     let echo_tx = Box::new(echo_tx);
     let sub = subscribe_signal(rt, "out.echo", &echo_tx);
@@ -188,9 +204,16 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
     println!("\nHost publish → guest interceptor → host subscriber vs B02 (C call of a no-op)");
     for size in [64usize, 4096] {
         let text = payload(size);
+        // What the interceptor does, minus the bus: a direct call whose guest
+        // publishes the payload (on a topic nobody hears). Every message of
+        // a lane runs at least this, one after the other.
+        let direct = format!("out.unheard\n{text}");
         let mut rows = vec![
             Row::new(format!("B02 astrid_capsule_call noop, {size} B"), || {
                 harness::c_call(hello, "noop", text.as_bytes())
+            }),
+            Row::new(format!("direct call that publishes, {size} B"), || {
+                harness::c_call(probe, "publish", direct.as_bytes())
             }),
             Row::new(format!("host → interceptor → host, {size} B"), || {
                 publish_echo(&text);
@@ -207,9 +230,11 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
         ];
         let ratios = table(&format!("payload {size} B"), &mut rows, 0);
         println!(
-            "  latency: {:.2}× a call; burst: {:.2}× a call per message (target ≤ 1.5×)",
-            ratios[1],
-            ratios[2] / LANE_BURST as f64
+            "  latency: {:.2}× a call; burst: {:.2}× a call per message (target ≤ 1.5×); \
+             the interceptor's own work without the bus: {:.2}× a call",
+            ratios[2],
+            ratios[3] / LANE_BURST as f64,
+            ratios[1]
         );
     }
     astrid::ffi::ipc::astrid_subscription_free(sub);

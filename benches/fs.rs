@@ -168,6 +168,59 @@ fn astrid_setup(data: *const OneFile, flags: u32) -> *mut astrid_capsule_t {
 /// What astrid's read-file does with the callbacks, called natively, plus
 /// the one copy into the result buffer.
 fn native_read(ud: *mut libc::c_void, path: &str) -> usize {
+    std::hint::black_box(native_read_bytes(ud, path)).len()
+}
+
+struct WasiHost {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    /// The `OneFile` the raw `read-file` import serves (see `FsError`).
+    file: usize,
+}
+
+/// `astrid:fs` `error-code`, mirrored so the comparator store can serve
+/// `read-file` as a plain typed host import: the floor any component-model
+/// embedding pays for the same callbacks, with none of astrid's policy.
+#[derive(
+    wasmtime::component::ComponentType, wasmtime::component::Lift, wasmtime::component::Lower,
+)]
+#[component(variant)]
+#[allow(dead_code)]
+enum FsError {
+    #[component(name = "not-found")]
+    NotFound,
+    #[component(name = "access")]
+    Access,
+    #[component(name = "capability-denied")]
+    CapabilityDenied,
+    #[component(name = "boundary-escape")]
+    BoundaryEscape,
+    #[component(name = "invalid-path")]
+    InvalidPath,
+    #[component(name = "would-block")]
+    WouldBlock,
+    #[component(name = "is-directory")]
+    IsDirectory,
+    #[component(name = "not-directory")]
+    NotDirectory,
+    #[component(name = "not-empty")]
+    NotEmpty,
+    #[component(name = "too-large")]
+    TooLarge,
+    #[component(name = "quota")]
+    Quota,
+    #[component(name = "cross-vfs")]
+    CrossVfs,
+    #[component(name = "already-exists")]
+    AlreadyExists,
+    #[component(name = "closed")]
+    Closed,
+    #[component(name = "unknown")]
+    Unknown(String),
+}
+
+/// `native_read`, returning the bytes (the one copy) instead of their count.
+fn native_read_bytes(ud: *mut libc::c_void, path: &str) -> Vec<u8> {
     unsafe {
         let mut req: astrid_gate_request_t = std::mem::zeroed();
         req.kind = 1;
@@ -185,13 +238,8 @@ fn native_read(ud: *mut libc::c_void, path: &str) -> usize {
         let mut end = 0;
         v_read_at(ud, h, n as u64, out.as_mut_ptr(), 0, &mut end);
         v_close(ud, h);
-        std::hint::black_box(out).len()
+        out
     }
-}
-
-struct WasiHost {
-    ctx: WasiCtx,
-    table: ResourceTable,
 }
 
 impl WasiView for WasiHost {
@@ -231,6 +279,21 @@ fn main() {
         let mut defined = linker.instance(name).unwrap();
         for (export, kind) in instance.exports(&engine) {
             match kind.ty {
+                ComponentItem::ComponentFunc(_)
+                    if name.starts_with("astrid:fs/host") && export == "read-file" =>
+                {
+                    defined
+                        .func_wrap(
+                            export,
+                            |store: wasmtime::StoreContextMut<'_, WasiHost>,
+                             (path,): (String,)|
+                             -> wasmtime::Result<(Result<Vec<u8>, FsError>,)> {
+                                let ud = store.data().file as *mut libc::c_void;
+                                Ok((Ok(native_read_bytes(ud, &path)),))
+                            },
+                        )
+                        .unwrap()
+                }
                 ComponentItem::ComponentFunc(_) => defined
                     .func_new(export, |_, _, _, _| {
                         Err(wasmtime::format_err!("not served here"))
@@ -256,6 +319,7 @@ fn main() {
         WasiHost {
             ctx,
             table: ResourceTable::new(),
+            file: 0,
         },
     );
     store.set_fuel(u64::MAX / 2).unwrap();
@@ -264,6 +328,25 @@ fn main() {
     let hook = instance
         .get_typed_func::<(&str, &[u8]), (CallResult,)>(&mut store, "astrid-hook-trigger")
         .unwrap();
+    // Two rows call into this store.
+    let store = std::cell::RefCell::new(store);
+
+    // `cargo bench --bench fs -- profile N` makes one inline-callback call
+    // looping N 4 KiB read-files and nothing else, for callgrind
+    // (performance.md): two values of N give the instructions per read.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "profile") {
+        let n: usize = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        let one = Box::leak(Box::new(OneFile {
+            data: vec![7u8; 4096],
+        }));
+        let inline = astrid_setup(one, ASTRID_RUNTIME_INLINE_CALLBACKS);
+        c_call(inline, "read-loop", format!("f\n{n}").as_bytes());
+        return;
+    }
 
     println!("astrid fs benchmarks: rows interleaved; each row = one call looping N host calls");
     for (size, n, label) in [(4096usize, 200usize, "4 KiB"), (1 << 20, 4, "1 MiB")] {
@@ -278,6 +361,7 @@ fn main() {
         let handoff = astrid_setup(one, 0);
         std::fs::write(preopen.join("f"), &one.data).unwrap();
         let payload = format!("f\n{n}");
+        store.borrow_mut().data_mut().file = ud as usize;
         let mut rows = vec![
             Row::new(format!("native gate + VFS callbacks + copy ×{n}"), || {
                 for _ in 0..n {
@@ -287,6 +371,15 @@ fn main() {
             Row::new(format!("astrid read-file, inline callbacks ×{n}"), || {
                 c_call(inline, "read-loop", payload.as_bytes())
             }),
+            Row::new(
+                format!("raw wasmtime import read-file, same callbacks ×{n}"),
+                || {
+                    let (r,) = hook
+                        .call(&mut *store.borrow_mut(), ("read-loop", payload.as_bytes()))
+                        .unwrap();
+                    assert_eq!(r.action, "ok", "{r:?}");
+                },
+            ),
             Row::new(format!("astrid read-file, default hand-off ×{n}"), || {
                 c_call(handoff, "read-loop", payload.as_bytes())
             }),
@@ -294,14 +387,14 @@ fn main() {
                 format!("guest std::fs::read via wasi:filesystem ×{n}"),
                 || {
                     let (r,) = hook
-                        .call(&mut store, ("std-read-loop", payload.as_bytes()))
+                        .call(&mut *store.borrow_mut(), ("std-read-loop", payload.as_bytes()))
                         .unwrap();
                     assert_eq!(r.action, "ok", "{r:?}");
                 },
             ),
         ];
         table(
-            &format!("B05: read-file {label} (targets: row 2 ≤ 3× row 1; row 4 ≥ 50× row 2)"),
+            &format!("B05: read-file {label} (targets: row 2 ≤ 3× row 1; row 5 ≥ 50× row 2; row 3 is the floor)"),
             &mut rows,
             0,
         );

@@ -87,7 +87,7 @@ fn main() {
     let done_tx = Box::new(done_tx);
     let sub = subscribe_signal(rt, "bench.*", &done_tx);
     if std::env::args().any(|a| a == "profile") {
-        return interceptor_round_trip(rt);
+        return interceptor_round_trip(rt, &done_rx);
     }
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -142,7 +142,7 @@ fn main() {
             ratios[3] / ratios[2]
         );
     }
-    interceptor_round_trip(rt);
+    interceptor_round_trip(rt, &done_rx);
     astrid::ffi::ipc::astrid_subscription_free(sub);
     astrid_runtime_free(rt);
     drop(done_tx);
@@ -152,7 +152,7 @@ fn main() {
 /// the payload on `out.echo`) → host subscriber, against B02: one C call of
 /// `hello`'s `noop` with the same payload. A direct call of ipcprobe's
 /// `publish` shows the part of the round trip no bus design can remove.
-fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
+fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>) {
     let load = |name: &str| {
         let dir = harness::capsule_dir(name);
         let dir = dir.to_str().unwrap();
@@ -177,7 +177,10 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "profile") {
         let size: usize = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(64);
-        let n: usize = args.get(at + 2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+        let n: usize = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
         let direct = format!("out.unheard\n{}", payload(size));
         for _ in 0..n {
             harness::c_call(probe, "publish", direct.as_bytes());
@@ -215,6 +218,10 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
             Row::new(format!("direct call that publishes, {size} B"), || {
                 harness::c_call(probe, "publish", direct.as_bytes())
             }),
+            Row::new(format!("host → host bus round trip, {size} B"), || {
+                publish(rt, &text);
+                assert_eq!(host_done.recv().unwrap(), size);
+            }),
             Row::new(format!("host → interceptor → host, {size} B"), || {
                 publish_echo(&text);
                 assert_eq!(echo_rx.recv().unwrap(), size);
@@ -230,11 +237,13 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t) {
         ];
         let ratios = table(&format!("payload {size} B"), &mut rows, 0);
         println!(
-            "  latency: {:.2}× a call; burst: {:.2}× a call per message (target ≤ 1.5×); \
-             the interceptor's own work without the bus: {:.2}× a call",
-            ratios[2],
-            ratios[3] / LANE_BURST as f64,
-            ratios[1]
+            "  latency: {:.2}× a call; burst: {:.2}× a call per message (target ≤ 1.5×)\n  \
+             parts: the interceptor's own work without the bus {:.2}×, \
+             host → host bus round trip {:.2}× a call",
+            ratios[3],
+            ratios[4] / LANE_BURST as f64,
+            ratios[1],
+            ratios[2]
         );
     }
     astrid::ffi::ipc::astrid_subscription_free(sub);

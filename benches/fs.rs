@@ -387,7 +387,10 @@ fn main() {
                 format!("guest std::fs::read via wasi:filesystem ×{n}"),
                 || {
                     let (r,) = hook
-                        .call(&mut *store.borrow_mut(), ("std-read-loop", payload.as_bytes()))
+                        .call(
+                            &mut *store.borrow_mut(),
+                            ("std-read-loop", payload.as_bytes()),
+                        )
                         .unwrap();
                     assert_eq!(r.action, "ok", "{r:?}");
                 },

@@ -136,9 +136,6 @@ pub struct SubscriptionQueue {
     version: AtomicU64,
 }
 
-/// Polls of `version` a blocking take makes before sleeping on the condvar.
-const SPIN_BEFORE_WAIT: u32 = 2048;
-
 impl QueueState {
     fn wake(&self, changed: &Condvar) {
         if self.waiters > 0 {
@@ -264,16 +261,7 @@ impl SubscriptionQueue {
             // wake-up system call and a context switch. Spin briefly first.
             let seen = self.version.load(Ordering::Acquire);
             drop(state);
-            for i in 0..SPIN_BEFORE_WAIT {
-                if self.version.load(Ordering::Acquire) != seen {
-                    break;
-                }
-                if i % 64 == 63 {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
+            crate::wait::spin_until_changed(&self.version, seen);
             state = self.lock();
             if state.items.is_empty() && !state.closed {
                 state.waiters += 1;

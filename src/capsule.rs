@@ -518,9 +518,7 @@ impl Capsule {
             inner.call_generation.fetch_add(1, Ordering::AcqRel);
             std::mem::replace(&mut *current, fresh)
         };
-        old.cancel();
-        // Make running guest code reach its epoch check right away.
-        inner.shared.runtime.engine.increment_epoch();
+        interrupt_guests(&inner.shared.runtime.engine, || old.cancel());
     }
 
     /// Cancels, waits (bounded) for calls in flight and frees the instances.
@@ -1001,9 +999,10 @@ impl CapsuleInner {
         {
             return;
         }
-        self.shared.unload_token.cancel();
+        interrupt_guests(&self.shared.runtime.engine, || {
+            self.shared.unload_token.cancel()
+        });
         self.shared.close_subscriptions();
-        self.shared.runtime.engine.increment_epoch();
         self.wake_waiters(self.pool_lock());
     }
 
@@ -1095,4 +1094,15 @@ fn classify_failure(
     }
     Error::new(Code::Trap, format!("the guest trapped during the {what}"))
         .caused_by(format!("{error:?}"))
+}
+
+/// Cancels through `cancel` so that every guest of the engine stops at its
+/// next epoch check. The epoch moves before the cancel, so a guest woken
+/// from a host call by the cancel finds its deadline passed on return (the
+/// cancelling thread may be descheduled before it gets further); and again
+/// after, so guest code already running sees the cancelled token at once.
+fn interrupt_guests(engine: &wasmtime::Engine, cancel: impl FnOnce()) {
+    engine.increment_epoch();
+    cancel();
+    engine.increment_epoch();
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exports;
 pub mod ffi;
 pub mod gate;
+mod handoff;
 pub mod host;
 pub mod kv;
 pub mod manifest;

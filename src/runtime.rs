@@ -215,6 +215,8 @@ pub struct RuntimeInner {
     pub(crate) host_source_id: Arc<str>,
     pub(crate) bus: Arc<Bus>,
     pub(crate) dispatcher: crate::dispatch::Dispatcher,
+    /// The threads that run embedder callbacks (see `run_bounded`).
+    handoff: crate::handoff::HandOff,
     /// The KV backend: built-in memory unless the embedder installed one.
     kv: RwLock<Arc<dyn KvStore>>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
@@ -328,6 +330,7 @@ impl Runtime {
                 host_source_id: Arc::from(host_source_id),
                 bus,
                 dispatcher: crate::dispatch::Dispatcher::default(),
+                handoff: crate::handoff::HandOff::default(),
                 kv,
                 tokio: Mutex::new(Some(tokio)),
                 log_sink: RwLock::new(None),
@@ -601,6 +604,7 @@ impl RuntimeInner {
         // their finalizers have run when shutdown returns.
         self.bus.close();
         self.dispatcher.close();
+        self.handoff.close(self.config.unload_grace);
         // Drops an embedder KV backend (running its finalizer) now that no
         // call can use it.
         *self.kv.write().unwrap_or_else(|e| e.into_inner()) = crate::host::kv::default_store(0);
@@ -774,8 +778,8 @@ impl RuntimeInner {
 
     /// Runs an embedder callback under a deadline (`limit`, and the call's
     /// own `call_deadline`) and the call's cancel token. By default the
-    /// callback runs on a blocking-pool thread so the call can return on
-    /// time even if it never does; with `FLAG_INLINE_CALLBACKS` it runs right
+    /// callback runs on a hand-off thread (`handoff`) so the call can return
+    /// on time even if it never does; with `FLAG_INLINE_CALLBACKS` it runs right
     /// here and an overrun is only noticed when it returns.
     pub(crate) fn run_bounded<R: Send + 'static>(
         &self,
@@ -797,17 +801,23 @@ impl RuntimeInner {
         }
         let slot: Arc<Mutex<Option<Option<R>>>> = Arc::new(Mutex::new(None));
         let done = token.child();
-        {
+        let limit_at = Instant::now() + limit;
+        let queued = {
             let slot = slot.clone();
             let done = done.clone();
-            self.handle.spawn_blocking(move || {
+            self.handoff.run(move || {
                 let result = run_callback(callback);
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 done.cancel();
-            });
+            })
+        };
+        if !queued {
+            return Bounded::Cancelled;
         }
-        let limit_at = Instant::now() + limit;
-        done.wait_until(limit_at.min(call_deadline));
+        // Most callbacks answer within microseconds: catch that awake.
+        if !crate::wait::spin_until(|| done.is_cancelled()) {
+            done.wait_until(limit_at.min(call_deadline));
+        }
         let finished = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         match finished {
             Some(Some(result)) => Bounded::Done(result),

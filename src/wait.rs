@@ -3,8 +3,36 @@
 //! any of them firing wakes it. Sources keep only weak references, so a
 //! finished wait leaves nothing behind but a pruned slot.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Instant;
+
+/// Polls a [`spin_until`] makes before giving up.
+const SPIN_POLLS: u32 = 2048;
+
+/// Polls `ready` for a short while (tens of microseconds, yielding the CPU
+/// every 64 polls); true as soon as it holds. Two threads handing work back
+/// and forth would otherwise pay a wake-up system call and a context switch
+/// per item; the spin lets a steady exchange flow without either, and its
+/// bound lets an idle thread go to sleep.
+pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    for i in 0..SPIN_POLLS {
+        if ready() {
+            return true;
+        }
+        if i % 64 == 63 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    ready()
+}
+
+/// [`spin_until`] `version` moves past `seen`.
+pub fn spin_until_changed(version: &AtomicU64, seen: u64) -> bool {
+    spin_until(|| version.load(Ordering::Acquire) != seen)
+}
 
 /// Locks `m`, taking over a lock poisoned by a panicking holder: every
 /// state guarded this way stays consistent between statements.

@@ -1,0 +1,200 @@
+//! The threads that run embedder callbacks (gate, VFS, KV) away from the
+//! guest's thread, so a call can stop waiting for a callback that never
+//! returns (the default; `ASTRID_RUNTIME_INLINE_CALLBACKS` turns it off).
+//!
+//! One host call usually makes several callbacks back to back (a 4 KiB
+//! `read-file` asks the gate, then opens, stats, reads twice and closes).
+//! Handing each to a sleeping thread would cost two thread wake-ups per
+//! callback, tens of microseconds on a loaded machine. So an idle worker spins
+//! briefly before it sleeps, and the caller spins briefly before it sleeps
+//! (see `wait::spin_until_changed`): a run of callbacks then flows between
+//! two awake threads. Both spins are bounded, so an idle runtime sleeps.
+//!
+//! The pool grows when every worker is busy (a callback that hangs keeps its
+//! thread, as it would in any pool) up to `MAX_THREADS`, and a worker idle
+//! for `KEEP_ALIVE` exits.
+
+use crate::wait::{lock, spin_until_changed};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Workers beyond this are not started: jobs queue until one is free, and
+/// their callers' deadlines still bound the wait.
+const MAX_THREADS: usize = 256;
+/// How long an idle worker sleeps before it exits.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Workers spinning or sleeping, ready for a job.
+    idle: usize,
+    /// Of those, the ones asleep on `work` (they need a notify).
+    sleeping: usize,
+    threads: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    /// Every worker exit, for `close`.
+    exited: Condvar,
+    /// Bumped on every job posted, for idle workers that spin.
+    posted: AtomicU64,
+}
+
+/// A runtime's callback threads.
+#[derive(Default)]
+pub(crate) struct HandOff {
+    shared: Arc<Shared>,
+}
+
+impl HandOff {
+    /// Queues `job` on a worker; starts one when none is idle. Returns false
+    /// (and drops the job) once the pool is closed.
+    pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        let mut queue = lock(&self.shared.queue);
+        if queue.closed {
+            return false;
+        }
+        queue.jobs.push_back(Box::new(job));
+        self.shared.posted.fetch_add(1, Ordering::Release);
+        if queue.idle >= queue.jobs.len() {
+            // A spinning worker sees `posted` move; a sleeping one needs a
+            // notify, but only when the spinners are not enough.
+            let spinning = queue.idle - queue.sleeping;
+            if spinning < queue.jobs.len() && queue.sleeping > 0 {
+                self.shared.work.notify_one();
+            }
+            return true;
+        }
+        if queue.threads < MAX_THREADS {
+            let shared = self.shared.clone();
+            let started = std::thread::Builder::new()
+                .name("astrid-callback".into())
+                .spawn(move || work(&shared));
+            if started.is_ok() {
+                queue.threads += 1;
+            }
+        }
+        true
+    }
+
+    /// Stops taking jobs and waits up to `grace` for the workers to finish
+    /// theirs and exit. A worker stuck in a callback is left to it.
+    pub(crate) fn close(&self, grace: Duration) {
+        let mut queue = lock(&self.shared.queue);
+        queue.closed = true;
+        self.shared.work.notify_all();
+        let until = Instant::now() + grace;
+        while queue.threads > 0 {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            queue = self
+                .shared
+                .exited
+                .wait_timeout(queue, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A worker: runs jobs in order; when there are none, spins, then sleeps.
+fn work(shared: &Shared) {
+    let mut queue = lock(&shared.queue);
+    loop {
+        if let Some(job) = queue.jobs.pop_front() {
+            drop(queue);
+            // Jobs catch their callback's panic themselves (`run_callback`);
+            // this only keeps the worker alive if one did not.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            queue = lock(&shared.queue);
+            continue;
+        }
+        if queue.closed {
+            break;
+        }
+        queue.idle += 1;
+        let seen = shared.posted.load(Ordering::Acquire);
+        drop(queue);
+        spin_until_changed(&shared.posted, seen);
+        queue = lock(&shared.queue);
+        if queue.jobs.is_empty() && !queue.closed {
+            queue.sleeping += 1;
+            let (woken, timeout) = shared
+                .work
+                .wait_timeout(queue, KEEP_ALIVE)
+                .unwrap_or_else(|e| e.into_inner());
+            queue = woken;
+            queue.sleeping -= 1;
+            if timeout.timed_out() && queue.jobs.is_empty() {
+                queue.idle -= 1;
+                break;
+            }
+        }
+        queue.idle -= 1;
+    }
+    queue.threads -= 1;
+    shared.exited.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn runs_jobs_and_grows_past_a_blocked_worker() {
+        let pool = HandOff::default();
+        let (release_tx, release_rx) = channel::<()>();
+        let (done_tx, done_rx) = channel::<u32>();
+        // The first job holds its worker until released.
+        let first = done_tx.clone();
+        assert!(pool.run(move || {
+            release_rx.recv().unwrap();
+            first.send(1).unwrap();
+        }));
+        // The second still runs: the pool starts another worker.
+        assert!(pool.run(move || done_tx.send(2).unwrap()));
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(2));
+        release_tx.send(()).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        pool.close(Duration::from_secs(5));
+        assert_eq!(lock(&pool.shared.queue).threads, 0);
+        assert!(!pool.run(|| {}), "a closed pool takes no jobs");
+    }
+
+    #[test]
+    fn a_panicking_job_keeps_its_worker() {
+        let pool = HandOff::default();
+        assert!(pool.run(|| panic!("callback panic")));
+        let (tx, rx) = channel();
+        assert!(pool.run(move || tx.send(()).unwrap()));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        pool.close(Duration::from_secs(5));
+        assert_eq!(lock(&pool.shared.queue).threads, 0);
+    }
+
+    #[test]
+    fn close_gives_up_on_a_stuck_worker_after_the_grace() {
+        let pool = HandOff::default();
+        let (_hold, stuck) = channel::<()>();
+        assert!(pool.run(move || {
+            let _ = stuck.recv_timeout(Duration::from_secs(30));
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        pool.close(Duration::from_millis(100));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(lock(&pool.shared.queue).threads, 1);
+    }
+}

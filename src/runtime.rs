@@ -788,16 +788,8 @@ impl RuntimeInner {
         token: &CancelToken,
         callback: impl FnOnce() -> R + Send + 'static,
     ) -> Bounded<R> {
-        if self.config.flags & FLAG_INLINE_CALLBACKS != 0 {
-            let started = self.coarse_now();
-            let result = run_callback(callback);
-            if token.is_cancelled() {
-                return Bounded::Cancelled;
-            }
-            if self.coarse_now().saturating_duration_since(started) > limit {
-                return Bounded::Overran;
-            }
-            return result.map_or(Bounded::Panicked, Bounded::Done);
+        if self.inline_callbacks() {
+            return self.run_inline(limit, token, callback);
         }
         let slot: Arc<Mutex<Option<Option<R>>>> = Arc::new(Mutex::new(None));
         let done = token.child();
@@ -825,6 +817,34 @@ impl RuntimeInner {
             None if token.is_cancelled() || Instant::now() >= call_deadline => Bounded::Cancelled,
             None => Bounded::Overran,
         }
+    }
+
+    /// Whether embedder callbacks run on the guest's own thread
+    /// (`FLAG_INLINE_CALLBACKS`).
+    #[inline]
+    pub(crate) fn inline_callbacks(&self) -> bool {
+        self.config.flags & FLAG_INLINE_CALLBACKS != 0
+    }
+
+    /// `run_bounded` with `FLAG_INLINE_CALLBACKS`: the callback runs right
+    /// here (so it needs neither `Send` nor `'static`), and an overrun is
+    /// only noticed when it returns. Timed with the coarse clock, which
+    /// costs no system call.
+    pub(crate) fn run_inline<R>(
+        &self,
+        limit: Duration,
+        token: &CancelToken,
+        callback: impl FnOnce() -> R,
+    ) -> Bounded<R> {
+        let started_ms = self.coarse_ms();
+        let result = run_callback(callback);
+        if token.is_cancelled() {
+            return Bounded::Cancelled;
+        }
+        if u128::from(self.coarse_ms().saturating_sub(started_ms)) > limit.as_millis() {
+            return Bounded::Overran;
+        }
+        result.map_or(Bounded::Panicked, Bounded::Done)
     }
 
     #[inline]

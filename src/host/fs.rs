@@ -59,7 +59,12 @@ struct Target {
 
 impl Target {
     fn spelling(&self) -> String {
-        format!("{}://{}", self.mount.scheme(), self.rel)
+        let scheme = self.mount.scheme();
+        let mut text = String::with_capacity(scheme.len() + 3 + self.rel.len());
+        text.push_str(scheme);
+        text.push_str("://");
+        text.push_str(&self.rel);
+        text
     }
 }
 
@@ -232,13 +237,16 @@ impl HostState {
             return op(&**vfs);
         }
         let runtime = &self.capsule.runtime;
-        let vfs = vfs.clone();
-        match runtime.run_bounded(
-            runtime.config.vfs_timeout,
-            self.call.deadline,
-            &self.call.token,
-            move || op(&*vfs),
-        ) {
+        let limit = runtime.config.vfs_timeout;
+        let bounded = if runtime.inline_callbacks() {
+            runtime.run_inline(limit, &self.call.token, || op(&**vfs))
+        } else {
+            let vfs = vfs.clone();
+            runtime.run_bounded(limit, self.call.deadline, &self.call.token, move || {
+                op(&*vfs)
+            })
+        };
+        match bounded {
             Bounded::Done(result) => result,
             Bounded::Panicked => Err(VfsError::Io),
             Bounded::Overran => Err(VfsError::Timeout),
@@ -298,22 +306,30 @@ impl HostState {
             // either, the hot path builds no strings.
             if asking || auditing {
                 let spelling = target.spelling();
-                if asking {
-                    for kind in arg.need.kinds() {
-                        prepared.asks.push(GateRequest::file(
-                            *kind,
-                            self.capsule.name.clone(),
-                            self.call.principal.clone(),
-                            spelling.clone(),
-                            target.vfs.host_path(&target.rel),
-                        ));
-                    }
-                }
                 if auditing {
                     if !prepared.target.is_empty() {
                         prepared.target.push_str(" -> ");
                     }
                     prepared.target.push_str(&spelling);
+                }
+                if asking {
+                    // The last request takes the spelling itself.
+                    let kinds = arg.need.kinds();
+                    let mut spelling = Some(spelling);
+                    for (i, kind) in kinds.iter().enumerate() {
+                        let path = if i + 1 == kinds.len() {
+                            spelling.take().unwrap_or_default()
+                        } else {
+                            spelling.clone().unwrap_or_default()
+                        };
+                        prepared.asks.push(GateRequest::file(
+                            *kind,
+                            self.capsule.name.clone(),
+                            self.call.principal.clone(),
+                            path,
+                            target.vfs.host_path(&target.rel),
+                        ));
+                    }
                 }
             }
             prepared.ctx.push(target);

@@ -33,6 +33,10 @@ thread_local! {
     /// never reused, so a stale entry can only miss.
     static LAST_CAPSULE: RefCell<(usize, Weak<CapsuleHandle>)> =
         const { RefCell::new((0, Weak::new())) };
+    /// One freed result's allocation, reused by this thread's next call: a
+    /// call-and-free loop then allocates no result at all.
+    static SPARE_RESULT: std::cell::Cell<Option<Box<astrid_result_t>>> =
+        const { std::cell::Cell::new(None) };
 }
 
 fn capsule_from(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
@@ -407,8 +411,15 @@ pub extern "C" fn astrid_capsule_call_with(
             action: CText::new(action),
             data: data.map(CText::new),
         };
+        let boxed = match SPARE_RESULT.try_with(std::cell::Cell::take).ok().flatten() {
+            Some(mut spare) => {
+                *spare = result;
+                spare
+            }
+            None => Box::new(result),
+        };
         // SAFETY: checked non-NULL above.
-        unsafe { *out_result = Box::into_raw(Box::new(result)) };
+        unsafe { *out_result = Box::into_raw(boxed) };
         Ok(())
     })
 }
@@ -465,10 +476,21 @@ pub extern "C" fn astrid_result_data(
 /// Frees a result. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
-    if !result.is_null() {
-        // SAFETY: came from Box::into_raw in astrid_capsule_call_with.
-        drop(unsafe { Box::from_raw(result) });
+    if result.is_null() {
+        return;
     }
+    // SAFETY: came from Box::into_raw in astrid_capsule_call_with.
+    let mut result = unsafe { Box::from_raw(result) };
+    // The texts go now; the box waits for this thread's next call (or is
+    // freed if one is already waiting, or the thread is exiting).
+    *result = astrid_result_t {
+        action: CText::new(String::new()),
+        data: None,
+    };
+    let _ = SPARE_RESULT.try_with(|spare| {
+        let kept = spare.take().or(Some(result));
+        spare.set(kept);
+    });
 }
 
 /// Cancels the calls running on this capsule now: each returns

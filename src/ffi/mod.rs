@@ -110,6 +110,12 @@ pub(crate) unsafe fn str_arg<'a>(
     what: &str,
 ) -> Result<&'a str> {
     let bytes = unsafe { bytes_arg(ptr.cast(), len, what)? };
+    // Actions, topics and names are nearly always short ASCII: checking
+    // that is a few instructions, where the full decoder costs ~80.
+    if bytes.len() <= 64 && bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes)
         .map_err(|e| Error::new(Code::Utf8, format!("`{what}` is not valid UTF-8")).caused_by(e))
 }

@@ -207,7 +207,21 @@ static void test_call_arguments_and_results(void) {
     CHECK(astrid_result_data(r, &data, &len));
     CHECK(data && strstr(data, "\"Hello, C tests!\"") && strstr(data, "\"principal\":\"dora\"") && strlen(data) == len);
     CHECK(strcmp(astrid_result_action(r, NULL), "final") == 0);
+
+    /* Freed results lend their allocation to the next call on the thread:
+       results held at once stay distinct, and a recycled one carries only
+       its own call's texts. */
+    astrid_result_t *noop = NULL, *again = NULL;
+    CHECK_STATUS(astrid_capsule_call(hello, "noop", ASTRID_NTS, NULL, 0, &noop, err), ASTRID_OK);
+    CHECK(noop != r);
+    CHECK(astrid_result_data(r, &data, &len) && strstr(data, "\"principal\":\"dora\""));
     astrid_result_free(r);
+    CHECK_STATUS(astrid_capsule_call(hello, "noop", ASTRID_NTS, NULL, 0, &again, err), ASTRID_OK);
+    CHECK(again != noop);
+    CHECK(strcmp(astrid_result_action(again, NULL), "continue") == 0 && !astrid_result_data(again, NULL, NULL));
+    CHECK(strcmp(astrid_result_action(noop, NULL), "continue") == 0);
+    astrid_result_free(noop);
+    astrid_result_free(again);
 
     size_t name_len = 0;
     CHECK(strcmp(astrid_capsule_name(hello, &name_len), "hello") == 0 && name_len == 5);

@@ -11,6 +11,7 @@ use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner,
 use crate::vfs::host_dir::HostDir;
 use crate::vfs::memory::MemoryFs;
 use crate::vfs::{CapsuleMounts, Vfs};
+use crossbeam_utils::atomic::AtomicCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -200,18 +201,23 @@ struct Worker {
     /// The cancel generation of the token in `store.data().call.token`;
     /// while it is current, a call reuses that token without a lock.
     generation: u64,
+    /// When it was last returned to the pool (for idle trimming).
+    idle_since: Instant,
 }
 
 /// Idle instances unused this long are freed by the runtime's housekeeping.
 pub const IDLE_INSTANCE_TTL: Duration = Duration::from_secs(30);
 
+/// Idle instances other than the one in `CapsuleInner::hot`. Instances in
+/// use are `live` minus the idle ones (here and in `hot`).
 struct Pool {
-    /// Idle instances with the time they were returned, oldest first.
-    idle: Vec<(Instant, Box<Worker>)>,
+    /// Idle instances. Boxed, because they move to and from `hot` (one
+    /// pointer wide) on every call.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Worker>>,
     live: usize,
-    in_flight: usize,
     /// Threads waiting on `pool_changed`; notifying costs a syscall, so it
-    /// happens only when someone waits.
+    /// happens only when someone waits. Mirrored in `pool_waiters`.
     waiters: usize,
 }
 
@@ -233,7 +239,15 @@ pub struct CapsuleInner {
     /// Read without the lock by every call to find out whether the token
     /// its instance holds is still the current one.
     call_generation: AtomicU64,
+    /// The instance returned last, parked outside the pool's lock: a thread
+    /// calling one capsule over and over takes and returns it with one
+    /// atomic swap each way. Every other path goes through `pool`, and the
+    /// swaps (acquire-release on this one cell) order a parked instance
+    /// against unloading and against waiters: see `release`.
+    hot: AtomicCell<Option<Box<Worker>>>,
     pool: Mutex<Pool>,
+    /// `pool.waiters`, readable without the lock.
+    pool_waiters: AtomicUsize,
     pool_changed: Condvar,
     pool_max: usize,
     state: AtomicU8,
@@ -418,12 +432,13 @@ impl Capsule {
             hook,
             uses_wasi,
             limits,
+            hot: AtomicCell::new(None),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 live: 0,
-                in_flight: 0,
                 waiters: 0,
             }),
+            pool_waiters: AtomicUsize::new(0),
             pool_changed: Condvar::new(),
             pool_max: if rt.config.pool_size > 0 {
                 rt.config.pool_size
@@ -439,7 +454,7 @@ impl Capsule {
         let worker = inner.new_worker()?;
         {
             let mut pool = inner.pool_lock();
-            pool.idle.push((Instant::now(), worker));
+            pool.idle.push(worker);
             pool.live = 1;
         }
         rt.register(&inner)?;
@@ -757,6 +772,7 @@ impl CapsuleInner {
             store,
             hook,
             generation,
+            idle_since: Instant::now(),
         }))
     }
 
@@ -764,27 +780,22 @@ impl CapsuleInner {
     /// `generation` is the cancel generation the call started in: a cancel
     /// since then ends the wait.
     fn lease(&self, generation: u64, deadline: Instant) -> Result<Box<Worker>> {
+        self.check_lease(generation)?;
+        if let Some(worker) = self.hot.take() {
+            return Ok(worker);
+        }
         let mut pool = self.pool_lock();
         loop {
-            self.check_loaded()?;
-            if self.call_generation.load(Ordering::Acquire) != generation {
-                return Err(Error::new(
-                    Code::Cancelled,
-                    "the call was cancelled before it started",
-                ));
-            }
-            if let Some((_, worker)) = pool.idle.pop() {
-                pool.in_flight += 1;
+            self.check_lease(generation)?;
+            if let Some(worker) = self.hot.take().or_else(|| pool.idle.pop()) {
                 return Ok(worker);
             }
             if pool.live < self.pool_max {
                 pool.live += 1;
-                pool.in_flight += 1;
                 drop(pool);
                 return self.new_worker().inspect_err(|_| {
                     let mut pool = self.pool_lock();
                     pool.live -= 1;
-                    pool.in_flight -= 1;
                     self.wake_waiters(pool);
                 });
             }
@@ -799,19 +810,39 @@ impl CapsuleInner {
         }
     }
 
+    /// What a lease checks before it takes an instance.
+    fn check_lease(&self, generation: u64) -> Result<()> {
+        self.check_loaded()?;
+        if self.call_generation.load(Ordering::Acquire) != generation {
+            return Err(Error::new(
+                Code::Cancelled,
+                "the call was cancelled before it started",
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits for the pool to change (or the timeout), counted in `waiters`.
+    /// An instance parked in `hot` before the count went up is moved into the
+    /// pool instead; one parked after it sees the count (see `release`).
     fn wait_pool<'a>(
         &self,
         mut pool: MutexGuard<'a, Pool>,
         timeout: Duration,
     ) -> MutexGuard<'a, Pool> {
         pool.waiters += 1;
-        let mut pool = self
-            .pool_changed
-            .wait_timeout(pool, timeout)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        self.pool_waiters.store(pool.waiters, Ordering::SeqCst);
+        if let Some(worker) = self.hot.take() {
+            pool.idle.push(worker);
+        } else {
+            pool = self
+                .pool_changed
+                .wait_timeout(pool, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
         pool.waiters -= 1;
+        self.pool_waiters.store(pool.waiters, Ordering::SeqCst);
         pool
     }
 
@@ -825,18 +856,41 @@ impl CapsuleInner {
     }
 
     /// Returns a leased instance; `used_at` dates it for the idle TTL.
-    fn release(&self, worker: Box<Worker>, reusable: bool, used_at: Instant) {
+    ///
+    /// A reusable one is parked in `hot` (the one parked there before goes
+    /// into the pool). The swap is an acquire-release RMW on `hot`, as are
+    /// the takes in `wait_pool` and `finish_unload`, which follow a store
+    /// of the waiter count or of the unloading state: whichever of the two
+    /// RMWs comes second sees what preceded the first. So either the waiter
+    /// or unloader takes this instance, or the checks after the swap below
+    /// see it waiting or unloading.
+    fn release(&self, mut worker: Box<Worker>, reusable: bool, used_at: Instant) {
+        if !reusable || self.state.load(Ordering::SeqCst) != LOADED {
+            self.discard(worker);
+            return;
+        }
+        worker.idle_since = used_at;
+        if let Some(previous) = self.hot.swap(Some(worker)) {
+            let mut pool = self.pool_lock();
+            pool.idle.push(previous);
+            self.wake_waiters(pool);
+        }
+        if self.state.load(Ordering::SeqCst) != LOADED {
+            if let Some(parked) = self.hot.take() {
+                self.discard(parked);
+            }
+        }
+        if self.pool_waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_waiters(self.pool_lock());
+        }
+    }
+
+    /// Frees an instance that will not be used again.
+    fn discard(&self, worker: Box<Worker>) {
         let mut pool = self.pool_lock();
-        pool.in_flight -= 1;
-        let discarded = if reusable && self.state.load(Ordering::SeqCst) == LOADED {
-            pool.idle.push((used_at, worker));
-            None
-        } else {
-            pool.live -= 1;
-            Some(worker)
-        };
+        pool.live -= 1;
         self.wake_waiters(pool);
-        drop(discarded); // freeing a store is not done under the lock
+        drop(worker); // freeing a store is not done under the lock
     }
 
     fn call(
@@ -905,6 +959,7 @@ impl CapsuleInner {
             store,
             hook,
             generation: held,
+            ..
         } = &mut *worker;
         let state = store.data_mut();
         if *held != generation {
@@ -979,12 +1034,13 @@ impl CapsuleInner {
     /// Frees idle instances returned longer than `ttl` ago.
     pub(crate) fn trim_idle_older_than(&self, ttl: Duration) -> usize {
         let mut pool = self.pool_lock();
-        let keep_from = pool
-            .idle
-            .iter()
-            .position(|(since, _)| since.elapsed() < ttl)
-            .unwrap_or(pool.idle.len());
-        let expired: Vec<_> = pool.idle.drain(..keep_from).collect();
+        if let Some(worker) = self.hot.take() {
+            pool.idle.push(worker);
+        }
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut pool.idle)
+            .into_iter()
+            .partition(|worker| worker.idle_since.elapsed() >= ttl);
+        pool.idle = kept;
         pool.live -= expired.len();
         drop(pool);
         expired.len()
@@ -1015,12 +1071,18 @@ impl CapsuleInner {
             run.wait_finished(grace);
         }
         let mut pool = self.pool_lock();
-        while pool.in_flight > 0 {
+        loop {
+            if let Some(worker) = self.hot.take() {
+                pool.idle.push(worker);
+            }
+            if pool.live == pool.idle.len() {
+                break; // none in use
+            }
             let now = Instant::now();
             if now >= until {
                 break; // Abandoned: those stores are freed when their calls end.
             }
-            pool = self.wait_pool(pool, until - now);
+            pool = self.wait_pool(pool, (until - now).min(crate::runtime::EPOCH_TICK));
         }
         let idle = std::mem::take(&mut pool.idle);
         pool.live -= idle.len();
@@ -1105,4 +1167,16 @@ fn interrupt_guests(engine: &wasmtime::Engine, cancel: impl FnOnce()) {
     engine.increment_epoch();
     cancel();
     engine.increment_epoch();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parked_instance_slot_is_a_plain_atomic() {
+        // Otherwise `AtomicCell` falls back to a global lock and the fast
+        // path would cost more than the pool's own mutex.
+        assert!(AtomicCell::<Option<Box<Worker>>>::is_lock_free());
+    }
 }

@@ -288,6 +288,46 @@ fn per_capsule_limits_override_the_runtime_defaults() {
 }
 
 #[test]
+fn unload_amid_a_stream_of_calls_strands_no_instance() {
+    // Instances move between callers through a parked slot and the pool;
+    // an unload racing those hand-overs must still find and free them all,
+    // and every caller must get an answer.
+    for _ in 0..20 {
+        let rt = astrid::Runtime::new(astrid::RuntimeConfig {
+            pool_size: 2,
+            ..astrid::RuntimeConfig::default()
+        })
+        .unwrap();
+        let hello = Arc::new(load(&rt, "hello"));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let hello = hello.clone();
+                std::thread::spawn(move || loop {
+                    match hello.call("noop", b"", None) {
+                        Ok(_) => {}
+                        Err(e) => {
+                            assert!(
+                                matches!(e.code(), Code::Closed | Code::Cancelled),
+                                "{e}"
+                            );
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        let started = Instant::now();
+        hello.unload().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(hello.trim_idle(), 0, "an instance outlived the unload");
+    }
+}
+
+#[test]
 fn more_callers_than_pooled_instances_wait_their_turn() {
     let rt = astrid::Runtime::new(astrid::RuntimeConfig {
         pool_size: 2,

@@ -306,10 +306,7 @@ fn unload_amid_a_stream_of_calls_strands_no_instance() {
                     match hello.call("noop", b"", None) {
                         Ok(_) => {}
                         Err(e) => {
-                            assert!(
-                                matches!(e.code(), Code::Closed | Code::Cancelled),
-                                "{e}"
-                            );
+                            assert!(matches!(e.code(), Code::Closed | Code::Cancelled), "{e}");
                             return;
                         }
                     }

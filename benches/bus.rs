@@ -150,8 +150,9 @@ fn main() {
 
 /// Host publish → guest interceptor (ipcprobe's `echo`, which republishes
 /// the payload on `out.echo`) → host subscriber, against B02: one C call of
-/// `hello`'s `noop` with the same payload. A direct call of ipcprobe's
-/// `publish` shows the part of the round trip no bus design can remove.
+/// `hello`'s `noop` with the same payload. A direct call of the same
+/// handler publishing where nobody listens shows the part of the round trip
+/// no bus design can remove.
 fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>) {
     let load = |name: &str| {
         let dir = harness::capsule_dir(name);
@@ -181,9 +182,9 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>
             .get(at + 2)
             .and_then(|n| n.parse().ok())
             .unwrap_or(1000);
-        let direct = format!("out.unheard\n{}", payload(size));
+        let text = payload(size);
         for _ in 0..n {
-            harness::c_call(probe, "publish", direct.as_bytes());
+            harness::c_call(probe, "echo-unheard", text.as_bytes());
         }
         return;
     }
@@ -210,13 +211,13 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>
         // What the interceptor does, minus the bus: a direct call whose guest
         // publishes the payload (on a topic nobody hears). Every message of
         // a lane runs at least this, one after the other.
-        let direct = format!("out.unheard\n{text}");
+
         let mut rows = vec![
             Row::new(format!("B02 astrid_capsule_call noop, {size} B"), || {
                 harness::c_call(hello, "noop", text.as_bytes())
             }),
             Row::new(format!("direct call that publishes, {size} B"), || {
-                harness::c_call(probe, "publish", direct.as_bytes())
+                harness::c_call(probe, "echo-unheard", text.as_bytes())
             }),
             Row::new(format!("host → host bus round trip, {size} B"), || {
                 publish(rt, &text);

@@ -520,6 +520,11 @@ impl Bus {
 pub fn validate_message(topic_text: &str, payload: &str) -> Result<()> {
     topic::validate_topic(topic_text)
         .map_err(|e| Error::invalid_argument(format!("topic `{topic_text}` {e}")))?;
+    validate_payload(payload)
+}
+
+/// The payload half of [`validate_message`]: at most 1 MiB of JSON text.
+pub fn validate_payload(payload: &str) -> Result<()> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(Error::invalid_argument(format!(
             "payload is {} bytes; the limit is 1 MiB",

@@ -245,7 +245,8 @@ impl HostState {
         if !granted || topic_text.starts_with(RESERVED_PREFIX) {
             return Err(ErrorCode::CapabilityDenied);
         }
-        crate::bus::validate_message(topic_text, payload).map_err(|_| ErrorCode::InvalidInput)?;
+        // The topic was checked above.
+        crate::bus::validate_payload(payload).map_err(|_| ErrorCode::InvalidInput)?;
         let scope = self.data_scope().to_string();
         if !self.capsule.take_publish_budget(&scope, payload.len()) {
             return Err(ErrorCode::RateLimited);

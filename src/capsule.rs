@@ -855,7 +855,7 @@ impl CapsuleInner {
         }
     }
 
-    /// Returns a leased instance; `used_at` dates it for the idle TTL.
+    /// Returns a leased instance, dated now for the idle TTL.
     ///
     /// A reusable one is parked in `hot` (the one parked there before goes
     /// into the pool). The swap is an acquire-release RMW on `hot`, as are
@@ -864,16 +864,14 @@ impl CapsuleInner {
     /// RMWs comes second sees what preceded the first. So either the waiter
     /// or unloader takes this instance, or the checks after the swap below
     /// see it waiting or unloading.
-    fn release(&self, mut worker: Box<Worker>, reusable: bool, used_at: Instant) {
+    fn release(&self, mut worker: Box<Worker>, reusable: bool) {
         if !reusable || self.state.load(Ordering::SeqCst) != LOADED {
             self.discard(worker);
             return;
         }
-        worker.idle_since = used_at;
+        worker.idle_since = self.shared.runtime.coarse_now();
         if let Some(previous) = self.hot.swap(Some(worker)) {
-            let mut pool = self.pool_lock();
-            pool.idle.push(previous);
-            self.wake_waiters(pool);
+            self.park_in_pool(previous);
         }
         if self.state.load(Ordering::SeqCst) != LOADED {
             if let Some(parked) = self.hot.take() {
@@ -882,6 +880,21 @@ impl CapsuleInner {
         }
         if self.pool_waiters.load(Ordering::SeqCst) > 0 {
             self.wake_waiters(self.pool_lock());
+        }
+    }
+
+    /// Puts an idle instance in the pool, or frees it once unloading has
+    /// begun: checked under the lock `finish_unload` drains the pool with,
+    /// so an instance never lands there after the drain.
+    fn park_in_pool(&self, worker: Box<Worker>) {
+        let mut pool = self.pool_lock();
+        if self.state.load(Ordering::SeqCst) == LOADED {
+            pool.idle.push(worker);
+            self.wake_waiters(pool);
+        } else {
+            pool.live -= 1;
+            self.wake_waiters(pool);
+            drop(worker);
         }
     }
 
@@ -969,7 +982,7 @@ impl CapsuleInner {
             state.call.token = token;
             if current != generation {
                 // Another cancel came after this call started: it covers it.
-                self.release(worker, true, started);
+                self.release(worker, true);
                 return Err(Error::new(
                     Code::Cancelled,
                     "the call was cancelled before it started",
@@ -1019,13 +1032,13 @@ impl CapsuleInner {
 
         match outcome {
             Ok((result,)) => {
-                self.release(worker, true, started);
+                self.release(worker, true);
                 Ok(result)
             }
             Err(e) => {
                 let err = classify_failure(store, &e, &self.limits, "call");
                 // A failed instance may hold broken state: never reuse it.
-                self.release(worker, false, started);
+                self.release(worker, false);
                 Err(err)
             }
         }

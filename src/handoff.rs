@@ -75,12 +75,20 @@ impl HandOff {
             return true;
         }
         if queue.threads < MAX_THREADS {
+            // Counted before it starts (so `close` waits for it), started
+            // outside the lock (a spawn takes tens of microseconds).
+            queue.threads += 1;
+            drop(queue);
             let shared = self.shared.clone();
             let started = std::thread::Builder::new()
                 .name("astrid-callback".into())
                 .spawn(move || work(&shared));
-            if started.is_ok() {
-                queue.threads += 1;
+            if started.is_err() {
+                // The job waits for a worker a later `run` starts; its
+                // caller's deadline bounds that wait.
+                let mut queue = lock(&self.shared.queue);
+                queue.threads -= 1;
+                self.shared.exited.notify_all();
             }
         }
         true

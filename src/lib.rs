@@ -2,7 +2,9 @@
 //! speaking the Astrid host ABI), with a C API in `include/astrid.h`.
 //!
 //! The Rust API (`Runtime`, `Capsule`) is what the C API wraps; everything
-//! `unsafe` and `extern "C"` lives in [`ffi`].
+//! `unsafe` and `extern "C"` lives in [`ffi`] (the lint below enforces it).
+
+#![deny(unsafe_code)]
 
 pub mod bus;
 pub mod cancel;
@@ -11,6 +13,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod exports;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod gate;
 mod handoff;

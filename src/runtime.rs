@@ -798,6 +798,11 @@ impl RuntimeInner {
             let slot = slot.clone();
             let done = done.clone();
             self.handoff.run(move || {
+                // A caller that gave up (cancelled, or past its deadline
+                // while this waited for a thread) gets no late callback.
+                if done.is_cancelled() {
+                    return;
+                }
                 let result = run_callback(callback);
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 done.cancel();
@@ -810,6 +815,9 @@ impl RuntimeInner {
         if !crate::wait::spin_until(|| done.is_cancelled()) {
             done.wait_until(limit_at.min(call_deadline));
         }
+        // Marks the job finished from this side too, so one still queued
+        // does not call the embedder for an answer nobody waits for.
+        done.cancel();
         let finished = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         match finished {
             Some(Some(result)) => Bounded::Done(result),

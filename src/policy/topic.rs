@@ -75,15 +75,15 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     }
     match pattern.find('*') {
         None => return pattern == topic,
+        // The first `*` is the last character, right after a dot: the
+        // prefix before that dot is literal.
         Some(star)
             if star + 1 == pattern.len() && star > 0 && pattern.as_bytes()[star - 1] == b'.' =>
         {
             let prefix = &pattern[..star - 1];
-            if !prefix.contains('*') {
-                return topic.len() > prefix.len()
-                    && topic.starts_with(prefix)
-                    && topic.as_bytes()[prefix.len()] == b'.';
-            }
+            return topic.len() > prefix.len()
+                && topic.starts_with(prefix)
+                && topic.as_bytes()[prefix.len()] == b'.';
         }
         Some(_) => {}
     }

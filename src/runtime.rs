@@ -28,8 +28,8 @@ use wasmtime::Engine;
 pub const FLAG_ALLOW_LOOPBACK: u32 = 1 << 0;
 /// Makes `check-capsule-capability` answer `registry-unavailable`.
 pub const FLAG_DISABLE_CAPABILITY_REGISTRY: u32 = 1 << 1;
-/// Runs gate and VFS callbacks on the thread executing the guest instead of
-/// a blocking-pool thread: no hand-off cost, but a callback that hangs holds
+/// Runs gate, VFS and KV callbacks on the thread executing the guest instead
+/// of a callback thread (`handoff`): no hand-off cost, but a callback that hangs holds
 /// its call (its deadline is then only checked when it returns).
 pub const FLAG_INLINE_CALLBACKS: u32 = 1 << 2;
 /// Lets `bind-tcp` and `udp-bind` use addresses other than loopback (the

@@ -223,6 +223,13 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>
                 publish(rt, &text);
                 assert_eq!(host_done.recv().unwrap(), size);
             }),
+            // Every publish checks that its payload is JSON text (host ABI
+            // §8.1); a round trip publishes twice (host, then the handler).
+            Row::new(format!("JSON check of the payload ×2, {size} B"), || {
+                for _ in 0..2 {
+                    astrid::bus::validate_payload(std::hint::black_box(&text)).unwrap();
+                }
+            }),
             Row::new(format!("host → interceptor → host, {size} B"), || {
                 publish_echo(&text);
                 assert_eq!(echo_rx.recv().unwrap(), size);
@@ -240,11 +247,12 @@ fn interceptor_round_trip(rt: *mut astrid_runtime_t, host_done: &Receiver<usize>
         println!(
             "  latency: {:.2}× a call; burst: {:.2}× a call per message (target ≤ 1.5×)\n  \
              parts: the interceptor's own work without the bus {:.2}×, \
-             host → host bus round trip {:.2}× a call",
-            ratios[3],
-            ratios[4] / LANE_BURST as f64,
+             host → host bus round trip {:.2}×, the two JSON checks {:.2}× a call",
+            ratios[4],
+            ratios[5] / LANE_BURST as f64,
             ratios[1],
-            ratios[2]
+            ratios[2],
+            ratios[3]
         );
     }
     astrid::ffi::ipc::astrid_subscription_free(sub);

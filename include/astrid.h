@@ -534,7 +534,8 @@ typedef struct astrid_runtime_config_t {
   // later counts as a denial. Default 5000.
   uint64_t gate_timeout_ms;
   // How long one VFS or KV backend callback may take (ms); later, the
-  // guest sees `unknown("timeout")`. Default 10 000.
+  // guest sees `unknown("timeout")`. A whole-file call's open, reads or
+  // writes and close share one such deadline. Default 10 000.
   uint64_t vfs_timeout_ms;
   // Messages each bus subscription queue holds before the oldest is
   // evicted (counted as `lagged`); default 1024.
@@ -680,7 +681,10 @@ typedef int32_t (*astrid_vfs_two_paths_fn)(void *user_data,
 // the guest never sees them. Positional reads and writes move at most
 // 1 MiB per call. Callbacks run on library worker threads (or the thread
 // executing the guest with `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly
-// concurrently, each under the runtime's `vfs_timeout_ms`.
+// concurrently, each under the runtime's `vfs_timeout_ms`, except that a
+// whole-file call (`read-file`, `write-file`, `fs-append`, either half of
+// `fs-copy`) runs its open, reads or writes and close back to back on one
+// thread, under one `vfs_timeout_ms` for the sequence.
 typedef struct astrid_vfs_ops_t {
   size_t size;
   // Metadata of `path`; `follow` = 0 inspects a final symlink itself.

@@ -93,7 +93,8 @@ pub struct astrid_runtime_config_t {
     /// later counts as a denial. Default 5000.
     pub gate_timeout_ms: u64,
     /// How long one VFS or KV backend callback may take (ms); later, the
-    /// guest sees `unknown("timeout")`. Default 10 000.
+    /// guest sees `unknown("timeout")`. A whole-file call's open, reads or
+    /// writes and close share one such deadline. Default 10 000.
     pub vfs_timeout_ms: u64,
     /// Messages each bus subscription queue holds before the oldest is
     /// evicted (counted as `lagged`); default 1024.

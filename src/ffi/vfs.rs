@@ -144,7 +144,10 @@ pub type astrid_vfs_two_paths_fn = Option<
 /// the guest never sees them. Positional reads and writes move at most
 /// 1 MiB per call. Callbacks run on library worker threads (or the thread
 /// executing the guest with `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly
-/// concurrently, each under the runtime's `vfs_timeout_ms`.
+/// concurrently, each under the runtime's `vfs_timeout_ms`, except that a
+/// whole-file call (`read-file`, `write-file`, `fs-append`, either half of
+/// `fs-copy`) runs its open, reads or writes and close back to back on one
+/// thread, under one `vfs_timeout_ms` for the sequence.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct astrid_vfs_ops_t {

@@ -417,74 +417,45 @@ impl HostState {
         }
     }
 
-    /// Reads a whole open file, failing past `limit` bytes.
-    fn read_all(
-        &self,
-        vfs: &Arc<dyn Vfs>,
-        handle: u64,
-        limit: Option<usize>,
-    ) -> Result<Vec<u8>, ErrorCode> {
-        // A provider without `fstat` is read until it reports the end.
-        let size = match self.vfs_call(vfs, move |v| v.fstat(handle)) {
-            Ok(stat) => stat.size,
-            Err(VfsError::NotSupported) => 0,
-            Err(e) => return Err(map(e)),
-        };
-        if limit.is_some_and(|limit| size > limit as u64) {
-            return Err(ErrorCode::TooLarge);
-        }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        // One spare byte: the end-of-file probe then needs no reallocation.
-        let mut data = Vec::with_capacity(size.min(MAX_WHOLE_FILE) + 1);
-        loop {
-            // What stat promised, then a one-byte probe for the end; a file
-            // that grew meanwhile is read on in full-size pieces.
-            let want = match data.len() {
-                read if read < size => (size - read).min(MAX_POSITIONAL),
-                read if read == size => 1,
-                _ => MAX_POSITIONAL,
-            };
-            let offset = data.len() as u64;
-            let (next, got) = self.read_chunk(vfs, handle, offset, data, want)?;
-            data = next;
-            if got == 0 {
-                return Ok(data);
-            }
-            if limit.is_some_and(|limit| data.len() > limit) {
-                return Err(ErrorCode::TooLarge);
-            }
-        }
-    }
-
-    /// Writes all of `data` from `offset`. Embedder callbacks get pieces of
-    /// at most 1 MiB (their contract); the built-in providers get one write,
-    /// which keeps `fs-append` atomic per call.
+    /// Writes all of `data` at `offset` on an open handle (one hand-off).
     fn write_all(
         &self,
         vfs: &Arc<dyn Vfs>,
         handle: u64,
-        data: bytes::Bytes,
+        data: Vec<u8>,
         offset: u64,
     ) -> Result<(), ErrorCode> {
-        let piece_max = if vfs.is_callback() {
-            MAX_POSITIONAL
-        } else {
-            data.len()
-        };
-        let mut done = 0usize;
-        while done < data.len() {
-            let piece = data.slice(done..data.len().min(done + piece_max));
-            let piece_len = piece.len();
-            let at = offset + done as u64;
-            let written = self
-                .vfs_call(vfs, move |v| v.write_at(handle, at, &piece))
-                .map_err(map)?;
-            if written == 0 || written > piece_len {
-                return Err(ErrorCode::Unknown("short write".into()));
-            }
-            done += written;
+        let piece_max = write_piece_max(vfs);
+        self.vfs_call(vfs, move |v| {
+            Ok(write_whole_at(v, handle, &data, offset, piece_max))
+        })
+        .map_err(map)?
+    }
+
+    /// Runs `body` on a handle opened for `target` and closes it after, all
+    /// as one provider session: with callbacks handed off, a whole-file
+    /// call crosses threads once instead of once per provider call. The
+    /// capsule's handle quota is charged for the duration.
+    fn with_open<R: Send + 'static>(
+        &self,
+        target: &Target,
+        flags: OpenFlags,
+        body: impl FnOnce(&dyn Vfs, u64) -> Result<R, ErrorCode> + Send + 'static,
+    ) -> Result<R, ErrorCode> {
+        let counter = &self.capsule.open_files;
+        if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            return Err(ErrorCode::Quota);
         }
-        Ok(())
+        let rel = target.rel.clone();
+        let outcome = self.vfs_call(&target.vfs, move |v| {
+            let handle = v.open(&rel, flags)?;
+            let result = body(v, handle);
+            v.close(handle);
+            Ok(result)
+        });
+        counter.fetch_sub(1, Ordering::SeqCst);
+        outcome.map_err(map)?
     }
 
     /// Opens, writes a whole buffer, closes (`write-file`, `fs-append`, copy).
@@ -495,10 +466,10 @@ impl HostState {
         data: Vec<u8>,
     ) -> Result<(), ErrorCode> {
         self.charge_writes(data.len())?;
-        let handle = self.open_counted(target, flags)?;
-        let result = self.write_all(&target.vfs, handle, data.into(), 0);
-        self.close_counted(&target.vfs, handle);
-        result
+        let piece_max = write_piece_max(&target.vfs);
+        self.with_open(target, flags, move |v, handle| {
+            write_whole_at(v, handle, &data, 0, piece_max)
+        })
     }
 
     fn stat_target(&self, target: &Target, follow: bool) -> VfsResult<Stat> {
@@ -683,7 +654,7 @@ impl HostFileHandle for HostState {
                     return Err(ErrorCode::Access);
                 }
                 state.charge_writes(len)?;
-                state.write_all(vfs, h, data.into(), offset)?;
+                state.write_all(vfs, h, data, offset)?;
                 Ok(len as u32)
             },
         )
@@ -893,11 +864,9 @@ impl host::Host for HostState {
 
     fn read_file(&mut self, path: String) -> Result<Vec<u8>, ErrorCode> {
         self.fs_call("fs.read-file", &[read(&path)], 0, |state, targets| {
-            let target = &targets[0];
-            let handle = state.open_counted(target, OpenFlags(OpenFlags::READ))?;
-            let result = state.read_all(&target.vfs, handle, Some(MAX_WHOLE_FILE));
-            state.close_counted(&target.vfs, handle);
-            result
+            state.with_open(&targets[0], OpenFlags(OpenFlags::READ), |v, handle| {
+                read_whole(v, handle, Some(MAX_WHOLE_FILE))
+            })
         })
     }
 
@@ -933,11 +902,11 @@ impl host::Host for HostState {
                 if state.stat_target(from, true).map_err(map)?.kind == FileKind::Directory {
                     return Err(ErrorCode::IsDirectory);
                 }
-                let input = state.open_counted(from, OpenFlags(OpenFlags::READ))?;
-                let data = state.read_all(&from.vfs, input, None);
-                state.close_counted(&from.vfs, input);
+                let data = state.with_open(from, OpenFlags(OpenFlags::READ), |v, handle| {
+                    read_whole(v, handle, None)
+                })?;
                 let flags = OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE);
-                state.write_whole(to, flags, data?)
+                state.write_whole(to, flags, data)
             },
         )
     }
@@ -1014,4 +983,77 @@ impl host::Host for HostState {
                 .map_err(map)
         })
     }
+}
+
+/// Reads a whole open file from `v`, failing past `limit` bytes. Provider
+/// calls only, so it runs inside one provider session (`with_open`).
+/// Reads go straight into the result buffer: what `fstat` promised, then a
+/// one-byte probe for the end (a file that grew meanwhile is read on in
+/// full-size pieces; a provider without `fstat` is read until it reports
+/// the end).
+fn read_whole(v: &dyn Vfs, handle: u64, limit: Option<usize>) -> Result<Vec<u8>, ErrorCode> {
+    let size = match v.fstat(handle) {
+        Ok(stat) => stat.size,
+        Err(VfsError::NotSupported) => 0,
+        Err(e) => return Err(map(e)),
+    };
+    if limit.is_some_and(|limit| size > limit as u64) {
+        return Err(ErrorCode::TooLarge);
+    }
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    // One spare byte: the end-of-file probe then needs no reallocation.
+    let mut data = Vec::with_capacity(size.min(MAX_WHOLE_FILE) + 1);
+    loop {
+        let want = match data.len() {
+            read if read < size => (size - read).min(MAX_POSITIONAL),
+            read if read == size => 1,
+            _ => MAX_POSITIONAL,
+        };
+        let before = data.len();
+        v.read_at(handle, before as u64, want, &mut data)
+            .map_err(map)?;
+        let got = match data.len().checked_sub(before) {
+            Some(got) if got <= want => got,
+            _ => return Err(ErrorCode::Unknown("provider returned too much".into())),
+        };
+        if got == 0 {
+            return Ok(data);
+        }
+        if limit.is_some_and(|limit| data.len() > limit) {
+            return Err(ErrorCode::TooLarge);
+        }
+    }
+}
+
+/// The largest write one provider call gets: embedder callbacks take pieces
+/// of at most 1 MiB (their contract); the built-in providers get one write,
+/// which keeps `fs-append` atomic per call.
+fn write_piece_max(vfs: &Arc<dyn Vfs>) -> usize {
+    if vfs.is_callback() {
+        MAX_POSITIONAL
+    } else {
+        usize::MAX
+    }
+}
+
+/// Writes all of `data` from `offset` on an open handle of `v`.
+fn write_whole_at(
+    v: &dyn Vfs,
+    handle: u64,
+    data: &[u8],
+    offset: u64,
+    piece_max: usize,
+) -> Result<(), ErrorCode> {
+    let mut done = 0usize;
+    while done < data.len() {
+        let piece = &data[done..data.len().min(done.saturating_add(piece_max))];
+        let written = v
+            .write_at(handle, offset + done as u64, piece)
+            .map_err(map)?;
+        if written == 0 || written > piece.len() {
+            return Err(ErrorCode::Unknown("short write".into()));
+        }
+        done += written;
+    }
+    Ok(())
 }

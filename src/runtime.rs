@@ -788,6 +788,30 @@ impl RuntimeInner {
         token: &CancelToken,
         callback: impl FnOnce() -> R + Send + 'static,
     ) -> Bounded<R> {
+        self.run_handed_off(limit, call_deadline, token, false, callback)
+    }
+
+    /// `run_bounded` for cleanup (a provider `close`): the callback runs even
+    /// when the call has already been cancelled or is past its deadline; the
+    /// caller just does not wait for it then.
+    pub(crate) fn run_cleanup<R: Send + 'static>(
+        &self,
+        limit: Duration,
+        call_deadline: Instant,
+        token: &CancelToken,
+        callback: impl FnOnce() -> R + Send + 'static,
+    ) -> Bounded<R> {
+        self.run_handed_off(limit, call_deadline, token, true, callback)
+    }
+
+    fn run_handed_off<R: Send + 'static>(
+        &self,
+        limit: Duration,
+        call_deadline: Instant,
+        token: &CancelToken,
+        always_run: bool,
+        callback: impl FnOnce() -> R + Send + 'static,
+    ) -> Bounded<R> {
         if self.inline_callbacks() {
             return self.run_inline(limit, token, callback);
         }
@@ -799,8 +823,9 @@ impl RuntimeInner {
             let done = done.clone();
             self.handoff.run(move || {
                 // A caller that gave up (cancelled, or past its deadline
-                // while this waited for a thread) gets no late callback.
-                if done.is_cancelled() {
+                // while this waited for a thread) gets no late callback,
+                // unless it is cleanup that must happen anyway.
+                if done.is_cancelled() && !always_run {
                     return;
                 }
                 let result = run_callback(callback);

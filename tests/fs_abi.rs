@@ -224,9 +224,13 @@ fn host_directory_provider() {
 
 struct TestVfs {
     inner: MemoryFs,
-    /// 0 = honest, 1 = garbage status codes, 2 = claims over-long reads.
+    /// 0 = honest, 1 = garbage status codes, 2 = claims over-long reads,
+    /// 3 = an endless file (every read fills its buffer, slowly).
     mischief: AtomicUsize,
     calls: AtomicUsize,
+    /// Handles opened and closed through the callbacks.
+    opens: AtomicUsize,
+    closes: AtomicUsize,
     /// Counted by the finalizer (only where a test checks it).
     finalized: Option<&'static AtomicUsize>,
 }
@@ -304,6 +308,7 @@ unsafe extern "C" fn t_open(
 ) -> i32 {
     match tv(ud).inner.open(path(p, l), OpenFlags(flags)) {
         Ok(h) => {
+            tv(ud).opens.fetch_add(1, Ordering::SeqCst);
             *out = h;
             ASTRID_VFS_OK
         }
@@ -319,9 +324,19 @@ unsafe extern "C" fn t_read_at(
     out: *mut usize,
 ) -> i32 {
     let v = tv(ud);
-    if v.mischief.load(Ordering::SeqCst) == 2 {
-        *out = len + 100;
-        return ASTRID_VFS_OK;
+    v.calls.fetch_add(1, Ordering::SeqCst);
+    match v.mischief.load(Ordering::SeqCst) {
+        2 => {
+            *out = len + 100;
+            return ASTRID_VFS_OK;
+        }
+        3 => {
+            std::thread::sleep(Duration::from_millis(20));
+            std::ptr::write_bytes(buf, b'z', len);
+            *out = len;
+            return ASTRID_VFS_OK;
+        }
+        _ => {}
     }
     let mut data = Vec::new();
     // A deliberately short reader: at most 3 bytes per call.
@@ -354,6 +369,7 @@ unsafe extern "C" fn t_write_at(
     }
 }
 unsafe extern "C" fn t_close(ud: *mut libc::c_void, h: u64) -> i32 {
+    tv(ud).closes.fetch_add(1, Ordering::SeqCst);
     tv(ud).inner.close(h);
     0
 }
@@ -463,6 +479,8 @@ fn mount_test_vfs(rt: &Runtime, finalized: Option<&'static AtomicUsize>) -> *con
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        opens: AtomicUsize::new(0),
+        closes: AtomicUsize::new(0),
         finalized,
     }));
     let provider = unsafe { callback_provider(&test_ops(), state.cast(), Some(t_finalize)) };
@@ -502,6 +520,68 @@ fn c_callback_provider_and_its_misbehaviour() {
 }
 
 #[test]
+fn a_cancelled_call_still_closes_its_provider_handles() {
+    // Default (hand-off) mode: the closes run for a call that was cancelled.
+    let rt = runtime();
+    let state = unsafe { &*mount_test_vfs(&rt, None) };
+    let c = Arc::new(load_fsprobe(&rt, None));
+    ok(&c, "write-file", &["ws", "data"]);
+    let sleeper = {
+        let c = c.clone();
+        std::thread::spawn(move || c.call("open-then-sleep", b"ws\n2000", None))
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while state.opens.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < until, "the guest never opened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.cancel();
+    assert_eq!(
+        sleeper.join().unwrap().map_err(|e| e.code()).unwrap_err(),
+        astrid::Code::Cancelled
+    );
+    while state.closes.load(Ordering::SeqCst) < state.opens.load(Ordering::SeqCst) {
+        assert!(Instant::now() < until, "a provider handle was never closed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_endless_provider_file_stops_at_the_whole_file_limit_and_on_cancel() {
+    let rt = runtime();
+    let state = unsafe { &*mount_test_vfs(&rt, None) };
+    let c = Arc::new(load_fsprobe(&rt, None));
+    ok(&c, "write-file", &["ws", "x"]);
+    state.mischief.store(3, Ordering::SeqCst);
+    // Every read fills its buffer (1 MiB) in 20 ms: past 10 MiB, too-large,
+    // for the copy as for read-file.
+    assert_eq!(err(&c, "copy", &["ws", "scratch"]), "too-large");
+    assert_eq!(err(&c, "read-file", &["ws"]), "too-large");
+    // A cancel stops the session's reads, not just the wait for them.
+    let reader = {
+        let c = c.clone();
+        std::thread::spawn(move || c.call("read-loop", b"ws\n1000", None))
+    };
+    std::thread::sleep(Duration::from_millis(60));
+    c.cancel();
+    let _ = reader.join().unwrap();
+    // The read in flight at the cancel may finish; none starts after it.
+    std::thread::sleep(Duration::from_millis(50));
+    let after_cancel = state.calls.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        state.calls.load(Ordering::SeqCst),
+        after_cancel,
+        "provider calls went on after the cancel"
+    );
+    state.mischief.store(0, Ordering::SeqCst);
+    assert_eq!(
+        state.closes.load(Ordering::SeqCst),
+        state.opens.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
 fn a_provider_without_fstat_still_serves_whole_file_reads() {
     let rt = runtime();
     let ops = astrid_vfs_ops_t {
@@ -512,6 +592,8 @@ fn a_provider_without_fstat_still_serves_whole_file_reads() {
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        opens: AtomicUsize::new(0),
+        closes: AtomicUsize::new(0),
         finalized: None,
     }));
     let provider = unsafe { callback_provider(&ops, state.cast(), Some(t_finalize)) };
@@ -552,6 +634,8 @@ fn unset_callbacks_are_not_supported() {
         inner: MemoryFs::default(),
         mischief: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
+        opens: AtomicUsize::new(0),
+        closes: AtomicUsize::new(0),
         finalized: None,
     }));
     let provider = unsafe { callback_provider(&ops, state.cast(), Some(t_finalize)) };

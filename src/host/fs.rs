@@ -12,6 +12,7 @@ use crate::runtime::{Bounded, Outcome};
 use crate::vfs::{self, FileKind, OpenFlags, Stat, Vfs, VfsError, VfsResult, MAX_POSITIONAL};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 mod bindings {
@@ -233,18 +234,31 @@ impl HostState {
         vfs: &Arc<dyn Vfs>,
         op: impl FnOnce(&dyn Vfs) -> VfsResult<R> + Send + 'static,
     ) -> VfsResult<R> {
+        self.provider_call(vfs, false, op)
+    }
+
+    /// One provider call (or session); `cleanup` ones (a `close`) run even
+    /// for a call that was cancelled, without being waited for then.
+    fn provider_call<R: Send + 'static>(
+        &self,
+        vfs: &Arc<dyn Vfs>,
+        cleanup: bool,
+        op: impl FnOnce(&dyn Vfs) -> VfsResult<R> + Send + 'static,
+    ) -> VfsResult<R> {
         if !vfs.is_callback() {
             return op(&**vfs);
         }
         let runtime = &self.capsule.runtime;
         let limit = runtime.config.vfs_timeout;
+        let (token, deadline) = (&self.call.token, self.call.deadline);
         let bounded = if runtime.inline_callbacks() {
-            runtime.run_inline(limit, &self.call.token, || op(&**vfs))
+            runtime.run_inline(limit, token, || op(&**vfs))
+        } else if cleanup {
+            let vfs = vfs.clone();
+            runtime.run_cleanup(limit, deadline, token, move || op(&*vfs))
         } else {
             let vfs = vfs.clone();
-            runtime.run_bounded(limit, self.call.deadline, &self.call.token, move || {
-                op(&*vfs)
-            })
+            runtime.run_bounded(limit, deadline, token, move || op(&*vfs))
         };
         match bounded {
             Bounded::Done(result) => result,
@@ -372,8 +386,9 @@ impl HostState {
 
     fn close_counted(&self, vfs: &Arc<dyn Vfs>, handle: u64) {
         self.capsule.open_files.fetch_sub(1, Ordering::SeqCst);
-        // Best effort: a close that times out is abandoned to the provider.
-        let _ = self.vfs_call(vfs, move |v| {
+        // Best effort: a close that times out is abandoned to the provider;
+        // one for a cancelled call still reaches it.
+        let _ = self.provider_call(vfs, true, move |v| {
             v.close(handle);
             Ok(())
         });
@@ -427,7 +442,7 @@ impl HostState {
     ) -> Result<(), ErrorCode> {
         let piece_max = write_piece_max(vfs);
         self.vfs_call(vfs, move |v| {
-            Ok(write_whole_at(v, handle, &data, offset, piece_max))
+            Ok(write_whole_at(v, handle, &data, offset, piece_max, None))
         })
         .map_err(map)?
     }
@@ -440,7 +455,7 @@ impl HostState {
         &self,
         target: &Target,
         flags: OpenFlags,
-        body: impl FnOnce(&dyn Vfs, u64) -> Result<R, ErrorCode> + Send + 'static,
+        body: impl FnOnce(&dyn Vfs, u64, &SessionStop) -> Result<R, ErrorCode> + Send + 'static,
     ) -> Result<R, ErrorCode> {
         let counter = &self.capsule.open_files;
         if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
@@ -448,9 +463,16 @@ impl HostState {
             return Err(ErrorCode::Quota);
         }
         let rel = target.rel.clone();
+        // The session stops between provider calls once the call is
+        // cancelled or its time is up, even on a thread nobody waits for.
+        let limit = self.capsule.runtime.config.vfs_timeout;
+        let stop = SessionStop {
+            token: self.call.token.clone(),
+            until: (Instant::now() + limit).min(self.call.deadline),
+        };
         let outcome = self.vfs_call(&target.vfs, move |v| {
             let handle = v.open(&rel, flags)?;
-            let result = body(v, handle);
+            let result = body(v, handle, &stop);
             v.close(handle);
             Ok(result)
         });
@@ -467,8 +489,8 @@ impl HostState {
     ) -> Result<(), ErrorCode> {
         self.charge_writes(data.len())?;
         let piece_max = write_piece_max(&target.vfs);
-        self.with_open(target, flags, move |v, handle| {
-            write_whole_at(v, handle, &data, 0, piece_max)
+        self.with_open(target, flags, move |v, handle, stop| {
+            write_whole_at(v, handle, &data, 0, piece_max, Some(stop))
         })
     }
 
@@ -864,9 +886,11 @@ impl host::Host for HostState {
 
     fn read_file(&mut self, path: String) -> Result<Vec<u8>, ErrorCode> {
         self.fs_call("fs.read-file", &[read(&path)], 0, |state, targets| {
-            state.with_open(&targets[0], OpenFlags(OpenFlags::READ), |v, handle| {
-                read_whole(v, handle, Some(MAX_WHOLE_FILE))
-            })
+            state.with_open(
+                &targets[0],
+                OpenFlags(OpenFlags::READ),
+                |v, handle, stop| read_whole(v, handle, MAX_WHOLE_FILE, stop),
+            )
         })
     }
 
@@ -902,9 +926,11 @@ impl host::Host for HostState {
                 if state.stat_target(from, true).map_err(map)?.kind == FileKind::Directory {
                     return Err(ErrorCode::IsDirectory);
                 }
-                let data = state.with_open(from, OpenFlags(OpenFlags::READ), |v, handle| {
-                    read_whole(v, handle, None)
-                })?;
+                // A whole-file call like the others: at most 10 MiB.
+                let data =
+                    state.with_open(from, OpenFlags(OpenFlags::READ), |v, handle, stop| {
+                        read_whole(v, handle, MAX_WHOLE_FILE, stop)
+                    })?;
                 let flags = OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE);
                 state.write_whole(to, flags, data)
             },
@@ -991,13 +1017,18 @@ impl host::Host for HostState {
 /// one-byte probe for the end (a file that grew meanwhile is read on in
 /// full-size pieces; a provider without `fstat` is read until it reports
 /// the end).
-fn read_whole(v: &dyn Vfs, handle: u64, limit: Option<usize>) -> Result<Vec<u8>, ErrorCode> {
+fn read_whole(
+    v: &dyn Vfs,
+    handle: u64,
+    limit: usize,
+    stop: &SessionStop,
+) -> Result<Vec<u8>, ErrorCode> {
     let size = match v.fstat(handle) {
         Ok(stat) => stat.size,
         Err(VfsError::NotSupported) => 0,
         Err(e) => return Err(map(e)),
     };
-    if limit.is_some_and(|limit| size > limit as u64) {
+    if size > limit as u64 {
         return Err(ErrorCode::TooLarge);
     }
     let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -1010,6 +1041,9 @@ fn read_whole(v: &dyn Vfs, handle: u64, limit: Option<usize>) -> Result<Vec<u8>,
             _ => MAX_POSITIONAL,
         };
         let before = data.len();
+        if before > 0 {
+            stop.check()?;
+        }
         v.read_at(handle, before as u64, want, &mut data)
             .map_err(map)?;
         let got = match data.len().checked_sub(before) {
@@ -1019,9 +1053,28 @@ fn read_whole(v: &dyn Vfs, handle: u64, limit: Option<usize>) -> Result<Vec<u8>,
         if got == 0 {
             return Ok(data);
         }
-        if limit.is_some_and(|limit| data.len() > limit) {
+        if data.len() > limit {
             return Err(ErrorCode::TooLarge);
         }
+    }
+}
+
+/// Why a provider session stops early: the call was cancelled, or the
+/// session's time (`vfs_timeout_ms`, within the call's deadline) is up.
+struct SessionStop {
+    token: crate::cancel::CancelToken,
+    until: Instant,
+}
+
+impl SessionStop {
+    fn check(&self) -> Result<(), ErrorCode> {
+        if self.token.is_cancelled() {
+            return Err(map(VfsError::Cancelled));
+        }
+        if Instant::now() >= self.until {
+            return Err(map(VfsError::Timeout));
+        }
+        Ok(())
     }
 }
 
@@ -1036,19 +1089,26 @@ fn write_piece_max(vfs: &Arc<dyn Vfs>) -> usize {
     }
 }
 
-/// Writes all of `data` from `offset` on an open handle of `v`.
+/// Writes all of `data` from `offset` on an open handle of `v`; inside a
+/// session, `stop` is checked between provider calls.
 fn write_whole_at(
     v: &dyn Vfs,
     handle: u64,
     data: &[u8],
     offset: u64,
     piece_max: usize,
+    stop: Option<&SessionStop>,
 ) -> Result<(), ErrorCode> {
     let mut done = 0usize;
     while done < data.len() {
+        if done > 0 {
+            if let Some(stop) = stop {
+                stop.check()?;
+            }
+        }
         let piece = &data[done..data.len().min(done.saturating_add(piece_max))];
         let written = v
-            .write_at(handle, offset + done as u64, piece)
+            .write_at(handle, offset.saturating_add(done as u64), piece)
             .map_err(map)?;
         if written == 0 || written > piece.len() {
             return Err(ErrorCode::Unknown("short write".into()));

@@ -15,6 +15,12 @@
 
 namespace {
 
+// Callbacks print from library threads while main prints too: each line
+// goes out in one write so lines never interleave.
+void say(const std::string &line) {
+    std::cout << line << std::flush;
+}
+
 using astrid::VfsStatus;
 
 // ---- a tiny in-memory filesystem: a map of paths to files and directories ----
@@ -156,20 +162,21 @@ astrid::Verdict gate(astrid::GateRequest &req) {
     bool inside = path.substr(0, allowed.size()) == allowed && (path.size() == allowed.size() || path[allowed.size()] == '/');
     bool write = req.kind() == astrid::GateKind::FileWrite;
     bool allow = !write || inside;
-    std::cout << "  gate: " << req.capsule() << " asks to " << (write ? "write" : "read") << " " << path << " -> "
-              << (allow ? "allow" : "deny") << "\n";
+    say("  gate: " + std::string(req.capsule()) + " asks to " + (write ? "write" : "read") + " " +
+        std::string(path) + " -> " + (allow ? "allow" : "deny") + "\n");
     if (!allow) req.set_reason("writes only under ws/public");
     return allow ? astrid::Verdict::Allow : astrid::Verdict::Deny;
 }
 
 void on_audit(const astrid::AuditEvent &e) {
     if (e.outcome != astrid::AuditOutcome::Denied) return;
-    std::cout << "  audit: " << e.call << " " << e.target << " denied (" << e.reason << ")\n";
+    say("  audit: " + std::string(e.call) + " " + std::string(e.target) + " denied (" + std::string(e.reason) +
+        ")\n");
 }
 
 void call(const astrid::Capsule &capsule, const char *action, const std::string &args) {
     astrid::Result r = capsule.call(action, args);
-    std::cout << action << "(" << args << ") -> " << r.action() << " " << r.data() << "\n";
+    say(std::string(action) + "(" + args + ") -> " + std::string(r.action()) + " " + std::string(r.data()) + "\n");
 }
 
 } // namespace

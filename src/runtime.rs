@@ -791,20 +791,10 @@ impl RuntimeInner {
         self.run_handed_off(limit, call_deadline, token, false, callback)
     }
 
-    /// `run_bounded` for cleanup (a provider `close`): the callback runs even
-    /// when the call has already been cancelled or is past its deadline; the
-    /// caller just does not wait for it then.
-    pub(crate) fn run_cleanup<R: Send + 'static>(
-        &self,
-        limit: Duration,
-        call_deadline: Instant,
-        token: &CancelToken,
-        callback: impl FnOnce() -> R + Send + 'static,
-    ) -> Bounded<R> {
-        self.run_handed_off(limit, call_deadline, token, true, callback)
-    }
-
-    fn run_handed_off<R: Send + 'static>(
+    /// `run_bounded`, where `always_run` marks cleanup (a provider `close`):
+    /// such a callback runs even when the call has already been cancelled or
+    /// is past its deadline; the caller just does not wait for it then.
+    pub(crate) fn run_handed_off<R: Send + 'static>(
         &self,
         limit: Duration,
         call_deadline: Instant,

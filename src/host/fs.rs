@@ -253,12 +253,9 @@ impl HostState {
         let (token, deadline) = (&self.call.token, self.call.deadline);
         let bounded = if runtime.inline_callbacks() {
             runtime.run_inline(limit, token, || op(&**vfs))
-        } else if cleanup {
-            let vfs = vfs.clone();
-            runtime.run_cleanup(limit, deadline, token, move || op(&*vfs))
         } else {
             let vfs = vfs.clone();
-            runtime.run_bounded(limit, deadline, token, move || op(&*vfs))
+            runtime.run_handed_off(limit, deadline, token, cleanup, move || op(&*vfs))
         };
         match bounded {
             Bounded::Done(result) => result,
@@ -327,22 +324,21 @@ impl HostState {
                     prepared.target.push_str(&spelling);
                 }
                 if asking {
-                    // The last request takes the spelling itself.
-                    let kinds = arg.need.kinds();
-                    let mut spelling = Some(spelling);
-                    for (i, kind) in kinds.iter().enumerate() {
-                        let path = if i + 1 == kinds.len() {
-                            spelling.take().unwrap_or_default()
-                        } else {
-                            spelling.clone().unwrap_or_default()
-                        };
-                        prepared.asks.push(GateRequest::file(
-                            *kind,
+                    let request = |kind: GateKind, path: String| {
+                        GateRequest::file(
+                            kind,
                             self.capsule.name.clone(),
                             self.call.principal.clone(),
                             path,
                             target.vfs.host_path(&target.rel),
-                        ));
+                        )
+                    };
+                    // The last request takes the spelling itself.
+                    if let Some((last, rest)) = arg.need.kinds().split_last() {
+                        for kind in rest {
+                            prepared.asks.push(request(*kind, spelling.clone()));
+                        }
+                        prepared.asks.push(request(*last, spelling));
                     }
                 }
             }

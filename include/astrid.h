@@ -543,14 +543,24 @@ typedef struct astrid_runtime_config_t {
   // Payload bytes each bus subscription queue holds; a message that does
   // not fit is not queued (counted as `dropped`). Default 4 MiB.
   uint64_t ipc_queue_bytes;
-  // Byte budget (keys plus values) of each KV namespace in the built-in
-  // store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
+  // Byte budget of each KV namespace in the built-in store: keys plus
+  // values plus 96 bytes per entry (what an entry really holds); writes
+  // beyond it fail with `quota`. Default 64 MiB. An embedder
   // KV backend (`astrid_runtime_set_kv`) enforces its own.
   uint64_t kv_quota_bytes;
   // Payload bytes per second each (capsule, principal) may publish on
   // the bus; beyond it the guest's publish fails with `rate-limited`.
   // Default 10 MiB/s.
   uint64_t ipc_publish_bytes_per_sec;
+  // Bytes each built-in in-memory mount may commit (`tmp://` of each data
+  // scope, and `cwd://` when a capsule has no workspace root): file
+  // contents plus 128 bytes and the name for every directory entry.
+  // Growth past it fails with `quota`. Default 64 MiB.
+  uint64_t memfs_quota_bytes;
+  // Directory entries (files, directories, extra hard links) each
+  // built-in in-memory mount may hold; more fail with `quota`.
+  // Default 65 536.
+  uint64_t memfs_max_entries;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)

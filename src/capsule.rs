@@ -272,13 +272,18 @@ fn build_mounts(rt: &RuntimeInner, options: &LoadOptions) -> Result<CapsuleMount
         Some(root) => host_dir(root, "workspace root")?,
         None => rt
             .mounted(Mount::Cwd)
-            .unwrap_or_else(|| Arc::new(MemoryFs::default())),
+            .unwrap_or_else(|| Arc::new(MemoryFs::new(rt.config.memfs_limits))),
     };
     let home = match &options.home_root {
         Some(root) => Some(host_dir(root, "home root")?),
         None => rt.mounted(Mount::Home),
     };
-    Ok(CapsuleMounts::new(cwd, home, rt.mounted(Mount::Tmp)))
+    Ok(CapsuleMounts::new(
+        cwd,
+        home,
+        rt.mounted(Mount::Tmp),
+        rt.config.memfs_limits,
+    ))
 }
 
 fn default_pool_size() -> usize {

@@ -75,6 +75,9 @@ pub struct RuntimeConfig {
     pub queue_limits: QueueLimits,
     /// Byte budget of each KV namespace in the built-in store.
     pub kv_quota: u64,
+    /// Budget of each built-in in-memory mount (`tmp://` per data scope,
+    /// `cwd://` without a workspace root).
+    pub memfs_limits: crate::vfs::memory::MemoryLimits,
     /// Payload bytes per second one (capsule, principal) may publish
     /// (host ABI §8.6); beyond it the guest gets `rate-limited`.
     pub publish_rate: u64,
@@ -95,6 +98,7 @@ impl Default for RuntimeConfig {
             vfs_timeout: Duration::from_secs(10),
             queue_limits: QueueLimits::default(),
             kv_quota: crate::kv::DEFAULT_QUOTA_BYTES,
+            memfs_limits: crate::vfs::memory::MemoryLimits::DEFAULT,
             publish_rate: 10 << 20,
         }
     }

@@ -63,7 +63,7 @@ type Config struct {
 	IPCQueueMessages uint32
 	// IPCQueueBytes bounds each subscription's queue in bytes (4 MiB).
 	IPCQueueBytes uint64
-	// KVQuotaBytes is the byte budget (keys plus values) of each namespace
+	// KVQuotaBytes is the byte budget (keys plus values plus 96 bytes per entry) of each namespace
 	// of the built-in KV store (64 MiB); writes beyond it fail with quota. A
 	// backend installed with SetKV enforces its own.
 	KVQuotaBytes uint64
@@ -71,6 +71,14 @@ type Config struct {
 	// principal) may publish on the bus (10 MiB/s); beyond it the guest's
 	// publish fails with rate-limited.
 	IPCPublishBytesPerSec uint64
+	// MemFSQuotaBytes bounds what each built-in in-memory mount (tmp:// per
+	// data scope, cwd:// without a workspace root) may commit: file
+	// contents plus 128 bytes and the name per entry (64 MiB); growth past
+	// it fails with quota.
+	MemFSQuotaBytes uint64
+	// MemFSMaxEntries bounds the directory entries of each built-in
+	// in-memory mount (65 536).
+	MemFSMaxEntries uint64
 }
 
 func millis(d time.Duration) C.uint64_t {
@@ -114,6 +122,8 @@ func NewRuntime(cfg *Config) (*Runtime, error) {
 		c.ipc_queue_bytes = C.uint64_t(cfg.IPCQueueBytes)
 		c.kv_quota_bytes = C.uint64_t(cfg.KVQuotaBytes)
 		c.ipc_publish_bytes_per_sec = C.uint64_t(cfg.IPCPublishBytesPerSec)
+		c.memfs_quota_bytes = C.uint64_t(cfg.MemFSQuotaBytes)
+		c.memfs_max_entries = C.uint64_t(cfg.MemFSMaxEntries)
 		if cfg.CacheDir != "" {
 			dir := C.CString(cfg.CacheDir)
 			defer C.free(unsafe.Pointer(dir))

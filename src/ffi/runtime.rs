@@ -102,14 +102,24 @@ pub struct astrid_runtime_config_t {
     /// Payload bytes each bus subscription queue holds; a message that does
     /// not fit is not queued (counted as `dropped`). Default 4 MiB.
     pub ipc_queue_bytes: u64,
-    /// Byte budget (keys plus values) of each KV namespace in the built-in
-    /// store; writes beyond it fail with `quota`. Default 64 MiB. An embedder
+    /// Byte budget of each KV namespace in the built-in store: keys plus
+    /// values plus 96 bytes per entry (what an entry really holds); writes
+    /// beyond it fail with `quota`. Default 64 MiB. An embedder
     /// KV backend (`astrid_runtime_set_kv`) enforces its own.
     pub kv_quota_bytes: u64,
     /// Payload bytes per second each (capsule, principal) may publish on
     /// the bus; beyond it the guest's publish fails with `rate-limited`.
     /// Default 10 MiB/s.
     pub ipc_publish_bytes_per_sec: u64,
+    /// Bytes each built-in in-memory mount may commit (`tmp://` of each data
+    /// scope, and `cwd://` when a capsule has no workspace root): file
+    /// contents plus 128 bytes and the name for every directory entry.
+    /// Growth past it fails with `quota`. Default 64 MiB.
+    pub memfs_quota_bytes: u64,
+    /// Directory entries (files, directories, extra hard links) each
+    /// built-in in-memory mount may hold; more fail with `quota`.
+    /// Default 65 536.
+    pub memfs_max_entries: u64,
 }
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
@@ -150,6 +160,8 @@ pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) 
                 ipc_queue_bytes: d.queue_limits.bytes as u64,
                 kv_quota_bytes: d.kv_quota,
                 ipc_publish_bytes_per_sec: d.publish_rate,
+                memfs_quota_bytes: d.memfs_limits.bytes,
+                memfs_max_entries: d.memfs_limits.entries,
             });
         }
         Ok(())
@@ -190,6 +202,12 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     }
     if c.kv_quota_bytes > 0 {
         config.kv_quota = c.kv_quota_bytes;
+    }
+    if c.memfs_quota_bytes > 0 {
+        config.memfs_limits.bytes = c.memfs_quota_bytes;
+    }
+    if c.memfs_max_entries > 0 {
+        config.memfs_limits.entries = c.memfs_max_entries;
     }
     config.flags = c.flags;
     // SAFETY: the caller promises cache_dir is NULL or valid for cache_dir_len.

@@ -142,6 +142,7 @@ fn map(error: VfsError) -> ErrorCode {
         VfsError::NotSupported => ErrorCode::Unknown("not supported".into()),
         VfsError::Timeout => ErrorCode::Unknown("timeout".into()),
         VfsError::Io => ErrorCode::Unknown("i/o error".into()),
+        VfsError::NotRegular => ErrorCode::Unknown("not a regular file".into()),
     }
 }
 
@@ -226,6 +227,25 @@ fn path_error(_: PathError) -> Refused<ErrorCode> {
     Refused::Failed(ErrorCode::InvalidPath)
 }
 
+/// What a guest learns when resolving its path failed. A failure on the
+/// path as the guest spelled it (no link followed yet) is reported as is:
+/// that path passed the manifest. One reached through a link is described
+/// only where that place is granted too; elsewhere it is a denial, so a
+/// link cannot be used to probe what exists in ungranted places.
+/// `boundary-escape` is always told: it reveals nothing beyond the root.
+fn resolve_refusal(
+    failure: vfs::ResolveFailure,
+    granted: impl FnOnce(Vec<String>) -> bool,
+) -> Refused<ErrorCode> {
+    let told =
+        !failure.via_link || failure.error == VfsError::BoundaryEscape || granted(failure.reached);
+    if told {
+        Refused::Failed(map(failure.error))
+    } else {
+        "a link leads outside the granted paths".into()
+    }
+}
+
 impl HostState {
     /// Runs a provider operation; callback providers run it under the VFS
     /// deadline and the call's cancel token.
@@ -296,8 +316,18 @@ impl HostState {
             let components = if vfs.has_symlinks() {
                 let lexical = path.components.clone();
                 let follow = arg.follow;
-                self.vfs_call(&vfs, move |v| vfs::resolve(v, &lexical, follow))
-                    .map_err(|e| Refused::Failed(map(e)))?
+                let walked = self.vfs_call(&vfs, move |v| Ok(vfs::resolve(v, &lexical, follow)));
+                match walked.map_err(|e| Refused::Failed(map(e)))? {
+                    Ok(components) => components,
+                    Err(failure) => {
+                        return Err(resolve_refusal(failure, |reached| {
+                            granted(&VfsPath {
+                                mount: path.mount,
+                                components: reached,
+                            })
+                        }))
+                    }
+                }
             } else {
                 path.components
             };
@@ -390,12 +420,34 @@ impl HostState {
         });
     }
 
+    /// Charges the optional per-capsule write budget `length` bytes of file
+    /// length at `offset` on an open handle: the bytes themselves plus any
+    /// hole opened past the current end, because the host commits a file's
+    /// length, sparse or not. (`set-len` is a write of no bytes at the new
+    /// length.) Without a budget this costs nothing.
+    fn charge_positional(
+        &self,
+        vfs: &Arc<dyn Vfs>,
+        handle: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), ErrorCode> {
+        if self.capsule.write_budget.is_none() {
+            return Ok(());
+        }
+        let size = match self.vfs_call(vfs, move |v| v.fstat(handle)) {
+            Ok(stat) => stat.size,
+            Err(VfsError::NotSupported) => 0, // charge as if the file were empty
+            Err(e) => return Err(map(e)),
+        };
+        self.charge_writes(length.saturating_add(offset.saturating_sub(size)))
+    }
+
     /// Charges the optional per-capsule write budget.
-    fn charge_writes(&self, bytes: usize) -> Result<(), ErrorCode> {
+    fn charge_writes(&self, bytes: u64) -> Result<(), ErrorCode> {
         let Some(budget) = self.capsule.write_budget else {
             return Ok(());
         };
-        let bytes = bytes as u64;
         let used = &self.capsule.bytes_written;
         let before = used.fetch_add(bytes, Ordering::SeqCst);
         if before.saturating_add(bytes) > budget {
@@ -483,7 +535,7 @@ impl HostState {
         flags: OpenFlags,
         data: Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        self.charge_writes(data.len())?;
+        self.charge_writes(data.len() as u64)?;
         let piece_max = write_piece_max(&target.vfs);
         self.with_open(target, flags, move |v, handle, stop| {
             write_whole_at(v, handle, &data, 0, piece_max, Some(stop))
@@ -514,11 +566,21 @@ impl HostState {
         })
     }
 
-    /// Removes a tree below `rel` without following links; counts entries.
-    fn remove_tree(&self, vfs: &Arc<dyn Vfs>, rel: &str, depth: usize) -> VfsResult<u64> {
+    /// Checked between the steps of every loop over provider calls: once
+    /// the call is cancelled or past its deadline, no further step runs.
+    fn check_stop(&self) -> VfsResult<()> {
         if self.call.token.is_cancelled() {
             return Err(VfsError::Cancelled);
         }
+        if Instant::now() >= self.call.deadline {
+            return Err(VfsError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Removes a tree below `rel` without following links; counts entries.
+    fn remove_tree(&self, vfs: &Arc<dyn Vfs>, rel: &str, depth: usize) -> VfsResult<u64> {
+        self.check_stop()?;
         if depth > MAX_TREE_DEPTH {
             return Err(VfsError::InvalidPath); // as ELOOP would
         }
@@ -529,6 +591,7 @@ impl HostState {
                 break;
             }
             for entry in entries {
+                self.check_stop()?;
                 let child = if rel.is_empty() {
                     entry.name.clone()
                 } else {
@@ -671,7 +734,7 @@ impl HostFileHandle for HostState {
                 if !modes.writable {
                     return Err(ErrorCode::Access);
                 }
-                state.charge_writes(len)?;
+                state.charge_positional(vfs, h, offset, len as u64)?;
                 state.write_all(vfs, h, data, offset)?;
                 Ok(len as u32)
             },
@@ -708,6 +771,7 @@ impl HostFileHandle for HostState {
                 if !modes.writable {
                     return Err(ErrorCode::Access);
                 }
+                state.charge_positional(vfs, h, size, 0)?;
                 state
                     .vfs_call(vfs, move |v| v.set_len(h, size))
                     .map_err(map)
@@ -807,6 +871,7 @@ impl host::Host for HostState {
             let ends = rel.match_indices('/').map(|(at, _)| at);
             let ends: Vec<usize> = ends.chain((!rel.is_empty()).then_some(rel.len())).collect();
             for (i, &end) in ends.iter().enumerate() {
+                state.check_stop().map_err(map)?;
                 let prefix = rel[..end].to_string();
                 let last = i + 1 == ends.len();
                 let probe = prefix.clone();
@@ -982,6 +1047,13 @@ impl host::Host for HostState {
             if link.contains('\0') || link.len() > paths::MAX_PATH_BYTES {
                 return Err(ErrorCode::InvalidPath);
             }
+            // Text that climbs out of the mount root would show the guest
+            // something of the host's tree: it is refused, not returned.
+            let components: Vec<String> = target.rel.split('/').map(str::to_string).collect();
+            let dir = &components[..components.len().saturating_sub(1)];
+            if vfs::link_destination(dir, &link).is_none() {
+                return Err(ErrorCode::BoundaryEscape);
+            }
             Ok(match link.strip_prefix('/') {
                 Some(inside) => format!("{}://{inside}", target.mount.scheme()),
                 None => link,
@@ -990,7 +1062,15 @@ impl host::Host for HostState {
     }
 
     fn fs_hard_link(&mut self, src: String, link_path: String) -> Result<(), ErrorCode> {
-        let args = [read(&src), write(&link_path).no_follow()];
+        // A new name for a file is a new way to write it: the source must
+        // be writable as well as readable, or linking a read-only file into
+        // a writable directory would widen the grant.
+        let source = PathArg {
+            text: &src,
+            need: Need::ReadWrite,
+            follow: true,
+        };
+        let args = [source, write(&link_path).no_follow()];
         self.fs_call("fs.fs-hard-link", &args, 0, |state, targets| {
             let (from, to) = (&targets[0], &targets[1]);
             if from.mount != to.mount || !Arc::ptr_eq(&from.vfs, &to.vfs) {

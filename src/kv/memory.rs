@@ -1,5 +1,6 @@
 //! The built-in KV store: sorted maps in memory, one per namespace, each
-//! with a byte budget (keys plus values). One lock per store keeps `cas`
+//! with a byte budget: keys plus values plus [`ENTRY_OVERHEAD`] per entry,
+//! so a flood of empty values costs what it really holds. One lock per store keeps `cas`
 //! linearizable and listings consistent.
 
 use super::{KvError, KvStore, Namespace};
@@ -13,9 +14,13 @@ struct Space {
     bytes: u64,
 }
 
+/// Bytes charged per entry beyond its key and value: the map slot, the
+/// key's and value's headers and allocator overhead.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
 impl Space {
     fn cost(key: &str, value: &[u8]) -> u64 {
-        (key.len() + value.len()) as u64
+        (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
     }
 
     /// Replaces (or inserts) within `quota`.
@@ -180,15 +185,27 @@ mod tests {
     }
 
     #[test]
-    fn quota_counts_keys_and_values_and_replacements() {
-        let kv = MemoryKv::new(10);
+    fn quota_counts_keys_values_overhead_and_replacements() {
+        let kv = MemoryKv::new(2 * ENTRY_OVERHEAD + 11);
         let n = ns("s");
-        kv.set(&n, "k", b"123456789").unwrap(); // 10 bytes
-        assert_eq!(kv.set(&n, "j", b""), Err(KvError::Quota));
+        kv.set(&n, "k", b"123456789").unwrap(); // 10 bytes + overhead
+        kv.set(&n, "j", b"").unwrap(); // 1 byte + overhead
+        assert_eq!(kv.set(&n, "i", b""), Err(KvError::Quota));
+        assert_eq!(kv.set(&n, "j", b"1"), Err(KvError::Quota));
         kv.set(&n, "k", b"1").unwrap(); // replacing frees the old bytes
         kv.set(&n, "j", b"1234567").unwrap();
         kv.delete(&n, "k").unwrap();
         kv.set(&n, "i", b"").unwrap();
+    }
+
+    #[test]
+    fn empty_values_are_not_free() {
+        let kv = MemoryKv::new(1000 * (ENTRY_OVERHEAD + 4));
+        let n = ns("s");
+        let stored = (0..100_000)
+            .take_while(|i| kv.set(&n, &format!("{i:04}"), b"").is_ok())
+            .count();
+        assert_eq!(stored, 1000);
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Most keys one listing returns (`kv-list-keys`, one page).
 pub const MAX_LIST_KEYS: usize = 1024;
-/// Default byte budget of one namespace (keys plus values) in the built-in store.
+/// Default byte budget of one namespace (keys plus values plus 96 bytes per
+/// entry) in the built-in store.
 pub const DEFAULT_QUOTA_BYTES: u64 = 64 << 20;
 
 /// Whose keys: one namespace per (data scope, capsule id).

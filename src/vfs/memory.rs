@@ -1,7 +1,13 @@
 //! The built-in in-memory filesystem: directories, regular files and real
 //! hard links; no symlinks (so `read-link` is `InvalidPath` and a no-follow
-//! stat equals a stat). An optional byte cap turns growth past it into
-//! `Quota`. One lock guards the tree: operations are short memory copies.
+//! stat equals a stat). One lock guards the tree: operations are short
+//! memory copies.
+//!
+//! Every mount has a budget ([`MemoryLimits`]): bytes the host commits
+//! (file capacity, plus [`ENTRY_OVERHEAD`] and the name for every
+//! directory entry) and a count of entries. Growth past either is `Quota`,
+//! checked before anything is allocated; allocation itself is fallible,
+//! so no size a guest asks for can abort the host.
 
 use super::{DirEntry, FileKind, OpenFlags, Stat, Timestamp, Vfs, VfsError, VfsResult};
 use std::collections::{BTreeMap, HashMap};
@@ -65,20 +71,53 @@ struct Tree {
     next_ino: Ino,
     handles: HashMap<u64, OpenFile>,
     next_handle: u64,
-    /// Bytes held by file contents.
+    /// Bytes charged: file capacity plus per-entry overhead and names.
     used: u64,
+    /// Directory entries (every name, hard links included).
+    entries: u64,
+    limits: MemoryLimits,
+}
+
+/// Bytes charged per directory entry beyond its name: the node, its map
+/// slots and allocator headers, so a flood of empty files costs what it
+/// really holds.
+pub const ENTRY_OVERHEAD: u64 = 128;
+
+/// The budget of one in-memory mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Bytes committed: file capacity plus per-entry overhead and names.
+    pub bytes: u64,
+    /// Directory entries (files, directories and extra hard links).
+    pub entries: u64,
+}
+
+impl MemoryLimits {
+    /// Sized like the KV budget: 64 MiB and 65,536 entries.
+    pub const DEFAULT: MemoryLimits = MemoryLimits {
+        bytes: 64 << 20,
+        entries: 1 << 16,
+    };
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits::DEFAULT
+    }
 }
 
 pub struct MemoryFs {
     tree: Mutex<Tree>,
-    /// Byte cap over all file contents; `None` = unbounded.
-    cap: Option<u64>,
 }
 
 impl Default for MemoryFs {
     fn default() -> Self {
-        MemoryFs::new(None)
+        MemoryFs::new(MemoryLimits::DEFAULT)
     }
+}
+
+fn entry_cost(name: &str) -> u64 {
+    ENTRY_OVERHEAD + name.len() as u64
 }
 
 fn split_parent(path: &str) -> VfsResult<(&str, &str)> {
@@ -132,12 +171,33 @@ impl Tree {
     }
 
     fn insert(&mut self, dir: Ino, name: &str, data: Data) -> VfsResult<Ino> {
+        self.charge_entry(name)?;
         let ino = self.next_ino;
         self.next_ino += 1;
         self.entries_mut(dir)?.insert(name.to_string(), ino);
         self.nodes.insert(ino, Node::new(data));
         self.touch(dir);
         Ok(ino)
+    }
+
+    /// Charges one new directory entry, or refuses it past the budget.
+    fn charge_entry(&mut self, name: &str) -> VfsResult<()> {
+        let bytes = self.used.saturating_add(entry_cost(name));
+        if self.entries >= self.limits.entries || bytes > self.limits.bytes {
+            return Err(VfsError::Quota);
+        }
+        self.entries += 1;
+        self.used = bytes;
+        Ok(())
+    }
+
+    /// Removes the entry `name` from `dir` and releases its charge.
+    fn remove_entry(&mut self, dir: Ino, name: &str) -> VfsResult<()> {
+        if self.entries_mut(dir)?.remove(name).is_some() {
+            self.entries -= 1;
+            self.used -= entry_cost(name);
+        }
+        Ok(())
     }
 
     fn touch(&mut self, ino: Ino) {
@@ -163,7 +223,7 @@ impl Tree {
                 ..
             }) = self.nodes.remove(&ino)
             {
-                self.used -= bytes.len() as u64;
+                self.used -= bytes.capacity() as u64;
             }
         }
     }
@@ -174,7 +234,7 @@ impl Tree {
 }
 
 impl MemoryFs {
-    pub fn new(cap: Option<u64>) -> MemoryFs {
+    pub fn new(limits: MemoryLimits) -> MemoryFs {
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, Node::new(Data::Dir(BTreeMap::new())));
         MemoryFs {
@@ -184,8 +244,9 @@ impl MemoryFs {
                 handles: HashMap::new(),
                 next_handle: 1,
                 used: 0,
+                entries: 0,
+                limits,
             }),
-            cap,
         }
     }
 
@@ -193,22 +254,46 @@ impl MemoryFs {
         self.tree.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Resizes a file's contents, charging the byte cap.
+    /// Resizes a file's contents. Growth reserves first, charging the
+    /// capacity actually allocated (doubling while the budget allows, exact
+    /// otherwise), so a refused size allocates nothing; a file shrunk to a
+    /// quarter of its capacity gives the rest back.
     fn resize(&self, tree: &mut Tree, ino: Ino, new_len: usize) -> VfsResult<()> {
-        let old_len = match &tree.node(ino)?.data {
-            Data::File(bytes) => bytes.len(),
+        let (len, capacity) = match &tree.node(ino)?.data {
+            Data::File(bytes) => (bytes.len(), bytes.capacity()),
             Data::Dir(_) => return Err(VfsError::IsDirectory),
         };
-        if new_len > old_len {
-            let grown = tree.used + (new_len - old_len) as u64;
-            if self.cap.is_some_and(|cap| grown > cap) {
+        let budget = tree.limits.bytes;
+        let fits = |cap: usize| {
+            (cap - capacity) as u64 <= budget.saturating_sub(tree.used)
+                && cap <= isize::MAX as usize
+        };
+        let mut grown_to = None;
+        if new_len > capacity {
+            let doubled = new_len.max(capacity.saturating_mul(2));
+            let want = if fits(doubled) {
+                doubled
+            } else if fits(new_len) {
+                new_len
+            } else {
                 return Err(VfsError::Quota);
-            }
+            };
+            grown_to = Some(want);
         }
-        tree.used = tree.used + new_len as u64 - old_len as u64;
-        if let Data::File(bytes) = &mut tree.node_mut(ino)?.data {
-            bytes.resize(new_len, 0);
+        let Data::File(bytes) = &mut tree.node_mut(ino)?.data else {
+            return Err(VfsError::IsDirectory);
+        };
+        if let Some(want) = grown_to {
+            bytes
+                .try_reserve_exact(want - len)
+                .map_err(|_| VfsError::Quota)?;
         }
+        bytes.resize(new_len, 0);
+        if new_len < capacity / 4 {
+            bytes.shrink_to(new_len);
+        }
+        let now = bytes.capacity() as u64;
+        tree.used = tree.used - capacity as u64 + now;
         Ok(())
     }
 }
@@ -361,7 +446,7 @@ impl Vfs for MemoryFs {
         if matches!(tree.node(ino)?.data, Data::Dir(_)) {
             return Err(VfsError::IsDirectory);
         }
-        tree.entries_mut(dir)?.remove(name);
+        tree.remove_entry(dir, name)?;
         tree.touch(dir);
         tree.unlink_node(ino);
         Ok(())
@@ -376,7 +461,7 @@ impl Vfs for MemoryFs {
             Data::Dir(_) => {}
             Data::File(_) => return Err(VfsError::NotDirectory),
         }
-        tree.entries_mut(dir)?.remove(name);
+        tree.remove_entry(dir, name)?;
         tree.touch(dir);
         tree.unlink_node(ino);
         Ok(())
@@ -395,6 +480,11 @@ impl Vfs for MemoryFs {
                 Err(VfsError::InvalidPath) // into its own subtree, as EINVAL
             };
         }
+        // A longer name may need budget: checked before anything changes.
+        let growth = (dst_name.len() as u64).saturating_sub(src_name.len() as u64);
+        if tree.used.saturating_add(growth) > tree.limits.bytes {
+            return Err(VfsError::Quota);
+        }
         if let Ok(existing) = tree.lookup(dst) {
             if existing == ino {
                 return Ok(());
@@ -407,9 +497,13 @@ impl Vfs for MemoryFs {
                 (Data::File(_), true) => return Err(VfsError::NotDirectory),
                 _ => {}
             }
+            tree.remove_entry(dst_dir, dst_name)?;
             tree.unlink_node(existing);
         }
-        tree.entries_mut(src_dir)?.remove(src_name);
+        // The name moves: the old entry's charge is released before the new
+        // one is taken, so a rename never fails on the entry count.
+        tree.remove_entry(src_dir, src_name)?;
+        tree.charge_entry(dst_name)?; // cannot fail: checked above
         tree.entries_mut(dst_dir)?.insert(dst_name.to_string(), ino);
         tree.touch(src_dir);
         tree.touch(dst_dir);
@@ -426,6 +520,7 @@ impl Vfs for MemoryFs {
             return Err(VfsError::AlreadyExists);
         }
         let (dir, name) = tree.parent(dst)?;
+        tree.charge_entry(name)?;
         tree.entries_mut(dir)?.insert(name.to_string(), ino);
         tree.node_mut(ino)?.links += 1;
         tree.touch(dir);
@@ -485,7 +580,10 @@ mod tests {
 
     #[test]
     fn unlinked_file_lives_while_open_and_cap_is_enforced() {
-        let fs = MemoryFs::new(Some(8));
+        let fs = MemoryFs::new(MemoryLimits {
+            bytes: ENTRY_OVERHEAD + 1 + 8,
+            entries: 8,
+        });
         write(&fs, "f", b"12345").unwrap();
         let h = fs.open("f", OpenFlags(OpenFlags::READ)).unwrap();
         fs.remove_file("f").unwrap();
@@ -496,6 +594,56 @@ mod tests {
         fs.close(h);
         write(&fs, "g", b"1234").unwrap();
         assert_eq!(fs.read_at(h, 0, 1, &mut buf), Err(VfsError::Closed));
+    }
+
+    #[test]
+    fn sizes_past_the_budget_are_refused_before_any_allocation() {
+        let fs = MemoryFs::default();
+        let h = fs
+            .open("f", OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE))
+            .unwrap();
+        // Each would abort the process if the host tried to allocate it.
+        for len in [u64::MAX, 1 << 40, (64 << 20) + 1] {
+            assert_eq!(fs.set_len(h, len), Err(VfsError::Quota), "{len}");
+        }
+        for offset in [u64::MAX - 4, 1 << 40, 64 << 20] {
+            let result = fs.write_at(h, offset, b"x");
+            assert!(
+                matches!(result, Err(VfsError::Quota | VfsError::TooLarge)),
+                "{offset}: {result:?}"
+            );
+        }
+        assert_eq!(fs.fstat(h).unwrap().size, 0, "nothing changed");
+        fs.set_len(h, 1 << 20).unwrap();
+        assert_eq!(fs.fstat(h).unwrap().size, 1 << 20);
+        fs.close(h);
+    }
+
+    #[test]
+    fn entries_cost_their_overhead_and_are_counted() {
+        let fs = MemoryFs::new(MemoryLimits {
+            bytes: 1 << 20,
+            entries: 3,
+        });
+        write(&fs, "a", b"").unwrap();
+        fs.mkdir("d").unwrap();
+        fs.hard_link("a", "d/b").unwrap();
+        assert_eq!(write(&fs, "c", b""), Err(VfsError::Quota));
+        assert_eq!(fs.mkdir("e"), Err(VfsError::Quota));
+        assert_eq!(fs.hard_link("a", "z"), Err(VfsError::Quota));
+        fs.rename("d/b", "d/renamed").unwrap(); // a rename never adds one
+        fs.remove_file("a").unwrap();
+        write(&fs, "c", b"").unwrap();
+
+        // Empty files are not free: the byte budget bounds a flood of them.
+        let fs = MemoryFs::new(MemoryLimits {
+            bytes: 100 * (ENTRY_OVERHEAD + 4),
+            entries: u64::MAX,
+        });
+        let made = (0..1000)
+            .take_while(|i| write(&fs, &format!("{i:04}"), b"").is_ok())
+            .count();
+        assert_eq!(made, 100);
     }
 
     #[test]

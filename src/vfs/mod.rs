@@ -35,6 +35,9 @@ pub enum VfsError {
     Timeout,
     /// The call was cancelled while a callback ran.
     Cancelled,
+    /// A FIFO, socket or device where a regular file is needed: never
+    /// opened for a guest, so no call can block on one.
+    NotRegular,
     /// Any other failure (no detail reaches the guest).
     Io,
 }
@@ -52,6 +55,7 @@ impl VfsError {
                 libc::EISDIR => VfsError::IsDirectory,
                 libc::ENOTEMPTY => VfsError::NotEmpty,
                 libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP => VfsError::InvalidPath,
+                libc::ENXIO | libc::ENODEV => VfsError::NotRegular,
                 libc::ENOSPC | libc::EDQUOT => VfsError::Quota,
                 libc::EAGAIN => VfsError::WouldBlock,
                 libc::EXDEV => VfsError::CrossVfs,
@@ -207,23 +211,47 @@ pub fn join(components: &[String]) -> String {
     components.join("/")
 }
 
+/// Why a resolution stopped: the provider's error, and where the walk was
+/// when it happened, so the host can tell a failure on a path the guest
+/// spelled from one reached through a link (which it must not describe
+/// unless that place is granted too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveFailure {
+    pub error: VfsError,
+    /// The resolved components up to and including the one that failed.
+    pub reached: Vec<String>,
+    /// Whether a symlink had been followed before the failure.
+    pub via_link: bool,
+}
+
 /// Resolves the symlinks along `components` the way the host ABI requires:
 /// the deepest existing ancestor is resolved, the missing tail re-appended,
 /// and any step out of the mount root is `BoundaryEscape`. The last
-/// component is followed only when `follow_last` is set.
-pub fn resolve(vfs: &dyn Vfs, components: &[String], follow_last: bool) -> VfsResult<Vec<String>> {
+/// component is followed only when `follow_last` is set. The result holds
+/// no symlink (as of the walk), so providers can act on it without
+/// following any.
+pub fn resolve(
+    vfs: &dyn Vfs,
+    components: &[String],
+    follow_last: bool,
+) -> Result<Vec<String>, ResolveFailure> {
     if !vfs.has_symlinks() || components.is_empty() {
         return Ok(components.to_vec());
     }
     let mut pending: VecDeque<String> = components.iter().cloned().collect();
     let mut resolved: Vec<String> = Vec::with_capacity(components.len());
     let mut hops = 0;
+    let fail = |error, reached: &Vec<String>, hops: usize| ResolveFailure {
+        error,
+        reached: reached.clone(),
+        via_link: hops > 0,
+    };
     while let Some(part) = pending.pop_front() {
         match part.as_str() {
             "" | "." => continue,
             ".." => {
                 if resolved.pop().is_none() {
-                    return Err(VfsError::BoundaryEscape);
+                    return Err(fail(VfsError::BoundaryEscape, &resolved, hops));
                 }
                 continue;
             }
@@ -241,22 +269,24 @@ pub fn resolve(vfs: &dyn Vfs, components: &[String], follow_last: bool) -> VfsRe
                 for rest in pending.drain(..) {
                     match rest.as_str() {
                         "" | "." => {}
-                        ".." => return Err(VfsError::NotFound),
+                        ".." => return Err(fail(VfsError::NotFound, &resolved, hops)),
                         _ => resolved.push(rest),
                     }
                 }
                 break;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(fail(e, &resolved, hops)),
         };
         if stat.kind != FileKind::Symlink {
             continue;
         }
         hops += 1;
         if hops > MAX_LINK_HOPS {
-            return Err(VfsError::InvalidPath);
+            return Err(fail(VfsError::InvalidPath, &resolved, hops));
         }
-        let target = vfs.read_link(&join(&resolved))?;
+        let target = vfs
+            .read_link(&join(&resolved))
+            .map_err(|e| fail(e, &resolved, hops))?;
         resolved.pop();
         if target.starts_with('/') {
             resolved.clear();
@@ -268,6 +298,27 @@ pub fn resolve(vfs: &dyn Vfs, components: &[String], follow_last: bool) -> VfsRe
     Ok(resolved)
 }
 
+/// Where a link's text leads, lexically, from the directory `dir` holding
+/// the link: `None` when it climbs out of the mount root. Absolute text is
+/// `/`-rooted at the mount root (the provider spelling of `read_link`).
+pub fn link_destination(dir: &[String], target: &str) -> Option<Vec<String>> {
+    let mut at: Vec<String> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.to_vec()
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                at.pop()?;
+            }
+            name => at.push(name.to_string()),
+        }
+    }
+    Some(at)
+}
+
 /// The providers behind one capsule's three mounts (host ABI §5.2).
 pub struct CapsuleMounts {
     pub cwd: std::sync::Arc<dyn Vfs>,
@@ -277,6 +328,8 @@ pub struct CapsuleMounts {
     tmp_shared: Option<std::sync::Arc<dyn Vfs>>,
     /// Otherwise one in-memory scratch space per data scope.
     tmp: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn Vfs>>>,
+    /// The budget of each scratch space.
+    tmp_limits: memory::MemoryLimits,
 }
 
 impl CapsuleMounts {
@@ -284,12 +337,14 @@ impl CapsuleMounts {
         cwd: std::sync::Arc<dyn Vfs>,
         home: Option<std::sync::Arc<dyn Vfs>>,
         tmp_shared: Option<std::sync::Arc<dyn Vfs>>,
+        tmp_limits: memory::MemoryLimits,
     ) -> CapsuleMounts {
         CapsuleMounts {
             cwd,
             home,
             tmp_shared,
             tmp: Default::default(),
+            tmp_limits,
         }
     }
 
@@ -302,7 +357,8 @@ impl CapsuleMounts {
         if let Some(fs) = tmp.get(scope) {
             return fs.clone(); // no key allocation on the common path
         }
-        let fs: std::sync::Arc<dyn Vfs> = std::sync::Arc::new(memory::MemoryFs::default());
+        let fs: std::sync::Arc<dyn Vfs> =
+            std::sync::Arc::new(memory::MemoryFs::new(self.tmp_limits));
         tmp.insert(scope.to_string(), fs.clone());
         fs
     }

@@ -92,11 +92,16 @@ class Runtime:
     """An astrid runtime: engine, worker threads, callbacks, loaded capsules.
 
     Keyword arguments mirror ``astrid_runtime_config_t``; 0 / ``None`` means the
-    library's default. ``kv_quota_bytes`` is the byte budget (keys plus values)
+    library's default. ``kv_quota_bytes`` is the byte budget (keys plus values plus 96 bytes
+    per entry)
     of each namespace of the built-in KV store (64 MiB; a backend installed
     with :meth:`set_kv` enforces its own); ``ipc_publish_bytes_per_sec`` the
     bus payload bytes each (capsule, principal) may publish per second
     (10 MiB/s; beyond it the guest's publish fails with ``rate-limited``).
+    ``memfs_quota_bytes`` and ``memfs_max_entries`` bound each built-in
+    in-memory mount (``tmp://`` per data scope, ``cwd://`` without a
+    workspace root): bytes committed, counting 128 bytes plus the name per
+    entry (64 MiB), and directory entries (65 536); past them, ``quota``.
     ``allow_any_bind=True`` lets ``bind-tcp`` / ``udp-bind`` use addresses
     other than loopback (the manifest and the gate still decide which);
     ``wasi_sockets=True`` links ``wasi:sockets`` for real, behind the same
@@ -136,6 +141,8 @@ class Runtime:
         ipc_queue_bytes: int = 0,
         kv_quota_bytes: int = 0,
         ipc_publish_bytes_per_sec: int = 0,
+        memfs_quota_bytes: int = 0,
+        memfs_max_entries: int = 0,
         library: Union[None, str, "os.PathLike[str]", "_native.Library"] = None,
     ) -> None:
         self._h: Optional[int] = None
@@ -178,6 +185,8 @@ class Runtime:
         cfg.ipc_queue_bytes = ipc_queue_bytes
         cfg.kv_quota_bytes = kv_quota_bytes
         cfg.ipc_publish_bytes_per_sec = ipc_publish_bytes_per_sec
+        cfg.memfs_quota_bytes = memfs_quota_bytes
+        cfg.memfs_max_entries = memfs_max_entries
         out, err = c_void_p(), c_void_p()
         rc = lib.astrid_runtime_new(byref(cfg), byref(out), byref(err))
         if rc:

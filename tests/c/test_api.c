@@ -245,6 +245,8 @@ static void test_after_runtime_free(void) {
     astrid_capsule_t *hello = load(rt, "hello");
     astrid_runtime_free(rt);
     CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_name(hello, NULL) == NULL);
     astrid_capsule_t *c = NULL;
     CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &c, err), ASTRID_E_CLOSED);
     CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
@@ -308,6 +310,58 @@ static void test_callbacks(void) {
     CHECK(atomic_load(&second.finalized) == 1 && atomic_load(&first.finalized) == 1);
     CHECK(atomic_load(&audit.config_calls) == 2);
     CHECK(atomic_load(&audit.events) >= 8);
+}
+
+/* A log callback that holds the call it runs in until released. */
+struct held_log {
+    atomic_int entered;
+    atomic_int release;
+};
+
+static void hold_log(void *user_data, const astrid_log_record_t *rec) {
+    (void)rec;
+    struct held_log *h = user_data;
+    atomic_fetch_add(&h->entered, 1);
+    while (!atomic_load(&h->release)) usleep(1000);
+}
+
+static void *greet_once(void *arg) {
+    astrid_error_t *e = NULL;
+    call(arg, "greet", &e);
+    astrid_error_free(e);
+    return NULL;
+}
+
+/* A call that outlives the unload grace keeps the handle's memory alive;
+ * it must not keep the handle usable, on this thread or any other. */
+static void test_unload_with_call_in_flight(void) {
+    static struct held_log held;
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    cfg.unload_grace_ms = 100;
+    astrid_runtime_t *rt = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
+    CHECK(astrid_runtime_set_log_callback(rt, hold_log, &held, NULL) == ASTRID_OK);
+    astrid_capsule_t *hello = load(rt, "hello");
+    /* This thread uses the handle first (the per-thread cache keeps it). */
+    CHECK(astrid_capsule_name(hello, NULL) != NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, greet_once, hello);
+    while (!atomic_load(&held.entered)) usleep(1000);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_OK); /* returns after the grace */
+    size_t len = 99;
+    CHECK(astrid_capsule_name(hello, &len) == NULL && len == 99);
+    CHECK(astrid_capsule_id(hello, NULL) == NULL);
+    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK(!astrid_capsule_runs_loop(hello));
+    CHECK(!astrid_capsule_has_capability(hello, "net", ASTRID_NTS));
+    CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
+    CHECK_STATUS(astrid_capsule_wait_ready(hello, 0, err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_E_CLOSED);
+    atomic_store(&held.release, 1);
+    pthread_join(t, NULL);
+    CHECK(astrid_capsule_name(hello, NULL) == NULL);
+    astrid_runtime_free(rt);
 }
 
 static int secret_calls;
@@ -1123,6 +1177,7 @@ int main(int argc, char **argv) {
     test_call_arguments_and_results();
     test_after_runtime_free();
     test_callbacks();
+    test_unload_with_call_in_flight();
     test_secrets();
     test_ipc_arguments();
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {

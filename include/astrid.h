@@ -29,6 +29,10 @@
 
 
 
+// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
+// guest can address.
+#define ASTRID_MAX_GUEST_BYTES 4294967295
+
 // `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
 #define ASTRID_WATCHDOG_OFF UINT64_MAX
 
@@ -862,6 +866,11 @@ astrid_status_t astrid_capsule_call(struct astrid_capsule_t *capsule,
 // `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
 // `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
 // `ASTRID_E_REENTRANT` (from inside a callback).
+// `action_len` and `payload_len` must be below 4 GiB
+// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
+// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
+// Shorter ones still have to fit in the guest's memory ceiling (else
+// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
 astrid_status_t astrid_capsule_call_with(struct astrid_capsule_t *capsule,
                                          const struct astrid_call_options_t *opts,
                                          const char *action,
@@ -889,7 +898,8 @@ void astrid_result_free(struct astrid_result_t *result);
 // waiting host calls return at once). Calls started afterwards are not
 // affected. Thread-safe, non-blocking, callable from callbacks. Errors:
 // `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
-// unknown handle.
+// unknown handle and for a capsule whose runtime was freed (its calls have
+// already been cancelled).
 astrid_status_t astrid_capsule_cancel(struct astrid_capsule_t *capsule);
 
 // Waits up to `timeout_ms` until the capsule is ready: a capsule that
@@ -904,31 +914,40 @@ astrid_status_t astrid_capsule_wait_ready(struct astrid_capsule_t *capsule,
                                           struct astrid_error_t **err);
 
 // Whether the capsule runs a `run` loop (it exports a real `run`, not a
-// guest-SDK placeholder). Unknown handle or NULL: false.
+// guest-SDK placeholder). Unknown or unloaded handle (runtime freed
+// included) or NULL: false.
 bool astrid_capsule_runs_loop(const struct astrid_capsule_t *capsule);
 
 // Unloads and frees the capsule: cancels its calls, waits for them (bounded
 // by the runtime's unload grace), frees its instances, then frees the handle.
 // No log callback for this capsule runs after it returns. NULL is a no-op.
-// The handle is invalid afterwards: any further use returns
-// `ASTRID_E_CLOSED` (handles are looked up, never dereferenced).
+// The handle is invalid afterwards: any further use, on any thread,
+// returns `ASTRID_E_CLOSED` (NULL or false from the accessors), also while
+// a call that outlived the grace still runs (handles are looked up, never
+// dereferenced).
 // Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
 // inside a callback; nothing is done). Thread-safe.
 astrid_status_t astrid_capsule_unload(struct astrid_capsule_t *capsule);
 
 // The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
-// when non-NULL. Borrowed: valid until `astrid_capsule_unload`. Unknown
-// handle or NULL: returns NULL.
+// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
+// for the handle, on any thread: do not read it once that call has begun
+// (its memory may be freed at any moment from then on, also while a call
+// that outlived the unload grace still runs; copy the name if you need it
+// longer). Freeing the runtime does not end it.
+// From the moment unload begins, or once the runtime is freed, this
+// returns NULL, as for an unknown handle or NULL. Thread-safe.
 const char *astrid_capsule_name(const struct astrid_capsule_t *capsule, size_t *len);
 
 // The capsule's id (UUIDv5 of its name and component hash), as
-// `astrid:sys` `check-capsule-capability` expects it. Borrowing as for
-// `astrid_capsule_name`.
+// `astrid:sys` `check-capsule-capability` expects it. Borrowing and NULL
+// returns as for `astrid_capsule_name`.
 const char *astrid_capsule_id(const struct astrid_capsule_t *capsule, size_t *len);
 
 // Whether the capsule holds a capability, by the names of
 // `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
-// `fs_read`, `fs_write`, `uplink`). Unknown handle, NULL or bad UTF-8: false.
+// `fs_read`, `fs_write`, `uplink`). Unknown or unloaded handle (runtime
+// freed included), NULL or bad UTF-8: false.
 bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
                                    const char *name,
                                    size_t name_len);
@@ -1020,7 +1039,8 @@ astrid_status_t astrid_ipc_publish_as(struct astrid_runtime_t *rt,
 // `ipc_queue_messages` messages / `ipc_queue_bytes` bytes (runtime config).
 // On success `*out_sub` receives a handle to free with
 // `astrid_subscription_free`; `finalizer(user_data)` runs exactly once,
-// after the last callback. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
+// after the last callback (when `astrid_runtime_free` gave up waiting for
+// a callback, on the subscription's thread once it returns). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
 // `message_fn` or `out_sub`; bad pattern), `ASTRID_E_UTF8`,
 // `ASTRID_E_CLOSED`, `ASTRID_E_IO` (no thread). When the call fails,
 // `finalizer` is NOT run: `user_data` stays the caller's. Thread-safe.
@@ -1109,7 +1129,12 @@ astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
 
 // Shuts the runtime down: cancels every capsule, waits (bounded by the
 // unload grace) for calls in flight, stops its threads and runs the
-// finalizers of every registered callback. NULL is a no-op. Capsule handles
+// finalizers of every registered callback. NULL is a no-op.
+// Subscription callbacks in flight get the unload grace too: delivery
+// stops at once, and a callback still running after the grace is left
+// running. Its finalizer then runs exactly once, on the subscription's
+// thread, right after that callback returns (after this function has
+// returned); `astrid_subscription_free` on its handle waits for that. Capsule handles
 // of this runtime stay valid to unload, but every other use of them then
 // returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
 // Thread-safe. Calling it from inside an astrid callback returns without

@@ -67,6 +67,23 @@ pub struct CallOptions {
     pub config_overlay: Vec<(String, String)>,
 }
 
+/// The most bytes an argument handed to the guest may have: a wasm32 guest
+/// addresses at most 4 GiB, and the canonical ABI's lengths are `u32`.
+pub const MAX_GUEST_BYTES: usize = u32::MAX as usize;
+
+/// Refuses an argument longer than a wasm32 guest can address. Checked
+/// before the argument is read, copied or handed to the guest.
+/// `usize::MAX` passes: it is `ASTRID_NTS` ("measure a NUL-terminated
+/// string") at the C boundary, and `Capsule::call` checks the measured length.
+pub(crate) fn check_guest_len(len: usize, what: &str) -> Result<()> {
+    if len > MAX_GUEST_BYTES && len != usize::MAX {
+        return Err(Error::invalid_argument(format!(
+            "`{what}` is {len} bytes; a wasm32 guest addresses at most 4 GiB, so the limit is {MAX_GUEST_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The interceptor's answer (`astrid:guest/lifecycle.capsule-result`).
 #[derive(ComponentType, Lift, Clone, Debug, PartialEq, Eq)]
 #[component(record)]
@@ -505,6 +522,8 @@ impl Capsule {
         options: Option<&CallOptions>,
     ) -> Result<CallResult> {
         refuse_reentry("astrid_capsule_call")?;
+        check_guest_len(action.len(), "action")?;
+        check_guest_len(payload.len(), "payload")?;
         self.inner.call(action, payload, options)
     }
 

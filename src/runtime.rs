@@ -600,9 +600,10 @@ impl RuntimeInner {
         for capsule in capsules.iter().filter_map(Weak::upgrade) {
             capsule.finish_unload(self.config.unload_grace);
         }
-        // Stops every subscription, waiting for callbacks in flight, so
-        // their finalizers have run when shutdown returns.
-        self.bus.close();
+        // Stops every subscription, waiting up to the grace for callbacks
+        // in flight, so their finalizers have run when shutdown returns;
+        // one still running then finalizes on its own thread when it returns.
+        self.bus.close_within(Some(self.config.unload_grace));
         self.dispatcher.close();
         self.handoff.close(self.config.unload_grace);
         // Drops an embedder KV backend (running its finalizer) now that no

@@ -122,6 +122,11 @@ pub struct astrid_load_options_t {
     pub watchdog_ms: u64,
 }
 
+/// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
+/// guest can address.
+pub const ASTRID_MAX_GUEST_BYTES: u64 = 4_294_967_295;
+const _: () = assert!(ASTRID_MAX_GUEST_BYTES == crate::capsule::MAX_GUEST_BYTES as u64);
+
 /// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
 pub const ASTRID_WATCHDOG_OFF: u64 = u64::MAX;
 
@@ -394,6 +399,11 @@ pub extern "C" fn astrid_capsule_call(
 /// `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
 /// `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
 /// `ASTRID_E_REENTRANT` (from inside a callback).
+/// `action_len` and `payload_len` must be below 4 GiB
+/// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
+/// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
+/// Shorter ones still have to fit in the guest's memory ceiling (else
+/// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn astrid_capsule_call_with(
@@ -410,6 +420,10 @@ pub extern "C" fn astrid_capsule_call_with(
         non_null(out_result, "out_result")?;
         let handle = capsule_from(capsule)?;
         non_null(action, "action")?;
+        // Before anything is read: a length a wasm32 guest cannot address is
+        // the caller's mistake, not something to hand to the guest.
+        crate::capsule::check_guest_len(action_len, "action")?;
+        crate::capsule::check_guest_len(payload_len, "payload")?;
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let action = unsafe { str_arg(action, action_len, "action")? };
         let payload = unsafe { bytes_arg(payload, payload_len, "payload")? };
@@ -581,9 +595,10 @@ pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astri
 
 /// The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
 /// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
-/// for the handle, on any thread; using it after that call has begun is a
-/// use-after-free even while an abandoned call of the capsule still runs
-/// (copy it if you need it longer). Freeing the runtime does not end it.
+/// for the handle, on any thread: do not read it once that call has begun
+/// (its memory may be freed at any moment from then on, also while a call
+/// that outlived the unload grace still runs; copy the name if you need it
+/// longer). Freeing the runtime does not end it.
 /// From the moment unload begins, or once the runtime is freed, this
 /// returns NULL, as for an unknown handle or NULL. Thread-safe.
 #[no_mangle]

@@ -225,7 +225,12 @@ pub extern "C" fn astrid_runtime_new(
 
 /// Shuts the runtime down: cancels every capsule, waits (bounded by the
 /// unload grace) for calls in flight, stops its threads and runs the
-/// finalizers of every registered callback. NULL is a no-op. Capsule handles
+/// finalizers of every registered callback. NULL is a no-op.
+/// Subscription callbacks in flight get the unload grace too: delivery
+/// stops at once, and a callback still running after the grace is left
+/// running. Its finalizer then runs exactly once, on the subscription's
+/// thread, right after that callback returns (after this function has
+/// returned); `astrid_subscription_free` on its handle waits for that. Capsule handles
 /// of this runtime stay valid to unload, but every other use of them then
 /// returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
 /// Thread-safe. Calling it from inside an astrid callback returns without

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,6 +188,22 @@ static void test_call_arguments_and_results(void) {
     astrid_call_options_init(&copts);
     copts.size = 1;
     CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
+
+    /* Longer than a wasm32 guest can address: refused before the buffer is
+     * read (it is inaccessible; reading it would crash the test). */
+    size_t huge = (size_t)ASTRID_MAX_GUEST_BYTES + 1;
+    void *big = mmap(NULL, huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (big != MAP_FAILED) {
+        astrid_error_t *e = NULL;
+        CHECK(astrid_capsule_call(hello, "greet", ASTRID_NTS, big, huge, &r, &e) == ASTRID_E_INVALID_ARGUMENT);
+        CHECK(e && strstr(astrid_error_message(e), "payload") && strstr(astrid_error_message(e), "4294967295 bytes"));
+        astrid_error_free(e);
+        CHECK_STATUS(astrid_capsule_call(hello, big, huge, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
+        CHECK(r == NULL);
+        munmap(big, huge);
+    } else {
+        fprintf(stderr, "note: no room to map a 4 GiB PROT_NONE region; huge-payload check skipped\n");
+    }
 
     /* Errors are optional: NULL err still returns the status. */
     CHECK(astrid_capsule_call(hello, NULL, 0, NULL, 0, &r, NULL) == ASTRID_E_INVALID_ARGUMENT);
@@ -690,6 +707,64 @@ static void test_ipc_arguments(void) {
     CHECK(st.finalized == 1);
 }
 
+static atomic_int runtime_freed;
+
+static void *free_runtime(void *arg) {
+    astrid_runtime_free(arg);
+    atomic_store(&runtime_freed, 1);
+    return NULL;
+}
+
+/* Polls (up to `seconds`) until `*flag == value` under `lock`. */
+static int wait_flag(pthread_mutex_t *lock, const int *flag, int value, int seconds) {
+    double until = now_s() + seconds;
+    for (;;) {
+        pthread_mutex_lock(lock);
+        int ok = *flag == value;
+        pthread_mutex_unlock(lock);
+        if (ok || now_s() > until) return ok;
+        usleep(2000);
+    }
+}
+
+/* A subscription callback that never returns on its own cannot hold
+ * astrid_runtime_free longer than the unload grace; its finalizer runs
+ * once, later, when the callback returns. */
+static void test_runtime_free_with_blocked_subscriber(void) {
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    cfg.unload_grace_ms = 200;
+    astrid_runtime_t *rt = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
+    static struct bus_state st;
+    bus_state_init(&st);
+    st.hold_first = 1;
+    astrid_subscription_t *sub = NULL;
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "held", ASTRID_NTS, on_message, &st, on_bus_finalize, &sub, err),
+                 ASTRID_OK);
+    CHECK_STATUS(astrid_ipc_publish(rt, "held", ASTRID_NTS, "0", 1, err), ASTRID_OK);
+    CHECK(wait_flag(&st.lock, &st.in_callback, 1, 5));
+
+    /* Freed on another thread so that a free that never returns fails the
+     * check instead of hanging the suite. */
+    double t0 = now_s();
+    pthread_t t;
+    pthread_create(&t, NULL, free_runtime, rt);
+    while (now_s() - t0 < 3.0 && !atomic_load(&runtime_freed)) usleep(5000);
+    double took = now_s() - t0;
+    CHECK(atomic_load(&runtime_freed) && took >= 0.15);
+    pthread_mutex_lock(&st.lock);
+    CHECK(st.finalized == 0 && st.in_callback == 1); /* the callback still runs */
+    st.released = 1;
+    pthread_cond_broadcast(&st.changed);
+    pthread_mutex_unlock(&st.lock);
+    pthread_join(t, NULL);
+    CHECK(wait_flag(&st.lock, &st.finalized, 1, 5));
+    astrid_subscription_free(sub); /* delivery already ended: returns at once */
+    usleep(50 * 1000);
+    CHECK(st.finalized == 1 && st.received == 1);
+}
+
 static void test_ipc_delivery(void) {
     astrid_runtime_t *rt = new_runtime(5000);
     static struct bus_state ordered, other;
@@ -1185,6 +1260,7 @@ int main(int argc, char **argv) {
         test_eight_threads();
         test_gate_over_c();
         test_ipc_delivery();
+        test_runtime_free_with_blocked_subscriber();
         test_ipc_queue_limits();
         test_kv_backend();
         test_run_loops();

@@ -512,7 +512,11 @@ typedef uint32_t (*astrid_accept_verifier_fn)(void *user_data,
 
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
-// A zero in a numeric field means "the default".
+// A zero in a numeric field means "the default". Fields are only ever
+// appended: a caller built against an older header passes its smaller
+// `size` (at least `offsetof(astrid_runtime_config_t, max_instances)`,
+// the size before the first appended field) and the fields it does not
+// know take their defaults.
 typedef struct astrid_runtime_config_t {
   // `sizeof(astrid_runtime_config_t)` as the caller compiled it.
   size_t size;
@@ -555,6 +559,19 @@ typedef struct astrid_runtime_config_t {
   // the bus; beyond it the guest's publish fails with `rate-limited`.
   // Default 10 MiB/s.
   uint64_t ipc_publish_bytes_per_sec;
+  // Live instances of all the runtime's capsules together (each loaded
+  // capsule keeps at least one; concurrent calls and run loops take
+  // more). The runtime reserves about 4 GiB of virtual address space per
+  // instance when it starts (4 GiB + 32 MiB: the reservation lets guest
+  // code skip bounds checks; reserved, not committed, so it costs no
+  // memory). A 64-bit Linux process has 128 TiB, which bounds the number
+  // of runtimes alive at once to about 30000 / `max_instances`.
+  // 0 = max(128, 4 × `pool_size`), at most 1000 (about 516 GiB per
+  // runtime with 128). Past it, a load or call that needs a new instance
+  // fails with `ASTRID_E_RESOURCE_LIMIT` (message names `max_instances`);
+  // a runtime whose reservation does not fit in what is left of the
+  // address space fails to start with `ASTRID_E_RESOURCE_LIMIT`.
+  uint32_t max_instances;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
@@ -1121,7 +1138,10 @@ astrid_status_t astrid_runtime_config_init(struct astrid_runtime_config_t *cfg);
 // call only. On success `*out_rt` receives a handle to free with
 // `astrid_runtime_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `out_rt`,
 // `cfg->size` too small, unknown flag), `ASTRID_E_UTF8` (cache_dir),
-// `ASTRID_E_IO` (threads or cache directory), `ASTRID_E_INTERNAL`.
+// `ASTRID_E_RESOURCE_LIMIT` (the instance pool's address space, see
+// `max_instances`, does not fit in what the process has left; the message
+// says how much was asked), `ASTRID_E_IO` (threads or cache directory),
+// `ASTRID_E_INTERNAL`.
 // Thread-safe. Must not be called from inside an astrid callback.
 astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
                                    struct astrid_runtime_t **out_rt,

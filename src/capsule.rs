@@ -298,11 +298,6 @@ fn build_mounts(rt: &RuntimeInner, options: &LoadOptions) -> Result<CapsuleMount
     Ok(CapsuleMounts::new(cwd, home, rt.mounted(Mount::Tmp)))
 }
 
-fn default_pool_size() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (2 * cores).clamp(8, 64)
-}
-
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -457,11 +452,7 @@ impl Capsule {
             }),
             pool_waiters: AtomicUsize::new(0),
             pool_changed: Condvar::new(),
-            pool_max: if rt.config.pool_size > 0 {
-                rt.config.pool_size
-            } else {
-                default_pool_size()
-            },
+            pool_max: rt.config.effective_pool_size(),
             state: AtomicU8::new(LOADED),
         });
 
@@ -1172,9 +1163,19 @@ fn classify_failure(
     {
         return Error::new(
             Code::ResourceLimit,
-            "the runtime's instance pool is full (too many live instances)",
+            format!(
+                "the runtime's instance pool is full: {} live instances over all its capsules (max_instances)",
+                state.capsule.runtime.config.effective_max_instances()
+            ),
         )
         .caused_by(error);
+    }
+    if engine::is_out_of_memory(error) {
+        return Error::new(
+            Code::ResourceLimit,
+            format!("the host ran out of memory or address space during the {what}"),
+        )
+        .caused_by(format!("{error:?}"));
     }
     if state.limiter.hit {
         return Error::new(

@@ -12,6 +12,7 @@
 #define _DEFAULT_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,26 @@ static void test_runtime_arguments(void) {
     cfg.cache_dir_len = 2;
     CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_UTF8);
     CHECK(rt == NULL);
+    /* A caller built against the header before fields were appended. */
+    astrid_runtime_config_init(&cfg);
+    cfg.size = offsetof(astrid_runtime_config_t, max_instances);
+    cfg.max_instances = 0xdead; /* beyond its size: never read */
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_OK);
+    astrid_runtime_free(rt);
+    rt = NULL;
+    /* The instance pool holds max_instances over all capsules. */
+    astrid_runtime_config_init(&cfg);
+    cfg.max_instances = 1;
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_OK);
+    astrid_capsule_t *one = NULL, *two = NULL;
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &one, err), ASTRID_OK);
+    astrid_error_t *full = NULL;
+    CHECK(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &two, &full) == ASTRID_E_RESOURCE_LIMIT);
+    CHECK(full && strstr(astrid_error_message(full), "max_instances") && two == NULL);
+    astrid_error_free(full);
+    astrid_capsule_unload(one);
+    astrid_runtime_free(rt);
+    rt = NULL;
     CHECK_STATUS(astrid_runtime_new(NULL, &rt, err), ASTRID_OK);
     CHECK(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
     CHECK(astrid_runtime_set_log_callback((astrid_runtime_t *)0x1234, NULL, NULL, NULL) == ASTRID_E_CLOSED);

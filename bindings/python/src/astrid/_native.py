@@ -137,6 +137,7 @@ class RuntimeConfig(Structure):
         ("ipc_queue_bytes", c_uint64),
         ("kv_quota_bytes", c_uint64),
         ("ipc_publish_bytes_per_sec", c_uint64),
+        ("max_instances", c_uint32),
     ]
 
 

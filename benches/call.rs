@@ -127,7 +127,7 @@ fn main() {
     );
 
     // Raw wasmtime: the same component and export, same engine config, typed call.
-    let engine = astrid::engine::build_engine(None).unwrap();
+    let engine = astrid::engine::build_engine(None, 1000).unwrap();
     let component = Component::new(&engine, &wasm).unwrap();
     let mut linker = Linker::<()>::new(&engine);
     linker.define_unknown_imports_as_traps(&component).unwrap();

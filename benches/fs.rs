@@ -262,7 +262,7 @@ fn main() {
 
     // The wasi:filesystem comparator: fsprobe in a plain wasmtime store whose
     // WASI has the benchmark directory preopened at `/`.
-    let engine = astrid::engine::build_engine(None).unwrap();
+    let engine = astrid::engine::build_engine(None, 1000).unwrap();
     let wasm = std::fs::read(capsule_dir("fsprobe").join("fsprobe.wasm")).unwrap();
     let component = Component::new(&engine, &wasm).unwrap();
     let mut linker = Linker::<WasiHost>::new(&engine);

@@ -29,6 +29,10 @@
 
 
 
+// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
+// guest can address.
+#define ASTRID_MAX_GUEST_BYTES 4294967295
+
 // `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
 #define ASTRID_WATCHDOG_OFF UINT64_MAX
 
@@ -508,7 +512,11 @@ typedef uint32_t (*astrid_accept_verifier_fn)(void *user_data,
 
 // Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 // or call `astrid_runtime_config_init`, which also fills the defaults.
-// A zero in a numeric field means "the default".
+// A zero in a numeric field means "the default". Fields are only ever
+// appended: a caller built against an older header passes its smaller
+// `size` (at least `offsetof(astrid_runtime_config_t, memfs_quota_bytes)`,
+// the size before the first appended field) and the fields it does not
+// know take their defaults.
 typedef struct astrid_runtime_config_t {
   // `sizeof(astrid_runtime_config_t)` as the caller compiled it.
   size_t size;
@@ -561,6 +569,19 @@ typedef struct astrid_runtime_config_t {
   // built-in in-memory mount may hold; more fail with `quota`.
   // Default 65 536.
   uint64_t memfs_max_entries;
+  // Live instances of all the runtime's capsules together (each loaded
+  // capsule keeps at least one; concurrent calls and run loops take
+  // more). The runtime reserves about 4 GiB of virtual address space per
+  // instance when it starts (4 GiB + 32 MiB: the reservation lets guest
+  // code skip bounds checks; reserved, not committed, so it costs no
+  // memory). A 64-bit Linux process has 128 TiB, which bounds the number
+  // of runtimes alive at once to about 30000 / `max_instances`.
+  // 0 = max(128, 4 × `pool_size`), at most 1000 (about 516 GiB per
+  // runtime with 128). Past it, a load or call that needs a new instance
+  // fails with `ASTRID_E_RESOURCE_LIMIT` (message names `max_instances`);
+  // a runtime whose reservation does not fit in what is left of the
+  // address space fails to start with `ASTRID_E_RESOURCE_LIMIT`.
+  uint32_t max_instances;
 } astrid_runtime_config_t;
 
 // A log line from a capsule: guest `astrid:sys` `log`, guest stdout (info)
@@ -872,6 +893,11 @@ astrid_status_t astrid_capsule_call(struct astrid_capsule_t *capsule,
 // `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
 // `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
 // `ASTRID_E_REENTRANT` (from inside a callback).
+// `action_len` and `payload_len` must be below 4 GiB
+// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
+// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
+// Shorter ones still have to fit in the guest's memory ceiling (else
+// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
 astrid_status_t astrid_capsule_call_with(struct astrid_capsule_t *capsule,
                                          const struct astrid_call_options_t *opts,
                                          const char *action,
@@ -899,7 +925,8 @@ void astrid_result_free(struct astrid_result_t *result);
 // waiting host calls return at once). Calls started afterwards are not
 // affected. Thread-safe, non-blocking, callable from callbacks. Errors:
 // `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
-// unknown handle.
+// unknown handle and for a capsule whose runtime was freed (its calls have
+// already been cancelled).
 astrid_status_t astrid_capsule_cancel(struct astrid_capsule_t *capsule);
 
 // Waits up to `timeout_ms` until the capsule is ready: a capsule that
@@ -914,31 +941,40 @@ astrid_status_t astrid_capsule_wait_ready(struct astrid_capsule_t *capsule,
                                           struct astrid_error_t **err);
 
 // Whether the capsule runs a `run` loop (it exports a real `run`, not a
-// guest-SDK placeholder). Unknown handle or NULL: false.
+// guest-SDK placeholder). Unknown or unloaded handle (runtime freed
+// included) or NULL: false.
 bool astrid_capsule_runs_loop(const struct astrid_capsule_t *capsule);
 
 // Unloads and frees the capsule: cancels its calls, waits for them (bounded
 // by the runtime's unload grace), frees its instances, then frees the handle.
 // No log callback for this capsule runs after it returns. NULL is a no-op.
-// The handle is invalid afterwards: any further use returns
-// `ASTRID_E_CLOSED` (handles are looked up, never dereferenced).
+// The handle is invalid afterwards: any further use, on any thread,
+// returns `ASTRID_E_CLOSED` (NULL or false from the accessors), also while
+// a call that outlived the grace still runs (handles are looked up, never
+// dereferenced).
 // Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
 // inside a callback; nothing is done). Thread-safe.
 astrid_status_t astrid_capsule_unload(struct astrid_capsule_t *capsule);
 
 // The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
-// when non-NULL. Borrowed: valid until `astrid_capsule_unload`. Unknown
-// handle or NULL: returns NULL.
+// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
+// for the handle, on any thread: do not read it once that call has begun
+// (its memory may be freed at any moment from then on, also while a call
+// that outlived the unload grace still runs; copy the name if you need it
+// longer). Freeing the runtime does not end it.
+// From the moment unload begins, or once the runtime is freed, this
+// returns NULL, as for an unknown handle or NULL. Thread-safe.
 const char *astrid_capsule_name(const struct astrid_capsule_t *capsule, size_t *len);
 
 // The capsule's id (UUIDv5 of its name and component hash), as
-// `astrid:sys` `check-capsule-capability` expects it. Borrowing as for
-// `astrid_capsule_name`.
+// `astrid:sys` `check-capsule-capability` expects it. Borrowing and NULL
+// returns as for `astrid_capsule_name`.
 const char *astrid_capsule_id(const struct astrid_capsule_t *capsule, size_t *len);
 
 // Whether the capsule holds a capability, by the names of
 // `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
-// `fs_read`, `fs_write`, `uplink`). Unknown handle, NULL or bad UTF-8: false.
+// `fs_read`, `fs_write`, `uplink`). Unknown or unloaded handle (runtime
+// freed included), NULL or bad UTF-8: false.
 bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
                                    const char *name,
                                    size_t name_len);
@@ -1030,7 +1066,8 @@ astrid_status_t astrid_ipc_publish_as(struct astrid_runtime_t *rt,
 // `ipc_queue_messages` messages / `ipc_queue_bytes` bytes (runtime config).
 // On success `*out_sub` receives a handle to free with
 // `astrid_subscription_free`; `finalizer(user_data)` runs exactly once,
-// after the last callback. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
+// after the last callback (when `astrid_runtime_free` gave up waiting for
+// a callback, on the subscription's thread once it returns). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
 // `message_fn` or `out_sub`; bad pattern), `ASTRID_E_UTF8`,
 // `ASTRID_E_CLOSED`, `ASTRID_E_IO` (no thread). When the call fails,
 // `finalizer` is NOT run: `user_data` stays the caller's. Thread-safe.
@@ -1111,7 +1148,10 @@ astrid_status_t astrid_runtime_config_init(struct astrid_runtime_config_t *cfg);
 // call only. On success `*out_rt` receives a handle to free with
 // `astrid_runtime_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `out_rt`,
 // `cfg->size` too small, unknown flag), `ASTRID_E_UTF8` (cache_dir),
-// `ASTRID_E_IO` (threads or cache directory), `ASTRID_E_INTERNAL`.
+// `ASTRID_E_RESOURCE_LIMIT` (the instance pool's address space, see
+// `max_instances`, does not fit in what the process has left; the message
+// says how much was asked), `ASTRID_E_IO` (threads or cache directory),
+// `ASTRID_E_INTERNAL`.
 // Thread-safe. Must not be called from inside an astrid callback.
 astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
                                    struct astrid_runtime_t **out_rt,
@@ -1119,7 +1159,12 @@ astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
 
 // Shuts the runtime down: cancels every capsule, waits (bounded by the
 // unload grace) for calls in flight, stops its threads and runs the
-// finalizers of every registered callback. NULL is a no-op. Capsule handles
+// finalizers of every registered callback. NULL is a no-op.
+// Subscription callbacks in flight get the unload grace too: delivery
+// stops at once, and a callback still running after the grace is left
+// running. Its finalizer then runs exactly once, on the subscription's
+// thread, right after that callback returns (after this function has
+// returned); `astrid_subscription_free` on its handle waits for that. Capsule handles
 // of this runtime stay valid to unload, but every other use of them then
 // returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
 // Thread-safe. Calling it from inside an astrid callback returns without

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Largest payload one message may carry (§8.1).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -491,6 +492,15 @@ impl Bus {
     /// Closes every queue and stops every host subscription, waiting for
     /// callbacks in flight (and their finalizers). Idempotent.
     pub fn close(&self) {
+        self.close_within(None);
+    }
+
+    /// `close`, waiting at most `grace` in all for host subscription
+    /// callbacks in flight (runtime shutdown). A callback still running then
+    /// is left to finish on its own thread: delivery has stopped, and its
+    /// handler (the embedder's finalizer) is dropped there once it returns.
+    pub fn close_within(&self, grace: Option<Duration>) {
+        let until = grace.map(|grace| Instant::now() + grace);
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -510,7 +520,7 @@ impl Bus {
             .drain(..)
             .collect();
         for subscription in subscriptions.iter().filter_map(Weak::upgrade) {
-            subscription.close();
+            subscription.close_until(until);
         }
     }
 }
@@ -549,6 +559,13 @@ pub struct HostSubscriptionInner {
 
 impl HostSubscriptionInner {
     fn close(&self) {
+        self.close_until(None);
+    }
+
+    /// Stops delivery and waits for the callback in flight, until `until`
+    /// at most; past it the delivery thread is left to end on its own (a
+    /// later unbounded close still waits for it).
+    fn close_until(&self, until: Option<Instant>) {
         match self.bus.upgrade() {
             Some(bus) => bus.remove_queue(&self.queue),
             None => self.queue.close(),
@@ -560,6 +577,20 @@ impl HostSubscriptionInner {
         // running callback and the thread ends on its own.
         if own_thread || in_callback() {
             return;
+        }
+        if let Some(until) = until {
+            let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            while !*finished {
+                let now = Instant::now();
+                if now >= until {
+                    return; // Left running; a later unbounded close still joins it.
+                }
+                finished = self
+                    .finished_changed
+                    .wait_timeout(finished, until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {

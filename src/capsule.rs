@@ -67,6 +67,23 @@ pub struct CallOptions {
     pub config_overlay: Vec<(String, String)>,
 }
 
+/// The most bytes an argument handed to the guest may have: a wasm32 guest
+/// addresses at most 4 GiB, and the canonical ABI's lengths are `u32`.
+pub const MAX_GUEST_BYTES: usize = u32::MAX as usize;
+
+/// Refuses an argument longer than a wasm32 guest can address. Checked
+/// before the argument is read, copied or handed to the guest.
+/// `usize::MAX` passes: it is `ASTRID_NTS` ("measure a NUL-terminated
+/// string") at the C boundary, and `Capsule::call` checks the measured length.
+pub(crate) fn check_guest_len(len: usize, what: &str) -> Result<()> {
+    if len > MAX_GUEST_BYTES && len != usize::MAX {
+        return Err(Error::invalid_argument(format!(
+            "`{what}` is {len} bytes; a wasm32 guest addresses at most 4 GiB, so the limit is {MAX_GUEST_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The interceptor's answer (`astrid:guest/lifecycle.capsule-result`).
 #[derive(ComponentType, Lift, Clone, Debug, PartialEq, Eq)]
 #[component(record)]
@@ -286,11 +303,6 @@ fn build_mounts(rt: &RuntimeInner, options: &LoadOptions) -> Result<CapsuleMount
     ))
 }
 
-fn default_pool_size() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (2 * cores).clamp(8, 64)
-}
-
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -445,11 +457,7 @@ impl Capsule {
             }),
             pool_waiters: AtomicUsize::new(0),
             pool_changed: Condvar::new(),
-            pool_max: if rt.config.pool_size > 0 {
-                rt.config.pool_size
-            } else {
-                default_pool_size()
-            },
+            pool_max: rt.config.effective_pool_size(),
             state: AtomicU8::new(LOADED),
         });
 
@@ -510,6 +518,8 @@ impl Capsule {
         options: Option<&CallOptions>,
     ) -> Result<CallResult> {
         refuse_reentry("astrid_capsule_call")?;
+        check_guest_len(action.len(), "action")?;
+        check_guest_len(payload.len(), "payload")?;
         self.inner.call(action, payload, options)
     }
 
@@ -1158,9 +1168,19 @@ fn classify_failure(
     {
         return Error::new(
             Code::ResourceLimit,
-            "the runtime's instance pool is full (too many live instances)",
+            format!(
+                "the runtime's instance pool is full: {} live instances over all its capsules (max_instances)",
+                state.capsule.runtime.config.effective_max_instances()
+            ),
         )
         .caused_by(error);
+    }
+    if engine::is_out_of_memory(error) {
+        return Error::new(
+            Code::ResourceLimit,
+            format!("the host ran out of memory or address space during the {what}"),
+        )
+        .caused_by(format!("{error:?}"));
     }
     if state.limiter.hit {
         return Error::new(

@@ -40,18 +40,62 @@ const DEFERRED_PACKAGES: &[&str] = &[
 /// Bytes of each pooled linear memory kept resident between instances.
 pub const KEEP_RESIDENT_BYTES: usize = 512 << 10;
 
+/// Virtual address space each linear memory reserves: the 4 GiB static
+/// reservation (compiled code then needs no bounds checks for 32-bit
+/// addresses) plus a 32 MiB guard region. Reserved, not committed: it costs
+/// no memory, only address space (128 TiB per process on x86-64 Linux).
+pub const MEMORY_RESERVATION_BYTES: u64 = 4 << 30;
+pub const MEMORY_GUARD_BYTES: u64 = 32 << 20;
+
+/// Address space the instance pool of a runtime reserves up front for
+/// `max_instances` linear memories (plus the guard before the first slot).
+pub fn pool_reservation_bytes(max_instances: usize) -> u64 {
+    (max_instances as u64).saturating_mul(MEMORY_RESERVATION_BYTES + MEMORY_GUARD_BYTES)
+        + MEMORY_GUARD_BYTES
+}
+
+/// Whether `error` comes from the host running out of memory or address
+/// space (`ENOMEM` anywhere in its chain): a resource limit, not a fault of
+/// the guest or of its bytes.
+pub fn is_out_of_memory(error: &wasmtime::Error) -> bool {
+    // wasmtime's mmap errors are rustix errnos, which only say so in text.
+    let marker = format!("(os error {})", libc::ENOMEM);
+    error.chain().any(|cause| {
+        cause.is::<wasmtime::OutOfMemory>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.raw_os_error() == Some(libc::ENOMEM))
+            || cause.to_string().contains(&marker)
+    })
+}
+
 /// Builds the engine. Speed choices: component-model concurrency support
 /// off (it triples the cost of every call and nothing here needs it), the
 /// pooling allocator for fast instantiation, copy-on-write memory images.
 /// Safety choices: fuel and epoch interruption always on.
-pub fn build_engine(cache_dir: Option<&Path>) -> Result<Engine> {
+///
+/// The pool holds `max_instances` live instances over all capsules of the
+/// runtime and reserves their address space now:
+/// `pool_reservation_bytes(max_instances)`. When the process has no room
+/// left for it, that is `ResourceLimit`, never a silent fallback.
+pub fn build_engine(cache_dir: Option<&Path>, max_instances: usize) -> Result<Engine> {
+    let max = u32::try_from(max_instances.max(1)).map_err(|_| {
+        Error::invalid_argument(format!("max_instances {max_instances} is too large"))
+    })?;
     let mut config = base_config(cache_dir)?;
     let mut pooling = PoolingAllocationConfig::new();
     pooling
-        .total_component_instances(1000)
-        .total_core_instances(4000)
-        .total_memories(1000)
-        .total_tables(2000)
+        // Per component instance: up to four core instances (adapters and
+        // shims), one memory and two tables, as the components built by
+        // the guest SDKs have.
+        .total_component_instances(max)
+        .total_core_instances(max.saturating_mul(4))
+        .total_memories(max)
+        .total_tables(max.saturating_mul(2))
+        // Calls run synchronously, never on fibers: no stack pool. (Its
+        // default, 1000 stacks with a guard page each, costs 2000 memory
+        // mappings per runtime; a process has 65530 by default.)
+        .total_stacks(0)
         // A fresh instance mostly touches the first pages of its memory
         // (stack, data, early heap): keeping them resident and resetting them
         // in place beats page faults plus madvise per instance.
@@ -65,13 +109,33 @@ pub fn build_engine(cache_dir: Option<&Path>) -> Result<Engine> {
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),
+        Err(pool_err) if is_out_of_memory(&pool_err) => {
+            let bytes = pool_reservation_bytes(max_instances);
+            Err(Error::new(
+                Code::ResourceLimit,
+                format!(
+                    "out of address space: cannot reserve {} GiB for an instance pool of {max_instances} (max_instances × {} MiB); the process's address space, its limit (ulimit -v) or its memory mappings (vm.max_map_count) are used up: free other runtimes or lower max_instances",
+                    bytes.div_ceil(1 << 30),
+                    (MEMORY_RESERVATION_BYTES + MEMORY_GUARD_BYTES) >> 20
+                ),
+            )
+            .caused_by(format!("{pool_err:#}")))
+        }
         Err(pool_err) => {
             // Some hosts refuse the large virtual reservations the pool makes;
             // fall back to on-demand allocation rather than failing.
             tracing::warn!("pooling allocator unavailable, using on-demand: {pool_err}");
             let config = base_config(cache_dir)?;
             Engine::new(&config).map_err(|e| {
-                Error::new(Code::Internal, "cannot create the wasm engine").caused_by(e)
+                if is_out_of_memory(&e) {
+                    Error::new(
+                        Code::ResourceLimit,
+                        "out of memory or address space: cannot create the wasm engine",
+                    )
+                    .caused_by(e)
+                } else {
+                    Error::new(Code::Internal, "cannot create the wasm engine").caused_by(e)
+                }
             })
         }
     }
@@ -84,7 +148,9 @@ fn base_config(cache_dir: Option<&Path>) -> Result<Config> {
         .concurrency_support(false)
         .consume_fuel(true)
         .epoch_interruption(true)
-        .memory_init_cow(true);
+        .memory_init_cow(true)
+        .memory_reservation(MEMORY_RESERVATION_BYTES)
+        .memory_guard_size(MEMORY_GUARD_BYTES);
     if let Some(dir) = cache_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::new(Code::Io, "cannot create the compiled-code cache directory").caused_by(e)
@@ -124,6 +190,13 @@ impl CompileCache {
         }
         check_component_header(bytes)?;
         let component = Component::new(engine, bytes).map_err(|e| {
+            if is_out_of_memory(&e) {
+                return Error::new(
+                    Code::ResourceLimit,
+                    "out of memory or address space while compiling the component",
+                )
+                .caused_by(e);
+            }
             Error::new(
                 Code::Compile,
                 "the bytes are not a valid WebAssembly component",

@@ -64,6 +64,15 @@ pub struct RuntimeConfig {
     pub flags: u32,
     /// Pooled instances per capsule; 0 = clamp(2 × cores, 8, 64).
     pub pool_size: usize,
+    /// Live instances of all capsules together (pooled ones, warm ones and
+    /// run loops): the bound of the runtime's instance pool, which reserves
+    /// `engine::pool_reservation_bytes(max_instances)` of address space
+    /// (about 4 GiB each, none of it committed) when the runtime starts.
+    /// Past it, loads and calls that need a new instance fail with
+    /// `ResourceLimit`. 0 = max(128, 4 × pool size), at most 1000: about
+    /// 516 GiB per runtime, so a process (128 TiB) holds some 250 default
+    /// runtimes; lower it to run more.
+    pub max_instances: usize,
     /// How long unload and runtime shutdown wait for calls in flight.
     pub unload_grace: Duration,
     /// How long the gate may take to answer (deferred verdicts included);
@@ -83,6 +92,25 @@ pub struct RuntimeConfig {
     pub publish_rate: u64,
 }
 
+impl RuntimeConfig {
+    /// Pooled instances per capsule, the default resolved.
+    pub fn effective_pool_size(&self) -> usize {
+        if self.pool_size > 0 {
+            return self.pool_size;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (2 * cores).clamp(8, 64)
+    }
+
+    /// `max_instances`, the default resolved.
+    pub fn effective_max_instances(&self) -> usize {
+        if self.max_instances > 0 {
+            return self.max_instances;
+        }
+        (4 * self.effective_pool_size()).clamp(128, 1000)
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
@@ -93,6 +121,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             flags: 0,
             pool_size: 0,
+            max_instances: 0,
             unload_grace: Duration::from_secs(5),
             gate_timeout: Duration::from_secs(5),
             vfs_timeout: Duration::from_secs(10),
@@ -268,7 +297,10 @@ impl Runtime {
                 "memory limit, fuel, timeouts and queue bounds must be non-zero",
             ));
         }
-        let engine = engine::build_engine(config.cache_dir.as_deref())?;
+        let engine = engine::build_engine(
+            config.cache_dir.as_deref(),
+            config.effective_max_instances(),
+        )?;
         let linker = host::build_linker(&engine)
             .map_err(|e| Error::new(Code::Internal, "cannot build the host linker").caused_by(e))?;
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -604,9 +636,10 @@ impl RuntimeInner {
         for capsule in capsules.iter().filter_map(Weak::upgrade) {
             capsule.finish_unload(self.config.unload_grace);
         }
-        // Stops every subscription, waiting for callbacks in flight, so
-        // their finalizers have run when shutdown returns.
-        self.bus.close();
+        // Stops every subscription, waiting up to the grace for callbacks
+        // in flight, so their finalizers have run when shutdown returns;
+        // one still running then finalizes on its own thread when it returns.
+        self.bus.close_within(Some(self.config.unload_grace));
         self.dispatcher.close();
         self.handoff.close(self.config.unload_grace);
         // Drops an embedder KV backend (running its finalizer) now that no

@@ -39,7 +39,22 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
+/// The live handle behind `capsule`. A handle whose capsule has begun to
+/// unload (or whose runtime was freed) is `Closed`, even while a call that
+/// was abandoned by unload still holds it: neither this thread's cache nor
+/// that call may keep an unloaded capsule usable.
 fn capsule_from(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
+    let handle = lookup(capsule)?;
+    if handle.capsule.is_unloaded() {
+        return Err(Error::closed(format!(
+            "capsule `{}` has been unloaded (or its runtime freed)",
+            handle.capsule.name()
+        )));
+    }
+    Ok(handle)
+}
+
+fn lookup(capsule: *const astrid_capsule_t) -> Result<Arc<CapsuleHandle>> {
     let id = capsule as usize;
     // `try_with`: during thread exit the cache may be gone; the registry is not.
     let cached = LAST_CAPSULE
@@ -106,6 +121,11 @@ pub struct astrid_load_options_t {
     /// `ASTRID_WATCHDOG_OFF` exempts the capsule.
     pub watchdog_ms: u64,
 }
+
+/// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
+/// guest can address.
+pub const ASTRID_MAX_GUEST_BYTES: u64 = 4_294_967_295;
+const _: () = assert!(ASTRID_MAX_GUEST_BYTES == crate::capsule::MAX_GUEST_BYTES as u64);
 
 /// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
 pub const ASTRID_WATCHDOG_OFF: u64 = u64::MAX;
@@ -379,6 +399,11 @@ pub extern "C" fn astrid_capsule_call(
 /// `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
 /// `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
 /// `ASTRID_E_REENTRANT` (from inside a callback).
+/// `action_len` and `payload_len` must be below 4 GiB
+/// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
+/// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
+/// Shorter ones still have to fit in the guest's memory ceiling (else
+/// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn astrid_capsule_call_with(
@@ -395,6 +420,10 @@ pub extern "C" fn astrid_capsule_call_with(
         non_null(out_result, "out_result")?;
         let handle = capsule_from(capsule)?;
         non_null(action, "action")?;
+        // Before anything is read: a length a wasm32 guest cannot address is
+        // the caller's mistake, not something to hand to the guest.
+        crate::capsule::check_guest_len(action_len, "action")?;
+        crate::capsule::check_guest_len(payload_len, "payload")?;
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let action = unsafe { str_arg(action, action_len, "action")? };
         let payload = unsafe { bytes_arg(payload, payload_len, "payload")? };
@@ -498,7 +527,8 @@ pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
 /// waiting host calls return at once). Calls started afterwards are not
 /// affected. Thread-safe, non-blocking, callable from callbacks. Errors:
 /// `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
-/// unknown handle.
+/// unknown handle and for a capsule whose runtime was freed (its calls have
+/// already been cancelled).
 #[no_mangle]
 pub extern "C" fn astrid_capsule_cancel(capsule: *mut astrid_capsule_t) -> astrid_status_t {
     guard(std::ptr::null_mut(), || {
@@ -528,7 +558,8 @@ pub extern "C" fn astrid_capsule_wait_ready(
 }
 
 /// Whether the capsule runs a `run` loop (it exports a real `run`, not a
-/// guest-SDK placeholder). Unknown handle or NULL: false.
+/// guest-SDK placeholder). Unknown or unloaded handle (runtime freed
+/// included) or NULL: false.
 #[no_mangle]
 pub extern "C" fn astrid_capsule_runs_loop(capsule: *const astrid_capsule_t) -> bool {
     let mut runs = false;
@@ -542,8 +573,10 @@ pub extern "C" fn astrid_capsule_runs_loop(capsule: *const astrid_capsule_t) -> 
 /// Unloads and frees the capsule: cancels its calls, waits for them (bounded
 /// by the runtime's unload grace), frees its instances, then frees the handle.
 /// No log callback for this capsule runs after it returns. NULL is a no-op.
-/// The handle is invalid afterwards: any further use returns
-/// `ASTRID_E_CLOSED` (handles are looked up, never dereferenced).
+/// The handle is invalid afterwards: any further use, on any thread,
+/// returns `ASTRID_E_CLOSED` (NULL or false from the accessors), also while
+/// a call that outlived the grace still runs (handles are looked up, never
+/// dereferenced).
 /// Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
 /// inside a callback; nothing is done). Thread-safe.
 #[no_mangle]
@@ -561,8 +594,13 @@ pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astri
 }
 
 /// The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
-/// when non-NULL. Borrowed: valid until `astrid_capsule_unload`. Unknown
-/// handle or NULL: returns NULL.
+/// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
+/// for the handle, on any thread: do not read it once that call has begun
+/// (its memory may be freed at any moment from then on, also while a call
+/// that outlived the unload grace still runs; copy the name if you need it
+/// longer). Freeing the runtime does not end it.
+/// From the moment unload begins, or once the runtime is freed, this
+/// returns NULL, as for an unknown handle or NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn astrid_capsule_name(
     capsule: *const astrid_capsule_t,
@@ -572,8 +610,8 @@ pub extern "C" fn astrid_capsule_name(
 }
 
 /// The capsule's id (UUIDv5 of its name and component hash), as
-/// `astrid:sys` `check-capsule-capability` expects it. Borrowing as for
-/// `astrid_capsule_name`.
+/// `astrid:sys` `check-capsule-capability` expects it. Borrowing and NULL
+/// returns as for `astrid_capsule_name`.
 #[no_mangle]
 pub extern "C" fn astrid_capsule_id(
     capsule: *const astrid_capsule_t,
@@ -596,13 +634,16 @@ fn borrowed_text(
         // SAFETY: caller-provided writable pointer.
         unsafe { *len = text.as_bytes().len() };
     }
-    // The CString lives in the registry entry until unload removes it.
+    // The CString lives as long as the handle: at least until unload
+    // removes it from the registry (longer while an abandoned call holds
+    // it, which the header does not promise).
     text.as_ptr()
 }
 
 /// Whether the capsule holds a capability, by the names of
 /// `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
-/// `fs_read`, `fs_write`, `uplink`). Unknown handle, NULL or bad UTF-8: false.
+/// `fs_read`, `fs_write`, `uplink`). Unknown or unloaded handle (runtime
+/// freed included), NULL or bad UTF-8: false.
 #[no_mangle]
 pub extern "C" fn astrid_capsule_has_capability(
     capsule: *const astrid_capsule_t,

@@ -147,7 +147,8 @@ fn publish(
 /// `ipc_queue_messages` messages / `ipc_queue_bytes` bytes (runtime config).
 /// On success `*out_sub` receives a handle to free with
 /// `astrid_subscription_free`; `finalizer(user_data)` runs exactly once,
-/// after the last callback. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
+/// after the last callback (when `astrid_runtime_free` gave up waiting for
+/// a callback, on the subscription's thread once it returns). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `rt`,
 /// `message_fn` or `out_sub`; bad pattern), `ASTRID_E_UTF8`,
 /// `ASTRID_E_CLOSED`, `ASTRID_E_IO` (no thread). When the call fails,
 /// `finalizer` is NOT run: `user_data` stays the caller's. Thread-safe.

@@ -3,8 +3,8 @@
 
 use super::errors::astrid_error_t;
 use super::{
-    astrid_status_t, guard, install_or_disarm, non_null, opt_str_arg, opt_view, sized_struct, view,
-    Callback, Registry,
+    astrid_status_t, guard, install_or_disarm, non_null, opt_str_arg, opt_view, view, Callback,
+    Registry,
 };
 use crate::error::{Error, Result};
 use crate::runtime::{
@@ -66,8 +66,13 @@ pub(crate) fn runtime_from(rt: *const astrid_runtime_t) -> Result<Arc<Runtime>> 
 
 /// Runtime configuration. Size-prefixed: set `size = sizeof(astrid_runtime_config_t)`,
 /// or call `astrid_runtime_config_init`, which also fills the defaults.
-/// A zero in a numeric field means "the default".
+/// A zero in a numeric field means "the default". Fields are only ever
+/// appended: a caller built against an older header passes its smaller
+/// `size` (at least `offsetof(astrid_runtime_config_t, memfs_quota_bytes)`,
+/// the size before the first appended field) and the fields it does not
+/// know take their defaults.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct astrid_runtime_config_t {
     /// `sizeof(astrid_runtime_config_t)` as the caller compiled it.
     pub size: usize,
@@ -120,7 +125,25 @@ pub struct astrid_runtime_config_t {
     /// built-in in-memory mount may hold; more fail with `quota`.
     /// Default 65 536.
     pub memfs_max_entries: u64,
+    /// Live instances of all the runtime's capsules together (each loaded
+    /// capsule keeps at least one; concurrent calls and run loops take
+    /// more). The runtime reserves about 4 GiB of virtual address space per
+    /// instance when it starts (4 GiB + 32 MiB: the reservation lets guest
+    /// code skip bounds checks; reserved, not committed, so it costs no
+    /// memory). A 64-bit Linux process has 128 TiB, which bounds the number
+    /// of runtimes alive at once to about 30000 / `max_instances`.
+    /// 0 = max(128, 4 × `pool_size`), at most 1000 (about 516 GiB per
+    /// runtime with 128). Past it, a load or call that needs a new instance
+    /// fails with `ASTRID_E_RESOURCE_LIMIT` (message names `max_instances`);
+    /// a runtime whose reservation does not fit in what is left of the
+    /// address space fails to start with `ASTRID_E_RESOURCE_LIMIT`.
+    pub max_instances: u32,
 }
+
+/// The size of `astrid_runtime_config_t` before fields were appended to it:
+/// the smallest `size` a caller may pass.
+const RUNTIME_CONFIG_MIN_SIZE: usize =
+    std::mem::offset_of!(astrid_runtime_config_t, memfs_quota_bytes);
 
 /// The ABI version this library implements (`ASTRID_ABI_VERSION` of its header).
 #[no_mangle]
@@ -140,32 +163,68 @@ pub extern "C" fn astrid_version() -> *const libc::c_char {
 pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) -> astrid_status_t {
     guard(std::ptr::null_mut(), || {
         non_null(cfg, "cfg")?;
-        let d = RuntimeConfig::default();
         // SAFETY: non-NULL, and the caller provides a writable struct.
-        unsafe {
-            cfg.write(astrid_runtime_config_t {
-                size: std::mem::size_of::<astrid_runtime_config_t>(),
-                worker_threads: 0,
-                pool_size: 0,
-                memory_limit_bytes: d.memory_limit,
-                timeout_ms: d.timeout.as_millis() as u64,
-                fuel: d.fuel,
-                cache_dir: std::ptr::null(),
-                cache_dir_len: 0,
-                flags: 0,
-                unload_grace_ms: d.unload_grace.as_millis() as u64,
-                gate_timeout_ms: d.gate_timeout.as_millis() as u64,
-                vfs_timeout_ms: d.vfs_timeout.as_millis() as u64,
-                ipc_queue_messages: d.queue_limits.messages as u32,
-                ipc_queue_bytes: d.queue_limits.bytes as u64,
-                kv_quota_bytes: d.kv_quota,
-                ipc_publish_bytes_per_sec: d.publish_rate,
-                memfs_quota_bytes: d.memfs_limits.bytes,
-                memfs_max_entries: d.memfs_limits.entries,
-            });
-        }
+        unsafe { cfg.write(default_config()) };
         Ok(())
     })
+}
+
+fn default_config() -> astrid_runtime_config_t {
+    let d = RuntimeConfig::default();
+    astrid_runtime_config_t {
+        size: std::mem::size_of::<astrid_runtime_config_t>(),
+        worker_threads: 0,
+        pool_size: 0,
+        memory_limit_bytes: d.memory_limit,
+        timeout_ms: d.timeout.as_millis() as u64,
+        fuel: d.fuel,
+        cache_dir: std::ptr::null(),
+        cache_dir_len: 0,
+        flags: 0,
+        unload_grace_ms: d.unload_grace.as_millis() as u64,
+        gate_timeout_ms: d.gate_timeout.as_millis() as u64,
+        vfs_timeout_ms: d.vfs_timeout.as_millis() as u64,
+        ipc_queue_messages: d.queue_limits.messages as u32,
+        ipc_queue_bytes: d.queue_limits.bytes as u64,
+        kv_quota_bytes: d.kv_quota,
+        ipc_publish_bytes_per_sec: d.publish_rate,
+        memfs_quota_bytes: d.memfs_limits.bytes,
+        memfs_max_entries: d.memfs_limits.entries,
+        max_instances: 0,
+    }
+}
+
+/// Reads the caller's configuration: `size` bytes of it over the defaults,
+/// so a caller built against an older header (a smaller struct) keeps working.
+///
+/// # Safety
+/// `cfg` must be NULL or point to a readable struct of at least its `size`
+/// bytes whose first field is `size_t size`.
+unsafe fn read_config(
+    cfg: *const astrid_runtime_config_t,
+) -> Result<Option<astrid_runtime_config_t>> {
+    if cfg.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the first field of the struct is a size_t.
+    let size = unsafe { *cfg.cast::<usize>() };
+    if size < RUNTIME_CONFIG_MIN_SIZE {
+        return Err(Error::invalid_argument(format!(
+            "`cfg.size` is {size}, smaller than any version of astrid_runtime_config_t ({RUNTIME_CONFIG_MIN_SIZE} bytes or more; set it with sizeof or astrid_runtime_config_init)"
+        )));
+    }
+    let mut config = default_config();
+    let known = size.min(std::mem::size_of::<astrid_runtime_config_t>());
+    // SAFETY: the caller's struct has `size` readable bytes; `config` has
+    // `size_of` writable ones; every field is plain data.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            cfg.cast::<u8>(),
+            (&mut config as *mut astrid_runtime_config_t).cast::<u8>(),
+            known,
+        );
+    }
+    Ok(Some(config))
 }
 
 fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
@@ -173,6 +232,7 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
     let Some(c) = cfg else { return Ok(config) };
     config.worker_threads = c.worker_threads as usize;
     config.pool_size = c.pool_size as usize;
+    config.max_instances = c.max_instances as usize;
     if c.memory_limit_bytes > 0 {
         config.memory_limit = c.memory_limit_bytes;
     }
@@ -220,7 +280,10 @@ fn config_from(cfg: Option<&astrid_runtime_config_t>) -> Result<RuntimeConfig> {
 /// call only. On success `*out_rt` receives a handle to free with
 /// `astrid_runtime_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `out_rt`,
 /// `cfg->size` too small, unknown flag), `ASTRID_E_UTF8` (cache_dir),
-/// `ASTRID_E_IO` (threads or cache directory), `ASTRID_E_INTERNAL`.
+/// `ASTRID_E_RESOURCE_LIMIT` (the instance pool's address space, see
+/// `max_instances`, does not fit in what the process has left; the message
+/// says how much was asked), `ASTRID_E_IO` (threads or cache directory),
+/// `ASTRID_E_INTERNAL`.
 /// Thread-safe. Must not be called from inside an astrid callback.
 #[no_mangle]
 pub extern "C" fn astrid_runtime_new(
@@ -232,8 +295,8 @@ pub extern "C" fn astrid_runtime_new(
         non_null(out_rt, "out_rt")?;
         crate::runtime::refuse_reentry("astrid_runtime_new")?;
         // SAFETY: cfg is NULL or a readable size-prefixed struct.
-        let cfg = unsafe { sized_struct(cfg, "cfg")? };
-        let runtime = Runtime::new(config_from(cfg)?)?;
+        let cfg = unsafe { read_config(cfg)? };
+        let runtime = Runtime::new(config_from(cfg.as_ref())?)?;
         let id = RUNTIMES.insert(runtime);
         // SAFETY: checked non-NULL above.
         unsafe { *out_rt = id as *mut astrid_runtime_t };
@@ -243,7 +306,12 @@ pub extern "C" fn astrid_runtime_new(
 
 /// Shuts the runtime down: cancels every capsule, waits (bounded by the
 /// unload grace) for calls in flight, stops its threads and runs the
-/// finalizers of every registered callback. NULL is a no-op. Capsule handles
+/// finalizers of every registered callback. NULL is a no-op.
+/// Subscription callbacks in flight get the unload grace too: delivery
+/// stops at once, and a callback still running after the grace is left
+/// running. Its finalizer then runs exactly once, on the subscription's
+/// thread, right after that callback returns (after this function has
+/// returned); `astrid_subscription_free` on its handle waits for that. Capsule handles
 /// of this runtime stay valid to unload, but every other use of them then
 /// returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
 /// Thread-safe. Calling it from inside an astrid callback returns without

@@ -12,9 +12,11 @@
 #define _DEFAULT_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,6 +125,27 @@ static void test_runtime_arguments(void) {
     cfg.cache_dir_len = 2;
     CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_UTF8);
     CHECK(rt == NULL);
+    /* A caller built against the header before fields were appended. */
+    astrid_runtime_config_init(&cfg);
+    cfg.size = offsetof(astrid_runtime_config_t, memfs_quota_bytes);
+    cfg.memfs_quota_bytes = 1;  /* beyond its size: never read */
+    cfg.max_instances = 0xdead; /* (if read, no runtime would fit) */
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_OK);
+    astrid_runtime_free(rt);
+    rt = NULL;
+    /* The instance pool holds max_instances over all capsules. */
+    astrid_runtime_config_init(&cfg);
+    cfg.max_instances = 1;
+    CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_OK);
+    astrid_capsule_t *one = NULL, *two = NULL;
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &one, err), ASTRID_OK);
+    astrid_error_t *full = NULL;
+    CHECK(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &two, &full) == ASTRID_E_RESOURCE_LIMIT);
+    CHECK(full && strstr(astrid_error_message(full), "max_instances") && two == NULL);
+    astrid_error_free(full);
+    astrid_capsule_unload(one);
+    astrid_runtime_free(rt);
+    rt = NULL;
     CHECK_STATUS(astrid_runtime_new(NULL, &rt, err), ASTRID_OK);
     CHECK(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
     CHECK(astrid_runtime_set_log_callback((astrid_runtime_t *)0x1234, NULL, NULL, NULL) == ASTRID_E_CLOSED);
@@ -188,6 +211,22 @@ static void test_call_arguments_and_results(void) {
     copts.size = 1;
     CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
 
+    /* Longer than a wasm32 guest can address: refused before the buffer is
+     * read (it is inaccessible; reading it would crash the test). */
+    size_t huge = (size_t)ASTRID_MAX_GUEST_BYTES + 1;
+    void *big = mmap(NULL, huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (big != MAP_FAILED) {
+        astrid_error_t *e = NULL;
+        CHECK(astrid_capsule_call(hello, "greet", ASTRID_NTS, big, huge, &r, &e) == ASTRID_E_INVALID_ARGUMENT);
+        CHECK(e && strstr(astrid_error_message(e), "payload") && strstr(astrid_error_message(e), "4294967295 bytes"));
+        astrid_error_free(e);
+        CHECK_STATUS(astrid_capsule_call(hello, big, huge, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
+        CHECK(r == NULL);
+        munmap(big, huge);
+    } else {
+        fprintf(stderr, "note: no room to map a 4 GiB PROT_NONE region; huge-payload check skipped\n");
+    }
+
     /* Errors are optional: NULL err still returns the status. */
     CHECK(astrid_capsule_call(hello, NULL, 0, NULL, 0, &r, NULL) == ASTRID_E_INVALID_ARGUMENT);
 
@@ -245,6 +284,8 @@ static void test_after_runtime_free(void) {
     astrid_capsule_t *hello = load(rt, "hello");
     astrid_runtime_free(rt);
     CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_name(hello, NULL) == NULL);
     astrid_capsule_t *c = NULL;
     CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &c, err), ASTRID_E_CLOSED);
     CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
@@ -308,6 +349,58 @@ static void test_callbacks(void) {
     CHECK(atomic_load(&second.finalized) == 1 && atomic_load(&first.finalized) == 1);
     CHECK(atomic_load(&audit.config_calls) == 2);
     CHECK(atomic_load(&audit.events) >= 8);
+}
+
+/* A log callback that holds the call it runs in until released. */
+struct held_log {
+    atomic_int entered;
+    atomic_int release;
+};
+
+static void hold_log(void *user_data, const astrid_log_record_t *rec) {
+    (void)rec;
+    struct held_log *h = user_data;
+    atomic_fetch_add(&h->entered, 1);
+    while (!atomic_load(&h->release)) usleep(1000);
+}
+
+static void *greet_once(void *arg) {
+    astrid_error_t *e = NULL;
+    call(arg, "greet", &e);
+    astrid_error_free(e);
+    return NULL;
+}
+
+/* A call that outlives the unload grace keeps the handle's memory alive;
+ * it must not keep the handle usable, on this thread or any other. */
+static void test_unload_with_call_in_flight(void) {
+    static struct held_log held;
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    cfg.unload_grace_ms = 100;
+    astrid_runtime_t *rt = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
+    CHECK(astrid_runtime_set_log_callback(rt, hold_log, &held, NULL) == ASTRID_OK);
+    astrid_capsule_t *hello = load(rt, "hello");
+    /* This thread uses the handle first (the per-thread cache keeps it). */
+    CHECK(astrid_capsule_name(hello, NULL) != NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, greet_once, hello);
+    while (!atomic_load(&held.entered)) usleep(1000);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_OK); /* returns after the grace */
+    size_t len = 99;
+    CHECK(astrid_capsule_name(hello, &len) == NULL && len == 99);
+    CHECK(astrid_capsule_id(hello, NULL) == NULL);
+    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK(!astrid_capsule_runs_loop(hello));
+    CHECK(!astrid_capsule_has_capability(hello, "net", ASTRID_NTS));
+    CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
+    CHECK_STATUS(astrid_capsule_wait_ready(hello, 0, err), ASTRID_E_CLOSED);
+    CHECK(astrid_capsule_unload(hello) == ASTRID_E_CLOSED);
+    atomic_store(&held.release, 1);
+    pthread_join(t, NULL);
+    CHECK(astrid_capsule_name(hello, NULL) == NULL);
+    astrid_runtime_free(rt);
 }
 
 static int secret_calls;
@@ -634,6 +727,64 @@ static void test_ipc_arguments(void) {
     astrid_subscription_free(sub);
     astrid_subscription_free(sub);
     CHECK(st.finalized == 1);
+}
+
+static atomic_int runtime_freed;
+
+static void *free_runtime(void *arg) {
+    astrid_runtime_free(arg);
+    atomic_store(&runtime_freed, 1);
+    return NULL;
+}
+
+/* Polls (up to `seconds`) until `*flag == value` under `lock`. */
+static int wait_flag(pthread_mutex_t *lock, const int *flag, int value, int seconds) {
+    double until = now_s() + seconds;
+    for (;;) {
+        pthread_mutex_lock(lock);
+        int ok = *flag == value;
+        pthread_mutex_unlock(lock);
+        if (ok || now_s() > until) return ok;
+        usleep(2000);
+    }
+}
+
+/* A subscription callback that never returns on its own cannot hold
+ * astrid_runtime_free longer than the unload grace; its finalizer runs
+ * once, later, when the callback returns. */
+static void test_runtime_free_with_blocked_subscriber(void) {
+    astrid_runtime_config_t cfg;
+    astrid_runtime_config_init(&cfg);
+    cfg.unload_grace_ms = 200;
+    astrid_runtime_t *rt = NULL;
+    CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
+    static struct bus_state st;
+    bus_state_init(&st);
+    st.hold_first = 1;
+    astrid_subscription_t *sub = NULL;
+    CHECK_STATUS(astrid_ipc_subscribe(rt, "held", ASTRID_NTS, on_message, &st, on_bus_finalize, &sub, err),
+                 ASTRID_OK);
+    CHECK_STATUS(astrid_ipc_publish(rt, "held", ASTRID_NTS, "0", 1, err), ASTRID_OK);
+    CHECK(wait_flag(&st.lock, &st.in_callback, 1, 5));
+
+    /* Freed on another thread so that a free that never returns fails the
+     * check instead of hanging the suite. */
+    double t0 = now_s();
+    pthread_t t;
+    pthread_create(&t, NULL, free_runtime, rt);
+    while (now_s() - t0 < 3.0 && !atomic_load(&runtime_freed)) usleep(5000);
+    double took = now_s() - t0;
+    CHECK(atomic_load(&runtime_freed) && took >= 0.15);
+    pthread_mutex_lock(&st.lock);
+    CHECK(st.finalized == 0 && st.in_callback == 1); /* the callback still runs */
+    st.released = 1;
+    pthread_cond_broadcast(&st.changed);
+    pthread_mutex_unlock(&st.lock);
+    pthread_join(t, NULL);
+    CHECK(wait_flag(&st.lock, &st.finalized, 1, 5));
+    astrid_subscription_free(sub); /* delivery already ended: returns at once */
+    usleep(50 * 1000);
+    CHECK(st.finalized == 1 && st.received == 1);
 }
 
 static void test_ipc_delivery(void) {
@@ -1048,13 +1199,14 @@ static void *unix_clients(void *arg) {
     char buf[8];
     int refused = unix_connect(c->path);
     if (refused >= 0) {
-        (void)!write(refused, "x", 1);
+        /* The runtime may close a refused peer first: no SIGPIPE for us. */
+        (void)!send(refused, "x", 1, MSG_NOSIGNAL);
         c->refused_eof = read(refused, buf, sizeof buf) <= 0;
         close(refused);
     }
     int fd = unix_connect(c->path);
     if (fd >= 0) {
-        (void)!write(fd, "hello", 5);
+        (void)!send(fd, "hello", 5, MSG_NOSIGNAL);
         ssize_t n = read(fd, c->reply, sizeof c->reply - 1);
         c->reply[n > 0 ? n : 0] = 0;
         close(fd);
@@ -1123,6 +1275,7 @@ int main(int argc, char **argv) {
     test_call_arguments_and_results();
     test_after_runtime_free();
     test_callbacks();
+    test_unload_with_call_in_flight();
     test_secrets();
     test_ipc_arguments();
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
@@ -1130,6 +1283,7 @@ int main(int argc, char **argv) {
         test_eight_threads();
         test_gate_over_c();
         test_ipc_delivery();
+        test_runtime_free_with_blocked_subscriber();
         test_ipc_queue_limits();
         test_kv_backend();
         test_run_loops();

@@ -139,6 +139,7 @@ class RuntimeConfig(Structure):
         ("ipc_publish_bytes_per_sec", c_uint64),
         ("memfs_quota_bytes", c_uint64),
         ("memfs_max_entries", c_uint64),
+        ("max_instances", c_uint32),
     ]
 
 

@@ -44,7 +44,10 @@ pub struct GateRequest {
     /// The resolved host path, for host-directory mounts only.
     pub host_path: Option<PathBuf>,
     pub method: Option<String>,
+    /// For `http-request`: without userinfo, host canonical.
     pub url: Option<String>,
+    /// Canonical spelling ([`NetHost`]): dotted-quad IPv4, RFC 5952 IPv6
+    /// without brackets, or a lowercase name without trailing dot.
     pub host: Option<String>,
     pub port: u16,
     /// Transport for socket kinds (`tcp`, `udp`, `unix`).

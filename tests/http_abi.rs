@@ -658,3 +658,164 @@ fn an_sdk_capsule_uses_http_and_net_unmodified() {
     assert_eq!(answer["data"], "from the embedder");
     assert_eq!(answer["principal"], "bob");
 }
+
+/// What an `http-request` gate question carried: host and URL.
+type HttpAsked = (Option<String>, Option<String>);
+
+#[test]
+fn hosts_are_gated_and_audited_canonically_without_credentials() {
+    let rt = http_runtime(0);
+    let asked: Arc<Mutex<Vec<HttpAsked>>> = Arc::default();
+    {
+        let asked = asked.clone();
+        rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {
+            asked.lock().unwrap().push((r.host.clone(), r.url.clone()));
+            GateAnswer::Decided(Verdict::allow())
+        })))
+        .unwrap();
+    }
+    let events = collect_audit(&rt);
+    let c = probe(&rt, "netprobe");
+    let port = http_server();
+    let v4 = [
+        "127.0.0.1",
+        "2130706433",
+        "127.1",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.0.0.1.",
+        "[::ffff:7f00:1]",
+        "user:hunter2@127.0.0.1",
+    ];
+    let v6 = [
+        "[::1]",
+        "[0:0::1]",
+        "[0000:0000:0000:0000:0000:0000:0000:0001]",
+    ];
+    for host in v4.iter().chain(&v6) {
+        let url = format!("http://{host}:{port}/hello?token=secret#frag");
+        assert_eq!(err(&c, "http-get", &[&url]), "airlock-rejected", "{url}");
+    }
+    let url = format!("http://LocalHost.:{port}/hello");
+    assert_eq!(err(&c, "http-get", &[&url]), "airlock-rejected");
+    let asked = asked.lock().unwrap().clone();
+    let expected: Vec<HttpAsked> = v4
+        .iter()
+        .map(|_| ("127.0.0.1", format!("127.0.0.1:{port}")))
+        .chain(v6.iter().map(|_| ("::1", format!("[::1]:{port}"))))
+        .chain([("localhost", format!("localhost:{port}"))])
+        .map(|(host, authority)| {
+            let query = if host == "localhost" {
+                ""
+            } else {
+                "?token=secret#frag"
+            };
+            (
+                Some(host.to_string()),
+                Some(format!("http://{authority}/hello{query}")),
+            )
+        })
+        .collect();
+    assert_eq!(asked, expected, "the gate sees one spelling, no userinfo");
+    drop(c);
+    drop(rt);
+    let events = events.lock().unwrap();
+    let targets: Vec<(String, Outcome)> = events
+        .iter()
+        .filter(|e| e.call.ends_with("http-request"))
+        .map(|e| (e.target.clone().unwrap_or_default(), e.outcome))
+        .collect();
+    let expected: Vec<(String, Outcome)> = expected
+        .iter()
+        .map(|(_, url)| {
+            let url = url.as_deref().unwrap();
+            let shown = url.split('?').next().unwrap().to_string();
+            (shown, Outcome::Denied)
+        })
+        .collect();
+    assert_eq!(targets, expected);
+    assert!(
+        !events
+            .iter()
+            .any(|e| format!("{e:?}").contains("hunter2") || format!("{e:?}").contains("secret")),
+        "no credential or query reaches the audit"
+    );
+}
+
+#[test]
+fn a_redirect_refused_at_a_later_hop_is_audited_with_that_hop() {
+    let rt = http_runtime(FLAG_ALLOW_LOOPBACK);
+    rt.set_gate(Some(Arc::new(|r: &GateRequest, _: &_| {
+        if r.host.as_deref() == Some("198.51.100.7") {
+            GateAnswer::Decided(Verdict::deny("no test-net"))
+        } else {
+            GateAnswer::Decided(Verdict::allow())
+        }
+    })))
+    .unwrap();
+    let events = collect_audit(&rt);
+    let c = probe(&rt, "netprobe");
+    let legacy = probe(&rt, "http10probe");
+    let base = format!("http://u:pw@127.0.0.1:{}", http_server());
+    let first = |to: &str| format!("{base}/redirect?code=302&to={to}");
+    // Refused by the airlock at hop 2 (1.1 follow, and 1.0).
+    let metadata = first("http://u:pw@0xa9fea9fe/latest?k=v");
+    assert_eq!(
+        err(&c, "http-get", &[&metadata, "redirect=follow"]),
+        "airlock-rejected"
+    );
+    assert_eq!(err(&legacy, "get", &[&metadata]), "airlock-rejected");
+    // Refused by the gate at hop 2.
+    let gated = first("http://198.51.100.7/x");
+    assert_eq!(
+        err(&c, "http-get", &[&gated, "redirect=follow"]),
+        "capability-denied"
+    );
+    // Refused by the policy (1.1 default `error`): the hop it would take.
+    assert_eq!(
+        err(&c, "http-get", &[&first("/hello?again")]),
+        "redirect-blocked"
+    );
+    // Too many: the hop past the limit.
+    assert_eq!(
+        err(
+            &c,
+            "http-get",
+            &[&format!("{base}/loop"), "redirect=follow;max-redirects=1"]
+        ),
+        "too-many-redirects"
+    );
+    drop((c, legacy));
+    drop(rt);
+    let port = &base["http://u:pw@127.0.0.1:".len()..];
+    let events = events.lock().unwrap();
+    let seen: Vec<(&str, Option<&str>, Outcome)> = events
+        .iter()
+        .filter(|e| e.call.ends_with("http-request"))
+        .map(|e| (e.call.as_str(), e.target.as_deref(), e.outcome))
+        .collect();
+    let hello = format!("http://127.0.0.1:{port}/hello");
+    let looped = format!("http://127.0.0.1:{port}/loop");
+    assert_eq!(
+        seen,
+        [
+            (
+                "http.http-request",
+                Some("http://169.254.169.254/latest"),
+                Outcome::Denied
+            ),
+            (
+                "http.http-request",
+                Some("http://169.254.169.254/latest"),
+                Outcome::Denied
+            ),
+            (
+                "http.http-request",
+                Some("http://198.51.100.7/x"),
+                Outcome::Denied
+            ),
+            ("http.http-request", Some(hello.as_str()), Outcome::Failed),
+            ("http.http-request", Some(looped.as_str()), Outcome::Failed),
+        ]
+    );
+}

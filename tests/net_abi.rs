@@ -309,7 +309,12 @@ fn the_airlock_refuses_private_addresses_without_the_flag() {
         err(&c, "lookup", &["no-such-host.invalid"]),
         "name-unresolvable"
     );
-    assert_eq!(err(&c, "connect", &["[::1]", &echo]), "name-unresolvable");
+    // Brackets around an IPv6 literal are read like URLs read them.
+    assert_eq!(
+        err(&c, "connect", &["[::1]", &echo]),
+        err(&c, "connect", &["::1", &echo])
+    );
+    assert_eq!(err(&c, "connect", &["[::1", &echo]), "name-unresolvable");
 }
 
 #[test]
@@ -492,5 +497,141 @@ fn a_udp_send_to_a_new_destination_is_one_audit_event() {
     assert_eq!(
         sends[0].target.as_deref(),
         Some(format!("127.0.0.1:{port}").as_str())
+    );
+}
+
+/// A gate that records what it was asked and allows everything.
+fn recording_gate(rt: &Runtime) -> Arc<Mutex<Vec<Asked>>> {
+    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
+    let seen = asked.clone();
+    rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {
+        seen.lock()
+            .unwrap()
+            .push((r.kind, r.transport, r.host.clone(), r.port));
+        GateAnswer::Decided(Verdict::allow())
+    })))
+    .unwrap();
+    asked
+}
+
+#[test]
+fn every_spelling_of_an_address_reaches_gate_and_audit_canonically() {
+    // No ALLOW_LOOPBACK: whatever the spelling, 127.0.0.1 is refused.
+    let rt = net_runtime(0);
+    let asked = recording_gate(&rt);
+    let events = collect_audit(&rt);
+    let c = netprobe(&rt);
+    let loopback = [
+        "127.0.0.1",
+        "2130706433",
+        "127.1",
+        "127.0.1",
+        "0x7f000001",
+        "0X7F.1",
+        "0177.0.0.1",
+        "0x7f.0.0.0x1",
+        "017700000001",
+        "127.0.0.1.",
+        "::ffff:127.0.0.1",
+        "[::ffff:7f00:1]",
+    ];
+    for host in loopback {
+        assert_eq!(
+            err(&c, "connect", &[host, "7"]),
+            "airlock-rejected",
+            "{host}"
+        );
+        assert_eq!(err(&c, "lookup", &[host]), "airlock-rejected", "{host}");
+        assert_eq!(
+            err(&c, "udp-echo", &[host, "7", "x"]),
+            "airlock-rejected",
+            "{host}"
+        );
+    }
+    for host in ["::1", "[::1]", "0:0:0:0:0:0:0:1", "[0000::0001]"] {
+        assert_eq!(
+            err(&c, "connect", &[host, "7"]),
+            "airlock-rejected",
+            "{host}"
+        );
+        assert_eq!(err(&c, "lookup", &[host]), "airlock-rejected", "{host}");
+    }
+    assert_eq!(err(&c, "lookup", &["LocalHost."]), "airlock-rejected");
+    // Spellings no reading accepts (or that a resolver could read two ways)
+    // never reach the gate.
+    let before = asked.lock().unwrap().len();
+    for host in ["1.2.3.09", "1.2.3.4.5", "fe80::1%lo", "[127.0.0.1]", "a b"] {
+        assert_eq!(
+            err(&c, "connect", &[host, "7"]),
+            "name-unresolvable",
+            "{host}"
+        );
+    }
+    assert_eq!(asked.lock().unwrap().len(), before, "the gate is not asked");
+    let asked = asked.lock().unwrap().clone();
+    let hosts = |kind: GateKind, transport: Option<&str>| -> Vec<String> {
+        let mut hosts: Vec<String> = asked
+            .iter()
+            .filter(|a| a.0 == kind && a.1 == transport)
+            .map(|a| a.2.clone().unwrap())
+            .collect();
+        hosts.dedup();
+        hosts
+    };
+    assert_eq!(
+        hosts(GateKind::NetConnect, Some("tcp")),
+        ["127.0.0.1", "::1"]
+    );
+    assert_eq!(hosts(GateKind::NetConnect, Some("udp")), ["127.0.0.1"]);
+    assert_eq!(
+        hosts(GateKind::DnsLookup, None),
+        ["127.0.0.1", "::1", "localhost"]
+    );
+    assert_eq!(
+        asked
+            .iter()
+            .filter(|a| a.0 == GateKind::NetConnect && a.1 == Some("tcp"))
+            .count(),
+        loopback.len() + 4,
+        "one question per connect"
+    );
+    drop(c);
+    drop(rt);
+    let events = events.lock().unwrap();
+    let targets = |call: &str| -> Vec<(String, Outcome)> {
+        let mut seen: Vec<(String, Outcome)> = events
+            .iter()
+            .filter(|e| e.call == call)
+            .map(|e| (e.target.clone().unwrap_or_default(), e.outcome))
+            .collect();
+        seen.dedup();
+        seen
+    };
+    let mut connects = vec![
+        ("127.0.0.1:7".to_string(), Outcome::Denied),
+        ("[::1]:7".to_string(), Outcome::Denied),
+    ];
+    // Refused spellings are shown as given (they name nothing).
+    for shown in [
+        "1.2.3.09:7",
+        "1.2.3.4.5:7",
+        "[fe80::1%lo]:7",
+        "[127.0.0.1]:7",
+        "a b:7",
+    ] {
+        connects.push((shown.to_string(), Outcome::Failed));
+    }
+    assert_eq!(targets("net.connect-tcp"), connects);
+    assert_eq!(
+        targets("net.lookup-host"),
+        [
+            ("127.0.0.1".to_string(), Outcome::Denied),
+            ("::1".to_string(), Outcome::Denied),
+            ("localhost".to_string(), Outcome::Denied),
+        ]
+    );
+    assert_eq!(
+        targets("net.udp-socket.send-to"),
+        [("127.0.0.1:7".to_string(), Outcome::Denied)]
     );
 }

@@ -199,3 +199,116 @@ fn a_connect_after_a_vetted_lookup_is_matched_on_the_name() {
         "PermissionDenied"
     );
 }
+
+/// What the gate saw: kind, host, port.
+type AskedHost = (GateKind, Option<String>, u16);
+
+fn wasisock_with_v6(rt: &Runtime) -> Capsule {
+    let manifest = std::fs::read_to_string(capsule_dir("wasisock").join("Capsule.toml"))
+        .unwrap()
+        .replace(
+            "net_connect = [\"127.0.0.1:*\", \"localhost:*\"]",
+            "net_connect = [\"127.0.0.1:*\", \"localhost:*\", \"[::1]:*\"]",
+        );
+    assert!(manifest.contains("[::1]:*"));
+    Capsule::load_bytes(rt, &wasm_of("wasisock"), &manifest, &LoadOptions::default()).unwrap()
+}
+
+#[test]
+fn wasi_hosts_reach_manifest_gate_and_audit_canonically() {
+    let port = echo_server();
+    let rt = runtime(FLAG_ALLOW_LOOPBACK | FLAG_WASI_SOCKETS);
+    let asked: Arc<Mutex<Vec<AskedHost>>> = Arc::default();
+    {
+        let asked = asked.clone();
+        rt.set_gate(Some(Arc::new(move |r: &GateRequest, _: &_| {
+            asked.lock().unwrap().push((r.kind, r.host.clone(), r.port));
+            GateAnswer::Decided(Verdict::allow())
+        })))
+        .unwrap();
+    }
+    let events = collect_audit(&rt);
+    let c = wasisock_with_v6(&rt);
+    // std::net hands spellings it cannot parse to the name lookup; each is
+    // read as 127.0.0.1, which the manifest's `127.0.0.1:*` covers.
+    let spellings = [
+        "2130706433",
+        "127.1",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.0.0.1.",
+    ];
+    for host in spellings {
+        assert_eq!(
+            call(&c, "echo", &[&format!("{host}:{port}"), "n"]),
+            ("ok".into(), "n".into()),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        call(&c, "echo", &[&format!("LocalHost.:{port}"), "n"]),
+        ("ok".into(), "n".into())
+    );
+    // An IPv6 destination: the gate sees it without brackets.
+    assert_eq!(call(&c, "echo", &[&format!("[::1]:{port}"), "x"]).0, "err");
+    let asked = asked.lock().unwrap().clone();
+    let lookups: Vec<&str> = asked
+        .iter()
+        .filter(|a| a.0 == GateKind::DnsLookup)
+        .map(|a| a.1.as_deref().unwrap())
+        .collect();
+    let mut expected = vec!["127.0.0.1"; spellings.len()];
+    expected.push("localhost");
+    assert_eq!(lookups, expected);
+    assert!(asked.contains(&(GateKind::NetConnect, Some("127.0.0.1".into()), port)));
+    assert!(asked.contains(&(GateKind::NetConnect, Some("::1".into()), port)));
+    drop(c);
+    drop(rt);
+    let events = events.lock().unwrap();
+    let resolved: Vec<(Option<&str>, Outcome)> = events
+        .iter()
+        .filter(|e| e.call == "wasi:sockets.resolve-addresses")
+        .map(|e| (e.target.as_deref(), e.outcome))
+        .collect();
+    let mut expected = vec![(Some("127.0.0.1"), Outcome::Allowed); spellings.len()];
+    expected.push((Some("localhost"), Outcome::Allowed));
+    assert_eq!(resolved, expected);
+    let v6 = format!("[::1]:{port}");
+    assert!(events
+        .iter()
+        .any(|e| e.call == "wasi:sockets.connect" && e.target.as_deref() == Some(v6.as_str())));
+}
+
+#[test]
+fn a_wasi_lookup_the_airlock_empties_is_audited_as_denied() {
+    let port = echo_server();
+    let rt = runtime(FLAG_WASI_SOCKETS);
+    let events = collect_audit(&rt);
+    let c = wasisock(&rt);
+    for host in ["localhost", "2130706433"] {
+        assert_eq!(
+            call(&c, "echo", &[&format!("{host}:{port}"), "x"]),
+            ("err".into(), "PermissionDenied".into()),
+            "{host}"
+        );
+    }
+    drop(c);
+    drop(rt);
+    let events = events.lock().unwrap();
+    let lookups: Vec<(Option<&str>, Outcome, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.call == "wasi:sockets.resolve-addresses")
+        .map(|e| (e.target.as_deref(), e.outcome, e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            (Some("localhost"), Outcome::Denied, Some("airlock-rejected")),
+            (Some("127.0.0.1"), Outcome::Denied, Some("airlock-rejected")),
+        ]
+    );
+    assert!(
+        !events.iter().any(|e| e.call == "wasi:sockets.connect"),
+        "nothing was left to connect to"
+    );
+}

@@ -202,6 +202,36 @@ impl HostState {
         result
     }
 
+    /// [`audited_counting`](Self::audited_counting) for calls whose target
+    /// is known only once they ran (an HTTP exchange is audited with the
+    /// hop it ended on): `body` fills the target slot.
+    pub(crate) fn audited_late_target<T, E>(
+        &mut self,
+        call: &'static str,
+        body: impl FnOnce(&mut Self, &mut Option<String>) -> Result<T, E>,
+        bytes: impl FnOnce(&Result<T, E>) -> u64,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let mut target = None;
+        let result = body(self, &mut target);
+        if let Some(started) = started {
+            let (outcome, reason) = result.audit_outcome();
+            let bytes = bytes(&result);
+            self.audit(
+                call,
+                target.as_deref(),
+                bytes,
+                outcome,
+                reason.as_deref(),
+                started,
+            );
+        }
+        result
+    }
+
     /// Records the audit event of a call that cannot fail (one that hands
     /// out a stream or a pollable).
     pub(crate) fn audit_infallible(&mut self, call: &'static str) {

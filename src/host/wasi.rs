@@ -263,72 +263,91 @@ pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
 /// 0.2.x match it).
 const WASI_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 
-/// Puts astrid's checks in front of wasmtime-wasi's name lookups: a name
-/// must pass the `net_connect` manifest entries and the gate's `dns-lookup`
-/// (else `access-denied`), and addresses the airlock blocks are left out of
-/// the results, as `lookup-host` does. Without the runtime flag the lookup
-/// itself is disabled in the WASI context and fails as before.
-pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
-        Host, HostResolveAddressStream, ResolveAddressStream,
-    };
-    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
-    use wasmtime_wasi::sockets::WasiSocketsView;
+/// The answer of a vetted `wasi:sockets` name lookup: the addresses the
+/// airlock let through, handed out one by one.
+pub struct VettedAddresses(std::vec::IntoIter<std::net::IpAddr>);
 
-    fn ip_of(address: IpAddress) -> std::net::IpAddr {
-        match address {
-            IpAddress::Ipv4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
-            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
-                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
-            }
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for VettedAddresses {
+    /// Resolution finished before the stream was made.
+    async fn ready(&mut self) {}
+}
+
+/// Serves `wasi:sockets` name lookups with astrid's own (host ABI §0): the
+/// name is canonicalised, must pass the `net_connect` manifest entries and
+/// the gate's `dns-lookup` (else `access-denied`), is resolved by the host
+/// like `lookup-host` (within the call's deadline), and addresses the
+/// airlock blocks are left out; none left is `access-denied` and audited
+/// as a denial. One audit event per lookup, on the canonical name. Without
+/// the runtime flag lookups fail as wasmtime-wasi's disabled lookups do.
+pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use crate::host::net::bindings::astrid::net::host::ErrorCode as NetError;
+    use wasmtime::component::ResourceType;
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
+    use wasmtime_wasi::p2::DynPollable;
+
+    fn wasi_error(e: NetError) -> ErrorCode {
+        match e {
+            NetError::CapabilityDenied | NetError::AirlockRejected => ErrorCode::AccessDenied,
+            NetError::NameUnresolvable => ErrorCode::NameUnresolvable,
+            NetError::Timeout => ErrorCode::TemporaryResolverFailure,
+            _ => ErrorCode::Unknown,
         }
     }
 
     linker.allow_shadowing(true);
     let mut lookup = linker.instance(WASI_NAME_LOOKUP)?;
+    lookup.resource(
+        "resolve-address-stream",
+        ResourceType::host::<VettedAddresses>(),
+        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+            store
+                .data_mut()
+                .table
+                .delete(Resource::<VettedAddresses>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
     lookup.func_wrap(
         "resolve-addresses",
         |mut store: StoreContextMut<'_, HostState>,
          (network, name): (Resource<Network>, String)|
-         -> wasmtime::Result<(Result<Resource<ResolveAddressStream>, ErrorCode>,)> {
+         -> wasmtime::Result<(Result<Resource<VettedAddresses>, ErrorCode>,)> {
             let state = store.data_mut();
-            if !crate::host::net::wasi_lookup_allowed(state, &name) {
-                return Ok((Err(ErrorCode::AccessDenied),));
+            // The network resource is the capability to look names up.
+            state.table.get(&network)?;
+            if state.stdio.sockets.is_none() {
+                return Ok((Err(ErrorCode::PermanentResolverFailure),));
             }
-            match Host::resolve_addresses(&mut state.sockets(), network, name.clone()) {
-                Ok(stream) => {
-                    if let Some(call) = &state.stdio.sockets {
-                        call.note_lookup(stream.rep(), &name);
-                    }
-                    Ok((Ok(stream),))
-                }
-                // A trap stays a trap; a socket error goes to the guest.
-                Err(e) => Ok((Err(e.downcast()?),)),
+            let found = match state.vetted_lookup("wasi:sockets.resolve-addresses", &name) {
+                Ok(found) => found,
+                Err(e) => return Ok((Err(wasi_error(e)),)),
+            };
+            if let Some(call) = &state.stdio.sockets {
+                call.note_lookup(&found);
             }
+            let stream = state.table.push(VettedAddresses(found.addrs.into_iter()))?;
+            Ok((Ok(stream),))
         },
     )?;
     lookup.func_wrap(
         "[method]resolve-address-stream.resolve-next-address",
         |mut store: StoreContextMut<'_, HostState>,
-         (stream,): (Resource<ResolveAddressStream>,)|
+         (stream,): (Resource<VettedAddresses>,)|
          -> wasmtime::Result<(Result<Option<IpAddress>, ErrorCode>,)> {
-            let state = store.data_mut();
-            let allow_loopback = state.allow_loopback();
-            loop {
-                let next = Resource::new_borrow(stream.rep());
-                match HostResolveAddressStream::resolve_next_address(&mut state.sockets(), next) {
-                    Ok(Some(address))
-                        if crate::policy::airlock::check(ip_of(address), allow_loopback)
-                            .is_err() => {}
-                    Ok(found) => {
-                        if let (Some(address), Some(call)) = (found, &state.stdio.sockets) {
-                            call.note_address(stream.rep(), ip_of(address));
-                        }
-                        return Ok((Ok(found),));
-                    }
-                    Err(e) => return Ok((Err(e.downcast()?),)),
-                }
-            }
+            let next = store.data_mut().table.get_mut(&stream)?.0.next();
+            Ok((Ok(next.map(IpAddress::from)),))
+        },
+    )?;
+    lookup.func_wrap(
+        "[method]resolve-address-stream.subscribe",
+        |mut store: StoreContextMut<'_, HostState>,
+         (stream,): (Resource<VettedAddresses>,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Ok((wasmtime_wasi::p2::subscribe(
+                &mut store.data_mut().table,
+                stream,
+            )?,))
         },
     )?;
     linker.allow_shadowing(false);

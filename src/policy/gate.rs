@@ -3,6 +3,7 @@
 //! is denied without asking; a granted one is decided by the gate, or
 //! allowed when no gate is installed.
 
+use super::net::NetHost;
 use super::paths::{PathGrant, VfsPath};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +44,10 @@ pub struct GateRequest {
     /// The resolved host path, for host-directory mounts only.
     pub host_path: Option<PathBuf>,
     pub method: Option<String>,
+    /// For `http-request`: without userinfo, host canonical.
     pub url: Option<String>,
+    /// Canonical spelling ([`NetHost`]): dotted-quad IPv4, RFC 5952 IPv6
+    /// without brackets, or a lowercase name without trailing dot.
     pub host: Option<String>,
     pub port: u16,
     /// Transport for socket kinds (`tcp`, `udp`, `unix`).
@@ -97,12 +101,14 @@ impl GateRequest {
         }
     }
 
-    /// An `http-request` check for one hop.
+    /// An `http-request` check for one hop; `host` is the URL's host in
+    /// its canonical spelling (IPv6 without brackets).
     pub fn http(
         capsule: Arc<str>,
         principal: Option<Arc<str>>,
         method: &str,
         url: &url::Url,
+        host: &NetHost,
     ) -> GateRequest {
         GateRequest {
             kind: GateKind::HttpRequest,
@@ -112,7 +118,7 @@ impl GateRequest {
             host_path: None,
             method: Some(method.to_string()),
             url: Some(url.to_string()),
-            host: url.host_str().map(str::to_string),
+            host: Some(host.to_string()),
             port: url.port_or_known_default().unwrap_or(0),
             transport: None,
         }

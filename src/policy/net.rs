@@ -1,7 +1,116 @@
 //! Manifest network entries (host ABI §4): HTTP host entries (`net`) and
-//! socket entries (`net_connect`, `net_bind`).
+//! socket entries (`net_connect`, `net_bind`), and the one canonical
+//! spelling of a host ([`canonical_host`]) that the manifest check, the
+//! gate, resolution and the audit all see.
 
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// Longest host string a guest may pass (host ABI §2.6).
+pub const MAX_HOST_BYTES: usize = 255;
+
+/// A host in its canonical spelling (see [`canonical_host`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NetHost {
+    /// IPv4, or IPv6 that is not IPv4-mapped.
+    Ip(IpAddr),
+    /// A DNS name: ASCII (IDNA-converted), lowercase, no trailing dot.
+    Name(String),
+}
+
+/// A host string no reading accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidHost;
+
+impl fmt::Display for NetHost {
+    /// The canonical spelling: dotted-quad IPv4, RFC 5952 IPv6 without
+    /// brackets, or the name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetHost::Ip(ip) => ip.fmt(f),
+            NetHost::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl NetHost {
+    /// The address, for an IP host.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            NetHost::Ip(ip) => Some(*ip),
+            NetHost::Name(_) => None,
+        }
+    }
+
+    /// The spelling inside a URL or a `host:port` pair: IPv6 bracketed.
+    pub fn url_host(&self) -> String {
+        match self {
+            NetHost::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            other => other.to_string(),
+        }
+    }
+
+    /// `host:port` (`[v6]:port`), as socket audit targets show it.
+    pub fn with_port(&self, port: u16) -> String {
+        format!("{}:{port}", self.url_host())
+    }
+}
+
+/// An address as every check sees it: an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, which a dual-stack socket reaches over IPv4) is its
+/// IPv4 address; everything else is itself.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Reads a guest-supplied host the way resolvers and the WHATWG URL
+/// standard do, and returns its one canonical spelling:
+///
+/// - IPv4 in every form `inet_aton` and URL parsers accept — 1 to 4
+///   parts, each decimal, octal (`0` prefix) or hex (`0x` prefix), a
+///   single trailing dot — becomes the dotted quad (`2130706433`,
+///   `127.1`, `0x7f.1`, `0177.0.0.1.` → `127.0.0.1`). A host whose last
+///   label looks numeric but is no valid IPv4 (`1.2.3.09`, `1.2.3.4.5`,
+///   `a.0x1`) is rejected rather than handed to a resolver that might read
+///   it either way.
+/// - IPv6 with or without brackets, any case, any zero compression,
+///   becomes RFC 5952 text without brackets (`[0:0::1]` → `::1`); an
+///   IPv4-mapped address becomes its IPv4 address (`::ffff:7f00:1` →
+///   `127.0.0.1`). Zone identifiers are rejected.
+/// - Names are IDNA-converted and lowercased, percent-escapes decoded, one
+///   trailing dot removed (`LocalHost.` → `localhost`); they must then be
+///   valid DNS names (labels of letters, digits, `-`, `_`, at most 63
+///   bytes, 253 in all).
+///
+/// Empty strings, strings over 255 bytes and anything else are
+/// [`InvalidHost`].
+pub fn canonical_host(input: &str) -> Result<NetHost, InvalidHost> {
+    if input.is_empty() || input.len() > MAX_HOST_BYTES {
+        return Err(InvalidHost);
+    }
+    // Bare IPv6 (the URL host parser wants brackets).
+    if let Ok(v6) = input.parse::<Ipv6Addr>() {
+        return Ok(NetHost::Ip(canonical_ip(IpAddr::V6(v6))));
+    }
+    match url::Host::parse(input).map_err(|_| InvalidHost)? {
+        url::Host::Ipv4(v4) => Ok(NetHost::Ip(IpAddr::V4(v4))),
+        url::Host::Ipv6(v6) => Ok(NetHost::Ip(canonical_ip(IpAddr::V6(v6)))),
+        url::Host::Domain(name) => {
+            let name = name.strip_suffix('.').unwrap_or(&name);
+            if valid_hostname(name) {
+                Ok(NetHost::Name(name.to_string()))
+            } else {
+                Err(InvalidHost)
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
@@ -44,39 +153,23 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
-fn normalise_name(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 fn parse_host(host: &str) -> Result<HostPattern, String> {
     if host == "*" {
         return Ok(HostPattern::Any);
     }
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return match inner.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) => Ok(HostPattern::Exact(ip.to_string())),
-            Err(_) => Err(format!("`{host}` is not a valid bracketed IPv6 address")),
-        };
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        if ip.is_ipv6() {
-            return Err(format!("IPv6 address `{host}` must be bracketed"));
-        }
-        return Ok(HostPattern::Exact(ip.to_string()));
+    if host.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!("IPv6 address `{host}` must be bracketed"));
     }
     if let Some(rest) = host.strip_prefix("*.") {
-        let name = normalise_name(rest);
-        return if valid_hostname(&name) {
-            Ok(HostPattern::Subdomains(name))
-        } else {
-            Err(format!("`{host}` is not a valid wildcard host"))
+        return match canonical_host(rest) {
+            Ok(NetHost::Name(name)) => Ok(HostPattern::Subdomains(name)),
+            _ => Err(format!("`{host}` is not a valid wildcard host")),
         };
     }
-    let name = normalise_name(host);
-    if valid_hostname(&name) {
-        Ok(HostPattern::Exact(name))
-    } else {
-        Err(format!("`{host}` is not a valid host name"))
+    // Entries are read like requests, so `127.1` names 127.0.0.1.
+    match canonical_host(host) {
+        Ok(canonical) => Ok(HostPattern::Exact(canonical.to_string())),
+        Err(InvalidHost) => Err(format!("`{host}` is not a valid host name")),
     }
 }
 
@@ -125,41 +218,20 @@ impl HttpHostGrant {
         if entry == "*" {
             return Ok(HttpHostGrant::Any);
         }
-        let bare = entry
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(entry);
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(HttpHostGrant::Ip(ip));
-        }
-        let mut name = normalise_name(entry);
-        if !name.is_ascii() {
-            // Requests are compared in their IDNA (punycode) form.
-            if let Ok(url::Host::Domain(ascii)) = url::Host::parse(&name) {
-                name = ascii;
-            }
-        }
-        if valid_hostname(&name) {
-            Ok(HttpHostGrant::Name(name))
-        } else {
-            Err(format!(
+        // Entries are read like request hosts: IDNA, case, trailing dot
+        // and numeric IPv4 forms.
+        match canonical_host(entry) {
+            Ok(NetHost::Ip(ip)) => Ok(HttpHostGrant::Ip(ip)),
+            Ok(NetHost::Name(name)) => Ok(HttpHostGrant::Name(name)),
+            Err(InvalidHost) => Err(format!(
                 "`{entry}` is not a host name (no scheme, port or path)"
-            ))
+            )),
         }
-    }
-}
-
-/// A guest-supplied host as socket grants compare it: IP literals in
-/// canonical form, names lowercase without a trailing dot.
-pub fn normalise_request_host(host: &str) -> String {
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => normalise_name(host),
     }
 }
 
 impl HostPattern {
-    /// `host` must be normalised with [`normalise_request_host`].
+    /// `host` is a canonical spelling ([`NetHost`]'s `Display`).
     fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
@@ -173,8 +245,9 @@ impl HostPattern {
 
 impl SocketGrant {
     /// Whether this entry covers `host:port` (`port: None` = any port, for
-    /// name lookups). `host` is normalised with [`normalise_request_host`].
-    pub fn allows(&self, host: &str, port: Option<u16>) -> bool {
+    /// name lookups). `host` is a canonical spelling ([`NetHost`]'s
+    /// `Display`).
+    fn allows(&self, host: &str, port: Option<u16>) -> bool {
         match self {
             SocketGrant::Unix => false,
             SocketGrant::Inet {
@@ -192,14 +265,14 @@ impl SocketGrant {
 }
 
 /// Whether any entry covers `host:port` (`None`: any port).
-pub fn sockets_allow(grants: &[SocketGrant], host: &str, port: Option<u16>) -> bool {
-    let host = normalise_request_host(host);
+pub fn sockets_allow(grants: &[SocketGrant], host: &NetHost, port: Option<u16>) -> bool {
+    let host = host.to_string();
     grants.iter().any(|g| g.allows(&host, port))
 }
 
 /// Whether an ephemeral bind (port 0) is covered: it needs a port `*` entry.
-pub fn sockets_allow_any_port(grants: &[SocketGrant], host: &str) -> bool {
-    let host = normalise_request_host(host);
+pub fn sockets_allow_any_port(grants: &[SocketGrant], host: &NetHost) -> bool {
+    let host = host.to_string();
     grants.iter().any(|g| match g {
         SocketGrant::Inet {
             host: pattern,
@@ -210,15 +283,13 @@ pub fn sockets_allow_any_port(grants: &[SocketGrant], host: &str) -> bool {
 }
 
 impl HttpHostGrant {
-    /// Whether this entry covers a URL host (as the URL parser produced
-    /// it: IDNA-converted, lowercase, IPv6 without brackets).
-    pub fn allows(&self, host: &url::Host<&str>) -> bool {
+    /// Whether this entry covers a request host (canonical, see
+    /// [`canonical_host`]).
+    pub fn allows(&self, host: &NetHost) -> bool {
         match (self, host) {
             (HttpHostGrant::Any, _) => true,
-            (HttpHostGrant::Ip(ip), url::Host::Ipv4(v4)) => *ip == IpAddr::V4(*v4),
-            (HttpHostGrant::Ip(ip), url::Host::Ipv6(v6)) => *ip == IpAddr::V6(*v6),
-            (HttpHostGrant::Name(name), url::Host::Domain(domain)) => {
-                let domain = domain.trim_end_matches('.');
+            (HttpHostGrant::Ip(ip), NetHost::Ip(requested)) => ip == requested,
+            (HttpHostGrant::Name(name), NetHost::Name(domain)) => {
                 domain == name
                     || domain
                         .strip_suffix(name.as_str())
@@ -232,6 +303,122 @@ impl HttpHostGrant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reading a resolver or URL parser accepts lands on one
+    /// spelling; what none accepts (or reads two ways) is refused.
+    #[test]
+    fn canonical_host_table() {
+        let long_label = format!("{}.example", "a".repeat(64));
+        let too_long = "a.".repeat(128);
+        for (input, canonical) in [
+            // IPv4: decimal, octal, hex, 1-4 parts, trailing dot.
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("2130706433", Some("127.0.0.1")),
+            ("127.1", Some("127.0.0.1")),
+            ("127.0.1", Some("127.0.0.1")),
+            ("0x7f000001", Some("127.0.0.1")),
+            ("0X7F000001", Some("127.0.0.1")),
+            ("0x7f.1", Some("127.0.0.1")),
+            ("0x7f.0x0.0x0.0x1", Some("127.0.0.1")),
+            ("0177.0.0.1", Some("127.0.0.1")),
+            ("017700000001", Some("127.0.0.1")),
+            ("0177.1", Some("127.0.0.1")),
+            ("127.0.0.1.", Some("127.0.0.1")),
+            ("2130706433.", Some("127.0.0.1")),
+            ("127.000.000.001", Some("127.0.0.1")),
+            ("0", Some("0.0.0.0")),
+            ("0x0", Some("0.0.0.0")),
+            ("10.0.0.1", Some("10.0.0.1")),
+            ("167772161", Some("10.0.0.1")),
+            ("4294967295", Some("255.255.255.255")),
+            ("169.254.43518", Some("169.254.169.254")),
+            // Percent-escapes are decoded first, as URL parsers do.
+            ("127%2e0%2e0%2e1", Some("127.0.0.1")),
+            // Numeric last label that is no IPv4: refused, not looked up.
+            ("4294967296", None),
+            ("256.0.0.1", None),
+            ("1.2.3.4.5", None),
+            ("1.2.3.09", None),
+            ("08", None),
+            ("0x7g.1", None),
+            ("example.123", None),
+            ("example.0x1", None),
+            ("127.0.0.1..", None),
+            // IPv6: brackets, case, zero compression, RFC 5952 output.
+            ("::1", Some("::1")),
+            ("[::1]", Some("::1")),
+            ("0:0:0:0:0:0:0:1", Some("::1")),
+            ("[0000:0000::0001]", Some("::1")),
+            ("2001:DB8:0:0:1:0:0:1", Some("2001:db8::1:0:0:1")),
+            ("[2001:db8::A]", Some("2001:db8::a")),
+            ("fe80:0:0:0:0:0:0:1", Some("fe80::1")),
+            ("::", Some("::")),
+            ("[::]", Some("::")),
+            // IPv4-mapped IPv6 is the IPv4 address; other embeddings stay.
+            ("::ffff:127.0.0.1", Some("127.0.0.1")),
+            ("[::ffff:7f00:1]", Some("127.0.0.1")),
+            ("::FFFF:a9fe:a9fe", Some("169.254.169.254")),
+            ("64:ff9b::7f00:1", Some("64:ff9b::7f00:1")),
+            ("::127.0.0.1", Some("::7f00:1")),
+            // IPv6 forms nothing accepts.
+            ("fe80::1%eth0", None),
+            ("[fe80::1%25eth0]", None),
+            ("[::1", None),
+            ("::1]", None),
+            ("[127.0.0.1]", None),
+            ("[localhost]", None),
+            ("1::2::3", None),
+            ("::1:80", Some("::1:80")),
+            // Names: case, one trailing dot, IDNA.
+            ("localhost", Some("localhost")),
+            ("LocalHost.", Some("localhost")),
+            ("API.Example.COM", Some("api.example.com")),
+            ("bücher.example", Some("xn--bcher-kva.example")),
+            ("_srv.example", Some("_srv.example")),
+            ("1.2.3.example", Some("1.2.3.example")),
+            ("0x7f.example", Some("0x7f.example")),
+            ("example..com", None),
+            ("example.com..", None),
+            (".", None),
+            ("", None),
+            ("a b", None),
+            ("a\0b", None),
+            ("host:80", None),
+            ("user@host", None),
+            ("a/b", None),
+            ("*.example", None),
+            ("-bad.example", None),
+            (long_label.as_str(), None),
+            (too_long.as_str(), None),
+        ] {
+            assert_eq!(
+                canonical_host(input).ok().map(|h| h.to_string()).as_deref(),
+                canonical,
+                "{input:?}"
+            );
+        }
+        // The canonical spelling reads back as itself.
+        for input in [
+            "2130706433",
+            "[::ffff:7f00:1]",
+            "[::1]",
+            "LocalHost.",
+            "0x7f.1",
+        ] {
+            let once = canonical_host(input).unwrap();
+            assert_eq!(canonical_host(&once.to_string()), Ok(once.clone()));
+            assert_eq!(canonical_host(&once.url_host()), Ok(once));
+        }
+        let v6 = canonical_host("[0::1]").unwrap();
+        assert_eq!(
+            (v6.url_host().as_str(), v6.with_port(80).as_str()),
+            ("[::1]", "[::1]:80")
+        );
+        let v4 = canonical_host("127.1").unwrap();
+        assert_eq!(v4.with_port(80), "127.0.0.1:80");
+        assert_eq!(v4.ip(), Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
+        assert_eq!(canonical_host("localhost.").unwrap().ip(), None);
+    }
 
     #[test]
     fn socket_matching() {
@@ -260,15 +447,22 @@ mod tests {
             ("10.0.0.1", Some(9), true),
             ("10.0.0.2", Some(9), false),
         ] {
+            let host = canonical_host(host).unwrap();
             assert_eq!(
-                sockets_allow(&grants, host, port),
+                sockets_allow(&grants, &host, port),
                 allowed,
                 "{host}:{port:?}"
             );
         }
-        assert!(sockets_allow_any_port(&grants, "10.0.0.1"));
-        assert!(!sockets_allow_any_port(&grants, "cache.example"));
-        assert!(!sockets_allow(&[SocketGrant::Unix], "localhost", None));
+        let host = |h: &str| canonical_host(h).unwrap();
+        assert!(sockets_allow_any_port(&grants, &host("10.0.0.1")));
+        assert!(sockets_allow_any_port(&grants, &host("167772161")));
+        assert!(!sockets_allow_any_port(&grants, &host("cache.example")));
+        assert!(!sockets_allow(
+            &[SocketGrant::Unix],
+            &host("localhost"),
+            None
+        ));
     }
 
     #[test]
@@ -279,7 +473,7 @@ mod tests {
             .collect();
         let allowed = |url: &str| {
             let url = url::Url::parse(url).unwrap();
-            let host = url.host().unwrap();
+            let host = canonical_host(url.host_str().unwrap()).unwrap();
             grants.iter().any(|g| g.allows(&host))
         };
         assert!(allowed("https://example.com/x"));
@@ -291,7 +485,9 @@ mod tests {
         assert!(allowed("http://167772161/"));
         assert!(allowed("http://[::1]/"));
         assert!(!allowed("http://127.0.0.1/"));
-        assert!(HttpHostGrant::Any.allows(&url::Host::Domain("anything")));
+        assert!(allowed("http://[::ffff:10.0.0.1]/"));
+        assert!(allowed("http://0x0a.1/"));
+        assert!(HttpHostGrant::Any.allows(&NetHost::Name("anything".into())));
     }
 
     #[test]

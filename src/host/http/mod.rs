@@ -127,6 +127,7 @@ use super::net::{resolve, QuotaSlot};
 use super::{AuditCase, CallScoped, GateRefusal, HostState};
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
+use crate::policy::net::{canonical_host, NetHost};
 use crate::wait::lock;
 use crate::wait::Pending;
 use body::{Body, BodyReadable, BodySource, PumpRules, UploadBody, UploadSink, UploadWritable};
@@ -477,16 +478,38 @@ fn same_origin(a: &url::Url, b: &url::Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// A URL as audit events show it: without query or fragment.
-fn audit_target(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            parsed.to_string()
-        }
-        Err(_) => String::new(),
-    }
+/// A URL as audit events show it: scheme, host, port and path, without
+/// userinfo (credentials), query (tokens, signatures) or fragment.
+fn audit_target(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    // Both fail only for URLs that cannot carry userinfo at all.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// The audit target of a request before its exchange exists (`None` for
+/// a malformed URL).
+fn request_target(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().map(|url| audit_target(&url))
+}
+
+/// Rewrites a hop's URL into its canonical form (see
+/// [`canonical_host`]): the host in canonical spelling (IPv6 bracketed, as
+/// URLs need), no userinfo. Returns the host.
+fn canonical_url(url: &mut url::Url) -> Result<NetHost, HttpError> {
+    let malformed = HttpError::InvalidRequest("malformed host");
+    let host = url
+        .host_str()
+        .ok_or(HttpError::InvalidRequest("URL without a host"))?;
+    let host = canonical_host(host).map_err(|_| malformed.clone())?;
+    url.set_host(Some(&host.url_host()))
+        .map_err(|_| malformed.clone())?;
+    url.set_username("").map_err(|_| malformed.clone())?;
+    url.set_password(None).map_err(|_| malformed)?;
+    Ok(host)
 }
 
 impl Exchange {
@@ -569,14 +592,18 @@ impl Exchange {
 
     /// Applies a 3xx `location` under `follow`: method and body rules,
     /// credential stripping, the hop count.
+    /// From the moment the location is read, the exchange is at the new
+    /// hop, so a hop refused here or by [`HostState::vet_hop`] is the one
+    /// audited.
     fn redirect(&mut self, status: u16, location: &str, opts: &Options) -> Result<(), HttpError> {
-        if self.redirects >= opts.max_redirects {
-            return Err(HttpError::TooManyRedirects);
-        }
         let next = self
             .url
             .join(location)
             .map_err(|_| HttpError::Protocol("malformed redirect location".into()))?;
+        let previous = std::mem::replace(&mut self.url, next);
+        if self.redirects >= opts.max_redirects {
+            return Err(HttpError::TooManyRedirects);
+        }
         let to_get =
             status == 303 || (matches!(status, 301 | 302) && self.method == http::Method::POST);
         if to_get {
@@ -590,30 +617,43 @@ impl Exchange {
             // 307/308 keep the body, and a streamed upload cannot be replayed.
             return Err(HttpError::RedirectBlocked);
         }
-        if !same_origin(&self.url, &next) {
+        if !same_origin(&previous, &self.url) {
             for name in &CREDENTIAL_HEADERS {
                 self.headers.remove(name);
             }
         }
-        self.url = next;
         self.redirects += 1;
         Ok(())
+    }
+
+    /// A redirect the policy refuses (`error`): the audit names its target.
+    fn refuse_redirect(&mut self, location: &str) -> HttpError {
+        if let Ok(next) = self.url.join(location) {
+            self.url = next;
+        }
+        HttpError::RedirectBlocked
+    }
+
+    /// The current hop as audit events show it.
+    fn audit_target(&self) -> String {
+        audit_target(&self.url)
     }
 }
 
 impl HostState {
     /// The checks of one hop, in order: scheme, manifest, gate, airlock.
-    /// Returns where to connect.
-    fn vet_hop(&self, exchange: &Exchange, opts: &Options) -> Result<Dial, HttpError> {
-        let url = &exchange.url;
-        let https = match url.scheme() {
+    /// Returns where to connect. The hop's URL is first rewritten with its
+    /// host in canonical spelling and without userinfo (never sent: the
+    /// host sends only path and query), so the manifest, the gate,
+    /// resolution, the `Host` header and the audit all see one spelling.
+    fn vet_hop(&self, exchange: &mut Exchange, opts: &Options) -> Result<Dial, HttpError> {
+        let https = match exchange.url.scheme() {
             "https" => true,
             "http" if !opts.https_only => false,
             _ => return Err(HttpError::SchemeDenied),
         };
-        let host = url
-            .host()
-            .ok_or(HttpError::InvalidRequest("URL without a host"))?;
+        let host = canonical_url(&mut exchange.url)?;
+        let url = &exchange.url;
         let port = url
             .port_or_known_default()
             .ok_or(HttpError::InvalidRequest("URL without a port"))?;
@@ -634,6 +674,7 @@ impl HostState {
             self.call.principal.clone(),
             exchange.method.as_str(),
             url,
+            &host,
         );
         match self.ask_gate(request) {
             Ok(()) => {}
@@ -641,9 +682,9 @@ impl HostState {
             Err(GateRefusal::Interrupted) => return Err(HttpError::Closed),
         }
         let allow = self.allow_loopback();
-        let (addrs, tls_name) = match host {
-            url::Host::Domain(name) => {
-                let found = resolve::resolve(self, name, port).map_err(|e| match e {
+        let (addrs, tls_name) = match &host {
+            NetHost::Name(name) => {
+                let found = resolve::resolve(self, &host, port).map_err(|e| match e {
                     resolve::ResolveError::Cancelled => HttpError::Closed,
                     resolve::ResolveError::Timeout => HttpError::Timeout,
                     resolve::ResolveError::NoSuchName => HttpError::DnsError,
@@ -654,16 +695,9 @@ impl HostState {
                     .into_iter()
                     .filter(|a| airlock::check(a.ip(), allow).is_ok())
                     .collect();
-                (safe, name.trim_end_matches('.').to_string())
+                (safe, name.clone())
             }
-            url::Host::Ipv4(ip) => (
-                vec![std::net::SocketAddr::new(ip.into(), port)],
-                ip.to_string(),
-            ),
-            url::Host::Ipv6(ip) => (
-                vec![std::net::SocketAddr::new(ip.into(), port)],
-                ip.to_string(),
-            ),
+            NetHost::Ip(ip) => (vec![std::net::SocketAddr::new(*ip, port)], ip.to_string()),
         };
         if addrs.is_empty() || addrs.iter().any(|a| airlock::check(a.ip(), allow).is_err()) {
             return Err(HttpError::AirlockRejected);
@@ -737,7 +771,9 @@ impl HostState {
                 .map(str::to_string);
             let is_redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
             match (is_redirect, location, opts.redirect) {
-                (true, Some(_), Redirect::Error) => return Err(HttpError::RedirectBlocked),
+                (true, Some(location), Redirect::Error) => {
+                    return Err(exchange.refuse_redirect(&location))
+                }
                 (true, Some(location), Redirect::Follow) => {
                     drop((response, sender));
                     exchange.redirect(status, &location, opts)?;
@@ -800,52 +836,67 @@ impl HostState {
         request: Request,
         opts: Options,
     ) -> Result<Buffered, HttpError> {
-        let target = audit_target(&request.url);
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
-        self.audited_io(call, Some(&target), bytes_in, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(HttpError::Closed);
-            }
-            let mut exchange = Exchange::new(request, None)?;
-            let deadline = state.http_deadline(&opts, exchange.started);
-            let fetched = state.fetch(&mut exchange, &opts, None)?;
-            let final_url = fetched.url.to_string();
-            let redirects = fetched.redirects;
-            let (status, headers, body, task) =
-                state.open_body(fetched, &opts, true, Some(deadline));
-            let _abort = AbortOnDrop(task);
-            let mut out = Vec::new();
-            loop {
-                let ready = crate::host::io::wait_for(
-                    &[&*body.readable],
-                    &state.call.token,
-                    deadline,
-                    || body.has_news(),
-                );
-                if !ready {
-                    return Err(if state.call.token.is_cancelled() {
-                        HttpError::Closed
-                    } else {
-                        HttpError::Timeout
-                    });
+        let counted = |result: &Result<Buffered, HttpError>| {
+            bytes_in + result.as_ref().map_or(0, super::Payload::payload_len)
+        };
+        self.audited_late_target(
+            call,
+            |state, target| {
+                *target = request_target(&request.url);
+                if state.call.token.is_cancelled() {
+                    return Err(HttpError::Closed);
                 }
-                match body.take(usize::MAX)? {
-                    None => {}
-                    Some(chunk) if chunk.is_empty() => break,
-                    Some(chunk) => out.extend_from_slice(&chunk),
-                }
+                let mut exchange = Exchange::new(request, None)?;
+                let result = state.buffered_exchange(&mut exchange, &opts);
+                *target = Some(exchange.audit_target());
+                result
+            },
+            counted,
+        )
+    }
+
+    /// The hops and the whole body of `http-request`.
+    fn buffered_exchange(
+        &self,
+        exchange: &mut Exchange,
+        opts: &Options,
+    ) -> Result<Buffered, HttpError> {
+        let deadline = self.http_deadline(opts, exchange.started);
+        let fetched = self.fetch(exchange, opts, None)?;
+        let final_url = fetched.url.to_string();
+        let redirects = fetched.redirects;
+        let (status, headers, body, task) = self.open_body(fetched, opts, true, Some(deadline));
+        let _abort = AbortOnDrop(task);
+        let mut out = Vec::new();
+        loop {
+            let ready =
+                crate::host::io::wait_for(&[&*body.readable], &self.call.token, deadline, || {
+                    body.has_news()
+                });
+            if !ready {
+                return Err(if self.call.token.is_cancelled() {
+                    HttpError::Closed
+                } else {
+                    HttpError::Timeout
+                });
             }
-            Ok(Buffered {
-                status,
-                headers,
-                body: out,
-                meta: Meta {
-                    final_url,
-                    redirect_count: redirects,
-                    elapsed_ms: exchange.started.elapsed().as_millis() as u64,
-                    wire_bytes: exchange.wire.load(Ordering::Relaxed),
-                },
-            })
+            match body.take(usize::MAX)? {
+                None => {}
+                Some(chunk) if chunk.is_empty() => break,
+                Some(chunk) => out.extend_from_slice(&chunk),
+            }
+        }
+        Ok(Buffered {
+            status,
+            headers,
+            body: out,
+            meta: Meta {
+                final_url,
+                redirect_count: redirects,
+                elapsed_ms: exchange.started.elapsed().as_millis() as u64,
+                wire_bytes: exchange.wire.load(Ordering::Relaxed),
+            },
         })
     }
 
@@ -860,14 +911,15 @@ impl HostState {
         request: Request,
         opts: Options,
     ) -> Result<Arc<Stream>, HttpError> {
-        let target = audit_target(&request.url);
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
-        self.open_call_scoped(call, Some(&target), bytes_in, |state| {
+        let first = request_target(&request.url);
+        self.open_call_scoped(call, first, bytes_in, |state, target| {
             let slot = state.claim_http_stream()?;
             let mut exchange = Exchange::new(request, None)?;
-            let fetched = state.fetch(&mut exchange, &opts, None)?;
+            let fetched = state.fetch(&mut exchange, &opts, None);
+            *target = Some(exchange.audit_target());
             let deadline = opts.total.map(|t| exchange.started + t);
-            Ok(Stream::open(state, fetched, &opts, deadline, slot))
+            Ok(Stream::open(state, fetched?, &opts, deadline, slot))
         })
     }
 
@@ -879,8 +931,8 @@ impl HostState {
         request: Request,
         opts: Options,
     ) -> Result<Arc<Upload>, HttpError> {
-        let target = audit_target(&request.url);
-        self.open_call_scoped(call, Some(&target), 0, |state| {
+        let first = request_target(&request.url);
+        self.open_call_scoped(call, first, 0, |state, target| {
             if request.body.is_some() {
                 return Err(HttpError::InvalidRequest(
                     "an upload's body comes from its sink",
@@ -889,7 +941,9 @@ impl HostState {
             let slot = state.claim_http_stream()?;
             let body = Arc::new(UploadBody::default());
             let mut exchange = Exchange::new(request, Some(body.clone()))?;
-            let first = state.start_hop(&mut exchange, &opts)?;
+            let first = state.start_hop(&mut exchange, &opts);
+            *target = Some(exchange.audit_target());
+            let first = first?;
             Ok(Arc::new(Upload {
                 body,
                 sink_taken: AtomicBool::new(false),
@@ -905,7 +959,7 @@ impl HostState {
 
     /// `http-upload.finish`: ends the body and waits for the response head.
     pub(crate) fn upload_finish(&mut self, upload: &Upload) -> Result<Arc<Stream>, HttpError> {
-        self.open_call_scoped("http.http-upload.finish", None, 0, |state| {
+        self.open_call_scoped("http.http-upload.finish", None, 0, |state, target| {
             let Some(UploadState {
                 mut exchange,
                 first,
@@ -916,7 +970,9 @@ impl HostState {
                 return Err(HttpError::Closed);
             };
             upload.body.finish();
-            let fetched = state.fetch(&mut exchange, &opts, Some(first))?;
+            let fetched = state.fetch(&mut exchange, &opts, Some(first));
+            *target = Some(exchange.audit_target());
+            let fetched = fetched?;
             let deadline = opts.total.map(|t| exchange.started + t);
             Ok(Stream::open(state, fetched, &opts, deadline, slot))
         })
@@ -924,19 +980,26 @@ impl HostState {
 
     /// An audited call that opens an HTTP object (refused once the guest
     /// call is cancelled); the object is closed when the guest call ends.
+    /// The audit target starts as `first` (the request's URL); `open`
+    /// replaces it with the hop the exchange ended on.
     fn open_call_scoped<T: CallScoped + 'static>(
         &mut self,
         call: &'static str,
-        target: Option<&str>,
+        first: Option<String>,
         bytes_in: u64,
-        open: impl FnOnce(&mut Self) -> Result<Arc<T>, HttpError>,
+        open: impl FnOnce(&mut Self, &mut Option<String>) -> Result<Arc<T>, HttpError>,
     ) -> Result<Arc<T>, HttpError> {
-        let object = self.audited(call, target, bytes_in, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(HttpError::Closed);
-            }
-            open(state)
-        })?;
+        let object = self.audited_late_target(
+            call,
+            |state, target| {
+                *target = first;
+                if state.call.token.is_cancelled() {
+                    return Err(HttpError::Closed);
+                }
+                open(state, target)
+            },
+            |_| bytes_in,
+        )?;
         self.track_call_scoped(Arc::downgrade(&object) as std::sync::Weak<dyn CallScoped>);
         Ok(object)
     }
@@ -1197,8 +1260,9 @@ mod tests {
         assert!(!built.headers().contains_key("content-length"));
         assert!(!built.headers().contains_key("connection"));
         assert_eq!(
-            audit_target("http://a.example/p?token=secret#f"),
-            "http://a.example/p"
+            request_target("http://user:pw@a.example/p?token=secret#f").as_deref(),
+            Some("http://a.example/p")
         );
+        assert_eq!(request_target("not a url"), None);
     }
 }

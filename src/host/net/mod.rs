@@ -18,7 +18,7 @@ pub mod udp;
 
 use super::{AuditCase, GatedError, HostState, Payload, Prepared, Refused};
 use crate::policy::gate::{GateKind, GateRequest};
-use crate::policy::net::{sockets_allow, sockets_allow_any_port, SocketGrant};
+use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost, SocketGrant};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -191,7 +191,8 @@ pub(crate) fn io_error(e: &std::io::Error) -> ErrorCode {
     }
 }
 
-/// A `host:port` target as audit events show it.
+/// A `host:port` audit target for a guest's host string that is no valid
+/// host (valid ones are shown canonical, [`NetHost::with_port`]).
 pub(crate) fn target(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
@@ -200,11 +201,18 @@ pub(crate) fn target(host: &str, port: u16) -> String {
     }
 }
 
-/// What a bind asks for: transport, literal host, port.
+/// What a bind asks for: transport, canonical host, port.
 struct BindRequest {
     transport: &'static str,
-    host: String,
+    host: NetHost,
     port: u16,
+}
+
+/// What `udp-bind` opens: an outbound socket on the unspecified address,
+/// or a checked bind.
+enum UdpBind {
+    Outbound(std::net::SocketAddr),
+    Bind(BindRequest),
 }
 
 impl HostState {
@@ -231,54 +239,55 @@ impl HostState {
     }
 
     /// The `prepare` step of an outbound socket check (`connect-tcp`, UDP
-    /// destinations): host validation, the `net_connect` manifest entry on
-    /// the literal host, and the gate's `net-connect`.
+    /// destinations): the `net_connect` manifest entry and the gate's
+    /// `net-connect`, both on the canonical host (which the caller
+    /// resolves and audits too).
     pub(crate) fn prepare_connect<E>(
         &self,
         transport: &'static str,
-        host: &str,
+        host: NetHost,
         port: u16,
-        invalid: E,
-    ) -> Result<Prepared<(String, u16)>, Refused<E>> {
-        resolve::validate_host(host).map_err(|_| Refused::Failed(invalid))?;
+    ) -> Result<Prepared<(NetHost, u16)>, Refused<E>> {
         if !sockets_allow(
             &self.capsule.manifest.capabilities.net_connect,
-            host,
+            &host,
             Some(port),
         ) {
             return Err("manifest: no net_connect entry covers the address".into());
         }
+        let spelled = host.to_string();
         Ok(Prepared {
-            target: target(host, port),
-            asks: vec![self.gate_socket(GateKind::NetConnect, Some(transport), host, port)],
-            ctx: (host.to_string(), port),
+            target: host.with_port(port),
+            asks: vec![self.gate_socket(GateKind::NetConnect, Some(transport), &spelled, port)],
+            ctx: (host, port),
         })
     }
 
     /// The `prepare` step of a TCP or UDP bind: the `net_bind` entry (port 0
-    /// needs a port `*` entry) and the gate's `net-bind`.
+    /// needs a port `*` entry) and the gate's `net-bind`, on the canonical
+    /// host.
     fn prepare_bind(
         &self,
         transport: &'static str,
-        host: &str,
+        host: NetHost,
         port: u16,
     ) -> Result<Prepared<BindRequest>, Refused<ErrorCode>> {
-        resolve::validate_host(host).map_err(Refused::Failed)?;
         let grants = &self.capsule.manifest.capabilities.net_bind;
         let granted = if port == 0 {
-            sockets_allow_any_port(grants, host)
+            sockets_allow_any_port(grants, &host)
         } else {
-            sockets_allow(grants, host, Some(port))
+            sockets_allow(grants, &host, Some(port))
         };
         if !granted {
             return Err("manifest: no net_bind entry covers the address".into());
         }
+        let spelled = host.to_string();
         Ok(Prepared {
-            target: target(host, port),
-            asks: vec![self.gate_socket(GateKind::NetBind, Some(transport), host, port)],
+            target: host.with_port(port),
+            asks: vec![self.gate_socket(GateKind::NetBind, Some(transport), &spelled, port)],
             ctx: BindRequest {
                 transport,
-                host: host.to_string(),
+                host,
                 port,
             },
         })
@@ -286,11 +295,13 @@ impl HostState {
 
     /// The address a bind may use: loopback only, unless the embedder
     /// allowed other bind addresses (`airlock-rejected` otherwise).
-    fn bind_address(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, ErrorCode> {
-        let ip = if host.eq_ignore_ascii_case("localhost") {
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-        } else {
-            host.parse().map_err(|_| ErrorCode::NameUnresolvable)?
+    fn bind_address(&self, host: &NetHost, port: u16) -> Result<std::net::SocketAddr, ErrorCode> {
+        let ip = match host {
+            NetHost::Ip(ip) => *ip,
+            NetHost::Name(name) if name == "localhost" => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            NetHost::Name(_) => return Err(ErrorCode::NameUnresolvable),
         };
         let any_bind = self.capsule.runtime.config.flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0;
         if !ip.is_loopback() && !any_bind {
@@ -303,7 +314,7 @@ impl HostState {
     /// (TCP and UDP connects fail when any result is unsafe).
     pub(crate) fn resolve_all_safe(
         &self,
-        host: &str,
+        host: &NetHost,
         port: u16,
     ) -> Result<Vec<std::net::SocketAddr>, ErrorCode> {
         let addrs = resolve::resolve(self, host, port)?;
@@ -363,7 +374,10 @@ impl host::Host for HostState {
             "net.bind-tcp",
             &target(&host, port),
             0,
-            |state| state.prepare_bind("tcp", &host, port),
+            |state| {
+                let host = resolve::canonical(&host).map_err(Refused::Failed)?;
+                state.prepare_bind("tcp", host, port)
+            },
             |state, bind| {
                 let addr = state.bind_address(&bind.host, bind.port)?;
                 let slot =
@@ -383,7 +397,10 @@ impl host::Host for HostState {
             "net.connect-tcp",
             &target(&host, port),
             0,
-            |state| state.prepare_connect("tcp", &host, port, ErrorCode::NameUnresolvable),
+            |state| {
+                let host = resolve::canonical(&host).map_err(Refused::Failed)?;
+                state.prepare_connect("tcp", host, port)
+            },
             |state, (host, port)| {
                 let slot = state.claim(&state.capsule.net.streams.clone(), MAX_STREAMS)?;
                 let addrs = state.resolve_all_safe(&host, port)?;
@@ -394,39 +411,34 @@ impl host::Host for HostState {
     }
 
     fn udp_bind(&mut self, host: String, port: u16) -> Result<Resource<UdpHandle>, ErrorCode> {
-        let outbound = port == 0
-            && host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_unspecified());
         self.gated(
             "net.udp-bind",
             &target(&host, port),
             0,
             |state| {
-                if outbound {
+                let host = resolve::canonical(&host).map_err(Refused::Failed)?;
+                match host.ip() {
                     // An outbound socket binds nothing the world can reach:
                     // each destination is checked when it is first used.
-                    return Ok(Prepared {
-                        target: target(&host, port),
+                    Some(ip) if port == 0 && ip.is_unspecified() => Ok(Prepared {
+                        target: host.with_port(port),
                         asks: Vec::new(),
-                        ctx: BindRequest {
-                            transport: "udp",
-                            host: host.clone(),
-                            port,
-                        },
-                    });
+                        ctx: UdpBind::Outbound(std::net::SocketAddr::new(ip, 0)),
+                    }),
+                    _ => state.prepare_bind("udp", host, port).map(|p| Prepared {
+                        target: p.target,
+                        asks: p.asks,
+                        ctx: UdpBind::Bind(p.ctx),
+                    }),
                 }
-                state.prepare_bind("udp", &host, port)
             },
             |state, bind| {
-                debug_assert_eq!(bind.transport, "udp");
-                let addr = if outbound {
-                    std::net::SocketAddr::new(
-                        host.parse().map_err(|_| ErrorCode::NameUnresolvable)?,
-                        0,
-                    )
-                } else {
-                    state.bind_address(&bind.host, bind.port)?
+                let (addr, outbound) = match bind {
+                    UdpBind::Outbound(addr) => (addr, true),
+                    UdpBind::Bind(bind) => {
+                        debug_assert_eq!(bind.transport, "udp");
+                        (state.bind_address(&bind.host, bind.port)?, false)
+                    }
                 };
                 let slot = state.claim(&state.capsule.net.udp_sockets.clone(), MAX_UDP_SOCKETS)?;
                 let socket = udp::Udp::bind(state, addr, outbound, slot)?;
@@ -436,41 +448,69 @@ impl host::Host for HostState {
     }
 
     fn lookup_host(&mut self, host: String) -> Result<Vec<String>, ErrorCode> {
+        let found = self.vetted_lookup("net.lookup-host", &host)?;
+        Ok(found.addrs.iter().map(ToString::to_string).collect())
+    }
+}
+
+/// What a vetted name lookup found: the canonical name it resolved and
+/// the addresses the airlock let through (in order, without repeats).
+pub(crate) struct Lookup {
+    pub name: NetHost,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+impl Payload for Lookup {
+    fn payload_len(&self) -> u64 {
+        self.addrs.iter().map(|a| a.to_string().len() as u64).sum()
+    }
+}
+
+impl HostState {
+    /// A name lookup (`lookup-host`, `wasi:sockets` name lookups): the
+    /// canonical host, a `net_connect` entry whose host matches it (any
+    /// port), the gate's `dns-lookup`, resolution, then the airlock drops
+    /// unsafe addresses; none left is `airlock-rejected`, audited as a
+    /// denial. Exactly one audit event, on the canonical host.
+    pub(crate) fn vetted_lookup(
+        &mut self,
+        call: &'static str,
+        host: &str,
+    ) -> Result<Lookup, ErrorCode> {
         self.gated(
-            "net.lookup-host",
-            &host,
+            call,
+            host,
             host.len() as u64,
             |state| {
-                resolve::validate_host(&host).map_err(Refused::Failed)?;
+                let name = resolve::canonical(host).map_err(Refused::Failed)?;
                 if !sockets_allow(
                     &state.capsule.manifest.capabilities.net_connect,
-                    &host,
+                    &name,
                     None,
                 ) {
                     return Err("manifest: no net_connect entry covers the host".into());
                 }
+                let spelled = name.to_string();
                 Ok(Prepared {
-                    target: host.clone(),
-                    asks: vec![state.gate_socket(GateKind::DnsLookup, None, &host, 0)],
-                    ctx: (),
+                    target: spelled.clone(),
+                    asks: vec![state.gate_socket(GateKind::DnsLookup, None, &spelled, 0)],
+                    ctx: name,
                 })
             },
-            |state, ()| {
-                let addrs = resolve::resolve(state, &host, 0)?;
+            |state, name| {
+                let found = resolve::resolve(state, &name, 0)?;
                 let allow = state.allow_loopback();
-                let mut safe: Vec<String> = Vec::new();
-                for addr in addrs {
-                    let ip = addr.ip().to_string();
-                    if crate::policy::airlock::check(addr.ip(), allow).is_ok()
-                        && !safe.contains(&ip)
-                    {
-                        safe.push(ip);
+                let mut addrs: Vec<std::net::IpAddr> = Vec::new();
+                for addr in found {
+                    let ip = addr.ip();
+                    if crate::policy::airlock::check(ip, allow).is_ok() && !addrs.contains(&ip) {
+                        addrs.push(ip);
                     }
                 }
-                if safe.is_empty() {
+                if addrs.is_empty() {
                     return Err(ErrorCode::AirlockRejected);
                 }
-                Ok(safe)
+                Ok(Lookup { name, addrs })
             },
         )
     }
@@ -520,31 +560,6 @@ pub(crate) fn clamp_poll_ms(ms: u64) -> u64 {
     ms.min(MAX_POLL_ACCEPT_MS)
 }
 
-/// The `wasi:sockets` name-lookup check: a `net_connect` entry matching
-/// the name (any port) and the gate's `dns-lookup`, audited as
-/// `wasi:sockets.resolve-addresses`. Resolved addresses are filtered
-/// through the airlock by the caller.
-pub(crate) fn wasi_lookup_allowed(state: &mut HostState, name: &str) -> bool {
-    let result: Result<(), ErrorCode> = state.gated(
-        "wasi:sockets.resolve-addresses",
-        name,
-        name.len() as u64,
-        |state| {
-            resolve::validate_host(name).map_err(Refused::Failed)?;
-            if !sockets_allow(&state.capsule.manifest.capabilities.net_connect, name, None) {
-                return Err("manifest: no net_connect entry covers the host".into());
-            }
-            Ok(Prepared {
-                target: name.to_string(),
-                asks: vec![state.gate_socket(GateKind::DnsLookup, None, name, 0)],
-                ctx: (),
-            })
-        },
-        |_, ()| Ok(()),
-    );
-    result.is_ok()
-}
-
 /// The call a store's `wasi:sockets` checks belong to: its cancel token
 /// and deadline, and the UDP destinations already vetted in it (datagrams
 /// are checked per destination, not per datagram). Reset at every call, so
@@ -554,11 +569,10 @@ pub struct WasiSocketsCall {
     call: std::sync::Mutex<Option<(crate::cancel::CancelToken, Instant)>>,
     peers: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
     udp_server: std::sync::atomic::AtomicBool,
-    /// Names being resolved, by lookup stream, and the names each answered
-    /// address came from: a connect to that address is then matched
-    /// against the name the guest asked for, as `astrid:net` does.
-    lookups: std::sync::Mutex<std::collections::HashMap<u32, String>>,
-    resolved: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Vec<String>>>,
+    /// The (canonical) names each address a vetted lookup answered came
+    /// from: a connect to that address is then matched against the name
+    /// the guest asked for, as `astrid:net` does.
+    resolved: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Vec<NetHost>>>,
 }
 
 impl WasiSocketsCall {
@@ -566,36 +580,25 @@ impl WasiSocketsCall {
         *self.call.lock().unwrap_or_else(|e| e.into_inner()) = Some((token.clone(), deadline));
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.udp_server.store(false, Ordering::SeqCst);
-        self.lookups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         self.resolved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
 
-    /// A vetted lookup of `name` started as stream `rep`.
-    pub(crate) fn note_lookup(&self, rep: u32, name: &str) {
-        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-        lookups.insert(rep, name.to_string());
-    }
-
-    /// Stream `rep` answered `ip`.
-    pub(crate) fn note_address(&self, rep: u32, ip: std::net::IpAddr) {
-        let lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = lookups.get(&rep) {
-            let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-            let names = resolved.entry(ip).or_default();
-            if !names.contains(name) {
-                names.push(name.clone());
+    /// A vetted lookup answered `lookup.addrs` for `lookup.name`.
+    pub(crate) fn note_lookup(&self, lookup: &Lookup) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        for ip in &lookup.addrs {
+            let names = resolved.entry(*ip).or_default();
+            if !names.contains(&lookup.name) {
+                names.push(lookup.name.clone());
             }
         }
     }
 
     /// The names a vetted lookup in this call resolved to `ip`.
-    fn names_of(&self, ip: std::net::IpAddr) -> Vec<String> {
+    fn names_of(&self, ip: std::net::IpAddr) -> Vec<NetHost> {
         let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         resolved.get(&ip).cloned().unwrap_or_default()
     }
@@ -656,7 +659,10 @@ pub(crate) fn wasi_socket_allowed(
     }
     let (token, deadline) = vetted.current();
     let started = Instant::now();
-    let host = addr.ip().to_string();
+    // The address as every check and the audit spell it (an IPv4-mapped
+    // address is its IPv4 address).
+    let ip = crate::policy::net::canonical_ip(addr.ip());
+    let host = NetHost::Ip(ip);
     let runtime = &capsule.runtime;
     let flags = runtime.config.flags;
     let caps = &capsule.manifest.capabilities;
@@ -668,7 +674,7 @@ pub(crate) fn wasi_socket_allowed(
             (true, port) => {
                 sockets_allow(&caps.net_connect, &host, Some(port))
                     || vetted
-                        .names_of(addr.ip())
+                        .names_of(ip)
                         .iter()
                         .any(|name| sockets_allow(&caps.net_connect, name, Some(port)))
             }
@@ -683,7 +689,7 @@ pub(crate) fn wasi_socket_allowed(
             capsule.name.clone(),
             principal.clone(),
             Some(transport),
-            &host,
+            &host.to_string(),
             addr.port(),
         );
         match crate::gate::ask(runtime, request, &token, deadline) {
@@ -697,13 +703,10 @@ pub(crate) fn wasi_socket_allowed(
             Err(_) => return Err("cancelled".into()),
         }
         let allowed_ip = if connect {
-            crate::policy::airlock::check(
-                addr.ip(),
-                flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0,
-            )
-            .is_ok()
+            crate::policy::airlock::check(ip, flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0)
+                .is_ok()
         } else {
-            addr.ip().is_loopback() || flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0
+            ip.is_loopback() || flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0
         };
         if !allowed_ip {
             return Err("airlock-rejected".into());
@@ -731,7 +734,7 @@ pub(crate) fn wasi_socket_allowed(
             capsule_id: capsule.id.clone(),
             principal: principal.as_deref().unwrap_or("system").to_string(),
             call: call.to_string(),
-            target: Some(addr.to_string()),
+            target: Some(host.with_port(addr.port())),
             bytes: 0,
             outcome,
             reason,

@@ -1,22 +1,21 @@
-//! Host validation and name resolution: the one place a guest's host
-//! string becomes addresses. Callers vet the result with the airlock and
-//! connect only to what they vetted; nothing here resolves twice.
+//! Name resolution: the one place a canonical host becomes addresses.
+//! Callers vet the result with the airlock and connect only to what they
+//! vetted; nothing here resolves twice.
 
 use super::super::HostState;
 use super::bindings::astrid::net::host::ErrorCode;
-use std::net::{IpAddr, SocketAddr};
+use crate::policy::net::{canonical_host, NetHost};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Longest a name lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Host strings (host ABI §2.6): non-empty, at most 255 bytes, no NUL,
-/// IPv6 literals without brackets.
-pub(crate) fn validate_host(host: &str) -> Result<(), ErrorCode> {
-    if host.is_empty() || host.len() > 255 || host.contains('\0') || host.starts_with('[') {
-        return Err(ErrorCode::NameUnresolvable);
-    }
-    Ok(())
+/// A guest's host string (host ABI §2.6) in its canonical spelling, which
+/// the manifest, the gate, resolution and the audit all use; a string no
+/// reading accepts is `name-unresolvable`.
+pub(crate) fn canonical(host: &str) -> Result<NetHost, ErrorCode> {
+    canonical_host(host).map_err(|_| ErrorCode::NameUnresolvable)
 }
 
 pub(crate) enum ResolveError {
@@ -35,19 +34,19 @@ impl From<ResolveError> for ErrorCode {
     }
 }
 
-/// Addresses of `host` (an IP literal is its own answer), with `port`.
-/// Races the call's cancel token and deadline.
+/// Addresses of `host` (an IP is its own answer), with `port`. Races the
+/// call's cancel token and deadline.
 pub(crate) fn resolve(
     state: &HostState,
-    host: &str,
+    host: &NetHost,
     port: u16,
 ) -> Result<Vec<SocketAddr>, ResolveError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
+    let name = match host {
+        NetHost::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+        NetHost::Name(name) => name.clone(),
+    };
     let token = &state.call.token;
     let deadline = state.call.deadline.min(Instant::now() + LOOKUP_TIMEOUT);
-    let name = host.trim_end_matches('.').to_string();
     let lookup = async move {
         tokio::net::lookup_host((name.as_str(), port))
             .await
@@ -67,10 +66,17 @@ mod tests {
 
     #[test]
     fn host_strings() {
-        assert!(validate_host("example.com").is_ok());
-        assert!(validate_host("::1").is_ok());
-        for bad in ["", "[::1]", "a\0b", &"a".repeat(256)] {
-            assert!(validate_host(bad).is_err(), "{bad:?}");
+        assert_eq!(
+            canonical("Example.COM.").unwrap(),
+            NetHost::Name("example.com".into())
+        );
+        assert_eq!(canonical("[::1]").unwrap().to_string(), "::1");
+        assert_eq!(canonical("0x7f.1").unwrap().to_string(), "127.0.0.1");
+        for bad in ["", "a\0b", &"a".repeat(256), "fe80::1%lo", "1.2.3.09"] {
+            assert!(
+                matches!(canonical(bad), Err(ErrorCode::NameUnresolvable)),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -5,9 +5,10 @@
 //! was allowed to send to; datagrams from anyone else are dropped unseen.
 
 use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
-use super::{io_error, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
+use super::{io_error, resolve, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
 use crate::host::io::{wait_for, Pollable};
 use crate::host::{CallScoped, HostState};
+use crate::policy::net::NetHost;
 use crate::wait::lock;
 use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -28,8 +29,8 @@ pub(crate) struct Udp {
     socket: std::sync::RwLock<Option<tokio::net::UdpSocket>>,
     /// Bound to the unspecified address with port 0.
     outbound: bool,
-    /// Vetted destinations by the guest's literal `host:port`.
-    allowed: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
+    /// Vetted destinations by canonical host and port.
+    allowed: Mutex<HashMap<(NetHost, u16), Vec<SocketAddr>>>,
     /// Every vetted address (an outbound socket's receive filter).
     peers: Mutex<HashSet<SocketAddr>>,
     connected: Mutex<Option<SocketAddr>>,
@@ -263,7 +264,6 @@ impl HostState {
         port: u16,
         op: impl FnOnce(&HostState, &Arc<Udp>, SocketAddr) -> Result<T, ErrorCode>,
     ) -> Result<T, ErrorCode> {
-        let key = (crate::policy::net::normalise_request_host(host), port);
         let bytes = data.map_or(0, |d| d.len() as u64);
         self.gated(
             call,
@@ -274,30 +274,31 @@ impl HostState {
                 if let Some(data) = data {
                     check_size(data).map_err(Refused::Failed)?;
                 }
+                let host = resolve::canonical(host).map_err(Refused::Failed)?;
+                let key = (host, port);
                 let known = lock(&udp.allowed).get(&key).map(|addrs| addrs[0]);
                 if let Some(addr) = known {
                     return Ok(Prepared {
-                        target: target(host, port),
+                        target: key.0.with_port(port),
                         asks: Vec::new(),
-                        ctx: (udp, Some(addr)),
+                        ctx: (udp, Ok(addr)),
                     });
                 }
-                let checked =
-                    state.prepare_connect("udp", host, port, ErrorCode::NameUnresolvable)?;
+                let checked = state.prepare_connect("udp", key.0, port)?;
                 Ok(Prepared {
                     target: checked.target,
                     asks: checked.asks,
-                    ctx: (udp, None),
+                    ctx: (udp, Err(checked.ctx)),
                 })
             },
             |state, (udp, known)| {
                 let to = match known {
-                    Some(addr) => addr,
-                    None => {
-                        let addrs = state.resolve_all_safe(host, port)?;
+                    Ok(addr) => addr,
+                    Err(key) => {
+                        let addrs = state.resolve_all_safe(&key.0, key.1)?;
                         lock(&udp.peers).extend(addrs.iter().copied());
                         let first = addrs[0];
-                        lock(&udp.allowed).insert(key.clone(), addrs);
+                        lock(&udp.allowed).insert(key, addrs);
                         first
                     }
                 };

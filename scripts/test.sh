@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, the C API tests (also
-# under valgrind for handle lifetimes), the C++ header check, the demo and C
+# under valgrind for handle lifetimes and under ASan/UBSan), a short soak, a
+# short run of every fuzz target, the C++ header check, the demo and C
 # examples, the C++, Python and Go bindings' own suites, the WIT shape check
 # against the published ABI, rustfmt and clippy.
 set -euo pipefail
@@ -36,6 +37,17 @@ else
     echo "valgrind unavailable and not installable here" >&2
     exit 1
 fi
+
+step "C API tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+# The C side is instrumented; ASan's allocator also checks every malloc/free
+# the library makes, and LeakSanitizer runs at exit.
+compile_c build/test_api_asan tests/c/test_api.c -fsanitize=address,undefined \
+    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
+ASAN_OPTIONS=detect_leaks=1 ./build/test_api_asan build/capsules | tee -a "$results"
+
+step "soak (short): 8 threads of random load/call/cancel/unload, memory and threads flat"
+compile_c build/soak tests/c/soak.c
+./build/soak build/capsules 10 8 | tee -a "$results"
 
 step "C++ compiles and links against the header"
 compile_c build/header_cpp tests/c/header_cpp.cpp

@@ -298,6 +298,15 @@ class RuntimeConfig {
     /// Payload bytes per second each (capsule, principal) may publish on the
     /// bus; beyond it the guest's publish fails with `rate-limited` (default 10 MiB/s).
     RuntimeConfig &ipc_publish_bytes_per_sec(uint64_t n) noexcept { return set(c_.ipc_publish_bytes_per_sec, n); }
+    /// Bytes each built-in in-memory mount (`tmp://`, `cwd://` without a
+    /// workspace root) may commit, 128 bytes and the name per entry included
+    /// (default 64 MiB); growth past it is `quota`.
+    RuntimeConfig &memfs_quota_bytes(uint64_t n) noexcept { return set(c_.memfs_quota_bytes, n); }
+    /// Directory entries each built-in in-memory mount may hold (default 65 536).
+    RuntimeConfig &memfs_max_entries(uint64_t n) noexcept { return set(c_.memfs_max_entries, n); }
+    /// Live instances over all capsules of the runtime; sizes its address-space
+    /// reservation (default max(128, 4 x pool size), at most 1000).
+    RuntimeConfig &max_instances(uint32_t n) noexcept { return set(c_.max_instances, n); }
 
     /// The C struct; its cache_dir points into this object (valid while it lives unmodified).
     const astrid_runtime_config_t &native() const noexcept { return c_; }

@@ -79,6 +79,10 @@ type Config struct {
 	// MemFSMaxEntries bounds the directory entries of each built-in
 	// in-memory mount (65 536).
 	MemFSMaxEntries uint64
+	// MaxInstances bounds the live instances over all capsules of the
+	// runtime and sizes its address-space reservation (0: max(128, 4 x
+	// pool size), at most 1000).
+	MaxInstances uint32
 }
 
 func millis(d time.Duration) C.uint64_t {
@@ -124,6 +128,7 @@ func NewRuntime(cfg *Config) (*Runtime, error) {
 		c.ipc_publish_bytes_per_sec = C.uint64_t(cfg.IPCPublishBytesPerSec)
 		c.memfs_quota_bytes = C.uint64_t(cfg.MemFSQuotaBytes)
 		c.memfs_max_entries = C.uint64_t(cfg.MemFSMaxEntries)
+		c.max_instances = C.uint32_t(cfg.MaxInstances)
 		if cfg.CacheDir != "" {
 			dir := C.CString(cfg.CacheDir)
 			defer C.free(unsafe.Pointer(dir))

@@ -1214,6 +1214,17 @@ static void *unix_clients(void *arg) {
     return NULL;
 }
 
+/* Connects, sends, hangs up at once: the guest's reply meets a closed peer. */
+static void *hangup_client(void *arg) {
+    struct unix_client *c = arg;
+    int fd = unix_connect(c->path);
+    if (fd >= 0) {
+        (void)!send(fd, "hello", 5, MSG_NOSIGNAL);
+        close(fd);
+    }
+    return NULL;
+}
+
 static void test_accept_verifier_over_c(void) {
     astrid_runtime_t *rt = new_runtime(10000);
     CHECK(astrid_runtime_set_accept_verifier(NULL, verify_peer, NULL, verifier_done) ==
@@ -1248,6 +1259,18 @@ static void test_accept_verifier_over_c(void) {
     CHECK(client.refused_eof);
     CHECK(strcmp(client.reply, "hi") == 0);
     CHECK(atomic_load(&verifier_calls) == 2);
+    /* A guest writing to a peer that hung up gets an error; the embedding
+     * process (which does not ignore SIGPIPE) is not killed. Several times,
+     * so the write lands after the hang-up at least once. */
+    for (int i = 0; i < 5; i++) {
+        pthread_create(&t, NULL, hangup_client, &client);
+        result = NULL;
+        astrid_status_t served = astrid_capsule_call(capsule, "unix-serve", ASTRID_NTS,
+                                                     (const uint8_t *)"5000", 4, &result, NULL);
+        CHECK(served == ASTRID_OK);
+        astrid_result_free(result);
+        pthread_join(t, NULL);
+    }
     astrid_capsule_unload(capsule);
 
     /* Unassigned: bind-unix has no path to bind. */

@@ -102,6 +102,8 @@ class Runtime:
     in-memory mount (``tmp://`` per data scope, ``cwd://`` without a
     workspace root): bytes committed, counting 128 bytes plus the name per
     entry (64 MiB), and directory entries (65 536); past them, ``quota``.
+    ``max_instances`` bounds the live instances over all capsules and sizes
+    the runtime's address-space reservation (max(128, 4 x pool size)).
     ``allow_any_bind=True`` lets ``bind-tcp`` / ``udp-bind`` use addresses
     other than loopback (the manifest and the gate still decide which);
     ``wasi_sockets=True`` links ``wasi:sockets`` for real, behind the same
@@ -143,6 +145,7 @@ class Runtime:
         ipc_publish_bytes_per_sec: int = 0,
         memfs_quota_bytes: int = 0,
         memfs_max_entries: int = 0,
+        max_instances: int = 0,
         library: Union[None, str, "os.PathLike[str]", "_native.Library"] = None,
     ) -> None:
         self._h: Optional[int] = None
@@ -187,6 +190,7 @@ class Runtime:
         cfg.ipc_publish_bytes_per_sec = ipc_publish_bytes_per_sec
         cfg.memfs_quota_bytes = memfs_quota_bytes
         cfg.memfs_max_entries = memfs_max_entries
+        cfg.max_instances = max_instances
         out, err = c_void_p(), c_void_p()
         rc = lib.astrid_runtime_new(byref(cfg), byref(out), byref(err))
         if rc:

@@ -137,16 +137,17 @@ for i, text in enumerate([
 
 # ---- http_decode ----
 text = b"".join(i.to_bytes(4, "little") for i in range(3000))
-gz = gzip.compress(text)
+gz = gzip.compress(text, mtime=0)
 zl = zlib.compress(text)
 raw = zlib.compressobj(9, zlib.DEFLATED, -15)
 raw = raw.compress(text) + raw.flush()
 # Ten X and ten Y, brotli-encoded (a reference vector of the format).
 br = bytes([0x1b, 0x13, 0x00, 0x00, 0xa4, 0xb0, 0xb2, 0xea, 0x81, 0x47, 0x02, 0x8a])
-gz_named = bytearray(gzip.compress(b"hello hello hello"))
+gz_named = bytearray(gzip.compress(b"hello hello hello", mtime=0))
 gz_named[3] |= 0x08  # FNAME
 gz_named = bytes(gz_named[:10]) + b"name.txt\0" + bytes(gz_named[10:])
-bomb = gzip.compress(b"\0" * (8 << 20), 9)
+bomb = gzip.compress(b"\0" * (2 << 20), 9, mtime=0)  # past every 1.1 cap the seeds set
+big_bomb = gzip.compress(b"\0" * (12 << 20), 9, mtime=0)  # past 1.0's 10 MiB
 
 # Decoder mode: [even, encoding, piece-1, out-size index] + data.
 for name, enc, data in [("gzip", 0, gz), ("zlib", 1, zl), ("raw", 1, raw), ("br", 2, br),
@@ -186,7 +187,8 @@ responses = {
 for name, data in responses.items():
     put("http_decode", f"response-{name}", bytes([1, 0, 2, 255]) + data)
     put("http_decode", f"response-{name}-capped", bytes([3, 4 | 8, 3, 6]) + data)
-put("http_decode", "response-gzip-bomb-legacy", bytes([1, 1, 0, 255]) + responses["gzip-bomb"])
+put("http_decode", "response-gzip-bomb-legacy", bytes([1, 1, 0, 255]) + response(
+    [b"content-length: %d" % len(big_bomb), b"content-encoding: gzip"], big_bomb))
 put("http_decode", "response-gzip-bomb-1mib", bytes([3, 8, 5, 255]) + responses["gzip-bomb"])
 
 # ---- c_api: op bytes (see fuzz_targets/c_api.rs) ----

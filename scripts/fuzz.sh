@@ -42,6 +42,9 @@ fi
 
 sanitizer=${FUZZ_SANITIZER:-none}
 jobs=${FUZZ_JOBS:-1}
+parallel=()
+# More than one job runs libFuzzer's fork mode (per-job logs: ./fuzz-N.log).
+[ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
 export CARGO_TARGET_DIR=${CARGO_FUZZ_TARGET_DIR:-$root/fuzz/target}
 cd "$root"
 
@@ -67,8 +70,8 @@ for t in "${selected[@]}"; do
     rc=0
     cargo +nightly fuzz run -s "$sanitizer" "$t" "$work" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -jobs="$jobs" -workers="$jobs" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
-    grep -E '^#[0-9]+ +(INITED|DONE)|^stat::number_of_executed_units|^stat::average_exec_per_sec|ERROR|panicked at|SUMMARY|Test unit written' "$log" || true
+        -print_final_stats=1 "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
+    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::number_of_executed_units|^stat::average_exec_per_sec|ERROR|panicked at|SUMMARY|Test unit written' "$log" || true
     if [ "$rc" != 0 ] || grep -qE 'panicked at|==[0-9]+== ERROR|deadly signal|Test unit written' "$log"; then
         echo "!! $t failed (exit $rc): see $log and fuzz/artifacts/$t/" >&2
         failed+=("$t")

@@ -4,10 +4,197 @@
 #![no_main]
 
 use astrid::manifest::{EnvKind, Manifest, HOST_ABI_VERSION, MAX_HANDLERS};
-use astrid::policy::net::HttpHostGrant;
-use astrid::policy::paths::GrantComponent;
+use astrid::policy::net::{HostPattern, HttpHostGrant, PortPattern, SocketGrant};
+use astrid::policy::paths::{GrantComponent, PathGrant};
 use astrid::policy::topic;
 use libfuzzer_sys::fuzz_target;
+use toml::{Table, Value};
+
+/// Writes an accepted manifest back as `Capsule.toml` text: every parsed
+/// field in its canonical spelling (component capabilities merged into the
+/// top-level table). `None` when a default cannot be written back (a JSON
+/// rendering with `null`, from a non-finite float).
+fn emit(m: &Manifest) -> Option<String> {
+    let s = |text: &str| Value::String(text.to_string());
+    let list = |items: Vec<String>| Value::Array(items.into_iter().map(Value::String).collect());
+    let mut doc = Table::new();
+
+    let mut package = Table::new();
+    package.insert("name".into(), s(&m.name));
+    package.insert("version".into(), s(&m.version.to_string()));
+    if let Some(req) = &m.astrid_version {
+        package.insert("astrid-version".into(), s(&req.to_string()));
+    }
+    if let Some(d) = &m.description {
+        package.insert("description".into(), s(d));
+    }
+    doc.insert("package".into(), Value::Table(package));
+
+    if let Some(c) = &m.component {
+        let mut t = Table::new();
+        if let Some(id) = &c.id {
+            t.insert("id".into(), s(id));
+        }
+        if let Some(file) = &c.file {
+            t.insert("file".into(), s(file));
+        }
+        if let Some(hash) = &c.hash {
+            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+            t.insert("hash".into(), s(&format!("blake3:{hex}")));
+        }
+        doc.insert("component".into(), Value::Array(vec![Value::Table(t)]));
+    }
+
+    let caps = &m.capabilities;
+    let mut c = Table::new();
+    let http = |g: &HttpHostGrant| match g {
+        HttpHostGrant::Any => "*".to_string(),
+        HttpHostGrant::Name(n) => n.clone(),
+        HttpHostGrant::Ip(ip) => ip.to_string(),
+    };
+    let socket = |g: &SocketGrant| match g {
+        SocketGrant::Unix => "unix:*".to_string(),
+        SocketGrant::Inet { host, port } => {
+            let host = match host {
+                HostPattern::Any => "*".to_string(),
+                HostPattern::Subdomains(p) => format!("*.{p}"),
+                HostPattern::Exact(h) if h.contains(':') => format!("[{h}]"),
+                HostPattern::Exact(h) => h.clone(),
+            };
+            match port {
+                PortPattern::Any => format!("{host}:*"),
+                PortPattern::Exact(p) => format!("{host}:{p}"),
+            }
+        }
+    };
+    let path = |g: &PathGrant| {
+        let parts: Vec<&str> = g
+            .components
+            .iter()
+            .map(|c| match c {
+                GrantComponent::Any => "*",
+                GrantComponent::Literal(l) => l.as_str(),
+            })
+            .collect();
+        format!("{}://{}", g.mount.scheme(), parts.join("/"))
+    };
+    c.insert("net".into(), list(caps.net.iter().map(http).collect()));
+    c.insert(
+        "net_connect".into(),
+        list(caps.net_connect.iter().map(socket).collect()),
+    );
+    c.insert(
+        "net_bind".into(),
+        list(caps.net_bind.iter().map(socket).collect()),
+    );
+    c.insert(
+        "fs_read".into(),
+        list(caps.fs_read.iter().map(path).collect()),
+    );
+    c.insert(
+        "fs_write".into(),
+        list(caps.fs_write.iter().map(path).collect()),
+    );
+    c.insert("uplink".into(), Value::Boolean(caps.uplink));
+    c.insert("kv".into(), Value::Boolean(caps.kv));
+    for name in &caps.inert {
+        c.insert(name.clone(), Value::Boolean(true));
+    }
+    doc.insert("capabilities".into(), Value::Table(c));
+
+    // The bus and env tables keep document order, which the serializer
+    // would not (it moves sub-tables last): write them by hand, inline.
+    let key = |k: &str| s(k).to_string();
+    let inline = |pairs: Vec<(&str, Value)>| {
+        let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        if body.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", body.join(", "))
+        }
+    };
+    let mut text = doc.to_string();
+    text.push_str("\n[publish]\n");
+    for g in &m.publish {
+        let value = match &g.schema {
+            Some(schema) => s(schema).to_string(),
+            None => inline(Vec::new()),
+        };
+        text.push_str(&format!("{} = {value}\n", key(&g.pattern)));
+    }
+    text.push_str("\n[subscribe]\n");
+    for g in &m.subscribe {
+        let value = match (&g.schema, &g.handler) {
+            (Some(schema), None) => s(schema).to_string(),
+            (schema, handler) => {
+                let mut pairs = Vec::new();
+                if let Some(schema) = schema {
+                    pairs.push(("wit", s(schema)));
+                }
+                if let Some(handler) = handler {
+                    pairs.push(("handler", s(handler)));
+                    pairs.push(("priority", Value::Integer(g.priority.into())));
+                }
+                inline(pairs)
+            }
+        };
+        text.push_str(&format!("{} = {value}\n", key(&g.pattern)));
+    }
+    text.push_str("\n[env]\n");
+    for e in &m.env {
+        let kind = match e.kind {
+            EnvKind::Text => "text",
+            EnvKind::Secret => "secret",
+            EnvKind::Select => "select",
+            EnvKind::Array => "array",
+        };
+        let mut pairs = vec![("type", s(kind))];
+        if let Some(default) = &e.default {
+            let value = match e.kind {
+                // Rendered JSON: read it back as TOML data.
+                EnvKind::Array => serde_json::from_str::<Value>(default).ok()?,
+                // Text renders to itself (as a string it renders the same).
+                _ => s(default),
+            };
+            pairs.push(("default", value));
+        }
+        if !e.enum_values.is_empty() {
+            pairs.push(("enum_values", list(e.enum_values.clone())));
+        }
+        if let Some(d) = &e.description {
+            pairs.push(("description", s(d)));
+        }
+        if let Some(r) = &e.request {
+            pairs.push(("request", s(r)));
+        }
+        text.push_str(&format!("{} = {}\n", key(&e.key), inline(pairs)));
+    }
+    Some(text)
+}
+
+/// Debug form for comparing two parses; inert capability names are a set.
+fn canonical(m: &Manifest) -> String {
+    let mut m = m.clone();
+    m.capabilities.inert.sort();
+    format!("{m:?}")
+}
+
+/// An accepted manifest, written back canonically, parses to itself.
+fn check_round_trip(text: &str, m: &Manifest, require_file: bool) {
+    let Some(emitted) = emit(m) else {
+        return;
+    };
+    match Manifest::parse(&emitted, require_file) {
+        Ok(again) => assert_eq!(
+            canonical(&again),
+            canonical(m),
+            "round trip changed the manifest\n--- input\n{text}\n--- emitted\n{emitted}"
+        ),
+        Err(e) => panic!(
+            "written-back manifest is refused: {e}\n--- input\n{text}\n--- emitted\n{emitted}"
+        ),
+    }
+}
 
 fn check_accepted(text: &str, m: &Manifest) {
     // [package] name grammar.
@@ -137,8 +324,12 @@ fuzz_target!(|data: &[u8]| {
                 .as_ref()
                 .is_some_and(|c| c.file.as_deref().is_some_and(|f| !f.is_empty())));
             check_accepted(text, d);
+            check_round_trip(text, d, true);
         }
-        (Err(_), Ok(b)) => check_accepted(text, b),
+        (Err(_), Ok(b)) => {
+            check_accepted(text, b);
+            check_round_trip(text, b, false);
+        }
         (Ok(_), Err(e)) => panic!("directory form accepted, bytes form refused: {e}"),
         (Err(_), Err(_)) => {}
     }

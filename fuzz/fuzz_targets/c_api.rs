@@ -112,10 +112,22 @@ fn last_error() -> String {
     LAST_ERROR.with(|e| e.borrow().clone())
 }
 
+/// A compiled-code cache on disk shared by every runtime of the process (and
+/// later runs), so a fresh runtime does not recompile the test capsules.
+fn cache_dir() -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::var("ASTRID_FUZZ_CACHE")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/c_api-cache").into())
+    })
+}
+
 fn small_config(workers: u32, pool: u32) -> astrid_runtime_config_t {
     let mut cfg = std::mem::MaybeUninit::<astrid_runtime_config_t>::zeroed();
     assert_eq!(astrid_runtime_config_init(cfg.as_mut_ptr()), ASTRID_OK);
     let mut cfg = unsafe { cfg.assume_init() };
+    cfg.cache_dir = cache_dir().as_ptr().cast();
+    cfg.cache_dir_len = cache_dir().len();
     cfg.worker_threads = workers;
     cfg.pool_size = pool;
     cfg.timeout_ms = 2_000;
@@ -506,10 +518,10 @@ impl Seq<'_> {
         };
         let handle = self.capsules[index].handle;
         let unload = b & 1 != 0 && self.capsules[index].own;
-        let wait = Duration::from_micros(u64::from(b) * 20);
+        let wait = Duration::from_micros(u64::from(b) * 24);
         std::thread::scope(|scope| {
             let caller = scope.spawn(move || {
-                let (status, result) = call(handle, b"sleep:20000000", b"");
+                let (status, result) = call(handle, b"sleep:5000000", b"");
                 astrid_result_free(result);
                 status
             });

@@ -397,7 +397,14 @@ impl Seq<'_> {
         let expect = self.expect_dead(handle);
         let (status, result) = call(handle, &action, &payload);
         if let Some(expect) = expect {
-            assert_eq!(status, expect, "call on a dead handle {handle:#x}");
+            // A capsule of a freed runtime is still a registered handle: its
+            // arguments are checked (ASTRID_E_UTF8) before the call finds the
+            // runtime closed. Both are documented.
+            let bad_utf8 = std::str::from_utf8(&action).is_err();
+            let registered = self.is_live_capsule(handle).is_some();
+            if !(bad_utf8 && registered && status == ASTRID_E_UTF8) {
+                assert_eq!(status, expect, "call on a dead handle {handle:#x}");
+            }
         }
         if !result.is_null() {
             self.results.push(result);

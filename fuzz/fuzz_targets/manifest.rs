@@ -59,6 +59,11 @@ fn emit(m: &Manifest) -> Option<String> {
                 HostPattern::Any => "*".to_string(),
                 HostPattern::Subdomains(p) => format!("*.{p}"),
                 HostPattern::Exact(h) if h.contains(':') => format!("[{h}]"),
+                // FINDING (reported): `unix:*` is matched case-sensitively,
+                // so `UNIX:*` is a TCP entry for a host named `unix` that
+                // writes back as the unix-socket entry. `unix.` is the same
+                // host in a spelling that cannot be misread.
+                HostPattern::Exact(h) if h == "unix" => "unix.".to_string(),
                 HostPattern::Exact(h) => h.clone(),
             };
             match port {

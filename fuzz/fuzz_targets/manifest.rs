@@ -10,6 +10,13 @@ use astrid::policy::topic;
 use libfuzzer_sys::fuzz_target;
 use toml::{Table, Value};
 
+/// Known findings (fuzz/README.md) are tolerated so the smoke run stays
+/// green until they are fixed; `ASTRID_FUZZ_KNOWN=strict` makes them fail.
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var("ASTRID_FUZZ_KNOWN").as_deref() == Ok("strict"))
+}
+
 /// Writes an accepted manifest back as `Capsule.toml` text: every parsed
 /// field in its canonical spelling (component capabilities merged into the
 /// top-level table). `None` when a default cannot be written back (a JSON
@@ -63,7 +70,7 @@ fn emit(m: &Manifest) -> Option<String> {
                 // so `UNIX:*` is a TCP entry for a host named `unix` that
                 // writes back as the unix-socket entry. `unix.` is the same
                 // host in a spelling that cannot be misread.
-                HostPattern::Exact(h) if h == "unix" => "unix.".to_string(),
+                HostPattern::Exact(h) if h == "unix" && !strict() => "unix.".to_string(),
                 HostPattern::Exact(h) => h.clone(),
             };
             match port {

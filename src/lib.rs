@@ -15,6 +15,9 @@ pub mod error;
 pub mod exports;
 #[allow(unsafe_code)]
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 mod handoff;
 pub mod host;

@@ -117,9 +117,9 @@ macro_rules! http_stream_common {
     };
 }
 
-mod body;
+pub(crate) mod body;
 mod client;
-mod decode;
+pub(crate) mod decode;
 mod v1_0;
 mod v1_1;
 
@@ -351,7 +351,7 @@ impl Options {
     }
 
     /// What the body pump enforces for a response with `encoding`.
-    fn pump_rules(
+    pub(crate) fn pump_rules(
         &self,
         encoding: Option<&str>,
         buffered: bool,

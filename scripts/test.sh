@@ -49,6 +49,9 @@ step "soak (short): 8 threads of random load/call/cancel/unload, memory and thre
 compile_c build/soak tests/c/soak.c
 ./build/soak build/capsules 10 8 | tee -a "$results"
 
+step "fuzz targets (smoke): each builds and runs a few seconds on its seed corpus"
+scripts/fuzz.sh --smoke 2>&1 | tee build/fuzz-smoke.log
+
 step "C++ compiles and links against the header"
 compile_c build/header_cpp tests/c/header_cpp.cpp
 ./build/header_cpp | tee -a "$results"

@@ -395,3 +395,24 @@ fn renames_racing_writes_never_reach_an_ungranted_directory() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn paths_deeper_than_256_components_are_refused_before_any_walk() {
+    let rt = runtime();
+    let c = load(&rt, LoadOptions::default());
+    let at_limit = vec!["a"; 256].join("/");
+    ok(&c, "mkdir-all", &[&format!("tmp://{at_limit}")]);
+    let too_deep = vec!["a"; 257].join("/");
+    assert_eq!(
+        err(&c, "mkdir-all", &[&format!("tmp://{too_deep}")]),
+        "invalid-path"
+    );
+    // A link cannot make a resolved path deeper than a spelled one may be.
+    let root = scratch_dir("deep");
+    std::fs::create_dir_all(root.join("ws")).unwrap();
+    symlink(vec!["x"; 200].join("/"), root.join("ws/long")).unwrap();
+    let c = load(&rt, in_workspace(&root));
+    let through = format!("ws/long/{}", vec!["y"; 100].join("/"));
+    assert_eq!(err(&c, "write-file", &[&through, "x"]), "invalid-path");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -31,12 +31,6 @@ use std::time::Duration;
 
 const MAX_OPS: usize = 16;
 
-/// Known findings (fuzz/README.md) are tolerated so the smoke run stays
-/// green until they are fixed; `ASTRID_FUZZ_KNOWN=strict` makes them fail.
-fn strict() -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var("ASTRID_FUZZ_KNOWN").as_deref() == Ok("strict"))
-}
 const MAX_OWN_CAPSULES: usize = 3;
 
 fn capsule_dir(name: &str) -> String {
@@ -427,12 +421,9 @@ impl Seq<'_> {
             std::ptr::null_mut(),
             CANCEL,
         );
-        // FINDING (reported): cancel on a capsule whose runtime was freed
-        // returns ASTRID_OK, though astrid_runtime_free documents that every
-        // use of its capsule handles but unload returns ASTRID_E_CLOSED.
-        let of_freed_runtime = self.is_live_capsule(handle).is_some();
+        // Fixed finding: cancel on a capsule whose runtime was freed returned
+        // ASTRID_OK; it is ASTRID_E_CLOSED like every other use.
         match expect {
-            Some(_) if of_freed_runtime && status == ASTRID_OK && !strict() => {}
             Some(expect) => assert_eq!(status, expect, "cancel on a dead handle"),
             None => assert_eq!(status, ASTRID_OK),
         }
@@ -555,14 +546,13 @@ impl Seq<'_> {
                 assert_eq!(s, ASTRID_OK);
                 // The racing call may still hold the handle: the unloaded
                 // handle must read as closed all the same.
-                // FINDING (reported): the per-thread handle cache in
-                // src/ffi/capsule.rs upgrades its Weak while the racing call
-                // still holds the handle, so cancel says ASTRID_OK and name
-                // returns a pointer that dangles once that call returns.
+                // Fixed finding: the per-thread handle cache revived the
+                // handle while the racing call held it (cancel said OK, the
+                // name pointer dangled once that call returned).
                 let cancel = astrid_capsule_cancel(handle as *mut _);
                 let name = astrid_capsule_name(handle as *const _, &mut len);
                 assert!(
-                    (cancel == ASTRID_E_CLOSED && name.is_null()) || !strict(),
+                    cancel == ASTRID_E_CLOSED && name.is_null(),
                     "right after unload: cancel = {cancel}, name = {name:?} (a handle the racing call still holds)"
                 );
             } else {

@@ -12,21 +12,25 @@
 
 use astrid::policy::airlock::{self, Blocked};
 use astrid::policy::net::{
-    normalise_request_host, sockets_allow, sockets_allow_any_port, HostPattern, HttpHostGrant,
+    canonical_host, sockets_allow, sockets_allow_any_port, HostPattern, HttpHostGrant, NetHost,
     PortPattern, SocketGrant,
 };
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The spellings of a guest host the runtime compares or resolves.
-///
-/// This is the one place to add the host canonicaliser when it lands
-/// (`astrid::policy::net::canonical_host`): push its output here and every
-/// check below runs on it too.
+/// The spellings of a guest host the runtime compares or resolves,
+/// including the canonical one every path uses (`canonical_host`), which
+/// must be a fixed point: canonicalising it again changes nothing.
 fn spellings(text: &str) -> Vec<String> {
-    let mut out = vec![text.to_string(), normalise_request_host(text)];
+    let mut out = vec![text.to_string(), text.to_ascii_lowercase()];
     if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         out.push(inner.to_string());
+    }
+    if let Ok(host) = canonical_host(text) {
+        let spelled = host.to_string();
+        let again = canonical_host(&spelled).expect("a canonical host is valid");
+        assert_eq!(again, host, "canonicalising {text:?} is not idempotent");
+        out.push(spelled);
     }
     out
 }
@@ -194,15 +198,18 @@ fn ips_in(text: &str) -> Vec<IpAddr> {
 fn check_http_grant(entry: &str, url: Option<&url::Url>) {
     let parsed = HttpHostGrant::parse(entry);
     assert_eq!(parsed, HttpHostGrant::parse(entry));
-    let Some(host) = url.and_then(|u| u.host()) else {
+    let Some(url_host) = url.and_then(|u| u.host_str()) else {
+        return;
+    };
+    // Requests are matched on the canonical host, as every path does.
+    let Ok(host) = canonical_host(url_host) else {
         return;
     };
     // The URL's own host, as a manifest entry, covers it.
-    let own = url.and_then(|u| u.host_str()).unwrap_or_default();
-    if let Ok(grant) = HttpHostGrant::parse(own) {
+    if let Ok(grant) = HttpHostGrant::parse(url_host) {
         assert!(
             grant.allows(&host),
-            "entry {own:?} does not cover its own URL host"
+            "entry {url_host:?} does not cover its own URL host"
         );
     }
     let Ok(grant) = parsed else {
@@ -212,10 +219,8 @@ fn check_http_grant(entry: &str, url: Option<&url::Url>) {
     assert_eq!(allowed, grant.allows(&host));
     let want = match (&grant, &host) {
         (HttpHostGrant::Any, _) => true,
-        (HttpHostGrant::Ip(ip), url::Host::Ipv4(v4)) => *ip == IpAddr::V4(*v4),
-        (HttpHostGrant::Ip(ip), url::Host::Ipv6(v6)) => *ip == IpAddr::V6(*v6),
-        (HttpHostGrant::Name(name), url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.');
+        (HttpHostGrant::Ip(ip), NetHost::Ip(h)) => ip == h,
+        (HttpHostGrant::Name(name), NetHost::Name(d)) => {
             d == name || d.ends_with(&format!(".{name}"))
         }
         _ => false,
@@ -223,7 +228,12 @@ fn check_http_grant(entry: &str, url: Option<&url::Url>) {
     assert_eq!(allowed, want, "{grant:?} vs {host:?}");
 }
 
-fn check_socket_grant(entry: &str, host: &str) {
+fn net(text: &str) -> NetHost {
+    canonical_host(text).unwrap_or_else(|_| panic!("{text:?} should be a valid host"))
+}
+
+fn check_socket_grant(entry: &str, text: &str) {
+    let host = canonical_host(text).ok();
     for unix in [false, true] {
         let parsed = SocketGrant::parse(entry, unix);
         assert_eq!(parsed, SocketGrant::parse(entry, unix));
@@ -234,7 +244,9 @@ fn check_socket_grant(entry: &str, host: &str) {
         match &grant {
             SocketGrant::Unix => {
                 assert!(unix && entry == "unix:*");
-                assert!(!sockets_allow(&grants, host, None));
+                if let Some(host) = &host {
+                    assert!(!sockets_allow(&grants, host, None));
+                }
             }
             SocketGrant::Inet {
                 host: pattern,
@@ -245,42 +257,61 @@ fn check_socket_grant(entry: &str, host: &str) {
                     PortPattern::Any => None,
                 };
                 match pattern {
-                    HostPattern::Any => assert!(sockets_allow(&grants, host, p)),
+                    HostPattern::Any => {
+                        if let Some(host) = &host {
+                            assert!(sockets_allow(&grants, host, p));
+                        }
+                    }
                     HostPattern::Exact(h) => {
-                        assert!(sockets_allow(&grants, h, p), "{entry:?} misses {h:?}");
+                        let h = net(h.trim_start_matches('[').trim_end_matches(']'));
+                        assert!(sockets_allow(&grants, &h, p), "{entry:?} misses {h:?}");
                         if let Some(p) = p {
-                            assert!(!sockets_allow(&grants, h, Some(p ^ 1)));
-                            assert!(!sockets_allow_any_port(&grants, h));
+                            assert!(!sockets_allow(&grants, &h, Some(p ^ 1)));
+                            assert!(!sockets_allow_any_port(&grants, &h));
                         }
                     }
                     HostPattern::Subdomains(parent) => {
-                        assert!(sockets_allow(&grants, &format!("x.{parent}"), p));
-                        assert!(sockets_allow(&grants, &format!("a.B.{parent}."), p));
+                        for child in [format!("x.{parent}"), format!("a.B.{parent}.")] {
+                            // (a child may be too long to be a host at all)
+                            if let Ok(child) = canonical_host(&child) {
+                                assert!(
+                                    sockets_allow(&grants, &child, p),
+                                    "{entry:?} misses {child}"
+                                );
+                            }
+                        }
                         assert!(
-                            !sockets_allow(&grants, parent, p),
+                            !sockets_allow(&grants, &net(parent), p),
                             "{entry:?} covers its parent"
                         );
-                        assert!(!sockets_allow(&grants, &format!("x{parent}"), p));
+                        if let Ok(glued) = canonical_host(&format!("x{parent}")) {
+                            assert!(!sockets_allow(&grants, &glued, p));
+                        }
                     }
                 }
-                // Case and a trailing dot do not change a name's verdict.
-                if host.parse::<IpAddr>().is_err() && !host.ends_with('.') && host.is_ascii() {
-                    let a = sockets_allow(&grants, host, p);
-                    assert_eq!(a, sockets_allow(&grants, &host.to_ascii_uppercase(), p));
-                    assert_eq!(a, sockets_allow(&grants, &format!("{host}."), p));
-                }
-                // An IP is matched by value, however it is spelled.
-                if let Ok(ip) = host.parse::<IpAddr>() {
-                    let canonical = match ip {
-                        IpAddr::V4(v4) => format!("{v4}:*"),
-                        IpAddr::V6(v6) => format!("[{v6}]:*"),
-                    };
-                    let by_value =
-                        SocketGrant::parse(&canonical, false).expect("canonical IP entry");
-                    assert!(
-                        sockets_allow(&[by_value], host, Some(1)),
-                        "{canonical} vs {host:?}"
-                    );
+                // Case and a trailing dot do not change the canonical host.
+                if let Some(host) = &host {
+                    if text.is_ascii() && !text.ends_with('.') && text.parse::<IpAddr>().is_err() {
+                        let upper = canonical_host(&text.to_ascii_uppercase());
+                        assert_eq!(upper.as_ref().ok(), Some(host), "{text:?} upper-cased");
+                        let dotted = canonical_host(&format!("{text}."));
+                        if let Ok(dotted) = dotted {
+                            assert_eq!(&dotted, host, "{text:?} with a trailing dot");
+                        }
+                    }
+                    // An IP is matched by value, however it is spelled.
+                    if let NetHost::Ip(ip) = host {
+                        let canonical = match ip {
+                            IpAddr::V4(v4) => format!("{v4}:*"),
+                            IpAddr::V6(v6) => format!("[{v6}]:*"),
+                        };
+                        let by_value =
+                            SocketGrant::parse(&canonical, false).expect("canonical IP entry");
+                        assert!(
+                            sockets_allow(&[by_value], host, Some(1)),
+                            "{canonical} vs {text:?}"
+                        );
+                    }
                 }
             }
         }

@@ -10,13 +10,6 @@ use astrid::policy::topic;
 use libfuzzer_sys::fuzz_target;
 use toml::{Table, Value};
 
-/// Known findings (fuzz/README.md) are tolerated so the smoke run stays
-/// green until they are fixed; `ASTRID_FUZZ_KNOWN=strict` makes them fail.
-fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var("ASTRID_FUZZ_KNOWN").as_deref() == Ok("strict"))
-}
-
 /// Writes an accepted manifest back as `Capsule.toml` text: every parsed
 /// field in its canonical spelling (component capabilities merged into the
 /// top-level table). `None` when a default cannot be written back (a JSON
@@ -66,11 +59,9 @@ fn emit(m: &Manifest) -> Option<String> {
                 HostPattern::Any => "*".to_string(),
                 HostPattern::Subdomains(p) => format!("*.{p}"),
                 HostPattern::Exact(h) if h.contains(':') => format!("[{h}]"),
-                // FINDING (reported): `unix:*` is matched case-sensitively,
-                // so `UNIX:*` is a TCP entry for a host named `unix` that
-                // writes back as the unix-socket entry. `unix.` is the same
-                // host in a spelling that cannot be misread.
-                HostPattern::Exact(h) if h == "unix" && !strict() => "unix.".to_string(),
+                // Fixed finding: a host named `unix` (`UNIX:*`) read as the
+                // unix-socket entry; the parser now refuses it.
+                HostPattern::Exact(h) if h == "unix" => panic!("a host named unix was accepted"),
                 HostPattern::Exact(h) => h.clone(),
             };
             match port {

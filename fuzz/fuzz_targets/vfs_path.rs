@@ -254,18 +254,30 @@ impl Vfs for Tree {
 
 fn check_resolve(tree: &Tree, path: &VfsPath, follow_last: bool) {
     let result = vfs::resolve(tree, &path.components, follow_last);
-    let Ok(resolved) = result else {
-        assert!(
-            matches!(
-                result,
-                Err(VfsError::BoundaryEscape
-                    | VfsError::NotFound
-                    | VfsError::NotDirectory
-                    | VfsError::InvalidPath)
-            ),
-            "{result:?}"
-        );
-        return;
+    let resolved = match result {
+        Ok(resolved) => resolved,
+        Err(failure) => {
+            assert!(
+                matches!(
+                    failure.error,
+                    VfsError::BoundaryEscape
+                        | VfsError::NotFound
+                        | VfsError::NotDirectory
+                        | VfsError::InvalidPath
+                ),
+                "{failure:?}"
+            );
+            // Where the walk stopped is a normalised path too, and before any
+            // link was followed it is a prefix of what the guest spelled.
+            check_components("reached", &failure.reached);
+            if !failure.via_link {
+                assert!(
+                    path.components.starts_with(&failure.reached),
+                    "{failure:?} is not on {path:?}"
+                );
+            }
+            return;
+        }
     };
     check_components("resolved", &resolved);
     // Every parent on the way exists as a directory, or is missing and so is

@@ -231,14 +231,13 @@ fn path_error(_: PathError) -> Refused<ErrorCode> {
 /// path as the guest spelled it (no link followed yet) is reported as is:
 /// that path passed the manifest. One reached through a link is described
 /// only where that place is granted too; elsewhere it is a denial, so a
-/// link cannot be used to probe what exists in ungranted places.
-/// `boundary-escape` is always told: it reveals nothing beyond the root.
+/// link cannot be used to probe what exists, or where links lead, in
+/// ungranted places.
 fn resolve_refusal(
     failure: vfs::ResolveFailure,
     granted: impl FnOnce(Vec<String>) -> bool,
 ) -> Refused<ErrorCode> {
-    let told =
-        !failure.via_link || failure.error == VfsError::BoundaryEscape || granted(failure.reached);
+    let told = !failure.via_link || granted(failure.reached);
     if told {
         Refused::Failed(map(failure.error))
     } else {
@@ -448,13 +447,14 @@ impl HostState {
         let Some(budget) = self.capsule.write_budget else {
             return Ok(());
         };
+        // One compare-and-swap: a charge that does not fit never touches
+        // the counter, so no concurrent charge can see it wrapped.
         let used = &self.capsule.bytes_written;
-        let before = used.fetch_add(bytes, Ordering::SeqCst);
-        if before.saturating_add(bytes) > budget {
-            used.fetch_sub(bytes, Ordering::SeqCst);
-            return Err(ErrorCode::Quota);
-        }
-        Ok(())
+        used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spent| {
+            spent.checked_add(bytes).filter(|&total| total <= budget)
+        })
+        .map(|_| ())
+        .map_err(|_| ErrorCode::Quota)
     }
 
     /// One provider read of up to `want` bytes at `offset`, appended to
@@ -704,7 +704,10 @@ impl HostFileHandle for HostState {
                 let max = max_bytes as usize;
                 let mut data = Vec::new();
                 while data.len() < max {
-                    let (at, want) = (offset + data.len() as u64, max - data.len());
+                    let at = offset
+                        .checked_add(data.len() as u64)
+                        .ok_or(ErrorCode::TooLarge)?;
+                    let want = max - data.len();
                     let (next, got) = state.read_chunk(vfs, h, at, data, want)?;
                     data = next;
                     if got == 0 {

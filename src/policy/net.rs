@@ -198,10 +198,15 @@ impl SocketGrant {
             }
             other => return Err(format!("port `{other}` is not `*` or a number")),
         };
-        Ok(SocketGrant::Inet {
-            host: parse_host(host)?,
-            port,
-        })
+        let host = parse_host(host)?;
+        // A TCP/UDP host named `unix` (`UNIX:*`, `unix.:80`) would read as
+        // the unix-socket entry to anyone auditing the manifest.
+        if matches!(&host, HostPattern::Exact(name) if name == "unix") {
+            return Err(format!(
+                "`{entry}` names a host `unix`, which reads as the unix-socket entry (spelled `unix:*`, lowercase, in net_bind only)"
+            ));
+        }
+        Ok(SocketGrant::Inet { host, port })
     }
 }
 
@@ -488,6 +493,15 @@ mod tests {
         assert!(allowed("http://[::ffff:10.0.0.1]/"));
         assert!(allowed("http://0x0a.1/"));
         assert!(HttpHostGrant::Any.allows(&NetHost::Name("anything".into())));
+    }
+
+    #[test]
+    fn a_host_named_unix_is_refused() {
+        for entry in ["UNIX:*", "Unix:80", "unix.:*", "unix:443"] {
+            assert!(SocketGrant::parse(entry, true).is_err(), "{entry}");
+            assert!(SocketGrant::parse(entry, false).is_err(), "{entry}");
+        }
+        assert_eq!(SocketGrant::parse("unix:*", true), Ok(SocketGrant::Unix));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! normalised components. Lexical rules run before any provider is touched.
 
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Components a path may have, as spelled and once resolved: each provider
+/// operation walks them one by one, and resolution stats every prefix, so
+/// the depth bounds the work one host call can cause.
+pub const MAX_COMPONENTS: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mount {
@@ -43,6 +47,7 @@ impl VfsPath {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathError {
     TooLong,
+    TooDeep,
     Nul,
     ParentComponent,
     WindowsPrefix,
@@ -56,6 +61,7 @@ impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PathError::TooLong => "is longer than 4096 bytes",
+            PathError::TooDeep => "has more than 256 components",
             PathError::Nul => "contains a NUL byte",
             PathError::ParentComponent => "contains a `..` component",
             PathError::WindowsPrefix => "uses a Windows drive, UNC prefix or backslash",
@@ -119,6 +125,9 @@ pub fn parse(text: &str) -> Result<VfsPath, PathError> {
                 return Err(PathError::EncodedTraversal)
             }
             other => components.push(other.to_string()),
+        }
+        if components.len() > MAX_COMPONENTS {
+            return Err(PathError::TooDeep);
         }
     }
     Ok(VfsPath { mount, components })

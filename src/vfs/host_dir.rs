@@ -109,12 +109,22 @@ fn component(name: &str) -> VfsResult<&str> {
 impl HostDir {
     /// Opens `root` (which must be an existing directory) as a sandbox.
     pub fn open(root: &Path) -> std::io::Result<HostDir> {
+        use std::os::unix::fs::MetadataExt;
         let root_path = std::fs::canonicalize(root)?;
+        let expected = std::fs::metadata(&root_path)?;
         let root = rfs::open(
             &root_path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // The directory opened must be the one just canonicalised: a swap
+        // in between (anywhere up the path) would root the sandbox elsewhere.
+        let opened = rfs::fstat(&root)?;
+        if opened.st_dev != expected.dev() || opened.st_ino != expected.ino() {
+            return Err(std::io::Error::other(
+                "the workspace directory changed while it was opened",
+            ));
+        }
         Ok(HostDir {
             root,
             root_path,

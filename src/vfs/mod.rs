@@ -258,6 +258,9 @@ pub fn resolve(
             _ => {}
         }
         resolved.push(part);
+        if resolved.len() > crate::policy::paths::MAX_COMPONENTS {
+            return Err(fail(VfsError::InvalidPath, &resolved, hops));
+        }
         if pending.is_empty() && !follow_last {
             break;
         }
@@ -272,6 +275,9 @@ pub fn resolve(
                         ".." => return Err(fail(VfsError::NotFound, &resolved, hops)),
                         _ => resolved.push(rest),
                     }
+                }
+                if resolved.len() > crate::policy::paths::MAX_COMPONENTS {
+                    return Err(fail(VfsError::InvalidPath, &resolved, hops));
                 }
                 break;
             }

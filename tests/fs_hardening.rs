@@ -17,40 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn scratch_dir(tag: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "astrid-hard-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn fs(c: &Capsule, action: &str, args: &[&str]) -> Result<String, String> {
-    let r = c
-        .call(action, args.join("\n").as_bytes(), None)
-        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
-    let data = r.data.unwrap_or_default();
-    match r.action.as_str() {
-        "ok" => Ok(data),
-        _ => Err(data),
-    }
-}
-
-fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
-    fs(c, action, args).unwrap_or_else(|e| panic!("{action} {args:?} failed: {e}"))
-}
-
-fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match fs(c, action, args) {
-        Ok(v) => panic!("{action} {args:?} succeeded with {v:?}"),
-        Err(e) => e,
-    }
-}
-
 fn load(rt: &Runtime, options: LoadOptions) -> Capsule {
     Capsule::load_dir(rt, &capsule_dir("fsprobe"), &options).unwrap()
 }

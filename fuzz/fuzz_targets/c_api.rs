@@ -482,7 +482,10 @@ impl Seq<'_> {
         }
         if b & 2 != 0 {
             cfg.size = usize::from(self.byte()) % std::mem::size_of::<astrid_runtime_config_t>();
-            expect_invalid = true;
+            // From the first appended field's offset up, a size is an older
+            // caller's struct (accepted); below it, refused.
+            let oldest = std::mem::offset_of!(astrid_runtime_config_t, memfs_quota_bytes);
+            expect_invalid |= cfg.size < oldest;
         }
         let (status, handle) = new_runtime(&cfg);
         if expect_invalid {

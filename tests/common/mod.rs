@@ -152,3 +152,41 @@ pub fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
         }
     }
 }
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "astrid-test-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Calls a probe capsule whose actions answer `ok` with data or an error
+/// case: `Ok(data)` or `Err(case)`.
+pub fn fs(c: &Capsule, action: &str, args: &[&str]) -> Result<String, String> {
+    let r = c
+        .call(action, args.join("\n").as_bytes(), None)
+        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
+    let data = r.data.unwrap_or_default();
+    match r.action.as_str() {
+        "ok" => Ok(data),
+        _ => Err(data),
+    }
+}
+
+pub fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
+    fs(c, action, args).unwrap_or_else(|e| panic!("{action} {args:?} failed: {e}"))
+}
+
+pub fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
+    match fs(c, action, args) {
+        Ok(v) => panic!("{action} {args:?} succeeded with {v:?}"),
+        Err(e) => e,
+    }
+}

@@ -13,7 +13,7 @@ use astrid::vfs::memory::MemoryFs;
 use astrid::vfs::{OpenFlags, Vfs, VfsError};
 use astrid::{Capsule, LoadOptions, Outcome, Runtime, RuntimeConfig};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

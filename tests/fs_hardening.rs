@@ -12,8 +12,8 @@ use astrid::vfs::memory::MemoryLimits;
 use astrid::{Capsule, LoadOptions, Runtime, RuntimeConfig};
 use common::*;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -167,26 +167,11 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Calls a probe capsule whose actions answer `ok` with data or an error
-/// case: `Ok(data)` or `Err(case)`.
+/// A probe call as a `Result`: `Ok(text)` when it answered `ok`, else
+/// `Err(text)` (the error case).
 pub fn fs(c: &Capsule, action: &str, args: &[&str]) -> Result<String, String> {
-    let r = c
-        .call(action, args.join("\n").as_bytes(), None)
-        .unwrap_or_else(|e| panic!("{action} {args:?}: {e}"));
-    let data = r.data.unwrap_or_default();
-    match r.action.as_str() {
-        "ok" => Ok(data),
-        _ => Err(data),
-    }
-}
-
-pub fn ok(c: &Capsule, action: &str, args: &[&str]) -> String {
-    fs(c, action, args).unwrap_or_else(|e| panic!("{action} {args:?} failed: {e}"))
-}
-
-pub fn err(c: &Capsule, action: &str, args: &[&str]) -> String {
-    match fs(c, action, args) {
-        Ok(v) => panic!("{action} {args:?} succeeded with {v:?}"),
-        Err(e) => e,
+    match call(c, action, args) {
+        (a, text) if a == "ok" => Ok(text),
+        (_, text) => Err(text),
     }
 }

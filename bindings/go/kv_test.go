@@ -329,12 +329,12 @@ func TestKVReleasedOnReplaceAndOnClose(t *testing.T) {
 }
 
 func TestKVQuotaConfig(t *testing.T) {
-	rt := newRuntime(t, &Config{KVQuotaBytes: 100})
+	rt := newRuntime(t, &Config{KVQuotaBytes: 300})
 	probe := load(t, rt, "kvprobe", nil)
 	if got := kvAnswer(t, probe, "set-size", "small\n40"); got != "ok:ok" {
 		t.Fatal(got)
 	}
-	if got := kvAnswer(t, probe, "set-size", "big\n80"); got != "err:quota" { // 45 + 83 bytes > 100
+	if got := kvAnswer(t, probe, "set-size", "big\n80"); got != "err:quota" { // (45 + 96) + (83 + 96) bytes > 300: 96 per entry
 		t.Fatalf("beyond the quota: %s", got)
 	}
 	roomy := load(t, newRuntime(t, nil), "kvprobe", nil)

@@ -175,10 +175,10 @@ TEST(Kv, ThrowingBackendIsAStorageFailure) {
 }
 
 TEST(Kv, BuiltInStoreHonoursTheConfiguredQuota) {
-    astrid::Runtime rt(test::config().kv_quota_bytes(100));
+    astrid::Runtime rt(test::config().kv_quota_bytes(300));
     astrid::Capsule probe = rt.load(test::capsule_dir("kvprobe"));
     EXPECT_EQ(kv(probe, "set-size", "small\n40"), "ok ok");
-    EXPECT_EQ(kv(probe, "set-size", "big\n80"), "err quota") << "45 + 83 bytes exceed 100";
+    EXPECT_EQ(kv(probe, "set-size", "big\n80"), "err quota") << "(45 + 96) + (83 + 96) bytes exceed 300: each entry also costs 96";
     EXPECT_EQ(kv(probe, "get", "big"), "ok none");
 
     astrid::Runtime roomy(test::config());

@@ -184,9 +184,9 @@ def test_backend_released_on_replace_and_on_runtime_close(capsules) -> None:
 
 
 def test_builtin_store_quota_is_configurable(capsules) -> None:
-    with astrid.Runtime(kv_quota_bytes=100) as rt, rt.load(capsules / "kvprobe") as probe:
+    with astrid.Runtime(kv_quota_bytes=300) as rt, rt.load(capsules / "kvprobe") as probe:
         assert kv(probe, "set-size", "small\n40") == "ok:ok"
-        assert kv(probe, "set-size", "big\n80") == "err:quota"  # 45 + 83 bytes > 100
+        assert kv(probe, "set-size", "big\n80") == "err:quota"  # (45 + 96) + (83 + 96) bytes > 300
     with astrid.Runtime() as rt, rt.load(capsules / "kvprobe") as probe:
         assert kv(probe, "set-size", "big\n80") == "ok:ok"  # the default quota is 64 MiB
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, the C API tests (also
-# under valgrind for handle lifetimes and under ASan/UBSan), a short soak, a
-# short run of every fuzz target, the C++ header check, the demo and C
-# examples, the C++, Python and Go bindings' own suites, the WIT shape check
-# against the published ABI, rustfmt and clippy.
+# under valgrind for handle lifetimes, under ASan/UBSan and under TSan), a
+# short soak, a short run of every fuzz target, the C++ header check, the
+# demo and C examples, the C++, Python and Go bindings' own suites, the WIT
+# shape check against the published ABI, rustfmt and clippy.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_rust
@@ -44,6 +44,9 @@ step "C API tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 compile_c build/test_api_asan tests/c/test_api.c -fsanitize=address,undefined \
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
 ASAN_OPTIONS=detect_leaks=1 ./build/test_api_asan build/capsules | tee -a "$results"
+
+step "C API tests and a short soak under ThreadSanitizer (the Rust side instrumented too)"
+scripts/tsan.sh 5 2>&1 | tee -a "$results"
 
 step "soak (short): 8 threads of random load/call/cancel/unload, memory and threads flat"
 compile_c build/soak tests/c/soak.c

@@ -814,7 +814,7 @@ static void test_ipc_delivery(void) {
     /* free waits for the callback that is running, then runs the finalizer. */
     other.slow_ms = 200;
     CHECK(astrid_ipc_publish(rt, "u", 1, "0", 1, &e) == ASTRID_OK);
-    for (int i = 0; i < 100 && !other.in_callback; i++) usleep(2000);
+    CHECK(wait_flag(&other.lock, &other.in_callback, 1, 5));
     astrid_subscription_free(other_sub);
     CHECK(other.received == 1 && other.in_callback == 0 && other.finalized == 1);
 
@@ -829,7 +829,8 @@ static void test_ipc_delivery(void) {
     CHECK(astrid_ipc_subscribe(rt, "echo", ASTRID_NTS, on_message, &echo, on_bus_finalize, &echo_sub, &e) ==
           ASTRID_OK);
     CHECK(astrid_ipc_publish(rt, "echo", ASTRID_NTS, "0", 1, &e) == ASTRID_OK);
-    CHECK(wait_received(&back, 1) && echo.published == 1);
+    /* echo counts its publish before it counts the message it received. */
+    CHECK(wait_received(&back, 1) && wait_received(&echo, 1) && echo.published == 1);
     CHECK(astrid_ipc_publish(rt, "echo.back", ASTRID_NTS, "1", 1, &e) == ASTRID_OK); /* runtime still serves */
     CHECK(wait_received(&back, 2));
     echo.rt = NULL;
@@ -844,7 +845,7 @@ static void test_ipc_delivery(void) {
     CHECK(astrid_ipc_publish(rt, "self", ASTRID_NTS, "0", 1, &e) == ASTRID_OK);
     CHECK(astrid_ipc_publish(rt, "self", ASTRID_NTS, "1", 1, &e) == ASTRID_OK);
     CHECK(wait_received(&selfish, 1));
-    for (int i = 0; i < 500 && !selfish.finalized; i++) usleep(2000);
+    CHECK(wait_flag(&selfish.lock, &selfish.finalized, 1, 5));
     CHECK(selfish.finalized == 1 && selfish.received == 1);
 
     astrid_subscription_free(sub);
@@ -869,7 +870,7 @@ static void test_ipc_queue_limits(void) {
     astrid_subscription_t *sub = NULL;
     CHECK(astrid_ipc_subscribe(rt, "q", 1, on_message, &st, on_bus_finalize, &sub, &e) == ASTRID_OK);
     CHECK(astrid_ipc_publish(rt, "q", 1, "0", 1, &e) == ASTRID_OK);
-    for (int i = 0; i < 500 && !st.in_callback; i++) usleep(2000); /* the worker holds message 0 */
+    CHECK(wait_flag(&st.lock, &st.in_callback, 1, 5)); /* the worker holds message 0 */
     /* 10 one-byte messages into a queue of 4: the 6 oldest are evicted (lagged). */
     for (int i = 1; i <= 10; i++) CHECK(astrid_ipc_publish(rt, "q", 1, "1", 1, &e) == ASTRID_OK);
     /* A 72-byte payload does not fit the 64-byte budget: dropped. */

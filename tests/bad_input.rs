@@ -229,3 +229,38 @@ fn interceptor_export_with_the_wrong_signature_fails_the_load() {
     assert_eq!(e.code(), Code::Link, "{e}");
     assert!(e.message().contains("astrid-hook-trigger"), "{e}");
 }
+
+/// Components that use wasm features this build leaves out (threads, GC,
+/// function subtyping) are refused or fail as a call: none may abort the
+/// host. wasmtime before 48.0.9 could abort the process on such inputs in a
+/// build without its `gc` or `threads` features (GHSA-rc4p-x33f-vpr2,
+/// GHSA-2674-w29h-wqvj).
+#[test]
+fn components_using_features_left_out_of_this_build_never_abort_the_host() {
+    let rt = runtime();
+    for (name, wasm) in [
+        (
+            "shared-memory",
+            &include_bytes!("fixtures/shared-memory.wasm")[..],
+        ),
+        ("gc-struct", &include_bytes!("fixtures/gc-struct.wasm")[..]),
+        (
+            "func-subtype",
+            &include_bytes!("fixtures/func-subtype.wasm")[..],
+        ),
+    ] {
+        match Capsule::load_bytes(&rt, wasm, MANIFEST, &LoadOptions::default()) {
+            Err(e) => assert_eq!(e.code(), Code::Compile, "{name}: {e}"),
+            Ok(capsule) => {
+                // Loaded: the first call instantiates it and runs its start
+                // function; it has no entry point, so the call fails cleanly.
+                let e = capsule.call("noop", b"", None).err().expect(name);
+                assert!(
+                    matches!(e.code(), Code::Link | Code::NotFound | Code::Trap),
+                    "{name}: {e}"
+                );
+            }
+        }
+    }
+    runtime_still_serves(&rt);
+}

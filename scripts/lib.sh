@@ -8,6 +8,14 @@ step() { printf '\n== %s\n' "$*"; }
 
 need_rust() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+    # rust-toolchain.toml pins the toolchain (with its components and the
+    # wasm32-wasip2 target); rustup installs it only when asked, and every
+    # cargo command in the checkout fails until it has. Older rustups that
+    # lack the argument-less form install it on `rustup show`.
+    if command -v rustup >/dev/null; then
+        (cd "$root" && { rustup toolchain install || rustup show active-toolchain; }) ||
+            { echo "cannot install the toolchain pinned in rust-toolchain.toml" >&2; exit 1; }
+    fi
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         step "installing the wasm32-wasip2 target"
         rustup target add wasm32-wasip2

@@ -254,7 +254,7 @@ fn components_using_features_left_out_of_this_build_never_abort_the_host() {
             Ok(capsule) => {
                 // Loaded: the first call instantiates it and runs its start
                 // function; it has no entry point, so the call fails cleanly.
-                let e = capsule.call("noop", b"", None).err().expect(name);
+                let e = capsule.call("noop", b"", None).expect_err(name);
                 assert!(
                     matches!(e.code(), Code::Link | Code::NotFound | Code::Trap),
                     "{name}: {e}"

@@ -152,9 +152,16 @@ impl HostDir {
                 Err(e @ (rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR)) => {
                     // A symlink where the checked path had a directory is
                     // refused as such; a file there is plain `not-directory`.
+                    // The second look can race too: an entry that is a
+                    // directory again (swapped back) changed under the call,
+                    // and one that is gone is `not-found`.
                     return Err(match statx_at(dir.fd(), name) {
-                        Ok(stat) if stat.kind == FileKind::Symlink => VfsError::InvalidPath,
-                        _ => map_errno(e),
+                        Ok(stat) => match stat.kind {
+                            FileKind::Symlink | FileKind::Directory => VfsError::InvalidPath,
+                            _ => map_errno(e),
+                        },
+                        Err(VfsError::NotFound) => VfsError::NotFound,
+                        Err(_) => map_errno(e),
                     });
                 }
                 Err(e) => return Err(map_errno(e)),

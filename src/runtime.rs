@@ -570,6 +570,19 @@ impl Runtime {
     }
 }
 
+/// Joins `thread` if it ends within `grace`; otherwise leaves it running
+/// (detached) so that shutdown stays bounded.
+fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = thread.join();
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         if !in_callback() {
@@ -649,7 +662,12 @@ impl RuntimeInner {
         if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
-        // Closing the channel lets the audit thread drain what is queued and exit.
+        // Closing the channel lets the audit thread drain what is queued and
+        // exit. An embedder's audit callback that blocks gets the unload
+        // grace, like a subscription's: after it the thread is left to end
+        // on its own, and since the sink is taken out below, it delivers
+        // nothing more and drops the sink (running its finalizer) when the
+        // callback in flight returns.
         self.audit_tx
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -660,7 +678,7 @@ impl RuntimeInner {
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            let _ = t.join();
+            join_within(t, self.config.unload_grace);
         }
         self.log_sink
             .write()

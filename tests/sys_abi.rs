@@ -344,6 +344,61 @@ fn audit_events_for_host_calls() {
     assert_eq!(random.reason.as_deref(), Some("too-large"));
 }
 
+/// An audit callback that never returns on its own holds shutdown for the
+/// unload grace at most; its finalizer (the sink's drop) runs once, when
+/// that callback returns, and nothing is delivered after it.
+#[test]
+fn shutdown_with_a_blocked_audit_callback_is_bounded() {
+    struct Finalizer(Arc<std::sync::atomic::AtomicU32>);
+    impl Drop for Finalizer {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::new(RuntimeConfig {
+        unload_grace: Duration::from_millis(300),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let finalized = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let delivered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let entered_tx = Mutex::new(entered_tx);
+    let guard = Finalizer(finalized.clone());
+    let count = delivered.clone();
+    rt.set_audit_sink(Some(Arc::new(move |_: &astrid::AuditEvent| {
+        let _keep = &guard;
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = release_rx.lock().unwrap().recv(); // blocks until released
+        }
+    })))
+    .unwrap();
+    let probe = load(&rt, "probe");
+    for _ in 0..20 {
+        ask(&probe, "config:GREETING");
+    }
+    entered_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the first audit event reached the sink");
+    drop(probe);
+    let started = Instant::now();
+    rt.close().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(finalized.load(std::sync::atomic::Ordering::SeqCst), 0);
+    release_tx.send(()).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while finalized.load(std::sync::atomic::Ordering::SeqCst) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(finalized.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The events queued behind the blocked one were dropped, not delivered.
+    assert_eq!(delivered.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[test]
 fn wasi_is_deny_by_default() {
     let rt = runtime();

@@ -1165,10 +1165,11 @@ astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
 // running. Its finalizer then runs exactly once, on the subscription's
 // thread, right after that callback returns (after this function has
 // returned); `astrid_subscription_free` on its handle waits for that. The
-// audit callback gets the same grace to drain the queued events: one still
-// running after it is left running, the events still queued are dropped
-// (a delivery that had just begun may complete), and the audit finalizer
-// runs exactly once, on the audit thread, when that callback returns. Capsule handles
+// audit callback then gets an unload grace of its own to drain the queued
+// events (each of these waits is bounded separately, so the total can be a
+// few graces): one still running after it is left running, the events
+// still queued are dropped, and the audit finalizer runs exactly once, on
+// the audit thread, when that callback returns. Capsule handles
 // of this runtime stay valid to unload, but every other use of them then
 // returns `ASTRID_E_CLOSED`; so does any later use of `rt` itself.
 // Thread-safe. Calling it from inside an astrid callback returns without

@@ -197,11 +197,15 @@ impl CompileCache {
                 )
                 .caused_by(e);
             }
-            Error::new(
-                Code::Compile,
-                "the bytes are not a valid WebAssembly component",
+            // Every level of the chain: the top one only says "failed to
+            // parse", the next one says which feature or section is wrong.
+            e.chain().fold(
+                Error::new(
+                    Code::Compile,
+                    "the bytes are not a valid WebAssembly component",
+                ),
+                |error, cause| error.caused_by(cause),
             )
-            .caused_by(e)
         })?;
         self.components
             .lock()

@@ -265,6 +265,9 @@ pub struct RuntimeInner {
     has_audit: AtomicBool,
     audit_tx: RwLock<Option<SyncSender<AuditEvent>>>,
     audit_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when shutdown stops waiting for the audit thread: it delivers
+    /// nothing more and drops the sink itself.
+    audit_abandoned: Arc<AtomicBool>,
     capsules: Mutex<Vec<Weak<CapsuleInner>>>,
     closed: AtomicBool,
     ticker_stop: CancelToken,
@@ -313,17 +316,27 @@ impl Runtime {
         })?;
 
         let audit_sink: Arc<RwLock<Option<AuditSink>>> = Arc::new(RwLock::new(None));
+        let audit_abandoned = Arc::new(AtomicBool::new(false));
         let (audit_tx, audit_rx) = sync_channel::<AuditEvent>(AUDIT_QUEUE);
         let audit_thread = {
             let sink = audit_sink.clone();
+            let abandoned = audit_abandoned.clone();
             std::thread::Builder::new()
                 .name("astrid-audit".into())
                 .spawn(move || {
                     for event in audit_rx {
+                        if abandoned.load(Ordering::SeqCst) {
+                            break;
+                        }
                         let current = sink.read().unwrap_or_else(|e| e.into_inner()).clone();
                         if let Some(sink) = current {
                             run_callback(|| sink(&event));
                         }
+                    }
+                    // Left behind by shutdown: the sink's finalizer runs
+                    // here, after the callback that held shutdown returned.
+                    if abandoned.load(Ordering::SeqCst) {
+                        drop(sink.write().unwrap_or_else(|e| e.into_inner()).take());
                     }
                 })
                 .map_err(|e| Error::new(Code::Io, "cannot start the audit thread").caused_by(e))?
@@ -379,6 +392,7 @@ impl Runtime {
                 has_audit: AtomicBool::new(false),
                 audit_tx: RwLock::new(Some(audit_tx)),
                 audit_thread: Mutex::new(Some(audit_thread)),
+                audit_abandoned,
                 capsules: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 ticker_stop,
@@ -570,17 +584,18 @@ impl Runtime {
     }
 }
 
-/// Joins `thread` if it ends within `grace`; otherwise leaves it running
-/// (detached) so that shutdown stays bounded.
-fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) {
+/// Joins `thread` if it ends within `grace` (true); otherwise leaves it
+/// running, detached, so that shutdown stays bounded (false).
+fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
     while !thread.is_finished() {
         if Instant::now() >= deadline {
-            return;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let _ = thread.join();
+    true
 }
 
 impl Drop for Runtime {
@@ -663,22 +678,25 @@ impl RuntimeInner {
             let _ = t.join();
         }
         // Closing the channel lets the audit thread drain what is queued and
-        // exit. An embedder's audit callback that blocks gets the unload
-        // grace, like a subscription's: after it the thread is left to end
-        // on its own, and since the sink is taken out below, it delivers
-        // nothing more and drops the sink (running its finalizer) when the
-        // callback in flight returns.
+        // exit. An embedder's audit callback that blocks gets an unload
+        // grace of its own: after it the thread is abandoned; it starts no
+        // further delivery and drops the sink (running its finalizer)
+        // itself once the callback in flight returns.
         self.audit_tx
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(t) = self
+        let audit_thread = self
             .audit_thread
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            join_within(t, self.config.unload_grace);
+            .take();
+        let audit_ended = match audit_thread {
+            Some(t) => join_within(t, self.config.unload_grace),
+            None => true,
+        };
+        if !audit_ended {
+            self.audit_abandoned.store(true, Ordering::SeqCst);
         }
         self.log_sink
             .write()
@@ -688,10 +706,12 @@ impl RuntimeInner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        self.audit_sink
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        if audit_ended {
+            self.audit_sink
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
         self.has_audit.store(false, Ordering::SeqCst);
         if let Some(rt) = self.tokio.lock().unwrap_or_else(|e| e.into_inner()).take() {
             rt.shutdown_timeout(self.config.unload_grace);
@@ -930,7 +950,9 @@ impl RuntimeInner {
         self.has_audit.load(Ordering::Relaxed)
     }
 
-    /// Queues an event; waits when the queue is full (events are never dropped).
+    /// Queues an event; waits when the queue is full (events are never
+    /// dropped while the runtime runs; at shutdown, those queued behind an
+    /// audit callback that outlives the unload grace are).
     pub(crate) fn emit_audit(&self, event: AuditEvent) {
         let tx = self
             .audit_tx

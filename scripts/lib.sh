@@ -9,12 +9,19 @@ step() { printf '\n== %s\n' "$*"; }
 need_rust() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
     # rust-toolchain.toml pins the toolchain (with its components and the
-    # wasm32-wasip2 target); rustup installs it only when asked, and every
-    # cargo command in the checkout fails until it has. Older rustups that
-    # lack the argument-less form install it on `rustup show`.
+    # wasm32-wasip2 target). rustup may not install it by itself (rustup
+    # 1.28.0, or auto-install off, as on the development VM), and cargo fails
+    # until it is. Rustups before 1.28 lack the argument-less install; they
+    # get the same toolchain spelled out. Exporting RUSTUP_TOOLCHAIN makes
+    # every later cargo and rustup use it whatever the directory (an explicit
+    # `cargo +nightly` still wins).
     if command -v rustup >/dev/null; then
-        (cd "$root" && { rustup toolchain install || rustup show active-toolchain; }) ||
-            { echo "cannot install the toolchain pinned in rust-toolchain.toml" >&2; exit 1; }
+        local channel
+        channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")
+        if ! (cd "$root" && rustup toolchain install); then
+            rustup toolchain install "$channel" --profile minimal -c clippy -c rustfmt -t wasm32-wasip2
+        fi
+        export RUSTUP_TOOLCHAIN=$channel
     fi
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         step "installing the wasm32-wasip2 target"

@@ -8,9 +8,9 @@
 //! (a host subscription's thread here; a guest's `recv` / `poll`).
 
 use crate::error::{Code, Error, Result};
+use crate::handoff::{in_callback, run_callback};
 use crate::policy::topic;
-use crate::runtime::{in_callback, run_callback};
-use crate::wait::{Readiness, Signal, Waiter};
+use crate::signal::{Readiness, Signal, Waiter};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -262,7 +262,7 @@ impl SubscriptionQueue {
             // wake-up system call and a context switch. Spin briefly first.
             let seen = self.version.load(Ordering::Acquire);
             drop(state);
-            crate::wait::spin_until_changed(&self.version, seen);
+            crate::signal::spin_until_changed(&self.version, seen);
             state = self.lock();
             if state.items.is_empty() && !state.closed {
                 state.waiters += 1;

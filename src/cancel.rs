@@ -20,7 +20,7 @@ struct Inner {
     wake_lock: Mutex<()>,
     notify: tokio::sync::Notify,
     /// Multi-source waits (io `poll`, `recv`) that this token must end.
-    signal: crate::wait::Signal,
+    signal: crate::signal::Signal,
 }
 
 impl Inner {
@@ -101,7 +101,7 @@ impl CancelToken {
     }
 
     /// Wakes `waiter` when this token (or an ancestor) is cancelled.
-    pub fn register(&self, waiter: &Arc<crate::wait::Waiter>) {
+    pub fn register(&self, waiter: &Arc<crate::signal::Waiter>) {
         self.inner.signal.register(waiter);
         if self.is_cancelled() {
             waiter.fire();

@@ -4,10 +4,11 @@
 use crate::cancel::CancelToken;
 use crate::engine::{self, ContentHash};
 use crate::error::{Code, Error, Result};
+use crate::handoff::refuse_reentry;
 use crate::host::{CallContext, HostState, Interrupt};
 use crate::manifest::{EnvKind, Manifest};
 use crate::policy::paths::Mount;
-use crate::runtime::{refuse_reentry, LogLevel, LogRecord, Runtime, RuntimeInner, SecretRequest};
+use crate::runtime::{LogLevel, LogRecord, Runtime, RuntimeInner, SecretRequest};
 use crate::vfs::host_dir::HostDir;
 use crate::vfs::memory::MemoryFs;
 use crate::vfs::{CapsuleMounts, Vfs};
@@ -573,7 +574,7 @@ impl Capsule {
 
 impl Drop for Capsule {
     fn drop(&mut self) {
-        if !crate::runtime::in_callback() {
+        if !crate::handoff::in_callback() {
             self.inner.begin_unload();
             self.inner
                 .finish_unload(self.inner.shared.runtime.config.unload_grace);

@@ -10,6 +10,9 @@ use std::sync::Mutex;
 use wasmtime::component::{types::ComponentItem, Component};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// The types-only interface of the guest export contract.
+pub const GUEST_LIFECYCLE: &str = "astrid:guest/lifecycle@1.0.0";
+
 /// Packages this runtime links, matched by exact (package, version) for
 /// `astrid:*`; WASI 0.2 is matched semver-compatibly by wasmtime's linker.
 pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
@@ -24,7 +27,7 @@ pub const SERVED_ASTRID_INTERFACES: &[&str] = &[
     "astrid:request-context/host@1.0.0",
     "astrid:http/host@1.0.0",
     "astrid:http/host@1.1.0",
-    crate::host::GUEST_LIFECYCLE,
+    GUEST_LIFECYCLE,
 ];
 
 /// Host ABI packages published by the SDK but deliberately not linked in this

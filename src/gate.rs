@@ -3,8 +3,9 @@
 //! that panics, overruns its deadline or answers nonsense has denied.
 
 use crate::cancel::CancelToken;
+use crate::handoff::Bounded;
 use crate::policy::gate::{GateRequest, Verdict};
-use crate::runtime::{Bounded, RuntimeInner};
+use crate::runtime::RuntimeInner;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 

@@ -7,15 +7,18 @@
 //! Handing each to a sleeping thread would cost two thread wake-ups per
 //! callback, tens of microseconds on a loaded machine. So an idle worker spins
 //! briefly before it sleeps, and the caller spins briefly before it sleeps
-//! (see `wait::spin_until_changed`): a run of callbacks then flows between
+//! (see `signal::spin_until_changed`): a run of callbacks then flows between
 //! two awake threads. Both spins are bounded, so an idle runtime sleeps.
 //!
 //! The pool grows when every worker is busy (a callback that hangs keeps its
 //! thread, as it would in any pool) up to `MAX_THREADS`, and a worker idle
 //! for `KEEP_ALIVE` exits.
 
-use crate::wait::{lock, spin_until_changed};
+use crate::error::{Code, Error, Result};
+use crate::signal::{lock, spin_until_changed};
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -153,6 +156,45 @@ fn work(shared: &Shared) {
     }
     queue.threads -= 1;
     shared.exited.notify_all();
+}
+
+thread_local! {
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True while this thread runs an embedder callback: blocking API calls made
+/// from there return `Reentrant` instead of risking a deadlock.
+pub fn in_callback() -> bool {
+    CALLBACK_DEPTH.with(Cell::get) > 0
+}
+
+/// Runs an embedder callback, marking the thread and containing panics.
+pub fn run_callback<R>(f: impl FnOnce() -> R) -> Option<R> {
+    CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+    result.ok()
+}
+
+/// Fails with `Reentrant` when called from inside an embedder callback.
+pub fn refuse_reentry(what: &str) -> Result<()> {
+    if in_callback() {
+        return Err(Error::new(
+            Code::Reentrant,
+            format!("{what} cannot be called from inside an astrid callback"),
+        ));
+    }
+    Ok(())
+}
+
+/// How a deadline-bounded embedder callback ended.
+pub(crate) enum Bounded<R> {
+    Done(R),
+    Panicked,
+    /// Still running (or finished) past its own deadline.
+    Overran,
+    /// The call was cancelled or passed its deadline first.
+    Cancelled,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod policy;
 pub mod runloop;
 pub mod runtime;
+pub mod signal;
 pub mod vfs;
 pub mod wait;
 

@@ -8,13 +8,12 @@ use crate::capsule::CapsuleInner;
 use crate::engine::{self, CompileCache};
 use crate::error::{Code, Error, Result};
 use crate::gate::GateFn;
+use crate::handoff::{in_callback, refuse_reentry, run_callback, Bounded};
 use crate::host::{self, HostState};
 use crate::kv::KvStore;
 use crate::policy::paths::Mount;
 use crate::vfs::Vfs;
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -192,45 +191,6 @@ pub struct SecretRequest<'a> {
 pub type SecretProvider =
     Arc<dyn Fn(&SecretRequest<'_>) -> std::result::Result<Option<String>, ()> + Send + Sync>;
 pub type AuditSink = Arc<dyn Fn(&AuditEvent) + Send + Sync>;
-
-thread_local! {
-    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
-}
-
-/// True while this thread runs an embedder callback: blocking API calls made
-/// from there return `Reentrant` instead of risking a deadlock.
-pub fn in_callback() -> bool {
-    CALLBACK_DEPTH.with(Cell::get) > 0
-}
-
-/// Runs an embedder callback, marking the thread and containing panics.
-pub fn run_callback<R>(f: impl FnOnce() -> R) -> Option<R> {
-    CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
-    result.ok()
-}
-
-/// Fails with `Reentrant` when called from inside an embedder callback.
-pub fn refuse_reentry(what: &str) -> Result<()> {
-    if in_callback() {
-        return Err(Error::new(
-            Code::Reentrant,
-            format!("{what} cannot be called from inside an astrid callback"),
-        ));
-    }
-    Ok(())
-}
-
-/// How a deadline-bounded embedder callback ended.
-pub(crate) enum Bounded<R> {
-    Done(R),
-    Panicked,
-    /// Still running (or finished) past its own deadline.
-    Overran,
-    /// The call was cancelled or passed its deadline first.
-    Cancelled,
-}
 
 pub struct RuntimeInner {
     pub(crate) engine: Engine,
@@ -902,7 +862,7 @@ impl RuntimeInner {
             return Bounded::Cancelled;
         }
         // Most callbacks answer within microseconds: catch that awake.
-        if !crate::wait::spin_until(|| done.is_cancelled()) {
+        if !crate::signal::spin_until(|| done.is_cancelled()) {
             done.wait_until(limit_at.min(call_deadline));
         }
         // Marks the job finished from this side too, so one still queued

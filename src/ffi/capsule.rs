@@ -585,7 +585,7 @@ pub extern "C" fn astrid_capsule_unload(capsule: *mut astrid_capsule_t) -> astri
         if capsule.is_null() {
             return Ok(());
         }
-        crate::runtime::refuse_reentry("astrid_capsule_unload")?;
+        crate::handoff::refuse_reentry("astrid_capsule_unload")?;
         let handle = CAPSULES.remove(capsule as usize).ok_or_else(|| {
             Error::closed("`capsule` was already unloaded or never created by this library")
         })?;

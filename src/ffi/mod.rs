@@ -323,7 +323,7 @@ impl<F: Copy> Drop for Callback<F> {
         if let Some(finalizer) = self.finalizer.take() {
             let user_data = self.user_data;
             // SAFETY: the embedder registered this finalizer for user_data.
-            crate::runtime::run_callback(|| unsafe { finalizer(user_data) });
+            crate::handoff::run_callback(|| unsafe { finalizer(user_data) });
         }
     }
 }

@@ -293,7 +293,7 @@ pub extern "C" fn astrid_runtime_new(
 ) -> astrid_status_t {
     guard(err, || {
         non_null(out_rt, "out_rt")?;
-        crate::runtime::refuse_reentry("astrid_runtime_new")?;
+        crate::handoff::refuse_reentry("astrid_runtime_new")?;
         // SAFETY: cfg is NULL or a readable size-prefixed struct.
         let cfg = unsafe { read_config(cfg)? };
         let runtime = Runtime::new(config_from(cfg.as_ref())?)?;
@@ -327,7 +327,7 @@ pub extern "C" fn astrid_runtime_free(rt: *mut astrid_runtime_t) {
         if rt.is_null() {
             return Ok(());
         }
-        crate::runtime::refuse_reentry("astrid_runtime_free")?;
+        crate::handoff::refuse_reentry("astrid_runtime_free")?;
         if let Some(runtime) = RUNTIMES.remove(rt as usize) {
             runtime.close()?;
         }

@@ -6,9 +6,10 @@
 //! canonicalize) from the provider operations of §5.3.
 
 use super::{GatedError, HostState, Payload, Prepared, Refused};
+use crate::handoff::Bounded;
 use crate::policy::gate::{manifest_grants, GateKind, GateRequest};
 use crate::policy::paths::{self, Mount, PathError, VfsPath};
-use crate::runtime::{Bounded, Outcome};
+use crate::runtime::Outcome;
 use crate::vfs::{self, FileKind, OpenFlags, Stat, Vfs, VfsError, VfsResult, MAX_POSITIONAL};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -9,12 +9,11 @@
 
 use super::AuditCase;
 use super::HostState;
-use crate::cancel::CancelToken;
-use crate::wait::{Readiness, Signal, Waiter};
+use crate::signal::{Readiness, Signal, Waiter};
+use crate::wait::wait_for;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 pub(crate) mod bindings {
@@ -116,40 +115,6 @@ impl InputStream {
 impl OutputStream {
     pub fn new(sink: Arc<dyn ByteSink>) -> Self {
         OutputStream { sink, permit: 0 }
-    }
-}
-
-/// Waits until `ready()` holds, `source` signals, or the call ends. False
-/// when the call was cancelled or reached its deadline first.
-pub(crate) fn wait_for(
-    sources: &[&dyn Readiness],
-    token: &CancelToken,
-    deadline: Instant,
-    mut ready: impl FnMut() -> bool,
-) -> bool {
-    // Cancellation first (host ABI §1): a cancelled wait never reports ready.
-    if token.is_cancelled() {
-        return false;
-    }
-    if ready() {
-        return true;
-    }
-    let waiter = Waiter::new();
-    for source in sources {
-        source.register(&waiter);
-    }
-    token.register(&waiter);
-    loop {
-        waiter.reset();
-        if token.is_cancelled() {
-            return false;
-        }
-        if ready() {
-            return true;
-        }
-        if !waiter.wait_until(deadline) && Instant::now() >= deadline {
-            return ready();
-        }
     }
 }
 
@@ -814,7 +779,6 @@ impl ByteSink for PipeWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn pipe_reads_what_was_written_then_closed() {
@@ -833,41 +797,6 @@ mod tests {
         assert_eq!(reader.read(10), Err(StreamFailure::Closed));
         assert_eq!(writer.check_write(), Err(StreamFailure::Closed));
     }
-
-    #[test]
-    fn wait_for_wakes_on_data_cancel_or_deadline() {
-        let pipe = Pipe::new(8);
-        let reader = PipeReader(pipe.clone());
-        let readiness = reader.readiness();
-        let token = CancelToken::new();
-        let far = Instant::now() + Duration::from_secs(10);
-        let writer = {
-            let pipe = pipe.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                PipeWriter(pipe).write(b"x").unwrap();
-            })
-        };
-        assert!(wait_for(&[&*readiness], &token, far, || readiness.is_ready()));
-        writer.join().unwrap();
-        reader.read(1).unwrap();
-
-        let canceller = {
-            let token = token.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                token.cancel();
-            })
-        };
-        let started = Instant::now();
-        assert!(!wait_for(&[&*readiness], &token, far, || readiness.is_ready()));
-        assert!(started.elapsed() < Duration::from_secs(5));
-        canceller.join().unwrap();
-
-        let fresh = CancelToken::new();
-        let soon = Instant::now() + Duration::from_millis(30);
-        assert!(!wait_for(&[&*readiness], &fresh, soon, || readiness.is_ready()));
-    }
 }
 
 /// The stream and poll host functions exercised on a real capsule's store
@@ -876,9 +805,10 @@ mod tests {
 #[cfg(test)]
 mod host_tests {
     use super::*;
+    use crate::cancel::CancelToken;
     use crate::{Capsule, LoadOptions, Runtime, RuntimeConfig};
     use poll::{Host as _, HostPollable as _};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     use streams::{HostInputStream as _, HostOutputStream as _};
 
     fn state() -> (Runtime, Capsule, HostState) {

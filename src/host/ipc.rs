@@ -341,7 +341,7 @@ impl host::HostSubscription for HostState {
             let wait = Duration::from_millis(timeout_ms.min(MAX_RECV_MS));
             let until = (Instant::now() + wait).min(state.call.deadline);
             let token = state.call.token.clone();
-            super::io::wait_for(&[&*queue], &token, until, || queue.is_ready());
+            crate::wait::wait_for(&[&*queue], &token, until, || queue.is_ready());
             if token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }
@@ -352,7 +352,7 @@ impl host::HostSubscription for HostState {
     }
 
     fn subscribe_readiness(&mut self, this: Resource<GuestSubscription>) -> Resource<Pollable> {
-        let source: Arc<dyn crate::wait::Readiness> =
+        let source: Arc<dyn crate::signal::Readiness> =
             match self.table.get(&this).ok().and_then(|s| s.queue.clone()) {
                 Some(queue) => queue,
                 None => Arc::new(super::io::AlwaysReady),

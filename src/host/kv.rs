@@ -3,8 +3,8 @@
 //! namespace); every call audited with the key or prefix as its target.
 
 use super::{AuditCase, HostState};
+use crate::handoff::Bounded;
 use crate::kv::{self, KvError, KvStore, Namespace};
-use crate::runtime::Bounded;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 

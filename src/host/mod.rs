@@ -507,9 +507,6 @@ impl WasiView for HostState {
     }
 }
 
-/// The types-only interface of the guest export contract.
-pub const GUEST_LIFECYCLE: &str = "astrid:guest/lifecycle@1.0.0";
-
 /// The linker every capsule of a runtime is instantiated with.
 pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
@@ -525,6 +522,6 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     http::add_to_linker(&mut linker)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
-    linker.instance(GUEST_LIFECYCLE)?;
+    linker.instance(crate::engine::GUEST_LIFECYCLE)?;
     Ok(linker)
 }

@@ -6,8 +6,8 @@
 use super::decode::Decoder;
 use super::HttpError;
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
-use crate::wait::lock;
-use crate::wait::{Readiness, Signal, Waiter};
+use crate::signal::lock;
+use crate::signal::{Readiness, Signal, Waiter};
 use bytes::Bytes;
 use hyper::body::{Body as _, Frame, Incoming};
 use sha2::Digest;

@@ -128,7 +128,7 @@ use super::{AuditCase, CallScoped, GateRefusal, HostState};
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
 use crate::policy::net::{canonical_host, NetHost};
-use crate::wait::lock;
+use crate::signal::lock;
 use crate::wait::Pending;
 use body::{Body, BodyReadable, BodySource, PumpRules, UploadBody, UploadSink, UploadWritable};
 use bytes::Bytes;
@@ -871,7 +871,7 @@ impl HostState {
         let mut out = Vec::new();
         loop {
             let ready =
-                crate::host::io::wait_for(&[&*body.readable], &self.call.token, deadline, || {
+                crate::wait::wait_for(&[&*body.readable], &self.call.token, deadline, || {
                     body.has_news()
                 });
             if !ready {
@@ -1017,7 +1017,7 @@ impl HostState {
             }
             let body = &stream.body;
             loop {
-                let ready = crate::host::io::wait_for(
+                let ready = crate::wait::wait_for(
                     &[&*body.readable],
                     &state.call.token,
                     state.call.deadline,
@@ -1087,7 +1087,7 @@ impl Stream {
         self.headers.clone()
     }
 
-    pub(crate) fn readable(&self) -> Arc<dyn crate::wait::Readiness> {
+    pub(crate) fn readable(&self) -> Arc<dyn crate::signal::Readiness> {
         Arc::new(BodyReadable(self.body.clone()))
     }
 
@@ -1148,7 +1148,7 @@ impl Upload {
         }
     }
 
-    pub(crate) fn writable(&self) -> Arc<dyn crate::wait::Readiness> {
+    pub(crate) fn writable(&self) -> Arc<dyn crate::signal::Readiness> {
         Arc::new(UploadWritable(self.body.clone()))
     }
 }

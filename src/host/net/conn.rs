@@ -6,12 +6,12 @@
 use super::bindings::astrid::net::host::{ErrorCode, HostTcpStream, NetReadStatus, ShutdownHow};
 use super::{io_error, QuotaSlot};
 use crate::host::io::{
-    wait_for, ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable,
-    StreamFailure,
+    ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable, StreamFailure,
 };
 use crate::host::{CallScoped, HostState};
-use crate::wait::lock;
-use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
+use crate::signal::lock;
+use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
+use crate::wait::wait_for;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;

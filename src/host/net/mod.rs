@@ -2,7 +2,7 @@
 //!
 //! Sockets are tokio sockets driven from the guest's own thread: reads and
 //! writes are non-blocking system calls made directly by the host function,
-//! and waits park the thread on a [`Waiter`](crate::wait::Waiter) that the
+//! and waits park the thread on a [`Waiter`](crate::signal::Waiter) that the
 //! runtime's I/O driver wakes through a [`SignalWaker`]. There is no task
 //! in between, so a round trip costs what the socket costs plus one wake-up,
 //! and every wait races the call's cancel token and deadline.

@@ -6,11 +6,12 @@
 
 use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
 use super::{io_error, resolve, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
-use crate::host::io::{wait_for, Pollable};
+use crate::host::io::Pollable;
 use crate::host::{CallScoped, HostState};
 use crate::policy::net::NetHost;
-use crate::wait::lock;
-use crate::wait::{Readiness, Signal, SignalWaker, Waiter};
+use crate::signal::lock;
+use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
+use crate::wait::wait_for;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 use astrid::ffi::capsule::{astrid_capsule_load, astrid_capsule_t, astrid_capsule_unload};
 use astrid::ffi::runtime::{astrid_runtime_free, astrid_runtime_new, astrid_runtime_t};
 use astrid::ffi::ASTRID_OK;
-use astrid::{CallResult, Capsule, LoadOptions, Runtime, RuntimeConfig};
+use astrid::{CallResult, LoadOptions, Runtime, RuntimeConfig};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
@@ -184,7 +184,9 @@ fn main() {
 
     // Rust API on the same kind of runtime, for the FFI layer's share.
     let rust_runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let rust_hello = Capsule::load_dir(&rust_runtime, &hello_dir, &LoadOptions::default()).unwrap();
+    let rust_hello = rust_runtime
+        .load_dir(&hello_dir, &LoadOptions::default())
+        .unwrap();
 
     // B02
     if wanted("B02") {
@@ -289,7 +291,8 @@ fn main() {
     if wanted("B16") {
         let mut rows = vec![
             Row::new("load_bytes with a warm compile cache + unload", || {
-                let c = Capsule::load_bytes(&runtime, &wasm, manifest, &LoadOptions::default())
+                let c = runtime
+                    .load_bytes(&wasm, manifest, &LoadOptions::default())
                     .unwrap();
                 c.unload().unwrap();
             }),

@@ -163,7 +163,7 @@ fn main() {
     })
     .unwrap();
     let dir = harness::capsule_dir("netprobe");
-    let c = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).unwrap();
+    let c = rt.load_dir(&dir, &LoadOptions::default()).unwrap();
     let echo = echo_server();
     let web = http_server();
     let tokio = tokio::runtime::Builder::new_multi_thread()

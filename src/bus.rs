@@ -17,6 +17,10 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Interceptor invocations a publisher may have triggered before its publishes
+/// fail with `backpressure`.
+pub const MAX_PENDING_PER_SOURCE: usize = 1024;
+
 /// Largest payload one message may carry (§8.1).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// One publish reaches at most this many queues (§8.6).

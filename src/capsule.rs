@@ -2,13 +2,15 @@
 //! instances that calls lease exclusively, cancellation and unload.
 
 use crate::cancel::CancelToken;
-use crate::engine::{self, ContentHash};
+use crate::config::FLAG_DISABLE_CAPABILITY_REGISTRY;
+use crate::engine::{self, CompileCache, ContentHash};
 use crate::error::{Code, Error, Result};
 use crate::handoff::refuse_reentry;
-use crate::host::{CallContext, HostState, Interrupt};
+use crate::host::{CallContext, CapsuleShared, HostState, Interrupt};
 use crate::manifest::{EnvKind, Manifest};
 use crate::policy::paths::Mount;
-use crate::runtime::{LogLevel, LogRecord, Runtime, RuntimeInner, SecretRequest};
+use crate::services::{LogLevel, Services};
+use crate::signal::lock;
 use crate::vfs::host_dir::HostDir;
 use crate::vfs::memory::MemoryFs;
 use crate::vfs::{CapsuleMounts, Vfs};
@@ -16,10 +18,11 @@ use crossbeam_utils::atomic::AtomicCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+use wasmtime::component::Linker;
 use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lift, TypedFunc};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// What the embedder may set per capsule at load.
 #[derive(Clone, Debug, Default)]
@@ -107,87 +110,6 @@ pub(crate) struct Invocation {
     pub depth: u32,
 }
 
-/// Capsule facts shared with its stores (no reference back to the pool).
-pub struct CapsuleShared {
-    pub(crate) runtime: Arc<RuntimeInner>,
-    pub name: Arc<str>,
-    /// UUIDv5 of the name and the component hash.
-    pub id: String,
-    pub manifest: Manifest,
-    pub(crate) capability_names: Vec<String>,
-    pub(crate) owner: Option<Arc<str>>,
-    /// Load-time `[env]` values (embedder key-values, else defaults).
-    config: HashMap<String, String>,
-    /// Fires on unload: permanent, wins over everything.
-    pub(crate) unload_token: CancelToken,
-    pub(crate) mounts: CapsuleMounts,
-    /// Provider handles open over all instances (at most 16).
-    pub(crate) open_files: AtomicUsize,
-    pub(crate) write_budget: Option<u64>,
-    pub(crate) bytes_written: AtomicU64,
-    unloaded: AtomicBool,
-    /// Runtime clock (ms) of the run loop's last waiting host call.
-    pub(crate) waited_at_ms: AtomicU64,
-    /// The id as bus messages carry it.
-    pub(crate) source_id: Arc<str>,
-    /// Set when the capsule exports `run` (a real one, not an SDK
-    /// placeholder): bus handlers are then the loop's own business, not
-    /// dispatched as interceptors.
-    pub(crate) run_loop: Option<Arc<crate::runloop::RunLoop>>,
-    /// Live guest subscriptions over all instances (at most 128).
-    pub(crate) subscriptions: Mutex<Vec<std::sync::Weak<crate::bus::SubscriptionQueue>>>,
-    /// Publish token buckets per data scope: (bytes available, refilled at).
-    pub(crate) publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
-    /// Socket quotas and the unix listener path (host ABI §2.6).
-    pub(crate) net: crate::host::net::CapsuleNet,
-}
-
-impl CapsuleShared {
-    /// `get-config` lookup order of host ABI §2.2: secrets from the
-    /// embedder's provider (absent without one), then the per-call overlay,
-    /// then load-time values. `Err` when the secret provider failed.
-    pub(crate) fn config_value(
-        &self,
-        key: &str,
-        overlay: Option<&HashMap<String, String>>,
-        principal: Option<&str>,
-    ) -> Result<Option<String>, ()> {
-        let Some(entry) = self.manifest.env_entry(key) else {
-            return Ok(None);
-        };
-        if entry.kind == EnvKind::Secret {
-            return self.runtime.secret(&SecretRequest {
-                capsule: &self.name,
-                capsule_id: &self.id,
-                principal,
-                key,
-            });
-        }
-        if let Some(value) = overlay.and_then(|o| o.get(key)) {
-            return Ok(Some(value.clone()));
-        }
-        Ok(self.config.get(key).cloned())
-    }
-
-    pub(crate) fn note_waited(&self) {
-        let now = self.runtime.coarse_ms();
-        self.waited_at_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Sends a line to the embedder's log sink unless the capsule is gone.
-    pub(crate) fn log(&self, level: LogLevel, principal: Option<&str>, message: &str) {
-        if self.unloaded.load(Ordering::SeqCst) {
-            return;
-        }
-        self.runtime.log(&LogRecord {
-            level,
-            capsule: &self.name,
-            principal,
-            message,
-        });
-    }
-}
-
 struct Limits {
     memory: u64,
     timeout: Duration,
@@ -244,6 +166,7 @@ const UNLOADING: u8 = 1;
 const UNLOADED: u8 = 2;
 
 pub struct CapsuleInner {
+    pub(crate) platform: Arc<Platform>,
     pub(crate) shared: Arc<CapsuleShared>,
     pre: InstancePre<HostState>,
     hook: Option<ComponentExportIndex>,
@@ -279,7 +202,7 @@ pub struct Capsule {
 /// The capsule's mounts: a host root from the load options wins, then a
 /// provider the embedder mounted on the runtime, then the built-in memory
 /// filesystem (`cwd`, `tmp`) or nothing (`home`).
-fn build_mounts(rt: &RuntimeInner, options: &LoadOptions) -> Result<CapsuleMounts> {
+fn build_mounts(rt: &Services, options: &LoadOptions) -> Result<CapsuleMounts> {
     let host_dir = |root: &Path, what: &str| -> Result<Arc<dyn Vfs>> {
         let dir = HostDir::open(root).map_err(|e| {
             Error::new(Code::Io, format!("cannot open the {what} as a sandbox")).caused_by(e)
@@ -315,11 +238,100 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// What the capsules of one runtime share: the runtime's services, the
+/// engine and linker they are compiled and instantiated with, the compile
+/// cache, and the registry of loaded capsules (weakly held: a capsule lives
+/// as long as its owner handle or a call in flight).
+pub(crate) struct Platform {
+    pub(crate) services: Arc<Services>,
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) compile_cache: CompileCache,
+    capsules: Mutex<Vec<Weak<CapsuleInner>>>,
+}
+
+impl Platform {
+    pub(crate) fn new(
+        services: Arc<Services>,
+        engine: Engine,
+        linker: Linker<HostState>,
+        compile_cache: CompileCache,
+    ) -> Platform {
+        Platform {
+            services,
+            engine,
+            linker,
+            compile_cache,
+            capsules: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {
+        let mut list = lock(&self.capsules);
+        // Checked under the registry lock so shutdown cannot miss it.
+        self.services.check_open()?;
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(capsule));
+        Ok(())
+    }
+
+    fn unregister(&self, capsule: &CapsuleInner) {
+        lock(&self.capsules).retain(|w| {
+            w.upgrade()
+                .is_some_and(|c| !std::ptr::eq(Arc::as_ptr(&c), capsule))
+        });
+    }
+
+    /// The loaded capsules, strongly held for the caller's use.
+    pub(crate) fn live_capsules(&self) -> Vec<Arc<CapsuleInner>> {
+        lock(&self.capsules)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Frees pooled instances idle for longer than their TTL.
+    pub(crate) fn trim_idle_instances(&self) {
+        for capsule in self.live_capsules() {
+            capsule.trim_idle_older_than(IDLE_INSTANCE_TTL);
+        }
+    }
+
+    /// Unloads every capsule (runtime shutdown): all are cancelled first,
+    /// then each waits up to `grace` for its calls in flight.
+    pub(crate) fn unload_all(&self, grace: Duration) {
+        let capsules: Vec<_> = lock(&self.capsules).drain(..).collect();
+        for capsule in capsules.iter().filter_map(Weak::upgrade) {
+            capsule.begin_unload();
+        }
+        for capsule in capsules.iter().filter_map(Weak::upgrade) {
+            capsule.finish_unload(grace);
+        }
+    }
+
+    /// `None` when the embedder disabled registry lookups.
+    pub(crate) fn capsule_holds_capability(&self, id: &str, capability: &str) -> Option<bool> {
+        if self.services.config.flags & FLAG_DISABLE_CAPABILITY_REGISTRY != 0 {
+            return None;
+        }
+        let list = lock(&self.capsules);
+        let found = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|c| c.shared.id == id)
+            .is_some_and(|c| c.shared.capability_names.iter().any(|n| n == capability));
+        Some(found)
+    }
+}
+
 impl Capsule {
     /// Loads a capsule directory: `Capsule.toml` and the component it names.
-    pub fn load_dir(runtime: &Runtime, dir: &Path, options: &LoadOptions) -> Result<Capsule> {
+    pub(crate) fn load_dir(
+        platform: &Arc<Platform>,
+        dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Capsule> {
         refuse_reentry("astrid_capsule_load")?;
-        runtime.inner.check_open()?;
         let manifest_path = dir.join("Capsule.toml");
         let text = read_file(&manifest_path, "the manifest")?;
         let text = String::from_utf8(text).map_err(|_| {
@@ -345,29 +357,28 @@ impl Capsule {
             )));
         }
         let wasm = read_file(&dir.join(relative), "the component")?;
-        Self::load(runtime, &wasm, manifest, options)
+        Self::load(platform, &wasm, manifest, options)
     }
 
     /// Loads a capsule from memory: component bytes plus manifest text.
-    pub fn load_bytes(
-        runtime: &Runtime,
+    pub(crate) fn load_bytes(
+        platform: &Arc<Platform>,
         wasm: &[u8],
         manifest: &str,
         options: &LoadOptions,
     ) -> Result<Capsule> {
         refuse_reentry("astrid_capsule_load_bytes")?;
-        runtime.inner.check_open()?;
         let manifest = Manifest::parse(manifest, false)?;
-        Self::load(runtime, wasm, manifest, options)
+        Self::load(platform, wasm, manifest, options)
     }
 
     fn load(
-        runtime: &Runtime,
+        platform: &Arc<Platform>,
         wasm: &[u8],
         manifest: Manifest,
         options: &LoadOptions,
     ) -> Result<Capsule> {
-        let rt = &runtime.inner;
+        let rt = &*platform.services;
         let hash = engine::content_hash(wasm);
         if let Some(expected) = manifest.component.as_ref().and_then(|c| c.hash) {
             if expected != hash {
@@ -406,18 +417,20 @@ impl Capsule {
         }
 
         let mounts = build_mounts(rt, options)?;
-        let component = rt.compile_cache.compile(&rt.engine, wasm, &hash)?;
-        engine::check_imports(&rt.engine, &component)?;
-        let pre = rt.linker.instantiate_pre(&component).map_err(|e| {
+        let component = platform
+            .compile_cache
+            .compile(&platform.engine, wasm, &hash)?;
+        engine::check_imports(&platform.engine, &component)?;
+        let pre = platform.linker.instantiate_pre(&component).map_err(|e| {
             Error::new(Code::Link, "the component's imports cannot be satisfied").caused_by(e)
         })?;
         let hook = component.get_export_index(None, "astrid-hook-trigger");
         let runs_loop = crate::exports::offered_optional_exports(wasm).contains(&"run");
-        let uses_wasi = engine::imports_wasi(&rt.engine, &component);
+        let uses_wasi = engine::imports_wasi(&platform.engine, &component);
 
         let id = capsule_id(&manifest.name, &hash);
         let shared = Arc::new(CapsuleShared {
-            runtime: rt.clone(),
+            services: platform.services.clone(),
             source_id: Arc::from(id.as_str()),
             run_loop: runs_loop.then(|| Arc::new(crate::runloop::RunLoop::new())),
             subscriptions: Mutex::new(Vec::new()),
@@ -443,6 +456,7 @@ impl Capsule {
             waited_at_ms: AtomicU64::new(0),
         });
         let inner = Arc::new(CapsuleInner {
+            platform: platform.clone(),
             call_token: Mutex::new(shared.unload_token.child()),
             call_generation: AtomicU64::new(0),
             shared,
@@ -471,14 +485,14 @@ impl Capsule {
             pool.idle.push(worker);
             pool.live = 1;
         }
-        rt.register(&inner)?;
+        platform.register(&inner)?;
         if runs_loop {
             let watchdog = match options.watchdog {
                 Watchdog::Default => Some(crate::runloop::DEFAULT_WATCHDOG),
                 Watchdog::Window(window) => Some(window),
                 Watchdog::Off => None,
             };
-            if let Err(e) = crate::runloop::start(&inner, watchdog) {
+            if let Err(e) = run_loop::start(&inner, watchdog) {
                 inner.begin_unload();
                 inner.finish_unload(Duration::ZERO);
                 return Err(e);
@@ -549,7 +563,7 @@ impl Capsule {
             inner.call_generation.fetch_add(1, Ordering::AcqRel);
             std::mem::replace(&mut *current, fresh)
         };
-        interrupt_guests(&inner.shared.runtime.engine, || old.cancel());
+        interrupt_guests(&inner.platform.engine, || old.cancel());
     }
 
     /// Cancels, waits (bounded) for calls in flight and frees the instances.
@@ -557,7 +571,7 @@ impl Capsule {
         refuse_reentry("astrid_capsule_unload")?;
         self.inner.begin_unload();
         self.inner
-            .finish_unload(self.inner.shared.runtime.config.unload_grace);
+            .finish_unload(self.inner.shared.services.config.unload_grace);
         Ok(())
     }
 
@@ -577,7 +591,7 @@ impl Drop for Capsule {
         if !crate::handoff::in_callback() {
             self.inner.begin_unload();
             self.inner
-                .finish_unload(self.inner.shared.runtime.config.unload_grace);
+                .finish_unload(self.inner.shared.services.config.unload_grace);
         }
     }
 }
@@ -666,7 +680,7 @@ impl CapsuleInner {
                 .caused_by(e)
             })?;
         self.shared.note_waited();
-        let _enter = self.uses_wasi.then(|| self.shared.runtime.handle.enter());
+        let _enter = self.uses_wasi.then(|| self.shared.services.handle.enter());
         let outcome = run.call(&mut store, ());
         store.data().stdio.flush();
         outcome.map_err(|e| classify_failure(&store, &e, &self.limits, "run loop"))
@@ -691,7 +705,7 @@ impl CapsuleInner {
     }
 
     fn check_loaded(&self) -> Result<()> {
-        self.shared.runtime.check_open()?;
+        self.shared.services.check_open()?;
         if self.state.load(Ordering::SeqCst) != LOADED {
             return Err(Error::closed(format!(
                 "capsule `{}` has been unloaded",
@@ -708,9 +722,9 @@ impl CapsuleInner {
         token: &CancelToken,
         kind: StoreKind,
     ) -> Result<(Store<HostState>, wasmtime::component::Instance)> {
-        let rt = &self.shared.runtime;
+        let rt = &self.shared.services;
         let mut store = Store::new(
-            &rt.engine,
+            &self.platform.engine,
             HostState::new(self.shared.clone(), self.limits.memory),
         );
         store.limiter(|state| &mut state.limiter);
@@ -727,7 +741,7 @@ impl CapsuleInner {
             if let Some(window) = state.watchdog {
                 let shared = &state.capsule;
                 let idle = shared
-                    .runtime
+                    .services
                     .coarse_ms()
                     .saturating_sub(shared.waited_at_ms.load(Ordering::Relaxed));
                 if u128::from(idle) > 3 * window.as_millis() {
@@ -822,7 +836,7 @@ impl CapsuleInner {
                     "every pooled instance stayed busy until the call's deadline",
                 ));
             }
-            pool = self.wait_pool(pool, (deadline - now).min(crate::runtime::EPOCH_TICK));
+            pool = self.wait_pool(pool, (deadline - now).min(crate::config::EPOCH_TICK));
         }
     }
 
@@ -885,7 +899,7 @@ impl CapsuleInner {
             self.discard(worker);
             return;
         }
-        worker.idle_since = self.shared.runtime.coarse_now();
+        worker.idle_since = self.shared.services.coarse_now();
         if let Some(previous) = self.hot.swap(Some(worker)) {
             self.park_in_pool(previous);
         }
@@ -977,11 +991,11 @@ impl CapsuleInner {
             depth,
         } = invocation;
         let generation = self.call_generation.load(Ordering::Acquire);
-        let rt = &self.shared.runtime;
+        let rt = &self.shared.services;
         // The coarse clock lags by up to one tick; adding a tick keeps the
         // deadline from ever being earlier than the configured timeout.
         let started = rt.coarse_now();
-        let deadline = started + self.limits.timeout + crate::runtime::EPOCH_TICK;
+        let deadline = started + self.limits.timeout + crate::config::EPOCH_TICK;
         let mut worker = self.lease(generation, deadline)?;
 
         let Worker {
@@ -1084,9 +1098,7 @@ impl CapsuleInner {
         {
             return;
         }
-        interrupt_guests(&self.shared.runtime.engine, || {
-            self.shared.unload_token.cancel()
-        });
+        interrupt_guests(&self.platform.engine, || self.shared.unload_token.cancel());
         self.shared.close_subscriptions();
         self.wake_waiters(self.pool_lock());
     }
@@ -1111,7 +1123,7 @@ impl CapsuleInner {
             if now >= until {
                 break; // Abandoned: those stores are freed when their calls end.
             }
-            pool = self.wait_pool(pool, (until - now).min(crate::runtime::EPOCH_TICK));
+            pool = self.wait_pool(pool, (until - now).min(crate::config::EPOCH_TICK));
         }
         let idle = std::mem::take(&mut pool.idle);
         pool.live -= idle.len();
@@ -1119,7 +1131,7 @@ impl CapsuleInner {
         drop(idle);
         if self.state.swap(UNLOADED, Ordering::SeqCst) != UNLOADED {
             self.shared.unloaded.store(true, Ordering::SeqCst);
-            self.shared.runtime.unregister(self);
+            self.platform.unregister(self);
         }
     }
 }
@@ -1171,7 +1183,7 @@ fn classify_failure(
             Code::ResourceLimit,
             format!(
                 "the runtime's instance pool is full: {} live instances over all its capsules (max_instances)",
-                state.capsule.runtime.config.effective_max_instances()
+                state.capsule.services.config.effective_max_instances()
             ),
         )
         .caused_by(error);
@@ -1217,5 +1229,53 @@ mod tests {
         // Otherwise `AtomicCell` falls back to a global lock and the fast
         // path would cost more than the pool's own mutex.
         assert!(AtomicCell::<Option<Box<Worker>>>::is_lock_free());
+    }
+}
+
+/// The thread that drives a run loop.
+mod run_loop {
+    use super::CapsuleInner;
+    use crate::error::{Code, Error, Result};
+    use crate::runloop::RunState;
+    use crate::services::LogLevel;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Starts the loop's thread. The store is built on it, so a failing
+    /// instantiation shows up as a failed loop, not a hung load.
+    pub(crate) fn start(capsule: &Arc<CapsuleInner>, watchdog: Option<Duration>) -> Result<()> {
+        let run = capsule
+            .shared
+            .run_loop
+            .clone()
+            .ok_or_else(|| Error::new(Code::Internal, "not a run-loop capsule"))?;
+        let worker = capsule.clone();
+        let name = format!("astrid-run-{}", capsule.shared.name);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let outcome = worker.drive_run_loop(watchdog);
+                let unloading = worker.shared.unload_token.is_cancelled();
+                match outcome {
+                    _ if unloading => run.set(RunState::Stopped),
+                    Ok(()) => {
+                        let error =
+                            Error::new(Code::Trap, "`run` returned; run loops must not return");
+                        worker.shared.log(LogLevel::Error, None, error.message());
+                        run.set(RunState::Failed(error));
+                    }
+                    Err(error) => {
+                        worker.shared.log(
+                            LogLevel::Error,
+                            None,
+                            &format!("the run loop failed and will not be restarted: {error}"),
+                        );
+                        run.set(RunState::Failed(error));
+                    }
+                }
+                run.mark_finished();
+            })
+            .map(drop)
+            .map_err(|e| Error::new(Code::Io, "cannot start the run loop's thread").caused_by(e))
     }
 }

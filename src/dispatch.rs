@@ -6,19 +6,19 @@
 //! a lane (64 pending at most); a failing interceptor is logged, audited
 //! and skipped.
 
-use crate::bus::{Attribution, Message, PrincipalFilter, MAX_FAN_OUT};
-use crate::capsule::{CapsuleInner, Invocation};
+pub use crate::bus::MAX_PENDING_PER_SOURCE;
+use crate::bus::{Attribution, Message, PrincipalFilter, Publish, MAX_FAN_OUT};
+use crate::capsule::{CallResult, CapsuleInner, Invocation, Platform};
+use crate::error::{Code, Result};
 use crate::policy::topic;
-use crate::runtime::{AuditEvent, LogLevel, Outcome, RuntimeInner};
+use crate::services::{AuditEvent, LogLevel, Outcome, Peers, Services};
+use crate::signal::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Invocations one (capsule, principal) lane holds before refusing more.
 pub const LANE_CAPACITY: usize = 64;
-/// Pending invocations a publisher may have triggered before its publishes
-/// fail with `backpressure`.
-pub const MAX_PENDING_PER_SOURCE: usize = 1024;
 
 /// One matching handler.
 pub(crate) struct Target {
@@ -49,14 +49,41 @@ struct Lane {
 type LaneKey = (String, Option<String>);
 
 /// Lanes and pending counts of one runtime.
-#[derive(Default)]
 pub(crate) struct Dispatcher {
+    platform: Arc<Platform>,
     lanes: Mutex<HashMap<LaneKey, Lane>>,
     /// Invocations queued or running, by the source id that triggered them.
     pending: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl Dispatcher {
+    pub(crate) fn new(platform: Arc<Platform>) -> Dispatcher {
+        Dispatcher {
+            platform,
+            lanes: Mutex::default(),
+            pending: Mutex::default(),
+        }
+    }
+
+    fn services(&self) -> &Services {
+        &self.platform.services
+    }
+
+    /// Publishes a message already checked with `bus::validate_message` and
+    /// starts the interceptors it reaches (they come first in the fan-out
+    /// budget, host ABI §8.6). Returns the stamped message once it is queued.
+    pub(crate) fn publish_valid(self: &Arc<Self>, publish: Publish<'_>) -> Result<Arc<Message>> {
+        let plan = plan(
+            &self.platform.live_capsules(),
+            publish.topic,
+            &publish.attribution,
+        );
+        let budget = MAX_FAN_OUT - plan.len();
+        let message = self.services().bus.publish_valid(publish, budget)?;
+        self.dispatch(plan, message.clone());
+        Ok(message)
+    }
+
     /// Drops every queued invocation (runtime shutdown): the jobs hold the
     /// runtime, so leaving them would keep it alive.
     pub(crate) fn close(&self) {
@@ -132,7 +159,7 @@ pub(crate) fn plan(
     Plan { targets }
 }
 
-impl RuntimeInner {
+impl Dispatcher {
     /// Starts the invocations of `plan` for `message` and returns at once.
     pub(crate) fn dispatch(self: &Arc<Self>, plan: Plan, message: Arc<Message>) {
         let targets = plan.targets;
@@ -147,10 +174,10 @@ impl RuntimeInner {
         if targets.len() == 1 || all_equal {
             for target in targets {
                 let message = message.clone();
-                let runtime = self.clone();
+                let dispatcher = self.clone();
                 let capsule = target.capsule.clone();
                 self.submit(&capsule, principal.clone(), &message.clone(), move || {
-                    runtime.run_interceptor(&target, &message, message.payload.as_bytes());
+                    dispatcher.run_interceptor(&target, &message, message.payload.as_bytes());
                 });
             }
             return;
@@ -174,12 +201,12 @@ impl RuntimeInner {
             return;
         };
         let capsule = step.capsule.clone();
-        let runtime = self.clone();
+        let dispatcher = self.clone();
         let queued = message.clone();
         self.submit(&capsule, principal.clone(), &queued, move || {
             let mut payload = payload;
             // A failed step is skipped (already logged and audited).
-            if let Some(result) = runtime.run_interceptor(&step, &message, &payload) {
+            if let Some(result) = dispatcher.run_interceptor(&step, &message, &payload) {
                 match result.action.as_str() {
                     "continue" => {
                         if let Some(data) = result.data {
@@ -190,7 +217,7 @@ impl RuntimeInner {
                     _ => {}
                 }
             }
-            runtime.run_chain(steps, message, payload, principal);
+            dispatcher.run_chain(steps, message, payload, principal);
         });
     }
 
@@ -204,23 +231,22 @@ impl RuntimeInner {
         job: impl FnOnce() + Send + 'static,
     ) {
         let key = (capsule.shared.id.clone(), principal);
-        let dispatcher = &self.dispatcher;
         let source = message.source_id.clone();
-        let mut lanes = dispatcher.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lanes = lock(&self.lanes);
         let lane = lanes.entry(key.clone()).or_default();
         if lane.jobs.len() >= LANE_CAPACITY {
             drop(lanes);
             self.note_dropped_invocation(capsule, message);
             return;
         }
-        dispatcher.add_pending(&source, 1);
-        let runtime = Arc::downgrade(self);
+        self.add_pending(&source, 1);
+        let dispatcher = Arc::downgrade(self);
         lane.jobs.push_back(Box::new(move || {
             // A panic in a host function must not stall the lane or leak
             // the publisher's pending count.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            if let Some(runtime) = runtime.upgrade() {
-                runtime.dispatcher.add_pending(&source, -1);
+            if let Some(dispatcher) = dispatcher.upgrade() {
+                dispatcher.add_pending(&source, -1);
             }
         }));
         if lane.running {
@@ -228,18 +254,16 @@ impl RuntimeInner {
         }
         lane.running = true;
         drop(lanes);
-        let runtime = self.clone();
-        self.handle.spawn_blocking(move || runtime.drain_lane(key));
+        let dispatcher = self.clone();
+        self.services()
+            .handle
+            .spawn_blocking(move || dispatcher.drain_lane(key));
     }
 
     fn drain_lane(&self, key: LaneKey) {
         loop {
             let job = {
-                let mut lanes = self
-                    .dispatcher
-                    .lanes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut lanes = lock(&self.lanes);
                 let Some(lane) = lanes.get_mut(&key) else {
                     return;
                 };
@@ -261,13 +285,13 @@ impl RuntimeInner {
         target: &Target,
         message: &Message,
         payload: &[u8],
-    ) -> Option<crate::capsule::CallResult> {
+    ) -> Option<CallResult> {
         let capsule = &target.capsule;
         let principal = match &message.attribution {
             Attribution::Verified(p) => Some(Arc::from(p.as_str())),
             _ => None,
         };
-        let started = self.has_audit_sink().then(Instant::now);
+        let started = self.services().has_audit_sink().then(Instant::now);
         let outcome = capsule.invoke(
             &target.action,
             payload,
@@ -279,7 +303,7 @@ impl RuntimeInner {
                 depth: message.depth,
             },
         );
-        if matches!(&outcome, Err(e) if e.code() == crate::Code::Closed) {
+        if matches!(&outcome, Err(e) if e.code() == Code::Closed) {
             // Unloaded meanwhile: nothing is reported for a capsule that is gone.
             return None;
         }
@@ -295,7 +319,7 @@ impl RuntimeInner {
             );
         }
         if let Some(started) = started {
-            self.emit_audit(AuditEvent {
+            self.services().emit_audit(AuditEvent {
                 capsule: capsule.shared.name.to_string(),
                 capsule_id: capsule.shared.id.clone(),
                 principal: attribution_text(&message.attribution),
@@ -323,10 +347,10 @@ impl RuntimeInner {
                 message.topic
             ),
         );
-        if !self.has_audit_sink() {
+        if !self.services().has_audit_sink() {
             return;
         }
-        self.emit_audit(AuditEvent {
+        self.services().emit_audit(AuditEvent {
             capsule: capsule.shared.name.to_string(),
             capsule_id: capsule.shared.id.clone(),
             principal: attribution_text(&message.attribution),
@@ -339,6 +363,21 @@ impl RuntimeInner {
             )),
             elapsed_us: 0,
         });
+    }
+}
+
+/// A guest's publishes reach the other capsules through the dispatcher.
+impl Peers for Dispatcher {
+    fn publish(self: Arc<Self>, publish: Publish<'_>) -> Result<Arc<Message>> {
+        self.publish_valid(publish)
+    }
+
+    fn pending_for(&self, source_id: &str) -> usize {
+        Dispatcher::pending_for(self, source_id)
+    }
+
+    fn capsule_holds_capability(&self, id: &str, capability: &str) -> Option<bool> {
+        self.platform.capsule_holds_capability(id, capability)
     }
 }
 

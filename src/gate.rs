@@ -1,13 +1,9 @@
-//! Asking the embedder's gate (c-api §4): synchronous verdicts, deferred
-//! verdicts through tickets, the gate deadline, and cancellation. A gate
-//! that panics, overruns its deadline or answers nonsense has denied.
+//! The embedder's gate and accept verifier (c-api §4): the answers they give,
+//! deferred verdicts through tickets. Asking is `Services::ask_gate`.
 
 use crate::cancel::CancelToken;
-use crate::handoff::Bounded;
 use crate::policy::gate::{GateRequest, Verdict};
-use crate::runtime::RuntimeInner;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// The gate's immediate answer.
 pub enum GateAnswer {
@@ -23,6 +19,11 @@ pub struct Deferral {
 }
 
 impl Deferral {
+    /// A deferral whose tickets are answered or cancelled with `token`.
+    pub(crate) fn new(token: CancelToken) -> Deferral {
+        Deferral { token }
+    }
+
     pub fn ticket(&self) -> Arc<Ticket> {
         Arc::new(Ticket {
             verdict: Mutex::new(None),
@@ -75,7 +76,12 @@ impl Ticket {
         self.answered.cancel();
     }
 
-    fn take(&self) -> Option<Verdict> {
+    /// Waits until the ticket is resolved or cancelled, or `until` passes.
+    pub(crate) fn wait_until(&self, until: std::time::Instant) {
+        self.answered.wait_until(until);
+    }
+
+    pub(crate) fn take(&self) -> Option<Verdict> {
         self.verdict
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -87,42 +93,3 @@ impl Ticket {
 /// own deadline, so the guest gets its cancel result.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CallInterrupted;
-
-/// Asks the gate about a request the manifest already allows. With no gate
-/// installed the manifest alone decides (allow).
-pub fn ask(
-    runtime: &RuntimeInner,
-    request: GateRequest,
-    token: &CancelToken,
-    call_deadline: Instant,
-) -> Result<Verdict, CallInterrupted> {
-    let Some(gate) = runtime.gate() else {
-        return Ok(Verdict::allow());
-    };
-    let limit = runtime.config.gate_timeout;
-    let gate_deadline = Instant::now() + limit;
-    let deferral = Deferral {
-        token: token.clone(),
-    };
-    let answer = runtime.run_bounded(limit, call_deadline, token, move || {
-        gate(&request, &deferral)
-    });
-    let ticket = match answer {
-        Bounded::Done(GateAnswer::Decided(verdict)) => return Ok(verdict),
-        Bounded::Done(GateAnswer::Pending(ticket)) => ticket,
-        Bounded::Panicked => return Ok(Verdict::deny("the gate callback panicked")),
-        Bounded::Overran => return Ok(Verdict::deny("the gate overran its deadline")),
-        Bounded::Cancelled => return Err(CallInterrupted),
-    };
-    let until = gate_deadline.min(call_deadline);
-    ticket.answered.wait_until(until);
-    if let Some(verdict) = ticket.take() {
-        return Ok(verdict);
-    }
-    if token.is_cancelled() || Instant::now() >= call_deadline {
-        return Err(CallInterrupted);
-    }
-    Ok(Verdict::deny(
-        "the deferred verdict did not come before the gate deadline",
-    ))
-}

@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod cancel;
 pub mod capsule;
+pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod policy;
 pub mod runloop;
 pub mod runtime;
+pub mod services;
 pub mod signal;
 pub mod vfs;
 pub mod wait;

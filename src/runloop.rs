@@ -5,10 +5,8 @@
 //! loop that goes three windows without a waiting host call; unload wakes
 //! whatever it waits on and waits (bounded) for the thread.
 
-use crate::capsule::CapsuleInner;
 use crate::error::{Code, Error, Result};
-use crate::runtime::LogLevel;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Default watchdog window.
@@ -43,7 +41,7 @@ impl RunLoop {
         }
     }
 
-    fn set(&self, next: RunState) {
+    pub(crate) fn set(&self, next: RunState) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Ready only from Starting; terminal states never change.
         let allowed = matches!(
@@ -114,45 +112,8 @@ impl RunLoop {
         true
     }
 
-    fn mark_finished(&self) {
+    pub(crate) fn mark_finished(&self) {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.finished_changed.notify_all();
     }
-}
-
-/// Starts the loop's thread. The store is built on it, so a failing
-/// instantiation shows up as a failed loop, not a hung load.
-pub(crate) fn start(capsule: &Arc<CapsuleInner>, watchdog: Option<Duration>) -> Result<()> {
-    let run = capsule
-        .shared
-        .run_loop
-        .clone()
-        .ok_or_else(|| Error::new(Code::Internal, "not a run-loop capsule"))?;
-    let worker = capsule.clone();
-    let name = format!("astrid-run-{}", capsule.shared.name);
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let outcome = worker.drive_run_loop(watchdog);
-            let unloading = worker.shared.unload_token.is_cancelled();
-            match outcome {
-                _ if unloading => run.set(RunState::Stopped),
-                Ok(()) => {
-                    let error = Error::new(Code::Trap, "`run` returned; run loops must not return");
-                    worker.shared.log(LogLevel::Error, None, error.message());
-                    run.set(RunState::Failed(error));
-                }
-                Err(error) => {
-                    worker.shared.log(
-                        LogLevel::Error,
-                        None,
-                        &format!("the run loop failed and will not be restarted: {error}"),
-                    );
-                    run.set(RunState::Failed(error));
-                }
-            }
-            run.mark_finished();
-        })
-        .map(drop)
-        .map_err(|e| Error::new(Code::Io, "cannot start the run loop's thread").caused_by(e))
 }

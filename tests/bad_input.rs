@@ -3,13 +3,13 @@
 
 mod common;
 
-use astrid::{Capsule, Code, LoadOptions};
+use astrid::{Code, LoadOptions};
 use common::*;
 
 const MANIFEST: &str = "[package]\nname = \"t\"\nversion = \"1.0.0\"\n";
 
 fn load_bytes_err(rt: &astrid::Runtime, wasm: &[u8], manifest: &str) -> astrid::Error {
-    Capsule::load_bytes(rt, wasm, manifest, &LoadOptions::default())
+    rt.load_bytes(wasm, manifest, &LoadOptions::default())
         .err()
         .expect("load must fail")
 }
@@ -42,7 +42,8 @@ fn wrong_binaries() {
 #[test]
 fn unknown_import_names_it() {
     let rt = runtime();
-    let e = Capsule::load_dir(&rt, &capsule_dir("bad-import"), &LoadOptions::default())
+    let e = rt
+        .load_dir(&capsule_dir("bad-import"), &LoadOptions::default())
         .err()
         .unwrap();
     assert_eq!(e.code(), Code::Link, "{e}");
@@ -88,8 +89,7 @@ fn manifest_problems() {
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("does not match"), "{e}");
     let good_hash = blake3::hash(&wasm).to_hex();
-    Capsule::load_bytes(
-        &rt,
+    rt.load_bytes(
         &wasm,
         &format!("{MANIFEST}[[component]]\nhash = \"blake3:{good_hash}\"\n"),
         &LoadOptions::default(),
@@ -103,9 +103,7 @@ fn capsule_directory_problems() {
     let rt = runtime();
     let dir = std::env::temp_dir().join(format!("astrid-bad-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
-        .err()
-        .unwrap();
+    let e = rt.load_dir(&dir, &LoadOptions::default()).err().unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(e.message().contains("Capsule.toml"), "{e}");
     std::fs::write(
@@ -113,23 +111,17 @@ fn capsule_directory_problems() {
         format!("{MANIFEST}[[component]]\nfile = \"../hello.wasm\"\n"),
     )
     .unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
-        .err()
-        .unwrap();
+    let e = rt.load_dir(&dir, &LoadOptions::default()).err().unwrap();
     assert_eq!(e.code(), Code::Manifest, "{e}");
     std::fs::write(
         dir.join("Capsule.toml"),
         format!("{MANIFEST}[[component]]\nfile = \"absent.wasm\"\n"),
     )
     .unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
-        .err()
-        .unwrap();
+    let e = rt.load_dir(&dir, &LoadOptions::default()).err().unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     std::fs::write(dir.join("Capsule.toml"), b"[package]\nname = \"\xff\"\n").unwrap();
-    let e = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
-        .err()
-        .unwrap();
+    let e = rt.load_dir(&dir, &LoadOptions::default()).err().unwrap();
     assert_eq!(e.code(), Code::Utf8, "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
     runtime_still_serves(&rt);
@@ -139,7 +131,8 @@ fn capsule_directory_problems() {
 fn missing_export_is_not_found() {
     let rt = runtime();
     // A component with no exports at all (the smallest valid component).
-    let e = Capsule::load_bytes(&rt, b"\0asm\x0d\0\x01\0", MANIFEST, &LoadOptions::default())
+    let e = rt
+        .load_bytes(b"\0asm\x0d\0\x01\0", MANIFEST, &LoadOptions::default())
         .unwrap()
         .call("x", b"", None)
         .unwrap_err();
@@ -152,8 +145,12 @@ fn missing_export_is_not_found() {
 fn same_name_and_binary_give_the_same_id() {
     let rt = runtime();
     let wasm = wasm_of("hello");
-    let a = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
-    let b = Capsule::load_bytes(&rt, &wasm, MANIFEST, &LoadOptions::default()).unwrap();
+    let a = rt
+        .load_bytes(&wasm, MANIFEST, &LoadOptions::default())
+        .unwrap();
+    let b = rt
+        .load_bytes(&wasm, MANIFEST, &LoadOptions::default())
+        .unwrap();
     assert_eq!(a.id(), b.id(), "same name and binary, same id");
 }
 
@@ -206,16 +203,16 @@ fn compiled_code_is_cached_on_disk_when_asked() {
 #[test]
 fn missing_workspace_root_fails_the_load() {
     let rt = runtime();
-    let e = Capsule::load_dir(
-        &rt,
-        &capsule_dir("hello"),
-        &LoadOptions {
-            workspace_root: Some("/nonexistent/astrid/workspace".into()),
-            ..LoadOptions::default()
-        },
-    )
-    .err()
-    .unwrap();
+    let e = rt
+        .load_dir(
+            &capsule_dir("hello"),
+            &LoadOptions {
+                workspace_root: Some("/nonexistent/astrid/workspace".into()),
+                ..LoadOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(e.message().contains("workspace root"), "{e}");
 }
@@ -223,7 +220,8 @@ fn missing_workspace_root_fails_the_load() {
 #[test]
 fn interceptor_export_with_the_wrong_signature_fails_the_load() {
     let rt = runtime();
-    let e = Capsule::load_dir(&rt, &capsule_dir("bad-signature"), &LoadOptions::default())
+    let e = rt
+        .load_dir(&capsule_dir("bad-signature"), &LoadOptions::default())
         .err()
         .unwrap();
     assert_eq!(e.code(), Code::Link, "{e}");
@@ -264,13 +262,13 @@ fn components_using_features_left_out_of_this_build_never_abort_the_host() {
     // Loading instantiates a first instance, which runs the start function.
     // The subtype test passes: the load completes, and a call then finds no
     // entry point.
-    let capsule = Capsule::load_bytes(
-        &rt,
-        include_bytes!("fixtures/func-subtype.wasm"),
-        MANIFEST,
-        &LoadOptions::default(),
-    )
-    .expect("function subtyping loads");
+    let capsule = rt
+        .load_bytes(
+            include_bytes!("fixtures/func-subtype.wasm"),
+            MANIFEST,
+            &LoadOptions::default(),
+        )
+        .expect("function subtyping loads");
     let e = capsule.call("noop", b"", None).expect_err("no entry point");
     assert!(matches!(e.code(), Code::NotFound | Code::Link), "{e}");
     // The subtype test fails: the start function traps (so the test ran),

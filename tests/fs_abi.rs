@@ -23,7 +23,7 @@ fn load_fsprobe(rt: &Runtime, workspace: Option<&Path>) -> Capsule {
         workspace_root: workspace.map(Path::to_path_buf),
         ..LoadOptions::default()
     };
-    Capsule::load_dir(rt, &capsule_dir("fsprobe"), &options).unwrap()
+    rt.load_dir(&capsule_dir("fsprobe"), &options).unwrap()
 }
 
 /// The behaviour every provider must show (host ABI §2.3 table).
@@ -638,16 +638,19 @@ fn sdk_capsule_runs_against_each_provider() {
         workspace_root: Some(root.clone()),
         ..LoadOptions::default()
     };
-    let host = Capsule::load_dir(&rt, &capsule_dir("sdk-fs"), &options).unwrap();
+    let host = rt.load_dir(&capsule_dir("sdk-fs"), &options).unwrap();
     check(&host, "notes");
     check(&host, "tmp://notes");
     assert_eq!(std::fs::read(root.join("notes/a.txt")).unwrap(), b"hi!");
-    let memory = Capsule::load_dir(&rt, &capsule_dir("sdk-fs"), &LoadOptions::default()).unwrap();
+    let memory = rt
+        .load_dir(&capsule_dir("sdk-fs"), &LoadOptions::default())
+        .unwrap();
     check(&memory, "notes");
     let rt2 = runtime();
     mount_test_vfs(&rt2, None);
-    let callback =
-        Capsule::load_dir(&rt2, &capsule_dir("sdk-fs"), &LoadOptions::default()).unwrap();
+    let callback = rt2
+        .load_dir(&capsule_dir("sdk-fs"), &LoadOptions::default())
+        .unwrap();
     check(&callback, "notes");
     std::fs::remove_dir_all(&root).unwrap();
 }

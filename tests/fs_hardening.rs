@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn load(rt: &Runtime, options: LoadOptions) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir("fsprobe"), &options).unwrap()
+    rt.load_dir(&capsule_dir("fsprobe"), &options).unwrap()
 }
 
 fn in_workspace(root: &Path) -> LoadOptions {

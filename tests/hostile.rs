@@ -210,7 +210,8 @@ fn runtime_close_stops_capsules_and_keeps_handles_safe() {
     let e = hello.call("greet", b"{}", None).unwrap_err();
     assert_eq!(e.code(), Code::Closed, "{e}");
     let before = logs.lock().unwrap().len();
-    let e = Capsule::load_dir(&rt, &capsule_dir("hello"), &Default::default())
+    let e = rt
+        .load_dir(&capsule_dir("hello"), &Default::default())
         .err()
         .unwrap();
     assert_eq!(e.code(), Code::Closed);
@@ -266,7 +267,7 @@ fn per_capsule_limits_override_the_runtime_defaults() {
         timeout: Some(Duration::from_millis(250)),
         ..astrid::LoadOptions::default()
     };
-    let hostile = Capsule::load_dir(&rt, &capsule_dir("hostile"), &options).unwrap();
+    let hostile = rt.load_dir(&capsule_dir("hostile"), &options).unwrap();
     let e = hostile.call("membomb", b"", None).unwrap_err();
     assert_eq!(e.code(), Code::ResourceLimit, "{e}");
     assert!(e.message().contains("8388608 byte"), "{e}");
@@ -279,7 +280,7 @@ fn per_capsule_limits_override_the_runtime_defaults() {
         fuel: Some(1_000_000),
         ..astrid::LoadOptions::default()
     };
-    let hostile = Capsule::load_dir(&rt, &capsule_dir("hostile"), &frugal).unwrap();
+    let hostile = rt.load_dir(&capsule_dir("hostile"), &frugal).unwrap();
     assert_eq!(
         hostile.call("loop", b"", None).unwrap_err().code(),
         Code::OutOfFuel

@@ -32,7 +32,8 @@ fn http_runtime(flags: u32) -> Runtime {
 }
 
 fn probe(rt: &Runtime, name: &str) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir(name), &LoadOptions::default()).expect(name)
+    rt.load_dir(&capsule_dir(name), &LoadOptions::default())
+        .expect(name)
 }
 
 /// One parsed request.
@@ -559,13 +560,9 @@ fn schemes_tls_and_denials() {
     let manifest = std::fs::read_to_string(capsule_dir("netprobe").join("Capsule.toml"))
         .unwrap()
         .replace("net = [\"*\"]", "net = [\"example.com\"]");
-    let narrow = Capsule::load_bytes(
-        &rt,
-        &wasm_of("netprobe"),
-        &manifest,
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let narrow = rt
+        .load_bytes(&wasm_of("netprobe"), &manifest, &LoadOptions::default())
+        .unwrap();
     assert_eq!(
         err(
             &narrow,
@@ -616,7 +613,7 @@ fn an_sdk_capsule_uses_http_and_net_unmodified() {
         unix_socket_path: Some(path.clone()),
         ..LoadOptions::default()
     };
-    let c = Arc::new(Capsule::load_dir(&rt, &capsule_dir("sdk-net"), &options).unwrap());
+    let c = Arc::new(rt.load_dir(&capsule_dir("sdk-net"), &options).unwrap());
     let base = format!("http://127.0.0.1:{}", http_server());
     let json = |action: &str, args: serde_json::Value| -> serde_json::Value {
         let r = c.call(action, args.to_string().as_bytes(), None).unwrap();

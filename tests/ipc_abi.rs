@@ -44,12 +44,13 @@ fn load_probe(rt: &Runtime, owner: Option<&str>) -> Capsule {
         principal: owner.map(str::to_string),
         ..LoadOptions::default()
     };
-    Capsule::load_dir(rt, &capsule_dir("ipcprobe"), &options).expect("load ipcprobe")
+    rt.load_dir(&capsule_dir("ipcprobe"), &options)
+        .expect("load ipcprobe")
 }
 
 /// The probe's component under another manifest.
 fn load_with_manifest(rt: &Runtime, manifest: &str) -> Capsule {
-    Capsule::load_bytes(rt, &wasm_of("ipcprobe"), manifest, &LoadOptions::default())
+    rt.load_bytes(&wasm_of("ipcprobe"), manifest, &LoadOptions::default())
         .expect("load with manifest")
 }
 

@@ -51,7 +51,8 @@ fn load_kvprobe(rt: &Runtime, owner: Option<&str>) -> Capsule {
         principal: owner.map(str::to_string),
         ..LoadOptions::default()
     };
-    Capsule::load_dir(rt, &capsule_dir("kvprobe"), &options).expect("load kvprobe")
+    rt.load_dir(&capsule_dir("kvprobe"), &options)
+        .expect("load kvprobe")
 }
 
 /// Every function and error case, against whatever backend `rt` serves.

@@ -8,7 +8,7 @@
 
 mod common;
 
-use astrid::{Capsule, Code, LoadOptions, Runtime, RuntimeConfig};
+use astrid::{Code, LoadOptions, Runtime, RuntimeConfig};
 use common::{capsule_dir, tempdir};
 use std::time::Instant;
 
@@ -51,7 +51,8 @@ fn a_thousand_runtimes_alive_at_once_each_loading_and_calling_a_capsule() {
     let mut alive = Vec::with_capacity(RUNTIMES);
     for i in 0..RUNTIMES {
         let rt = Runtime::new(config.clone()).unwrap_or_else(|e| panic!("runtime {i}: {e}"));
-        let capsule = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        let capsule = rt
+            .load_dir(&dir, &LoadOptions::default())
             .unwrap_or_else(|e| panic!("load in runtime {i}: {e}"));
         let payload = format!(r#"{{"name":"rt{i}"}}"#);
         let result = capsule
@@ -118,9 +119,10 @@ fn a_full_instance_pool_is_a_resource_limit_naming_max_instances() {
     })
     .unwrap();
     let dir = capsule_dir("hello");
-    let one = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).unwrap();
-    let two = Capsule::load_dir(&rt, &dir, &LoadOptions::default()).unwrap();
-    let error = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+    let one = rt.load_dir(&dir, &LoadOptions::default()).unwrap();
+    let two = rt.load_dir(&dir, &LoadOptions::default()).unwrap();
+    let error = rt
+        .load_dir(&dir, &LoadOptions::default())
         .err()
         .expect("a third instance does not fit");
     assert_eq!(error.code(), Code::ResourceLimit, "{error}");

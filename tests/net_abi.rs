@@ -34,7 +34,8 @@ fn net_runtime(flags: u32) -> Runtime {
 }
 
 fn netprobe(rt: &Runtime) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir("netprobe"), &LoadOptions::default()).expect("netprobe")
+    rt.load_dir(&capsule_dir("netprobe"), &LoadOptions::default())
+        .expect("netprobe")
 }
 
 /// A loopback TCP server running `serve` for every connection.
@@ -416,7 +417,7 @@ fn unix_listener_with_the_accept_verifier() {
         unix_socket_path: Some(path.clone()),
         ..LoadOptions::default()
     };
-    let c = Arc::new(Capsule::load_dir(&rt, &capsule_dir("netprobe"), &options).unwrap());
+    let c = Arc::new(rt.load_dir(&capsule_dir("netprobe"), &options).unwrap());
     let server = {
         let c = c.clone();
         thread::spawn(move || ok(&c, "unix-serve", &["5000"]))

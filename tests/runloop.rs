@@ -18,7 +18,8 @@ fn load_mode(rt: &Runtime, mode: &str, watchdog: Watchdog) -> Capsule {
         watchdog,
         ..LoadOptions::default()
     };
-    Capsule::load_dir(rt, &capsule_dir("runloop"), &options).expect("load runloop")
+    rt.load_dir(&capsule_dir("runloop"), &options)
+        .expect("load runloop")
 }
 
 fn replies(rt: &Runtime) -> (astrid::bus::HostSubscription, Receiver<String>) {

@@ -25,7 +25,7 @@ fn hello_greets_with_config_principal_and_logs() {
         config: vec![("GREETING".into(), "Hej".into())],
         ..LoadOptions::default()
     };
-    let hello = Capsule::load_dir(&rt, &capsule_dir("hello"), &options).unwrap();
+    let hello = rt.load_dir(&capsule_dir("hello"), &options).unwrap();
     assert_eq!(hello.name(), "hello");
     let r = hello.call("greet", br#"{"name":"Ada"}"#, None).unwrap();
     assert_eq!(r.action, "final");
@@ -76,19 +76,19 @@ fn sdk_capsule_runs_unmodified() {
 #[test]
 fn config_lookup_order_and_rendering() {
     let rt = runtime();
-    let probe = Capsule::load_dir(
-        &rt,
-        &capsule_dir("probe"),
-        &LoadOptions {
-            config: vec![
-                ("REQUIRED".into(), "given".into()),
-                ("GREETING".into(), "Hi".into()),
-                ("UNDECLARED".into(), "x".into()),
-            ],
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let probe = rt
+        .load_dir(
+            &capsule_dir("probe"),
+            &LoadOptions {
+                config: vec![
+                    ("REQUIRED".into(), "given".into()),
+                    ("GREETING".into(), "Hi".into()),
+                    ("UNDECLARED".into(), "x".into()),
+                ],
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
     assert_eq!(
         ask(&probe, "config:GREETING"),
         "some:Hi",
@@ -124,24 +124,25 @@ fn config_lookup_order_and_rendering() {
 #[test]
 fn missing_required_config_and_bad_select_fail_the_load() {
     let rt = runtime();
-    let e = Capsule::load_dir(&rt, &capsule_dir("probe"), &LoadOptions::default())
+    let e = rt
+        .load_dir(&capsule_dir("probe"), &LoadOptions::default())
         .err()
         .unwrap();
     assert_eq!(e.code(), Code::Manifest);
     assert!(e.message().contains("env.REQUIRED"), "{e}");
-    let e = Capsule::load_dir(
-        &rt,
-        &capsule_dir("probe"),
-        &LoadOptions {
-            config: vec![
-                ("REQUIRED".into(), "x".into()),
-                ("COLOR".into(), "blue".into()),
-            ],
-            ..LoadOptions::default()
-        },
-    )
-    .err()
-    .unwrap();
+    let e = rt
+        .load_dir(
+            &capsule_dir("probe"),
+            &LoadOptions {
+                config: vec![
+                    ("REQUIRED".into(), "x".into()),
+                    ("COLOR".into(), "blue".into()),
+                ],
+                ..LoadOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("COLOR"), "{e}");
 }
@@ -149,15 +150,15 @@ fn missing_required_config_and_bad_select_fail_the_load() {
 #[test]
 fn caller_context() {
     let rt = runtime();
-    let probe = Capsule::load_dir(
-        &rt,
-        &capsule_dir("probe"),
-        &LoadOptions {
-            principal: Some("owner-1".into()),
-            ..probe_options()
-        },
-    )
-    .unwrap();
+    let probe = rt
+        .load_dir(
+            &capsule_dir("probe"),
+            &LoadOptions {
+                principal: Some("owner-1".into()),
+                ..probe_options()
+            },
+        )
+        .unwrap();
     let owner = ask(&probe, "caller");
     let parts: Vec<&str> = owner.split('|').collect();
     assert_eq!(parts[0], "owner-1");
@@ -314,15 +315,15 @@ fn audit_events_for_host_calls() {
         sink.lock().unwrap().push(e.clone())
     })))
     .unwrap();
-    let probe = Capsule::load_dir(
-        &rt,
-        &capsule_dir("probe"),
-        &LoadOptions {
-            principal: Some("carol".into()),
-            ..probe_options()
-        },
-    )
-    .unwrap();
+    let probe = rt
+        .load_dir(
+            &capsule_dir("probe"),
+            &LoadOptions {
+                principal: Some("carol".into()),
+                ..probe_options()
+            },
+        )
+        .unwrap();
     ask(&probe, "config:GREETING");
     ask(&probe, "random:5000");
     drop(probe);
@@ -435,15 +436,15 @@ fn secrets_come_from_the_embedder_provider() {
         },
     )))
     .unwrap();
-    let probe = Capsule::load_dir(
-        &rt,
-        &capsule_dir("probe"),
-        &LoadOptions {
-            principal: Some("erin".into()),
-            ..probe_options()
-        },
-    )
-    .unwrap();
+    let probe = rt
+        .load_dir(
+            &capsule_dir("probe"),
+            &LoadOptions {
+                principal: Some("erin".into()),
+                ..probe_options()
+            },
+        )
+        .unwrap();
     assert_eq!(ask(&probe, "config:TOKEN"), "some:s3cret-for-erin");
     assert_eq!(
         ask(&probe, "config:GREETING"),

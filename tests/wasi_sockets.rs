@@ -41,7 +41,8 @@ fn echo_server() -> u16 {
 }
 
 fn wasisock(rt: &Runtime) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir("wasisock"), &LoadOptions::default()).unwrap()
+    rt.load_dir(&capsule_dir("wasisock"), &LoadOptions::default())
+        .unwrap()
 }
 
 #[test]
@@ -182,13 +183,9 @@ fn a_connect_after_a_vetted_lookup_is_matched_on_the_name() {
             "net_connect = [\"localhost:*\"]",
         );
     assert!(manifest.contains("net_connect = [\"localhost:*\"]"));
-    let c = Capsule::load_bytes(
-        &rt,
-        &wasm_of("wasisock"),
-        &manifest,
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let c = rt
+        .load_bytes(&wasm_of("wasisock"), &manifest, &LoadOptions::default())
+        .unwrap();
     assert_eq!(
         call(&c, "echo", &[&format!("localhost:{port}"), "named"]),
         ("ok".into(), "named".into())
@@ -211,7 +208,8 @@ fn wasisock_with_v6(rt: &Runtime) -> Capsule {
             "net_connect = [\"127.0.0.1:*\", \"localhost:*\", \"[::1]:*\"]",
         );
     assert!(manifest.contains("[::1]:*"));
-    Capsule::load_bytes(rt, &wasm_of("wasisock"), &manifest, &LoadOptions::default()).unwrap()
+    rt.load_bytes(&wasm_of("wasisock"), &manifest, &LoadOptions::default())
+        .unwrap()
 }
 
 #[test]

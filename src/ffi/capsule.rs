@@ -328,10 +328,7 @@ pub extern "C" fn astrid_capsule_load(
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let dir = unsafe { str_arg(dir, dir_len, "dir")? };
         let options = unsafe { load_options(opts)? };
-        publish(
-            Capsule::load_dir(&runtime, dir.as_ref(), &options)?,
-            out_capsule,
-        )
+        publish(runtime.load_dir(dir.as_ref(), &options)?, out_capsule)
     })
 }
 
@@ -358,10 +355,7 @@ pub extern "C" fn astrid_capsule_load_bytes(
         let wasm = unsafe { bytes_arg(wasm, wasm_len, "wasm")? };
         let manifest = unsafe { str_arg(manifest, manifest_len, "manifest")? };
         let options = unsafe { load_options(opts)? };
-        publish(
-            Capsule::load_bytes(&runtime, wasm, manifest, &options)?,
-            out_capsule,
-        )
+        publish(runtime.load_bytes(wasm, manifest, &options)?, out_capsule)
     })
 }
 

@@ -9,7 +9,7 @@ use super::{GatedError, HostState, Payload, Prepared, Refused};
 use crate::handoff::Bounded;
 use crate::policy::gate::{manifest_grants, GateKind, GateRequest};
 use crate::policy::paths::{self, Mount, PathError, VfsPath};
-use crate::runtime::Outcome;
+use crate::services::Outcome;
 use crate::vfs::{self, FileKind, OpenFlags, Stat, Vfs, VfsError, VfsResult, MAX_POSITIONAL};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -268,7 +268,7 @@ impl HostState {
         if !vfs.is_callback() {
             return op(&**vfs);
         }
-        let runtime = &self.capsule.runtime;
+        let runtime = &self.capsule.services;
         let limit = runtime.config.vfs_timeout;
         let (token, deadline) = (&self.call.token, self.call.deadline);
         let bounded = if runtime.inline_callbacks() {
@@ -292,7 +292,7 @@ impl HostState {
         args: &[PathArg<'_>],
     ) -> Result<Prepared<Vec<Target>>, Refused<ErrorCode>> {
         let manifest = &self.capsule.manifest.capabilities;
-        let runtime = &self.capsule.runtime;
+        let runtime = &self.capsule.services;
         let (asking, auditing) = (runtime.has_gate(), runtime.has_audit_sink());
         let mut prepared = Prepared {
             target: String::new(),
@@ -514,7 +514,7 @@ impl HostState {
         let rel = target.rel.clone();
         // The session stops between provider calls once the call is
         // cancelled or its time is up, even on a thread nobody waits for.
-        let limit = self.capsule.runtime.config.vfs_timeout;
+        let limit = self.capsule.services.config.vfs_timeout;
         let stop = SessionStop {
             token: self.call.token.clone(),
             until: (Instant::now() + limit).min(self.call.deadline),

@@ -814,7 +814,8 @@ mod host_tests {
     fn state() -> (Runtime, Capsule, HostState) {
         let rt = Runtime::new(RuntimeConfig::default()).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/capsules/hello");
-        let capsule = Capsule::load_dir(&rt, &dir, &LoadOptions::default())
+        let capsule = rt
+            .load_dir(&dir, &LoadOptions::default())
             .expect("build the capsules first (scripts/build-capsules.sh)");
         let mut state = HostState::new(capsule.inner.shared.clone(), 64 << 20);
         state.call.token = CancelToken::new();

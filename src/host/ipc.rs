@@ -6,8 +6,10 @@
 
 use super::io::Pollable;
 use super::{AuditCase, HostState};
-use crate::bus::{Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take};
-use crate::dispatch::MAX_PENDING_PER_SOURCE;
+use crate::bus::{
+    Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take, MAX_PENDING_PER_SOURCE,
+};
+
 use crate::policy::topic;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-impl crate::capsule::CapsuleShared {
+impl crate::host::shared::CapsuleShared {
     /// A bus queue for a new guest subscription, within the capsule's quota.
     fn claim_subscription(
         &self,
@@ -60,11 +62,11 @@ impl crate::capsule::CapsuleShared {
             return Err(ErrorCode::Quota);
         }
         let queue = self
-            .runtime
+            .services
             .bus
             .add_queue(pattern, filter)
             .map_err(|e| match e.code() {
-                crate::Code::Closed => ErrorCode::Closed,
+                crate::error::Code::Closed => ErrorCode::Closed,
                 _ => ErrorCode::InvalidInput,
             })?;
         live.push(Arc::downgrade(&queue));
@@ -72,7 +74,7 @@ impl crate::capsule::CapsuleShared {
     }
 
     fn release_subscription(&self, queue: &Arc<SubscriptionQueue>) {
-        self.runtime.bus.remove_queue(queue);
+        self.services.bus.remove_queue(queue);
         self.subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -85,12 +87,12 @@ impl crate::capsule::CapsuleShared {
         let live =
             std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()));
         for queue in live.iter().filter_map(std::sync::Weak::upgrade) {
-            self.runtime.bus.remove_queue(&queue);
+            self.services.bus.remove_queue(&queue);
         }
     }
 
     fn refund_publish_budget(&self, scope: &str, bytes: usize) {
-        let rate = self.runtime.config.publish_rate as f64;
+        let rate = self.services.config.publish_rate as f64;
         let mut buckets = self
             .publish_buckets
             .lock()
@@ -103,7 +105,7 @@ impl crate::capsule::CapsuleShared {
     /// Takes `bytes` from the (capsule, scope) publish budget: a token
     /// bucket refilled at the runtime's publish rate, one second deep.
     fn take_publish_budget(&self, scope: &str, bytes: usize) -> bool {
-        let rate = self.runtime.config.publish_rate as f64;
+        let rate = self.services.config.publish_rate as f64;
         let mut buckets = self
             .publish_buckets
             .lock()
@@ -124,7 +126,7 @@ impl crate::capsule::CapsuleShared {
 /// A guest `subscription`: its bus queue, `None` once closed.
 pub struct GuestSubscription {
     queue: Option<Arc<SubscriptionQueue>>,
-    capsule: Arc<crate::capsule::CapsuleShared>,
+    capsule: Arc<crate::host::shared::CapsuleShared>,
 }
 
 impl GuestSubscription {
@@ -260,12 +262,14 @@ impl HostState {
         if depth > MAX_DEPTH {
             return Err(refund(ErrorCode::Quota));
         }
-        let runtime = self.capsule.runtime.clone();
-        if runtime.dispatcher.pending_for(&self.capsule.id) >= MAX_PENDING_PER_SOURCE {
+        let Some(peers) = self.capsule.services.peers() else {
+            return Err(refund(ErrorCode::Closed));
+        };
+        if peers.pending_for(&self.capsule.id) >= MAX_PENDING_PER_SOURCE {
             return Err(refund(ErrorCode::Backpressure));
         }
-        runtime
-            .publish_valid(Publish {
+        peers
+            .publish(Publish {
                 topic: topic_text,
                 payload,
                 source_id: self.capsule.source_id.clone(),
@@ -276,7 +280,7 @@ impl HostState {
             .map(drop)
             .map_err(|e| {
                 refund(match e.code() {
-                    crate::Code::Closed => ErrorCode::Closed,
+                    crate::error::Code::Closed => ErrorCode::Closed,
                     _ => ErrorCode::InvalidInput,
                 })
             })

@@ -84,7 +84,7 @@ impl HostState {
         if self.call.token.is_cancelled() {
             return Err(cancelled());
         }
-        let runtime = &self.capsule.runtime;
+        let runtime = &self.capsule.services;
         let store = runtime.kv_store();
         let ns = self.kv_namespace();
         if !store.is_callback() {

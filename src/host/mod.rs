@@ -7,13 +7,14 @@ pub mod io;
 pub mod ipc;
 pub mod kv;
 pub mod net;
+pub mod shared;
 pub mod sys;
 pub mod wasi;
 
 use crate::cancel::CancelToken;
-use crate::capsule::CapsuleShared;
 use crate::policy::gate::GateRequest;
-use crate::runtime::{AuditEvent, Outcome};
+use crate::services::{AuditEvent, Outcome};
+pub use shared::CapsuleShared;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -192,7 +193,7 @@ impl HostState {
     where
         Result<T, E>: AuditOutcome,
     {
-        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
         let result = body(self);
         if let Some(started) = started {
             let (outcome, reason) = result.audit_outcome();
@@ -214,7 +215,7 @@ impl HostState {
     where
         Result<T, E>: AuditOutcome,
     {
-        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
         let mut target = None;
         let result = body(self, &mut target);
         if let Some(started) = started {
@@ -291,7 +292,7 @@ impl HostState {
         prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
         op: impl FnOnce(&mut Self, C) -> Result<T, E>,
     ) -> Result<T, E> {
-        let started = self.capsule.runtime.has_audit_sink().then(Instant::now);
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
         let mut target = None;
         let result = self.gated_steps(&mut target, prepare, op);
         if let Some(started) = started {
@@ -344,8 +345,8 @@ impl HostState {
 
     /// Asks the embedder's gate about one request the manifest allowed.
     pub(crate) fn ask_gate(&self, request: GateRequest) -> Result<(), GateRefusal> {
-        let runtime = &self.capsule.runtime;
-        match crate::gate::ask(runtime, request, &self.call.token, self.call.deadline) {
+        let runtime = &self.capsule.services;
+        match runtime.ask_gate(request, &self.call.token, self.call.deadline) {
             Ok(verdict) if verdict.allowed => Ok(()),
             Ok(verdict) => {
                 let reason = verdict
@@ -367,7 +368,7 @@ impl HostState {
         reason: Option<&str>,
         started: Instant,
     ) {
-        let runtime = &self.capsule.runtime;
+        let runtime = &self.capsule.services;
         if !runtime.has_audit_sink() {
             return;
         }

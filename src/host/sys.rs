@@ -2,7 +2,7 @@
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
 use super::{AuditCase, HostState};
-use crate::runtime::LogLevel;
+use crate::services::LogLevel;
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasSelf, Linker};
@@ -164,7 +164,7 @@ impl host::Host for HostState {
 
     fn clock_monotonic_ns(&mut self) -> u64 {
         let Ok(ns) = self.audited("sys.clock-monotonic-ns", None, 0, |state| {
-            let elapsed = state.capsule.runtime.monotonic_origin.elapsed();
+            let elapsed = state.capsule.services.monotonic_origin.elapsed();
             Ok::<_, Infallible>(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
         });
         ns
@@ -212,8 +212,11 @@ impl host::Host for HostState {
         self.audited("sys.check-capsule-capability", target, 0, |state| {
             state
                 .capsule
-                .runtime
-                .capsule_holds_capability(&request.source_uuid, &request.capability)
+                .services
+                .peers()
+                .and_then(|peers| {
+                    peers.capsule_holds_capability(&request.source_uuid, &request.capability)
+                })
                 .map(|allowed| CapabilityCheckResponse { allowed })
                 .ok_or(ErrorCode::RegistryUnavailable)
         })

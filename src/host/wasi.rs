@@ -3,8 +3,8 @@
 //! lines for the embedder's log callback (stdout at info, stderr at warn).
 
 use super::HostState;
-use crate::capsule::CapsuleShared;
-use crate::runtime::LogLevel;
+use crate::host::shared::CapsuleShared;
+use crate::services::LogLevel;
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +44,7 @@ struct StdioState {
 
 impl StdioLog {
     pub fn new(capsule: Arc<CapsuleShared>) -> Self {
-        let sockets = (capsule.runtime.config.flags & crate::runtime::FLAG_WASI_SOCKETS != 0)
+        let sockets = (capsule.services.config.flags & crate::config::FLAG_WASI_SOCKETS != 0)
             .then(crate::host::net::WasiSocketsCall::default);
         StdioLog {
             sockets,
@@ -225,7 +225,7 @@ impl tokio::io::AsyncWrite for StdioPipe {
 /// `astrid:net` (lookups through [`route_name_lookups`]).
 pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
     let capsule = log.capsule.clone();
-    let sockets = capsule.runtime.config.flags & crate::runtime::FLAG_WASI_SOCKETS != 0;
+    let sockets = capsule.services.config.flags & crate::config::FLAG_WASI_SOCKETS != 0;
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(StdioPipe {

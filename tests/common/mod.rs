@@ -45,7 +45,7 @@ pub fn runtime() -> Runtime {
 }
 
 pub fn load(rt: &Runtime, name: &str) -> Capsule {
-    Capsule::load_dir(rt, &capsule_dir(name), &probe_options())
+    rt.load_dir(&capsule_dir(name), &probe_options())
         .unwrap_or_else(|e| panic!("load {name}: {e}"))
 }
 

@@ -724,7 +724,7 @@ impl HostState {
         let request = exchange.build(opts)?;
         let wire = exchange.wire.clone();
         let upload = exchange.upload.clone();
-        Ok(Pending::spawn(&self.capsule.runtime.handle, async move {
+        Ok(Pending::spawn(&self.capsule.services.handle, async move {
             let result = client::exchange(dial, request, wire).await;
             if let (Err(_), Some(upload)) = (&result, upload) {
                 // The guest's writes fail from now on, instead of waiting
@@ -818,7 +818,7 @@ impl HostState {
         let body = Arc::new(Body::default());
         let task =
             self.capsule
-                .runtime
+                .services
                 .handle
                 .spawn(body.clone().pump(incoming, rules, fetched.sender));
         (

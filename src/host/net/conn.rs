@@ -511,7 +511,7 @@ pub(crate) fn connect(
         }
         Err(last)
     };
-    match crate::wait::run_on(&state.capsule.runtime.handle, attempt, token, deadline) {
+    match crate::wait::run_on(&state.capsule.services.handle, attempt, token, deadline) {
         Some(Ok(stream)) => Ok(Conn::new(Socket::Tcp(stream), slot, None)),
         Some(Err(e)) => Err(e),
         None if token.is_cancelled() => Err(ErrorCode::Closed),

@@ -7,10 +7,11 @@
 use super::bindings::astrid::net::host::{ErrorCode, HostTcpListener, HostUnixListener};
 use super::conn::{Conn, Identity, Socket};
 use super::{clamp_poll_ms, io_error, QuotaSlot, MAX_STREAMS};
-use crate::capsule::CapsuleShared;
 use crate::gate::{AcceptRequest, AcceptVerdict};
 use crate::host::io::Pollable;
+use crate::host::shared::CapsuleShared;
 use crate::host::{CallScoped, HostState};
+use crate::services::Services;
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
@@ -76,7 +77,7 @@ impl Listener {
     ) -> Result<Arc<Listener>, ErrorCode> {
         let std = std::net::TcpListener::bind(addr).map_err(|e| io_error(&e))?;
         std.set_nonblocking(true).map_err(|e| io_error(&e))?;
-        let _enter = state.capsule.runtime.handle.enter();
+        let _enter = state.capsule.services.handle.enter();
         let listener = tokio::net::TcpListener::from_std(std).map_err(|e| io_error(&e))?;
         Ok(Listener::new(
             Kind::Tcp(listener),
@@ -98,7 +99,7 @@ impl Listener {
             }
             std::fs::remove_file(path).map_err(|_| ErrorCode::AddressInUse)?;
         }
-        let _enter = state.capsule.runtime.handle.enter();
+        let _enter = state.capsule.services.handle.enter();
         let listener = tokio::net::UnixListener::bind(path).map_err(|e| io_error(&e))?;
         let uid = std::fs::metadata(path)
             .map_err(|_| ErrorCode::AddressNotAvailable)?
@@ -125,7 +126,7 @@ impl Listener {
         if self.is_closed() {
             return false;
         }
-        let _enter = self.capsule.runtime.handle.enter();
+        let _enter = self.capsule.services.handle.enter();
         let mut cx = Context::from_waker(&self.waker);
         let kind = lock(&self.kind);
         let Some(kind) = kind.as_ref() else {
@@ -166,7 +167,7 @@ impl Listener {
             tracing::debug!(capsule = %self.capsule.name, "unix peer of another user refused");
             return None;
         }
-        let principal = match self.capsule.runtime.accept_verifier() {
+        let principal = match self.capsule.services.accept_verifier() {
             None => None,
             Some(verifier) => {
                 let request = AcceptRequest {
@@ -215,7 +216,7 @@ impl Listener {
             Accepted::Unix(stream, identity) => {
                 let principal = identity.principal.clone();
                 let conn = Conn::new(Socket::Unix(stream), slot, Some(identity));
-                let runtime = self.capsule.runtime.clone();
+                let runtime = self.capsule.services.clone();
                 announce(&runtime, "client.v1.connect", principal.as_deref());
                 conn.set_on_close(Box::new(move || {
                     announce(&runtime, "client.v1.disconnect", principal.as_deref());
@@ -262,12 +263,15 @@ impl CallScoped for Listener {
 
 /// Publishes a unix connection event with system attribution (host ABI
 /// §2.6); the payload names the connection's verified principal.
-fn announce(runtime: &Arc<crate::runtime::RuntimeInner>, topic: &str, principal: Option<&str>) {
+fn announce(services: &Services, topic: &str, principal: Option<&str>) {
+    let Some(peers) = services.peers() else {
+        return; // the runtime is shutting down
+    };
     let payload = serde_json::json!({ "principal": principal }).to_string();
-    let _ = runtime.publish_valid(crate::bus::Publish {
+    let _ = peers.publish(crate::bus::Publish {
         topic,
         payload: &payload,
-        source_id: runtime.host_source_id.clone(),
+        source_id: services.host_source_id.clone(),
         attribution: crate::bus::Attribution::System,
         depth: 0,
         timestamp_ms: crate::host::sys::wall_clock_ms(),

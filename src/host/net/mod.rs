@@ -13,13 +13,17 @@
 
 pub mod conn;
 pub mod listen;
+pub mod quota;
 pub(crate) mod resolve;
 pub mod udp;
 
 use super::{AuditCase, GatedError, HostState, Payload, Prepared, Refused};
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost, SocketGrant};
-use std::path::PathBuf;
+pub use quota::{
+    CapsuleNet, QuotaSlot, MAX_DATAGRAM, MAX_STREAMS, MAX_TCP_LISTENERS, MAX_UDP_SOCKETS,
+    MAX_UNIX_LISTENERS,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,13 +59,6 @@ pub(crate) mod bindings {
 
 use bindings::astrid::net::host::{self, ErrorCode};
 
-/// Open tcp-streams per capsule (accepted plus connected, unix plus TCP).
-pub const MAX_STREAMS: usize = 8;
-pub const MAX_TCP_LISTENERS: usize = 4;
-pub const MAX_UNIX_LISTENERS: usize = 1;
-pub const MAX_UDP_SOCKETS: usize = 4;
-/// Largest UDP payload.
-pub const MAX_DATAGRAM: usize = 65_507;
 /// Longest `poll-accept` wait.
 const MAX_POLL_ACCEPT_MS: u64 = 60_000;
 
@@ -71,59 +68,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         linker,
         |s| s,
     )
-}
-
-/// A capsule's network state over all its instances: quota counters and
-/// the socket path the embedder assigned for `bind-unix`.
-pub struct CapsuleNet {
-    pub(crate) streams: Arc<AtomicUsize>,
-    pub(crate) tcp_listeners: Arc<AtomicUsize>,
-    unix_listeners: Arc<AtomicUsize>,
-    pub(crate) udp_sockets: Arc<AtomicUsize>,
-    /// Open `http-stream` / `http-upload` resources (host ABI §2.7).
-    pub(crate) http_streams: Arc<AtomicUsize>,
-    pub(crate) unix_path: Option<PathBuf>,
-}
-
-impl CapsuleNet {
-    pub fn new(unix_path: Option<PathBuf>) -> Self {
-        CapsuleNet {
-            streams: Arc::default(),
-            tcp_listeners: Arc::default(),
-            unix_listeners: Arc::default(),
-            udp_sockets: Arc::default(),
-            http_streams: Arc::default(),
-            unix_path,
-        }
-    }
-}
-
-impl CapsuleNet {
-    /// A stream slot, if the capsule has one left.
-    pub(crate) fn claim_stream(&self) -> Option<QuotaSlot> {
-        QuotaSlot::claim(&self.streams, MAX_STREAMS)
-    }
-}
-
-/// One unit of a capsule quota, given back on drop.
-pub(crate) struct QuotaSlot(Arc<AtomicUsize>);
-
-impl QuotaSlot {
-    /// Takes a unit if fewer than `max` are taken.
-    pub(crate) fn claim(counter: &Arc<AtomicUsize>, max: usize) -> Option<QuotaSlot> {
-        counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| QuotaSlot(counter.clone()))
-    }
-}
-
-impl Drop for QuotaSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl AuditCase for ErrorCode {
@@ -218,7 +162,7 @@ enum UdpBind {
 impl HostState {
     /// Whether the runtime lets capsules reach loopback and private ranges.
     pub(crate) fn allow_loopback(&self) -> bool {
-        self.capsule.runtime.config.flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0
+        self.capsule.services.config.flags & crate::config::FLAG_ALLOW_LOOPBACK != 0
     }
 
     fn gate_socket(
@@ -303,7 +247,7 @@ impl HostState {
             }
             NetHost::Name(_) => return Err(ErrorCode::NameUnresolvable),
         };
-        let any_bind = self.capsule.runtime.config.flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0;
+        let any_bind = self.capsule.services.config.flags & crate::config::FLAG_ALLOW_ANY_BIND != 0;
         if !ip.is_loopback() && !any_bind {
             return Err(ErrorCode::AirlockRejected);
         }
@@ -623,7 +567,7 @@ impl WasiSocketsCall {
 /// event per connect, bind and new destination; any refusal reaches the
 /// guest as `access-denied`.
 pub(crate) fn wasi_socket_allowed(
-    capsule: &Arc<crate::capsule::CapsuleShared>,
+    capsule: &Arc<crate::host::shared::CapsuleShared>,
     principal: Option<Arc<str>>,
     vetted: &WasiSocketsCall,
     addr: std::net::SocketAddr,
@@ -663,7 +607,7 @@ pub(crate) fn wasi_socket_allowed(
     // address is its IPv4 address).
     let ip = crate::policy::net::canonical_ip(addr.ip());
     let host = NetHost::Ip(ip);
-    let runtime = &capsule.runtime;
+    let runtime = &capsule.services;
     let flags = runtime.config.flags;
     let caps = &capsule.manifest.capabilities;
     let verdict: Result<(), String> = (|| {
@@ -692,7 +636,7 @@ pub(crate) fn wasi_socket_allowed(
             &host.to_string(),
             addr.port(),
         );
-        match crate::gate::ask(runtime, request, &token, deadline) {
+        match runtime.ask_gate(request, &token, deadline) {
             Ok(v) if v.allowed => {}
             Ok(v) => {
                 return Err(format!(
@@ -703,10 +647,10 @@ pub(crate) fn wasi_socket_allowed(
             Err(_) => return Err("cancelled".into()),
         }
         let allowed_ip = if connect {
-            crate::policy::airlock::check(ip, flags & crate::runtime::FLAG_ALLOW_LOOPBACK != 0)
+            crate::policy::airlock::check(ip, flags & crate::config::FLAG_ALLOW_LOOPBACK != 0)
                 .is_ok()
         } else {
-            ip.is_loopback() || flags & crate::runtime::FLAG_ALLOW_ANY_BIND != 0
+            ip.is_loopback() || flags & crate::config::FLAG_ALLOW_ANY_BIND != 0
         };
         if !allowed_ip {
             return Err("airlock-rejected".into());
@@ -726,10 +670,10 @@ pub(crate) fn wasi_socket_allowed(
     }
     if runtime.has_audit_sink() {
         let (outcome, reason) = match &verdict {
-            Ok(()) => (crate::runtime::Outcome::Allowed, None),
-            Err(reason) => (crate::runtime::Outcome::Denied, Some(reason.clone())),
+            Ok(()) => (crate::services::Outcome::Allowed, None),
+            Err(reason) => (crate::services::Outcome::Denied, Some(reason.clone())),
         };
-        runtime.emit_audit(crate::runtime::AuditEvent {
+        runtime.emit_audit(crate::services::AuditEvent {
             capsule: capsule.name.to_string(),
             capsule_id: capsule.id.clone(),
             principal: principal.as_deref().unwrap_or("system").to_string(),

@@ -52,7 +52,7 @@ pub(crate) fn resolve(
             .await
             .map(|addrs| addrs.collect::<Vec<_>>())
     };
-    match crate::wait::run_on(&state.capsule.runtime.handle, lookup, token, deadline) {
+    match crate::wait::run_on(&state.capsule.services.handle, lookup, token, deadline) {
         Some(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
         Some(_) => Err(ResolveError::NoSuchName),
         None if token.is_cancelled() => Err(ResolveError::Cancelled),

@@ -57,7 +57,7 @@ impl Udp {
     ) -> Result<Arc<Udp>, ErrorCode> {
         let std = std::net::UdpSocket::bind(addr).map_err(|e| io_error(&e))?;
         std.set_nonblocking(true).map_err(|e| io_error(&e))?;
-        let _enter = state.capsule.runtime.handle.enter();
+        let _enter = state.capsule.services.handle.enter();
         let socket = tokio::net::UdpSocket::from_std(std).map_err(|e| io_error(&e))?;
         let signal = Arc::new(Signal::default());
         let waker = Waker::from(Arc::new(SignalWaker(signal.clone())));

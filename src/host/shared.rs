@@ -1,0 +1,96 @@
+//! What every store of one capsule shares: who the capsule is, its manifest
+//! and configuration, the runtime's services, and the state its host
+//! interfaces keep across instances (quotas, subscriptions, sockets).
+
+use crate::bus::SubscriptionQueue;
+use crate::cancel::CancelToken;
+use crate::host::net::quota::CapsuleNet;
+use crate::manifest::{EnvKind, Manifest};
+use crate::runloop::RunLoop;
+use crate::services::{LogLevel, LogRecord, SecretRequest, Services};
+use crate::vfs::CapsuleMounts;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+/// Capsule facts shared with its stores (no reference back to the pool).
+pub struct CapsuleShared {
+    pub(crate) services: Arc<Services>,
+    pub name: Arc<str>,
+    /// UUIDv5 of the name and the component hash.
+    pub id: String,
+    pub manifest: Manifest,
+    pub(crate) capability_names: Vec<String>,
+    pub(crate) owner: Option<Arc<str>>,
+    /// Load-time `[env]` values (embedder key-values, else defaults).
+    pub(crate) config: HashMap<String, String>,
+    /// Fires on unload: permanent, wins over everything.
+    pub(crate) unload_token: CancelToken,
+    pub(crate) mounts: CapsuleMounts,
+    /// Provider handles open over all instances (at most 16).
+    pub(crate) open_files: AtomicUsize,
+    pub(crate) write_budget: Option<u64>,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) unloaded: AtomicBool,
+    /// Runtime clock (ms) of the run loop's last waiting host call.
+    pub(crate) waited_at_ms: AtomicU64,
+    /// The id as bus messages carry it.
+    pub(crate) source_id: Arc<str>,
+    /// Set when the capsule exports `run` (a real one, not an SDK
+    /// placeholder): bus handlers are then the loop's own business, not
+    /// dispatched as interceptors.
+    pub(crate) run_loop: Option<Arc<RunLoop>>,
+    /// Live guest subscriptions over all instances (at most 128).
+    pub(crate) subscriptions: Mutex<Vec<Weak<SubscriptionQueue>>>,
+    /// Publish token buckets per data scope: (bytes available, refilled at).
+    pub(crate) publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Socket quotas and the unix listener path (host ABI §2.6).
+    pub(crate) net: CapsuleNet,
+}
+
+impl CapsuleShared {
+    /// `get-config` lookup order of host ABI §2.2: secrets from the
+    /// embedder's provider (absent without one), then the per-call overlay,
+    /// then load-time values. `Err` when the secret provider failed.
+    pub(crate) fn config_value(
+        &self,
+        key: &str,
+        overlay: Option<&HashMap<String, String>>,
+        principal: Option<&str>,
+    ) -> Result<Option<String>, ()> {
+        let Some(entry) = self.manifest.env_entry(key) else {
+            return Ok(None);
+        };
+        if entry.kind == EnvKind::Secret {
+            return self.services.secret(&SecretRequest {
+                capsule: &self.name,
+                capsule_id: &self.id,
+                principal,
+                key,
+            });
+        }
+        if let Some(value) = overlay.and_then(|o| o.get(key)) {
+            return Ok(Some(value.clone()));
+        }
+        Ok(self.config.get(key).cloned())
+    }
+
+    pub(crate) fn note_waited(&self) {
+        let now = self.services.coarse_ms();
+        self.waited_at_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Sends a line to the embedder's log sink unless the capsule is gone.
+    pub(crate) fn log(&self, level: LogLevel, principal: Option<&str>, message: &str) {
+        if self.unloaded.load(Ordering::SeqCst) {
+            return;
+        }
+        self.services.log(&LogRecord {
+            level,
+            capsule: &self.name,
+            principal,
+            message,
+        });
+    }
+}

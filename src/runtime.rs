@@ -13,7 +13,7 @@ pub use crate::services::{
 
 use crate::bus::{Attribution, DeliveryHandler, HostSubscription, Publish};
 use crate::cancel::CancelToken;
-use crate::capsule::{validate_principal, Capsule, LoadOptions, Platform};
+use crate::capsule::{self, validate_principal, Capsule, LoadOptions, Platform};
 use crate::dispatch::Dispatcher;
 use crate::engine::{self, CompileCache};
 use crate::error::{Code, Error, Result};
@@ -131,7 +131,7 @@ impl Runtime {
     /// Loads the capsule in `dir` (its `Capsule.toml` and component).
     pub fn load_dir(&self, dir: &Path, options: &LoadOptions) -> Result<Capsule> {
         self.inner.services.check_open()?;
-        Capsule::load_dir(&self.inner.platform, dir, options)
+        capsule::load::load_dir(&self.inner.platform, dir, options)
     }
 
     /// Loads a capsule from its manifest text and component bytes.
@@ -142,7 +142,7 @@ impl Runtime {
         options: &LoadOptions,
     ) -> Result<Capsule> {
         self.inner.services.check_open()?;
-        Capsule::load_bytes(&self.inner.platform, wasm, manifest, options)
+        capsule::load::load_bytes(&self.inner.platform, wasm, manifest, options)
     }
 
     pub fn config(&self) -> &RuntimeConfig {

@@ -1,0 +1,160 @@
+//! The call path: an embedder call or a bus message runs
+//! `astrid-hook-trigger` on a leased instance, with the call's principal,
+//! config overlay, deadline and fuel set on the store, and the resources
+//! the call opened closed when it ends.
+
+use super::instance::{classify_failure, PooledInstance};
+use super::options::{validate_principal, CallOptions, CallResult, Invocation};
+use super::pool::CapsuleInner;
+use crate::error::{Code, Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl CapsuleInner {
+    pub(crate) fn call(
+        &self,
+        action: &str,
+        payload: &[u8],
+        options: Option<&CallOptions>,
+    ) -> Result<CallResult> {
+        let principal = match options.and_then(|o| o.principal.as_deref()) {
+            Some(p) => {
+                validate_principal(p)?;
+                Some(Arc::from(p))
+            }
+            None => self.shared.owner.clone(),
+        };
+        let overlay = options
+            .filter(|o| !o.config_overlay.is_empty())
+            .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
+        self.invoke(
+            action,
+            payload,
+            Invocation {
+                principal,
+                overlay,
+                source_id: None,
+                timestamp_ms: None,
+                depth: 0,
+            },
+        )
+    }
+
+    /// Runs `astrid-hook-trigger` on a pooled instance for an embedder call
+    /// or a bus message.
+    pub(crate) fn invoke(
+        &self,
+        action: &str,
+        payload: &[u8],
+        invocation: Invocation,
+    ) -> Result<CallResult> {
+        self.check_loaded()?;
+        self.factory.hook.ok_or_else(|| {
+            Error::new(
+                Code::NotFound,
+                format!(
+                    "capsule `{}` does not export astrid-hook-trigger",
+                    self.shared.name
+                ),
+            )
+        })?;
+        let Invocation {
+            principal,
+            overlay,
+            source_id,
+            timestamp_ms,
+            depth,
+        } = invocation;
+        let generation = self.call_generation.load(Ordering::Acquire);
+        let rt = &self.shared.services;
+        // The coarse clock lags by up to one tick; adding a tick keeps the
+        // deadline from ever being earlier than the configured timeout.
+        let started = rt.coarse_now();
+        let deadline = started + self.factory.limits.timeout + crate::config::EPOCH_TICK;
+        let mut worker = self.lease(generation, deadline)?;
+
+        let PooledInstance {
+            store,
+            hook,
+            generation: held,
+            ..
+        } = &mut *worker;
+        let state = store.data_mut();
+        if *held != generation {
+            // A cancel since this instance's last call: take the new token.
+            let (current, token) = self.current_token();
+            *held = current;
+            state.call.token = token;
+            if current != generation {
+                // Another cancel came after this call started: it covers it.
+                self.release(worker, true);
+                return Err(Error::new(
+                    Code::Cancelled,
+                    "the call was cancelled before it started",
+                ));
+            }
+        }
+        // Updated in place: most fields repeat from call to call.
+        let call = &mut state.call;
+        if !same_principal(&call.principal, &principal) {
+            state.stdio.set_principal(principal.as_ref());
+            call.principal = principal;
+        }
+        let source_id = source_id.as_ref().unwrap_or(&rt.host_source_id);
+        if !Arc::ptr_eq(&call.source_id, source_id) {
+            call.source_id = source_id.clone();
+        }
+        call.timestamp_ms = timestamp_ms.unwrap_or_else(|| rt.wall_ms_at(started));
+        call.depth = depth;
+        call.deadline = deadline;
+        state.stdio.begin_call(&call.token, call.deadline);
+        call.overlay = overlay;
+        call.active = true;
+        state.interrupt = None;
+        state.limiter.hit = false;
+        let outcome = (|| {
+            store.set_fuel(self.factory.limits.fuel)?;
+            store.set_epoch_deadline(1);
+            // Entering costs ~60 ns; pure-astrid capsules skip it.
+            let _enter = self.factory.uses_wasi.then(|| rt.handle.enter());
+            let hook =
+                hook.ok_or_else(|| wasmtime::format_err!("astrid-hook-trigger export is missing"))?;
+            hook.call(&mut *store, (action, payload))
+        })();
+        store.data().stdio.flush();
+        let state = store.data_mut();
+        state.call.active = false;
+        state.call.overlay = None;
+        if !state.open_files.is_empty() {
+            state.close_call_files();
+        }
+        if !state.open_subscriptions.is_empty() {
+            state.close_call_subscriptions();
+        }
+        if !state.call_scoped.is_empty() {
+            state.close_call_scoped();
+        }
+
+        match outcome {
+            Ok((result,)) => {
+                self.release(worker, true);
+                Ok(result)
+            }
+            Err(e) => {
+                let err = classify_failure(store, &e, &self.factory.limits, "call");
+                // A failed instance may hold broken state: never reuse it.
+                self.release(worker, false);
+                Err(err)
+            }
+        }
+    }
+}
+
+fn same_principal(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}

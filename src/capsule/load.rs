@@ -11,7 +11,7 @@ use crate::cancel::CancelToken;
 use crate::engine::{self, ContentHash};
 use crate::error::{Code, Error, Result};
 use crate::handoff::refuse_reentry;
-use crate::host::CapsuleShared;
+use crate::host::shared::CapsuleShared;
 use crate::manifest::{EnvKind, Manifest};
 use crate::policy::paths::Mount;
 use crate::runloop::RunLoop;

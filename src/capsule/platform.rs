@@ -5,7 +5,7 @@ use super::pool::{CapsuleInner, IDLE_INSTANCE_TTL};
 use crate::config::FLAG_DISABLE_CAPABILITY_REGISTRY;
 use crate::engine::CompileCache;
 use crate::error::Result;
-use crate::host::HostState;
+use crate::host::state::HostState;
 use crate::services::Services;
 use crate::signal::lock;
 use std::sync::{Arc, Mutex, Weak};

@@ -6,7 +6,7 @@
 use super::instance::{interrupt_guests, InstanceFactory, PooledInstance};
 use crate::cancel::CancelToken;
 use crate::error::{Code, Error, Result};
-use crate::host::CapsuleShared;
+use crate::host::shared::CapsuleShared;
 use crate::signal::lock;
 use crossbeam_utils::atomic::AtomicCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};

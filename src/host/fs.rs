@@ -5,8 +5,10 @@
 //! not offer (exists, mkdir-all, whole-file I/O, copy, remove-dir-all,
 //! canonicalize) from the provider operations of §5.3.
 
-use super::{GatedError, HostState, Payload, Prepared, Refused};
 use crate::handoff::Bounded;
+use crate::host::audit::Payload;
+use crate::host::gated::{GatedError, Prepared, Refused};
+use crate::host::state::HostState;
 use crate::policy::gate::{manifest_grants, GateKind, GateRequest};
 use crate::policy::paths::{self, Mount, PathError, VfsPath};
 use crate::services::Outcome;
@@ -179,7 +181,7 @@ impl GatedError for ErrorCode {
     }
 }
 
-impl<T> super::AuditOutcome for Result<T, ErrorCode> {
+impl<T> crate::host::audit::AuditOutcome for Result<T, ErrorCode> {
     fn audit_outcome(&self) -> (Outcome, Option<String>) {
         match self {
             Ok(_) => (Outcome::Allowed, None),

@@ -7,8 +7,8 @@
 //! reads as ready once the call is cancelled, and every stream operation
 //! then answers `closed`.
 
-use super::AuditCase;
-use super::HostState;
+use crate::host::audit::AuditCase;
+use crate::host::state::HostState;
 use crate::signal::{Readiness, Signal, Waiter};
 use crate::wait::wait_for;
 use std::collections::VecDeque;

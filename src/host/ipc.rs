@@ -5,10 +5,11 @@
 //! the ACL plays the gate's role for the bus (no embedder gate kind).
 
 use super::io::Pollable;
-use super::{AuditCase, HostState};
 use crate::bus::{
     Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take, MAX_PENDING_PER_SOURCE,
 };
+use crate::host::audit::AuditCase;
+use crate::host::state::HostState;
 
 use crate::policy::topic;
 use std::sync::Arc;

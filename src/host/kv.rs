@@ -2,8 +2,9 @@
 //! runtime's KV backend. Not gated (it touches nothing but the capsule's
 //! namespace); every call audited with the key or prefix as its target.
 
-use super::{AuditCase, HostState};
 use crate::handoff::Bounded;
+use crate::host::audit::AuditCase;
+use crate::host::state::HostState;
 use crate::kv::{self, KvError, KvStore, Namespace};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};

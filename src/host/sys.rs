@@ -1,7 +1,8 @@
 //! `astrid:sys@1.0.0` (host ABI §2.2): config, caller context, logging,
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
-use super::{AuditCase, HostState};
+use crate::host::audit::AuditCase;
+use crate::host::state::HostState;
 use crate::services::LogLevel;
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

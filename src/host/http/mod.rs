@@ -124,7 +124,9 @@ mod v1_0;
 mod v1_1;
 
 use super::net::{resolve, QuotaSlot};
-use super::{AuditCase, CallScoped, GateRefusal, HostState};
+use crate::host::audit::AuditCase;
+use crate::host::gated::GateRefusal;
+use crate::host::state::{CallScoped, HostState};
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
 use crate::policy::net::{canonical_host, NetHost};
@@ -426,7 +428,7 @@ pub(crate) struct Buffered {
     pub meta: Meta,
 }
 
-impl super::Payload for Buffered {
+impl crate::host::audit::Payload for Buffered {
     fn payload_len(&self) -> u64 {
         self.body.len() as u64
     }
@@ -838,7 +840,10 @@ impl HostState {
     ) -> Result<Buffered, HttpError> {
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
         let counted = |result: &Result<Buffered, HttpError>| {
-            bytes_in + result.as_ref().map_or(0, super::Payload::payload_len)
+            bytes_in
+                + result
+                    .as_ref()
+                    .map_or(0, crate::host::audit::Payload::payload_len)
         };
         self.audited_late_target(
             call,

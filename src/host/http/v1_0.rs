@@ -3,7 +3,7 @@
 
 use super::{HttpError, Options};
 use crate::host::io::{InputStream, Pollable};
-use crate::host::HostState;
+use crate::host::state::HostState;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 mod bindings {

@@ -3,7 +3,7 @@
 
 use super::{GuestOptions, HttpError, Options, Redirect};
 use crate::host::io::{InputStream, OutputStream, Pollable};
-use crate::host::HostState;
+use crate::host::state::HostState;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 mod bindings {
@@ -201,7 +201,7 @@ impl HostHttpUpload for HostState {
 
     fn drop(&mut self, this: Resource<HttpUpload11>) -> wasmtime::Result<()> {
         let upload = self.table.delete(this)?;
-        crate::host::CallScoped::close(&*upload.0);
+        crate::host::state::CallScoped::close(&*upload.0);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use super::{io_error, QuotaSlot};
 use crate::host::io::{
     ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable, StreamFailure,
 };
-use crate::host::{CallScoped, HostState};
+use crate::host::state::{CallScoped, HostState};
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
@@ -645,7 +645,7 @@ impl HostState {
 
     /// Runs a `tcp-stream` method: cancel check, the live connection, and
     /// exactly one audit event.
-    fn on_conn<T: crate::host::Payload>(
+    fn on_conn<T: crate::host::audit::Payload>(
         &mut self,
         call: &'static str,
         this: &Resource<TcpStreamHandle>,
@@ -993,7 +993,7 @@ impl HostTcpStream for HostState {
     }
 }
 
-impl crate::host::Payload for NetReadStatus {
+impl crate::host::audit::Payload for NetReadStatus {
     fn payload_len(&self) -> u64 {
         match self {
             NetReadStatus::Data(data) => data.len() as u64,

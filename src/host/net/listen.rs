@@ -10,7 +10,7 @@ use super::{clamp_poll_ms, io_error, QuotaSlot, MAX_STREAMS};
 use crate::gate::{AcceptRequest, AcceptVerdict};
 use crate::host::io::Pollable;
 use crate::host::shared::CapsuleShared;
-use crate::host::{CallScoped, HostState};
+use crate::host::state::{CallScoped, HostState};
 use crate::services::Services;
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};

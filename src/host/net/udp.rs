@@ -7,7 +7,7 @@
 use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
 use super::{io_error, resolve, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
 use crate::host::io::Pollable;
-use crate::host::{CallScoped, HostState};
+use crate::host::state::{CallScoped, HostState};
 use crate::policy::net::NetHost;
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
@@ -256,7 +256,7 @@ impl HostState {
     /// checks, then — unless the destination was vetted on this socket
     /// before — manifest → gate → resolution → airlock, then `op` with the
     /// vetted address. Exactly one audit event.
-    fn toward_destination<T: crate::host::Payload>(
+    fn toward_destination<T: crate::host::audit::Payload>(
         &mut self,
         call: &'static str,
         this: &Resource<UdpHandle>,
@@ -456,7 +456,7 @@ impl HostUdpSocket for HostState {
     }
 }
 
-impl crate::host::Payload for UdpDatagram {
+impl crate::host::audit::Payload for UdpDatagram {
     fn payload_len(&self) -> u64 {
         self.data.len() as u64
     }

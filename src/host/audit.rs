@@ -1,0 +1,193 @@
+//! One audit event per host call (host ABI §1): the wrappers every host
+//! function runs its body in, and how a result becomes an outcome.
+
+use super::state::HostState;
+use crate::services::{AuditEvent, Outcome};
+use std::time::Instant;
+
+impl HostState {
+    /// Runs one host call and records its audit event. The clock is read only
+    /// when an audit sink is installed, so unaudited runtimes pay nothing.
+    pub(crate) fn audited<T, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes: u64,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        self.audited_counting(call, target, body, |_| bytes)
+    }
+
+    /// [`audited`](Self::audited) for calls that move data: the event's
+    /// `bytes` is the payload in plus what the result carries out.
+    pub(crate) fn audited_io<T: Payload, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes_in: u64,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        self.audited_counting(call, target, body, |result| {
+            bytes_in + result.as_ref().map_or(0, Payload::payload_len)
+        })
+    }
+
+    /// The audit wrapper behind both: `bytes` counts the event's bytes from
+    /// the result, and runs only when an audit sink is installed.
+    fn audited_counting<T, E>(
+        &mut self,
+        call: &'static str,
+        target: Option<&str>,
+        body: impl FnOnce(&mut Self) -> Result<T, E>,
+        bytes: impl FnOnce(&Result<T, E>) -> u64,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let result = body(self);
+        if let Some(started) = started {
+            let (outcome, reason) = result.audit_outcome();
+            let bytes = bytes(&result);
+            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+        }
+        result
+    }
+
+    /// [`audited_counting`](Self::audited_counting) for calls whose target
+    /// is known only once they ran (an HTTP exchange is audited with the
+    /// hop it ended on): `body` fills the target slot.
+    pub(crate) fn audited_late_target<T, E>(
+        &mut self,
+        call: &'static str,
+        body: impl FnOnce(&mut Self, &mut Option<String>) -> Result<T, E>,
+        bytes: impl FnOnce(&Result<T, E>) -> u64,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: AuditOutcome,
+    {
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let mut target = None;
+        let result = body(self, &mut target);
+        if let Some(started) = started {
+            let (outcome, reason) = result.audit_outcome();
+            let bytes = bytes(&result);
+            self.audit(
+                call,
+                target.as_deref(),
+                bytes,
+                outcome,
+                reason.as_deref(),
+                started,
+            );
+        }
+        result
+    }
+
+    /// Records the audit event of a call that cannot fail (one that hands
+    /// out a stream or a pollable).
+    pub(crate) fn audit_infallible(&mut self, call: &'static str) {
+        let _: Result<(), std::convert::Infallible> = self.audited(call, None, 0, |_| Ok(()));
+    }
+
+    /// Records one audit event for a host call (a no-op without a sink).
+    pub(super) fn audit(
+        &self,
+        call: &'static str,
+        target: Option<&str>,
+        bytes: u64,
+        outcome: Outcome,
+        reason: Option<&str>,
+        started: Instant,
+    ) {
+        let runtime = &self.capsule.services;
+        if !runtime.has_audit_sink() {
+            return;
+        }
+        runtime.emit_audit(AuditEvent {
+            capsule: self.capsule.name.to_string(),
+            capsule_id: self.capsule.id.clone(),
+            principal: self
+                .call
+                .principal
+                .as_deref()
+                .map_or_else(|| "system".to_string(), str::to_string),
+            call: call.to_string(),
+            target: target.map(str::to_string),
+            bytes,
+            outcome,
+            reason: reason.map(str::to_string),
+            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+}
+
+/// Bytes a result carries back to the guest, for the audit event.
+pub(crate) trait Payload {
+    fn payload_len(&self) -> u64 {
+        0
+    }
+}
+
+impl Payload for () {}
+impl Payload for bool {}
+impl Payload for u64 {}
+impl Payload for u32 {}
+impl Payload for String {
+    fn payload_len(&self) -> u64 {
+        self.len() as u64
+    }
+}
+impl Payload for Vec<u8> {
+    fn payload_len(&self) -> u64 {
+        self.len() as u64
+    }
+}
+impl<T: Payload> Payload for Option<T> {
+    fn payload_len(&self) -> u64 {
+        self.as_ref().map_or(0, Payload::payload_len)
+    }
+}
+impl Payload for Vec<String> {
+    fn payload_len(&self) -> u64 {
+        self.iter().map(|s| s.len() as u64).sum()
+    }
+}
+
+/// How a host call's result reads in the audit log: outcome and reason.
+pub(crate) trait AuditOutcome {
+    fn audit_outcome(&self) -> (Outcome, Option<String>);
+}
+
+/// A WIT error variant as the audit log names it.
+pub(crate) trait AuditCase {
+    /// The case name as the WIT spells it (`capability-denied`, `unknown(text)`).
+    fn case(&self) -> String;
+    /// Whether it is a policy refusal (audited `denied` rather than `failed`).
+    fn is_denial(&self) -> bool {
+        false
+    }
+}
+
+impl<T, E: AuditCase> AuditOutcome for Result<T, E> {
+    fn audit_outcome(&self) -> (Outcome, Option<String>) {
+        match self {
+            Ok(_) => (Outcome::Allowed, None),
+            Err(e) if e.is_denial() => (Outcome::Denied, Some(e.case())),
+            Err(e) => (Outcome::Failed, Some(e.case())),
+        }
+    }
+}
+
+/// Infallible host functions are always `allowed`.
+impl AuditCase for std::convert::Infallible {
+    fn case(&self) -> String {
+        match *self {}
+    }
+}

@@ -1,0 +1,129 @@
+//! The pipeline every gated host call runs (host ABI §4): cancel check,
+//! validation and manifest, the embedder's gate, the operation, one audit
+//! event; denials become the interface's `capability-denied`.
+
+use super::audit::Payload;
+use super::state::HostState;
+use crate::policy::gate::GateRequest;
+use crate::services::Outcome;
+use std::time::Instant;
+
+impl HostState {
+    /// Every gated host call goes through here, in the order of host ABI
+    /// §4: cancel check → validation and manifest (`prepare`) → gate (one
+    /// question per request `prepare` returns) → `op` → exactly one audit
+    /// event. Denials become the interface's `capability-denied`; the gate's
+    /// reason reaches the audit event only.
+    pub(crate) fn gated<C, T: Payload, E: GatedError>(
+        &mut self,
+        call: &'static str,
+        fallback_target: &str,
+        bytes_in: u64,
+        prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
+        op: impl FnOnce(&mut Self, C) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let mut target = None;
+        let result = self.gated_steps(&mut target, prepare, op);
+        if let Some(started) = started {
+            let (outcome, reason) = match &result {
+                Ok(_) => (Outcome::Allowed, None),
+                Err(Refused::Denied(reason)) => (Outcome::Denied, Some(reason.clone())),
+                Err(Refused::Failed(e)) => match e.audit_case() {
+                    (true, case) => (Outcome::Denied, Some(case)),
+                    (false, case) => (Outcome::Failed, Some(case)),
+                },
+            };
+            let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
+            let target = target.as_deref().unwrap_or(fallback_target);
+            self.audit(
+                call,
+                Some(target),
+                bytes,
+                outcome,
+                reason.as_deref(),
+                started,
+            );
+        }
+        result.map_err(|refused| match refused {
+            Refused::Denied(_) => E::denied(),
+            Refused::Failed(e) => e,
+        })
+    }
+
+    fn gated_steps<C, T, E: GatedError>(
+        &mut self,
+        target: &mut Option<String>,
+        prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
+        op: impl FnOnce(&mut Self, C) -> Result<T, E>,
+    ) -> Result<T, Refused<E>> {
+        if self.call.token.is_cancelled() {
+            return Err(Refused::Failed(E::cancelled()));
+        }
+        let prepared = prepare(self)?;
+        // Empty when no audit sink was installed as the call began.
+        *target = Some(prepared.target).filter(|t| !t.is_empty());
+        for request in prepared.asks {
+            match self.ask_gate(request) {
+                Ok(()) => {}
+                Err(GateRefusal::Denied(reason)) => return Err(Refused::Denied(reason)),
+                Err(GateRefusal::Interrupted) => return Err(Refused::Failed(E::cancelled())),
+            }
+        }
+        op(self, prepared.ctx).map_err(Refused::Failed)
+    }
+
+    /// Asks the embedder's gate about one request the manifest allowed.
+    pub(crate) fn ask_gate(&self, request: GateRequest) -> Result<(), GateRefusal> {
+        let runtime = &self.capsule.services;
+        match runtime.ask_gate(request, &self.call.token, self.call.deadline) {
+            Ok(verdict) if verdict.allowed => Ok(()),
+            Ok(verdict) => {
+                let reason = verdict
+                    .reason
+                    .unwrap_or_else(|| "denied by the gate".into());
+                Err(GateRefusal::Denied(format!("gate: {reason}")))
+            }
+            Err(crate::gate::CallInterrupted) => Err(GateRefusal::Interrupted),
+        }
+    }
+}
+
+/// What a gated call's `prepare` step produced: the audit target (VFS
+/// spelling, `host:port`, URL), the gate questions, and what `op` needs.
+pub(crate) struct Prepared<C> {
+    pub target: String,
+    pub asks: Vec<GateRequest>,
+    pub ctx: C,
+}
+
+/// Why the gate did not allow a request.
+pub(crate) enum GateRefusal {
+    /// The gate's reason (for the audit log only).
+    Denied(String),
+    /// The call was cancelled or reached its deadline while asking.
+    Interrupted,
+}
+
+/// Why a gated call stopped before its operation.
+pub(crate) enum Refused<E> {
+    /// Manifest or gate said no (the reason is for the audit log only).
+    Denied(String),
+    Failed(E),
+}
+
+impl<E> From<&'static str> for Refused<E> {
+    fn from(reason: &'static str) -> Self {
+        Refused::Denied(reason.to_string())
+    }
+}
+
+/// The error type of a gated interface.
+pub(crate) trait GatedError {
+    /// Its `capability-denied` case.
+    fn denied() -> Self;
+    /// Its cancel result (host ABI §7.3).
+    fn cancelled() -> Self;
+    /// (is a denial, WIT case name) for the audit log.
+    fn audit_case(&self) -> (bool, String);
+}

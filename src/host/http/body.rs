@@ -4,7 +4,7 @@
 //! fills through an output stream while hyper sends them.
 
 use super::decode::Decoder;
-use super::HttpError;
+use super::error::HttpError;
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, Waiter};
@@ -181,7 +181,7 @@ impl Body {
                 Ok(data) => data,
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        lock(&self.state).trailers = Some(super::header_pairs(&trailers));
+                        lock(&self.state).trailers = Some(super::headers::header_pairs(&trailers));
                     }
                     continue;
                 }

@@ -4,7 +4,7 @@
 //! so an address vetted for one hop is never reused for another origin.
 
 use super::body::UploadBody;
-use super::HttpError;
+use super::error::HttpError;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;

@@ -3,7 +3,7 @@
 //! by the caller's size check after a few kilobytes, never after it has
 //! expanded in memory.
 
-use super::HttpError;
+use super::error::HttpError;
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use flate2::{Decompress, FlushDecompress, Status};
 

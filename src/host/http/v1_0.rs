@@ -1,7 +1,8 @@
 //! `astrid:http@1.0.0`: redirects followed, bodies decoded, and the 1.1-only
 //! failures spelled with the 1.0 cases.
 
-use super::{HttpError, Options};
+use super::error::HttpError;
+use super::options::Options;
 use crate::host::io::{InputStream, Pollable};
 use crate::host::state::HostState;
 use wasmtime::component::{HasSelf, Linker, Resource};

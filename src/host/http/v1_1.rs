@@ -1,7 +1,8 @@
 //! `astrid:http@1.1.0`: options, response metadata, uploads and trailers;
 //! redirects default to `error`.
 
-use super::{GuestOptions, HttpError, Options, Redirect};
+use super::error::HttpError;
+use super::options::{GuestOptions, Options, Redirect};
 use crate::host::io::{InputStream, OutputStream, Pollable};
 use crate::host::state::HostState;
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -82,7 +83,7 @@ fn guest_options(options: RequestOptions) -> GuestOptions {
 http_stream_common!(HttpStream11, "http.http-stream", trailers: yes);
 
 /// The guest's `http-upload`.
-pub struct HttpUpload11(std::sync::Arc<super::Upload>);
+pub struct HttpUpload11(std::sync::Arc<super::resources::Upload>);
 
 impl HostState {
     fn request_opts(

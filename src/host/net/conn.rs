@@ -3,11 +3,9 @@
 //! Framed, raw and stream reads share one receive buffer, so mixing them
 //! consumes bytes in call order.
 
-use super::bindings::astrid::net::host::{ErrorCode, HostTcpStream, NetReadStatus, ShutdownHow};
+use super::bindings::astrid::net::host::{ErrorCode, NetReadStatus};
 use super::{io_error, QuotaSlot};
-use crate::host::io::{
-    ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable, StreamFailure,
-};
+use crate::host::io::{ByteSink, ByteSource, StreamFailure};
 use crate::host::state::{CallScoped, HostState};
 use crate::signal::lock;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
@@ -19,20 +17,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use wasmtime::component::Resource;
 
 /// Largest frame `read` / `write` accept (host ABI §1 payload ceiling).
 pub const MAX_FRAME: usize = 10 << 20;
 /// Most bytes one raw read returns.
-const MAX_RAW_READ: usize = 1 << 20;
+pub(crate) const MAX_RAW_READ: usize = 1 << 20;
 /// How long `read` waits for a frame header.
-const FRAME_HEADER_WAIT: Duration = Duration::from_millis(50);
+pub(crate) const FRAME_HEADER_WAIT: Duration = Duration::from_millis(50);
 /// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 64 << 10;
+pub(crate) const READ_CHUNK: usize = 64 << 10;
 /// Bytes an output-stream view buffers before `check-write` reports no room.
-const WRITE_BUFFER: usize = 256 << 10;
+pub(crate) const WRITE_BUFFER: usize = 256 << 10;
 /// Longest a connect may take over all resolved addresses.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) enum Socket {
     Tcp(tokio::net::TcpStream),
@@ -46,7 +43,7 @@ fn gone() -> io::Error {
 }
 
 impl Socket {
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.try_read(buf),
             Socket::Unix(s) => s.try_read(buf),
@@ -54,7 +51,7 @@ impl Socket {
         }
     }
 
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.try_write(buf),
             Socket::Unix(s) => s.try_write(buf),
@@ -62,7 +59,7 @@ impl Socket {
         }
     }
 
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Socket::Tcp(s) => s.poll_read_ready(cx),
             Socket::Unix(s) => s.poll_read_ready(cx),
@@ -70,7 +67,7 @@ impl Socket {
         }
     }
 
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Socket::Tcp(s) => s.poll_write_ready(cx),
             Socket::Unix(s) => s.poll_write_ready(cx),
@@ -78,7 +75,7 @@ impl Socket {
         }
     }
 
-    fn sock_ref(&self) -> Result<socket2::SockRef<'_>, ErrorCode> {
+    pub(crate) fn sock_ref(&self) -> Result<socket2::SockRef<'_>, ErrorCode> {
         match self {
             Socket::Tcp(s) => Ok(socket2::SockRef::from(s)),
             Socket::Unix(s) => Ok(socket2::SockRef::from(s)),
@@ -86,7 +83,7 @@ impl Socket {
         }
     }
 
-    fn tcp(&self) -> Result<&tokio::net::TcpStream, ErrorCode> {
+    pub(crate) fn tcp(&self) -> Result<&tokio::net::TcpStream, ErrorCode> {
         match self {
             Socket::Tcp(s) => Ok(s),
             Socket::Unix(_) => Err(ErrorCode::NotTcp),
@@ -111,15 +108,15 @@ struct Rx {
 }
 
 impl Rx {
-    fn available(&self) -> usize {
+    pub(crate) fn available(&self) -> usize {
         self.buf.len() - self.start
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
         let out = self.buf[self.start..self.start + n].to_vec();
         self.start += n;
         if self.start == self.buf.len() {
@@ -129,7 +126,7 @@ impl Rx {
         out
     }
 
-    fn compact(&mut self) {
+    pub(crate) fn compact(&mut self) {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -139,25 +136,25 @@ impl Rx {
 
 /// One connection, shared by the guest resource and its io views.
 pub(crate) struct Conn {
-    socket: std::sync::RwLock<Socket>,
+    pub(crate) socket: std::sync::RwLock<Socket>,
     rx: Mutex<Rx>,
     /// Bytes the output-stream view accepted that the socket has not taken.
-    tx: Mutex<VecDeque<u8>>,
-    readable: Arc<Signal>,
-    read_waker: Waker,
-    writable: Arc<Signal>,
-    write_waker: Waker,
-    closed: AtomicBool,
-    read_timeout: Mutex<Option<u64>>,
-    write_timeout: Mutex<Option<u64>>,
-    read_view_taken: AtomicBool,
-    write_view_taken: AtomicBool,
+    pub(crate) tx: Mutex<VecDeque<u8>>,
+    pub(crate) readable: Arc<Signal>,
+    pub(crate) read_waker: Waker,
+    pub(crate) writable: Arc<Signal>,
+    pub(crate) write_waker: Waker,
+    pub(crate) closed: AtomicBool,
+    pub(crate) read_timeout: Mutex<Option<u64>>,
+    pub(crate) write_timeout: Mutex<Option<u64>>,
+    pub(crate) read_view_taken: AtomicBool,
+    pub(crate) write_view_taken: AtomicBool,
     pub(crate) identity: Option<Identity>,
     /// Runs once when the connection closes (unix `client.v1.disconnect`).
-    on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Given back when closed: a closed resource the guest keeps does not
     /// count against the quota.
-    slot: Mutex<Option<QuotaSlot>>,
+    pub(crate) slot: Mutex<Option<QuotaSlot>>,
 }
 
 /// The guest's `tcp-stream`.
@@ -192,11 +189,11 @@ impl Conn {
         *lock(&self.on_close) = Some(hook);
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn socket(&self) -> std::sync::RwLockReadGuard<'_, Socket> {
+    pub(crate) fn socket(&self) -> std::sync::RwLockReadGuard<'_, Socket> {
         self.socket.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -226,7 +223,7 @@ impl Conn {
     }
 
     /// Whether a read wanting `want` bytes can answer now.
-    fn can_read(&self, want: usize) -> bool {
+    pub(crate) fn can_read(&self, want: usize) -> bool {
         let mut rx = lock(&self.rx);
         self.fill(&mut rx, want);
         rx.available() >= want || rx.eof || rx.reset || self.is_closed()
@@ -235,7 +232,7 @@ impl Conn {
     /// Waits until `want` bytes are buffered (or the stream ended), under
     /// the read timeout: `Some(0)` never waits (`would-block`); expiry and
     /// the call deadline are `timeout`; cancel is `closed`.
-    fn wait_readable(
+    pub(crate) fn wait_readable(
         &self,
         state: &HostState,
         want: usize,
@@ -261,17 +258,17 @@ impl Conn {
         }
     }
 
-    fn read_timeout(&self) -> Option<Duration> {
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
         lock(&self.read_timeout).map(Duration::from_millis)
     }
 
-    fn write_timeout(&self) -> Option<Duration> {
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
         lock(&self.write_timeout).map(Duration::from_millis)
     }
 
     /// Pushes out bytes the output-stream view buffered; arms `writable`
     /// when the socket is full.
-    fn drain(&self, tx: &mut VecDeque<u8>) -> Result<(), StreamFailure> {
+    pub(crate) fn drain(&self, tx: &mut VecDeque<u8>) -> Result<(), StreamFailure> {
         while !tx.is_empty() {
             let (front, _) = tx.as_slices();
             match self.socket().try_write(front) {
@@ -295,7 +292,7 @@ impl Conn {
     }
 
     /// Writes what the socket takes now (0 when it is full and armed).
-    fn write_now(&self, data: &[u8]) -> Result<usize, ErrorCode> {
+    pub(crate) fn write_now(&self, data: &[u8]) -> Result<usize, ErrorCode> {
         if self.is_closed() {
             return Err(ErrorCode::Closed);
         }
@@ -321,7 +318,7 @@ impl Conn {
     }
 
     /// Writes at least one byte of `data`, waiting under the write timeout.
-    fn write_some(&self, state: &HostState, data: &[u8]) -> Result<usize, ErrorCode> {
+    pub(crate) fn write_some(&self, state: &HostState, data: &[u8]) -> Result<usize, ErrorCode> {
         let mut outcome = self.write_now(data);
         if !matches!(outcome, Ok(0)) || data.is_empty() {
             return outcome;
@@ -349,7 +346,7 @@ impl Conn {
     /// Writes a whole frame. The write timeout applies to its first byte;
     /// a frame that cannot be finished (cancel, deadline, reset) closes the
     /// stream, since the peer could never find the next frame boundary.
-    fn write_frame(&self, state: &HostState, frame: &[u8]) -> Result<(), ErrorCode> {
+    pub(crate) fn write_frame(&self, state: &HostState, frame: &[u8]) -> Result<(), ErrorCode> {
         let mut rest = &frame[self.write_some(state, frame)?..];
         while !rest.is_empty() {
             match self.write_now(rest) {
@@ -380,13 +377,13 @@ impl Conn {
     }
 
     /// Whether the socket takes bytes now (arms `writable` when not).
-    fn can_write(&self) -> bool {
+    pub(crate) fn can_write(&self) -> bool {
         let socket = self.socket();
         let mut cx = Context::from_waker(&self.write_waker);
         !matches!(socket.poll_write_ready(&mut cx), Poll::Pending)
     }
 
-    fn read_frame(&self, state: &HostState) -> Result<NetReadStatus, ErrorCode> {
+    pub(crate) fn read_frame(&self, state: &HostState) -> Result<NetReadStatus, ErrorCode> {
         match self.wait_readable(state, 4, Some(FRAME_HEADER_WAIT)) {
             Ok(()) => {}
             Err(ErrorCode::Timeout | ErrorCode::WouldBlock) => {
@@ -435,7 +432,12 @@ impl Conn {
         }
     }
 
-    fn read_raw(&self, state: &HostState, max: u32, consume: bool) -> Result<Vec<u8>, ErrorCode> {
+    pub(crate) fn read_raw(
+        &self,
+        state: &HostState,
+        max: u32,
+        consume: bool,
+    ) -> Result<Vec<u8>, ErrorCode> {
         let max = (max as usize).min(MAX_RAW_READ);
         if max == 0 {
             return Ok(Vec::new());
@@ -520,7 +522,7 @@ pub(crate) fn connect(
 }
 
 /// Readable when a read of one byte would answer now.
-struct ConnReadable(Arc<Conn>);
+pub(crate) struct ConnReadable(pub(crate) Arc<Conn>);
 
 impl Readiness for ConnReadable {
     fn is_ready(&self) -> bool {
@@ -532,7 +534,7 @@ impl Readiness for ConnReadable {
 }
 
 /// The `read-stream` view.
-struct ConnSource(Arc<Conn>);
+pub(crate) struct ConnSource(pub(crate) Arc<Conn>);
 
 impl ByteSource for ConnSource {
     fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure> {
@@ -558,7 +560,7 @@ impl ByteSource for ConnSource {
 }
 
 /// Writable while the view's buffer has room.
-struct ConnWritable(Arc<Conn>);
+pub(crate) struct ConnWritable(pub(crate) Arc<Conn>);
 
 impl Readiness for ConnWritable {
     fn is_ready(&self) -> bool {
@@ -572,7 +574,7 @@ impl Readiness for ConnWritable {
 }
 
 /// The `write-stream` view.
-struct ConnSink(Arc<Conn>);
+pub(crate) struct ConnSink(pub(crate) Arc<Conn>);
 
 impl ByteSink for ConnSink {
     fn check_write(&self) -> Result<usize, StreamFailure> {
@@ -611,393 +613,5 @@ impl ByteSink for ConnSink {
 
     fn readiness(&self) -> Arc<dyn Readiness> {
         Arc::new(ConnWritable(self.0.clone()))
-    }
-}
-
-fn option_failed(_: io::Error) -> ErrorCode {
-    ErrorCode::Unknown("the socket rejected the option".into())
-}
-
-impl HostState {
-    /// The connection behind a guest handle (`closed` once it was closed).
-    pub(crate) fn conn(&self, this: &Resource<TcpStreamHandle>) -> Result<Arc<Conn>, ErrorCode> {
-        let conn = self
-            .table
-            .get(this)
-            .map(|h| h.conn.clone())
-            .map_err(|_| ErrorCode::InvalidHandle)?;
-        Ok(conn)
-    }
-
-    /// A new guest `tcp-stream`, closed when the current call ends.
-    pub(crate) fn push_conn(
-        &mut self,
-        conn: Arc<Conn>,
-    ) -> Result<Resource<TcpStreamHandle>, ErrorCode> {
-        let weak = Arc::downgrade(&conn);
-        let handle = self
-            .table
-            .push(TcpStreamHandle { conn })
-            .map_err(|_| ErrorCode::Quota)?;
-        self.track_call_scoped(weak);
-        Ok(handle)
-    }
-
-    /// Runs a `tcp-stream` method: cancel check, the live connection, and
-    /// exactly one audit event.
-    fn on_conn<T: crate::host::audit::Payload>(
-        &mut self,
-        call: &'static str,
-        this: &Resource<TcpStreamHandle>,
-        bytes_in: u64,
-        body: impl FnOnce(&HostState, &Conn) -> Result<T, ErrorCode>,
-    ) -> Result<T, ErrorCode> {
-        self.audited_io(call, None, bytes_in, |state| {
-            if state.call.token.is_cancelled() {
-                return Err(ErrorCode::Closed);
-            }
-            let conn = state.conn(this)?;
-            if conn.is_closed() {
-                return Err(ErrorCode::Closed);
-            }
-            body(state, &conn)
-        })
-    }
-}
-
-impl HostTcpStream for HostState {
-    fn read(&mut self, this: Resource<TcpStreamHandle>) -> Result<NetReadStatus, ErrorCode> {
-        let result = self.on_conn("net.tcp-stream.read", &this, 0, |state, conn| {
-            conn.read_frame(state)
-        });
-        self.note_waited();
-        result
-    }
-
-    fn write(&mut self, this: Resource<TcpStreamHandle>, data: Vec<u8>) -> Result<(), ErrorCode> {
-        self.on_conn(
-            "net.tcp-stream.write",
-            &this,
-            data.len() as u64,
-            |state, conn| {
-                if data.len() > MAX_FRAME {
-                    return Err(ErrorCode::Quota);
-                }
-                let mut frame = Vec::with_capacity(4 + data.len());
-                frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
-                frame.extend_from_slice(&data);
-                conn.write_frame(state, &frame)
-            },
-        )
-    }
-
-    fn read_bytes(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        max_bytes: u32,
-    ) -> Result<Vec<u8>, ErrorCode> {
-        let result = self.on_conn("net.tcp-stream.read-bytes", &this, 0, |state, conn| {
-            conn.read_raw(state, max_bytes, true)
-        });
-        self.note_waited();
-        result
-    }
-
-    fn write_bytes(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        data: Vec<u8>,
-    ) -> Result<u32, ErrorCode> {
-        self.on_conn(
-            "net.tcp-stream.write-bytes",
-            &this,
-            data.len() as u64,
-            |state, conn| {
-                if data.len() > MAX_FRAME {
-                    return Err(ErrorCode::Quota);
-                }
-                if data.is_empty() {
-                    return Ok(0);
-                }
-                conn.write_some(state, &data).map(|n| n as u32)
-            },
-        )
-    }
-
-    fn peek(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        max_bytes: u32,
-    ) -> Result<Vec<u8>, ErrorCode> {
-        let result = self.on_conn("net.tcp-stream.peek", &this, 0, |state, conn| {
-            conn.read_raw(state, max_bytes, false)
-        });
-        self.note_waited();
-        result
-    }
-
-    fn shutdown(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        how: ShutdownHow,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.shutdown", &this, 0, |_, conn| {
-            let how = match how {
-                ShutdownHow::Receive => std::net::Shutdown::Read,
-                ShutdownHow::Send => std::net::Shutdown::Write,
-                ShutdownHow::Both => std::net::Shutdown::Both,
-            };
-            if how != std::net::Shutdown::Read {
-                let mut tx = lock(&conn.tx);
-                let _ = conn.drain(&mut tx);
-            }
-            let socket = conn.socket();
-            socket.sock_ref()?.shutdown(how).map_err(|e| io_error(&e))
-        })
-    }
-
-    fn peer_addr(&mut self, this: Resource<TcpStreamHandle>) -> Result<String, ErrorCode> {
-        self.on_conn(
-            "net.tcp-stream.peer-addr",
-            &this,
-            0,
-            |_, conn| match &*conn.socket() {
-                Socket::Tcp(s) => s
-                    .peer_addr()
-                    .map(|a| a.to_string())
-                    .map_err(|e| io_error(&e)),
-                Socket::Unix(_) => Ok("unix".into()),
-                Socket::Closed => Err(ErrorCode::Closed),
-            },
-        )
-    }
-
-    fn local_addr(&mut self, this: Resource<TcpStreamHandle>) -> Result<String, ErrorCode> {
-        self.on_conn(
-            "net.tcp-stream.local-addr",
-            &this,
-            0,
-            |_, conn| match &*conn.socket() {
-                Socket::Tcp(s) => s
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .map_err(|e| io_error(&e)),
-                Socket::Unix(_) => Ok("unix".into()),
-                Socket::Closed => Err(ErrorCode::Closed),
-            },
-        )
-    }
-
-    fn set_nodelay(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        nodelay: bool,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-nodelay", &this, 0, |_, conn| {
-            conn.socket()
-                .tcp()?
-                .set_nodelay(nodelay)
-                .map_err(option_failed)
-        })
-    }
-
-    fn nodelay(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
-        self.on_conn("net.tcp-stream.nodelay", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?.nodelay().map_err(option_failed)
-        })
-    }
-
-    fn set_read_timeout(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        timeout_ms: Option<u64>,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-read-timeout", &this, 0, |_, conn| {
-            *lock(&conn.read_timeout) = timeout_ms;
-            Ok(())
-        })
-    }
-
-    fn read_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
-        self.on_conn("net.tcp-stream.read-timeout", &this, 0, |_, conn| {
-            Ok(*lock(&conn.read_timeout))
-        })
-    }
-
-    fn set_write_timeout(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        timeout_ms: Option<u64>,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-write-timeout", &this, 0, |_, conn| {
-            *lock(&conn.write_timeout) = timeout_ms;
-            Ok(())
-        })
-    }
-
-    fn write_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
-        self.on_conn("net.tcp-stream.write-timeout", &this, 0, |_, conn| {
-            Ok(*lock(&conn.write_timeout))
-        })
-    }
-
-    fn set_hop_limit(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        hops: u32,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-hop-limit", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            let tcp = socket.tcp()?;
-            let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
-            let sock = socket.sock_ref()?;
-            if v6 {
-                sock.set_unicast_hops_v6(hops).map_err(option_failed)
-            } else {
-                tcp.set_ttl(hops).map_err(option_failed)
-            }
-        })
-    }
-
-    fn hop_limit(&mut self, this: Resource<TcpStreamHandle>) -> Result<u32, ErrorCode> {
-        self.on_conn("net.tcp-stream.hop-limit", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            let tcp = socket.tcp()?;
-            let v6 = tcp.local_addr().map_err(option_failed)?.is_ipv6();
-            if v6 {
-                socket.sock_ref()?.unicast_hops_v6().map_err(option_failed)
-            } else {
-                tcp.ttl().map_err(option_failed)
-            }
-        })
-    }
-
-    fn set_keepalive(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        keepalive_secs: Option<u64>,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-keepalive", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            let sock = socket.sock_ref()?;
-            match keepalive_secs {
-                None => sock.set_keepalive(false).map_err(option_failed),
-                Some(secs) => {
-                    let params =
-                        socket2::TcpKeepalive::new().with_time(Duration::from_secs(secs.max(1)));
-                    sock.set_tcp_keepalive(&params).map_err(option_failed)
-                }
-            }
-        })
-    }
-
-    fn keepalive(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
-        self.on_conn("net.tcp-stream.keepalive", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            let sock = socket.sock_ref()?;
-            if !sock.keepalive().map_err(option_failed)? {
-                return Ok(None);
-            }
-            Ok(Some(
-                sock.tcp_keepalive_time().map_err(option_failed)?.as_secs(),
-            ))
-        })
-    }
-
-    fn set_linger(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        linger_ms: Option<u64>,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-linger", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            socket
-                .sock_ref()?
-                .set_linger(linger_ms.map(Duration::from_millis))
-                .map_err(option_failed)
-        })
-    }
-
-    fn linger(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
-        self.on_conn("net.tcp-stream.linger", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            let linger = socket.sock_ref()?.linger().map_err(option_failed)?;
-            Ok(linger.map(|d| d.as_millis() as u64))
-        })
-    }
-
-    fn set_reuseaddr(
-        &mut self,
-        this: Resource<TcpStreamHandle>,
-        reuse: bool,
-    ) -> Result<(), ErrorCode> {
-        self.on_conn("net.tcp-stream.set-reuseaddr", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            socket
-                .sock_ref()?
-                .set_reuse_address(reuse)
-                .map_err(option_failed)
-        })
-    }
-
-    fn reuseaddr(&mut self, this: Resource<TcpStreamHandle>) -> Result<bool, ErrorCode> {
-        self.on_conn("net.tcp-stream.reuseaddr", &this, 0, |_, conn| {
-            let socket = conn.socket();
-            socket.tcp()?;
-            socket.sock_ref()?.reuse_address().map_err(option_failed)
-        })
-    }
-
-    fn subscribe_readable(&mut self, this: Resource<TcpStreamHandle>) -> Resource<Pollable> {
-        let source: Arc<dyn Readiness> = match self.conn(&this) {
-            Ok(conn) => Arc::new(ConnReadable(conn)),
-            Err(_) => Arc::new(crate::host::io::AlwaysReady),
-        };
-        self.audit_infallible("net.tcp-stream.subscribe-readable");
-        self.push_pollable(source)
-    }
-
-    fn read_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<InputStream> {
-        let source: Arc<dyn ByteSource> = match self.conn(&this) {
-            Ok(conn) if !conn.read_view_taken.swap(true, Ordering::SeqCst) => {
-                Arc::new(ConnSource(conn))
-            }
-            _ => Arc::new(ClosedStream),
-        };
-        self.audit_infallible("net.tcp-stream.read-stream");
-        self.push_input_stream(source)
-    }
-
-    fn write_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<OutputStream> {
-        let sink: Arc<dyn ByteSink> = match self.conn(&this) {
-            Ok(conn) if !conn.write_view_taken.swap(true, Ordering::SeqCst) => {
-                Arc::new(ConnSink(conn))
-            }
-            _ => Arc::new(ClosedStream),
-        };
-        self.audit_infallible("net.tcp-stream.write-stream");
-        self.push_output_stream(sink)
-    }
-
-    fn drop(&mut self, this: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {
-        let handle = self.table.delete(this)?;
-        // The io views keep the socket alive; dropping the stream closes them.
-        handle.conn.close();
-        Ok(())
-    }
-}
-
-impl crate::host::audit::Payload for NetReadStatus {
-    fn payload_len(&self) -> u64 {
-        match self {
-            NetReadStatus::Data(data) => data.len() as u64,
-            _ => 0,
-        }
     }
 }

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod listen;
 pub mod quota;
 pub(crate) mod resolve;
+mod stream;
 pub mod udp;
 
 use crate::host::audit::{AuditCase, Payload};

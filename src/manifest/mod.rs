@@ -7,10 +7,7 @@ use crate::error::{Error, Result};
 use crate::policy::net::{HttpHostGrant, SocketGrant};
 use crate::policy::paths::PathGrant;
 use crate::policy::topic;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use std::fmt;
-use std::marker::PhantomData;
 use toml::Spanned;
 
 /// The level of the host ABI this runtime serves; `[package] astrid-version`
@@ -119,155 +116,9 @@ pub struct EnvEntry {
     pub request: Option<String>,
 }
 
-// ---- raw shapes, exactly the accepted fields ----
+mod raw;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    package: Spanned<RawPackage>,
-    #[serde(default)]
-    component: Vec<Spanned<RawComponent>>,
-    #[serde(default)]
-    capabilities: Option<RawCapabilities>,
-    #[serde(default)]
-    publish: Ordered<Spanned<RawTopicValue>>,
-    #[serde(default)]
-    subscribe: Ordered<Spanned<RawSubscribeValue>>,
-    #[serde(default)]
-    env: Ordered<Spanned<RawEnv>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPackage {
-    name: Spanned<String>,
-    version: Spanned<String>,
-    #[serde(rename = "astrid-version")]
-    astrid_version: Option<Spanned<String>>,
-    description: Option<String>,
-    #[allow(dead_code)]
-    authors: Option<Vec<String>>,
-    #[allow(dead_code)]
-    license: Option<String>,
-    #[allow(dead_code)]
-    repository: Option<String>,
-    #[allow(dead_code)]
-    homepage: Option<String>,
-    #[allow(dead_code)]
-    keywords: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawComponent {
-    id: Option<String>,
-    file: Option<String>,
-    hash: Option<Spanned<String>>,
-    #[serde(rename = "type")]
-    kind: Option<Spanned<String>>,
-    capabilities: Option<RawCapabilities>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCapabilities {
-    #[serde(default)]
-    net: Vec<Spanned<String>>,
-    #[serde(default)]
-    net_connect: Vec<Spanned<String>>,
-    #[serde(default)]
-    net_bind: Vec<Spanned<String>>,
-    #[serde(default)]
-    fs_read: Vec<Spanned<String>>,
-    #[serde(default)]
-    fs_write: Vec<Spanned<String>>,
-    #[serde(default)]
-    uplink: bool,
-    #[serde(default)]
-    kv: Option<toml::Value>,
-    host_process: Option<toml::Value>,
-    allow_persistent: Option<toml::Value>,
-    identity: Option<toml::Value>,
-    bind_workers: Option<toml::Value>,
-    allow_prompt_injection: Option<toml::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawTopicValue {
-    Schema(String),
-    Table(RawSchemaTable),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSchemaTable {
-    wit: Option<String>,
-    #[allow(dead_code)]
-    version: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSubscribeValue {
-    Schema(String),
-    Table(RawSubscribeTable),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSubscribeTable {
-    wit: Option<String>,
-    #[allow(dead_code)]
-    version: Option<String>,
-    handler: Option<String>,
-    priority: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEnv {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    request: Option<String>,
-    description: Option<String>,
-    default: Option<toml::Value>,
-    enum_values: Option<Vec<String>>,
-    #[allow(dead_code)]
-    placeholder: Option<String>,
-}
-
-/// A TOML table read in document order (serde maps would sort it).
-struct Ordered<V>(Vec<(String, V)>);
-
-impl<V> Default for Ordered<V> {
-    fn default() -> Self {
-        Ordered(Vec::new())
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct OrderedVisitor<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
-            type Value = Ordered<V>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a table")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, V>()? {
-                    entries.push((key, value));
-                }
-                Ok(Ordered(entries))
-            }
-        }
-        deserializer.deserialize_map(OrderedVisitor(PhantomData))
-    }
-}
+use raw::{RawCapabilities, RawManifest, RawSubscribeValue, RawTopicValue};
 
 // ---- parsing and validation ----
 

@@ -46,8 +46,9 @@ pub const ASTRID_GATE_NET_BIND: astrid_gate_kind_t = 5;
 pub const ASTRID_GATE_DNS_LOOKUP: astrid_gate_kind_t = 6;
 
 /// A verdict: what the gate and the accept verifier return, and what
-/// `astrid_gate_ticket_resolve` takes. Only `ASTRID_ALLOW` allows; every
-/// other value, unknown ones included, denies.
+/// `astrid_gate_ticket_resolve` takes. `ASTRID_ALLOW` allows; from the gate,
+/// `ASTRID_PENDING` after `astrid_gate_request_defer` waits for the ticket;
+/// every other value, unknown ones included, denies.
 pub type astrid_verdict_t = u32;
 
 /// Verdict: allow the request.

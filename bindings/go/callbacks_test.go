@@ -245,17 +245,24 @@ func TestGoVFSServesFsprobe(t *testing.T) {
 func TestGateRequestRefusedOffItsThread(t *testing.T) {
 	rt := newRuntime(t, nil)
 	var once sync.Once
+	var mu sync.Mutex // the race detector does not see the library's own synchronisation
 	var offReason, offDefer, onReason error
 	if err := rt.SetGate(func(req *GateRequest) Verdict {
 		once.Do(func() {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				offReason = req.SetReason("from another goroutine")
-				_, offDefer = req.Defer()
+				r := req.SetReason("from another goroutine")
+				_, d := req.Defer()
+				mu.Lock()
+				offReason, offDefer = r, d
+				mu.Unlock()
 			}()
 			<-done
-			onReason = req.SetReason("on the callback's goroutine")
+			r := req.SetReason("on the callback's goroutine")
+			mu.Lock()
+			onReason = r
+			mu.Unlock()
 		})
 		return Allow
 	}); err != nil {
@@ -265,6 +272,8 @@ func TestGateRequestRefusedOffItsThread(t *testing.T) {
 	if got := fsAnswer(t, fsprobe, "write-file", "ws\nx"); got != "ok:ok" {
 		t.Fatalf("write: %s", got)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	for _, err := range []error{offReason, offDefer} {
 		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "not a live request on this thread") {
 			t.Fatalf("off-thread use of the request: %v", err)

@@ -399,7 +399,7 @@ pub(crate) fn with_request<S, R>(
     let registered = LIVE_REQUESTS
         .try_with(|live| live.borrow_mut().push(entry))
         .is_ok();
-    let _registered = registered.then_some(Registered(id));
+    let _registered = registered.then(|| Registered(id));
     call(id as *mut libc::c_void)
 }
 

@@ -469,4 +469,77 @@ mod tests {
             assert_eq!(status, code as i32, "{code:?}");
         }
     }
+
+    #[test]
+    fn request_handles_live_only_on_their_thread_during_the_call() {
+        fn read(handle: *const libc::c_void, kind: RequestKind) -> std::result::Result<u32, i32> {
+            // SAFETY: every handle of this test is registered with a u32 state.
+            unsafe { on_request::<u32, _>(handle, kind, "request", |s| Ok(*s)) }
+                .map_err(|e| e.code() as i32)
+        }
+        let state = 7u32;
+        let mut seen = None;
+        let handle = with_request(&state, RequestKind::Gate, |handle| {
+            seen = Some(read(handle, RequestKind::Gate));
+            assert_eq!(
+                read(handle, RequestKind::Accept),
+                Err(ASTRID_E_INVALID_ARGUMENT)
+            );
+            let addr = handle as usize;
+            let elsewhere =
+                std::thread::spawn(move || read(addr as *const libc::c_void, RequestKind::Gate))
+                    .join()
+                    .unwrap();
+            assert_eq!(elsewhere, Err(ASTRID_E_CLOSED));
+            addr
+        });
+        assert_eq!(seen, Some(Ok(7)));
+        assert_eq!(
+            read(handle as *const libc::c_void, RequestKind::Gate),
+            Err(ASTRID_E_CLOSED)
+        );
+        assert_eq!(
+            read(std::ptr::null(), RequestKind::Gate),
+            Err(ASTRID_E_INVALID_ARGUMENT)
+        );
+    }
+
+    #[test]
+    fn write_sized_writes_what_the_caller_has_room_for() {
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct Out {
+            size: usize,
+            a: u64,
+            b: u64,
+        }
+        let value = Out {
+            size: std::mem::size_of::<Out>(),
+            a: 1,
+            b: 2,
+        };
+        // A caller built when the struct ended after `a`.
+        let mut older = Out {
+            size: 16,
+            a: 0,
+            b: 99,
+        };
+        unsafe { write_sized(&mut older, value, 16, "out") }.unwrap();
+        assert_eq!((older.size, older.a, older.b), (16, 1, 99));
+        let mut newer = Out {
+            size: 64,
+            a: 0,
+            b: 0,
+        };
+        unsafe { write_sized(&mut newer, value, 16, "out") }.unwrap();
+        assert_eq!((newer.size, newer.a, newer.b), (24, 1, 2));
+        let mut small = Out {
+            size: 8,
+            a: 0,
+            b: 0,
+        };
+        let e = unsafe { write_sized(&mut small, value, 16, "out") }.unwrap_err();
+        assert_eq!(e.code() as i32, ASTRID_E_INVALID_ARGUMENT);
+        assert_eq!((small.size, small.a), (8, 0));
+    }
 }

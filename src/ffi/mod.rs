@@ -399,7 +399,11 @@ pub(crate) fn with_request<S, R>(
     let registered = LIVE_REQUESTS
         .try_with(|live| live.borrow_mut().push(entry))
         .is_ok();
-    let _registered = registered.then(|| Registered(id));
+    let _registered = if registered {
+        Some(Registered(id))
+    } else {
+        None
+    };
     call(id as *mut libc::c_void)
 }
 

@@ -73,7 +73,10 @@ fn payload(size: usize) -> String {
 fn main() {
     let mut rt = std::ptr::null_mut();
     let mut config = std::mem::MaybeUninit::<astrid_runtime_config_t>::uninit();
-    assert_eq!(astrid_runtime_config_init(config.as_mut_ptr()), ASTRID_OK);
+    assert_eq!(
+        astrid_runtime_config_init(config.as_mut_ptr(), std::ptr::null_mut()),
+        ASTRID_OK
+    );
     // SAFETY: filled by astrid_runtime_config_init.
     let mut config = unsafe { config.assume_init() };
     // The echo capsule republishes every message: lift the 10 MiB/s default

@@ -166,7 +166,7 @@ fn main() {
                 other => panic!("unknown profile row {other}: c or raw"),
             }
         }
-        astrid_capsule_unload(capsule);
+        astrid_capsule_unload(capsule, std::ptr::null_mut());
         astrid_runtime_free(rt);
         return;
     }
@@ -311,6 +311,6 @@ fn main() {
         );
     }
 
-    astrid_capsule_unload(capsule);
+    astrid_capsule_unload(capsule, std::ptr::null_mut());
     astrid_runtime_free(rt);
 }

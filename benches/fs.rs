@@ -12,7 +12,9 @@ mod harness;
 
 use astrid::ffi::capsule::{astrid_capsule_load, astrid_capsule_t};
 use astrid::ffi::gate::{
-    astrid_gate_request_t, astrid_runtime_set_gate, ASTRID_ALLOW, ASTRID_DENY,
+    astrid_gate_kind_t, astrid_gate_request_info, astrid_gate_request_info_t,
+    astrid_gate_request_t, astrid_runtime_set_gate, astrid_verdict_t, ASTRID_ALLOW, ASTRID_DENY,
+    ASTRID_GATE_FILE_READ, ASTRID_GATE_FILE_WRITE,
 };
 use astrid::ffi::runtime::{
     astrid_runtime_config_init, astrid_runtime_config_t, astrid_runtime_new, astrid_runtime_t,
@@ -35,15 +37,31 @@ fn file<'a>(ud: *mut libc::c_void) -> &'a OneFile {
     unsafe { &*(ud as *const OneFile) }
 }
 
-unsafe extern "C" fn gate(_: *mut libc::c_void, req: *mut astrid_gate_request_t) -> u32 {
-    // Reads anywhere, writes only under cwd://ws.
-    let req = &*req;
-    let path = std::slice::from_raw_parts(req.path.cast::<u8>(), req.path_len);
-    if req.kind == 2 && !path.starts_with(b"cwd://ws") {
+/// The gate's decision: reads anywhere, writes only under cwd://ws.
+fn decide(kind: astrid_gate_kind_t, path: &[u8]) -> astrid_verdict_t {
+    if kind == ASTRID_GATE_FILE_WRITE && !path.starts_with(b"cwd://ws") {
         ASTRID_DENY
     } else {
         ASTRID_ALLOW
     }
+}
+
+/// The C gate: reads the request through its accessor, then decides.
+unsafe extern "C" fn gate(
+    _: *mut libc::c_void,
+    req: *mut astrid_gate_request_t,
+) -> astrid_verdict_t {
+    let mut info: astrid_gate_request_info_t = std::mem::zeroed();
+    info.size = std::mem::size_of::<astrid_gate_request_info_t>();
+    if astrid_gate_request_info(req, &mut info, std::ptr::null_mut()) != ASTRID_OK {
+        return ASTRID_DENY;
+    }
+    let path = if info.path.is_null() {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(info.path.cast::<u8>(), info.path_len)
+    };
+    decide(info.kind, path)
 }
 unsafe extern "C" fn v_stat(
     ud: *mut libc::c_void,
@@ -124,7 +142,7 @@ fn ops() -> astrid_vfs_ops_t {
 /// A runtime serving `cwd` from `OneFile` behind the C gate, and fsprobe.
 fn astrid_setup(data: *const OneFile, flags: u32) -> *mut astrid_capsule_t {
     let mut cfg: astrid_runtime_config_t = unsafe { std::mem::zeroed() };
-    astrid_runtime_config_init(&mut cfg);
+    astrid_runtime_config_init(&mut cfg, std::ptr::null_mut());
     cfg.flags = flags;
     let mut rt: *mut astrid_runtime_t = std::ptr::null_mut();
     assert_eq!(
@@ -132,7 +150,13 @@ fn astrid_setup(data: *const OneFile, flags: u32) -> *mut astrid_capsule_t {
         ASTRID_OK
     );
     assert_eq!(
-        astrid_runtime_set_gate(rt, Some(gate), std::ptr::null_mut(), None),
+        astrid_runtime_set_gate(
+            rt,
+            Some(gate),
+            std::ptr::null_mut(),
+            None,
+            std::ptr::null_mut()
+        ),
         ASTRID_OK
     );
     let ops = ops();
@@ -144,7 +168,8 @@ fn astrid_setup(data: *const OneFile, flags: u32) -> *mut astrid_capsule_t {
             3,
             &ops,
             data.cast_mut().cast(),
-            None
+            None,
+            std::ptr::null_mut()
         ),
         ASTRID_OK
     );
@@ -222,11 +247,7 @@ enum FsError {
 /// `native_read`, returning the bytes (the one copy) instead of their count.
 fn native_read_bytes(ud: *mut libc::c_void, path: &str) -> Vec<u8> {
     unsafe {
-        let mut req: astrid_gate_request_t = std::mem::zeroed();
-        req.kind = 1;
-        req.path = path.as_ptr().cast();
-        req.path_len = path.len();
-        assert_eq!(gate(ud, &mut req), ASTRID_ALLOW);
+        assert_eq!(decide(ASTRID_GATE_FILE_READ, path.as_bytes()), ASTRID_ALLOW);
         let mut h = 0;
         v_open(ud, path.as_ptr().cast(), path.len(), 1, &mut h);
         let mut st = astrid_vfs_stat_t::default();
@@ -415,11 +436,8 @@ fn main() {
         let mut rows = vec![
             Row::new(format!("native gate (deny) ×{n}"), || {
                 for _ in 0..n {
-                    let mut req: astrid_gate_request_t = unsafe { std::mem::zeroed() };
-                    req.kind = 2;
-                    req.path = "cwd://x".as_ptr().cast();
-                    req.path_len = 7;
-                    std::hint::black_box(unsafe { gate(ud, &mut req) });
+                    let path = std::hint::black_box(b"cwd://x");
+                    std::hint::black_box(decide(ASTRID_GATE_FILE_WRITE, path));
                 }
             }),
             Row::new(format!("B06 astrid denied write-file ×{n}"), || {
@@ -429,14 +447,11 @@ fn main() {
                 format!("native gate + open + write 4 KiB + close ×{n}"),
                 || {
                     for _ in 0..n {
-                        let mut req: astrid_gate_request_t = unsafe { std::mem::zeroed() };
-                        req.kind = 2;
-                        req.path = "cwd://ws/f".as_ptr().cast();
-                        req.path_len = 10;
+                        let path = std::hint::black_box("cwd://ws/f");
+                        std::hint::black_box(decide(ASTRID_GATE_FILE_WRITE, path.as_bytes()));
                         unsafe {
-                            gate(ud, &mut req);
                             let mut h = 0;
-                            v_open(ud, req.path, req.path_len, 14, &mut h);
+                            v_open(ud, path.as_ptr().cast(), path.len(), 14, &mut h);
                             let copy = data.clone();
                             let mut w = 0;
                             v_write_at(ud, h, 0, copy.as_ptr(), copy.len(), &mut w);

@@ -4,7 +4,8 @@
 //! per-round ratios against a base row.
 #![allow(dead_code)]
 
-use astrid::ffi::capsule::{astrid_capsule_call, astrid_capsule_t, astrid_result_free};
+use astrid::ffi::call::{astrid_capsule_call, astrid_result_free};
+use astrid::ffi::capsule::astrid_capsule_t;
 use astrid::ffi::ASTRID_OK;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

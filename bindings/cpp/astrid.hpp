@@ -218,7 +218,7 @@ struct ResultDeleter {
     void operator()(astrid_result_t *r) const noexcept { astrid_result_free(r); }
 };
 struct CapsuleDeleter {
-    void operator()(astrid_capsule_t *c) const noexcept { astrid_capsule_unload(c); }
+    void operator()(astrid_capsule_t *c) const noexcept { astrid_capsule_unload(c, nullptr); }
 };
 struct RuntimeDeleter {
     void operator()(astrid_runtime_t *rt) const noexcept { astrid_runtime_free(rt); }
@@ -644,8 +644,10 @@ class GateTicket {
     void resolve(Verdict verdict, std::string_view reason = {}) {
         if (!t_) detail::throw_closed("astrid::GateTicket");
         astrid_gate_ticket_t *t = t_.release();
-        detail::check(astrid_gate_ticket_resolve(t, static_cast<uint32_t>(verdict), reason.data(), reason.size()),
-                      nullptr, "astrid_gate_ticket_resolve");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_gate_ticket_resolve(t, static_cast<astrid_verdict_t>(verdict), reason.data(),
+                                                       reason.size(), &err);
+        detail::check(s, err, "astrid_gate_ticket_resolve");
     }
     void allow(std::string_view reason = {}) { resolve(Verdict::Allow, reason); }
     void deny(std::string_view reason = {}) { resolve(Verdict::Deny, reason); }
@@ -658,44 +660,69 @@ class GateTicket {
 
 /// One gate question, borrowed for the duration of the gate callback (do not
 /// keep it, nor the views it returns). Fields the kind does not use are empty.
+/// It wraps the library's opaque request handle, which is valid only on the
+/// thread running the gate callback: its accessors (which read the request
+/// with astrid_gate_request_info on first use), set_reason() and defer()
+/// called from another thread, or after the callback, throw
+/// Error(Code::Closed). To answer from elsewhere, defer() on the callback's
+/// thread and resolve the ticket from any thread.
 class GateRequest {
   public:
     explicit GateRequest(astrid_gate_request_t *request) noexcept : r_(request) {}
     GateRequest(const GateRequest &) = delete;
     GateRequest &operator=(const GateRequest &) = delete;
 
-    GateKind kind() const noexcept { return static_cast<GateKind>(r_->kind); }
+    GateKind kind() const { return static_cast<GateKind>(info().kind); }
     /// The port for network kinds, else 0.
-    uint16_t port() const noexcept { return r_->port; }
-    std::string_view capsule() const noexcept { return detail::view(r_->capsule, r_->capsule_len); }
+    uint16_t port() const { return info().port; }
+    std::string_view capsule() const { return detail::view(info().capsule, info().capsule_len); }
     /// Empty for calls without a principal.
-    std::string_view principal() const noexcept { return detail::view(r_->principal, r_->principal_len); }
+    std::string_view principal() const { return detail::view(info().principal, info().principal_len); }
     /// The VFS spelling, e.g. `cwd://a/b`.
-    std::string_view path() const noexcept { return detail::view(r_->path, r_->path_len); }
+    std::string_view path() const { return detail::view(info().path, info().path_len); }
     /// The resolved host path (host-directory mounts only).
-    std::string_view host_path() const noexcept { return detail::view(r_->host_path, r_->host_path_len); }
-    std::string_view method() const noexcept { return detail::view(r_->method, r_->method_len); }
-    std::string_view url() const noexcept { return detail::view(r_->url, r_->url_len); }
-    std::string_view host() const noexcept { return detail::view(r_->host, r_->host_len); }
+    std::string_view host_path() const { return detail::view(info().host_path, info().host_path_len); }
+    std::string_view method() const { return detail::view(info().method, info().method_len); }
+    std::string_view url() const { return detail::view(info().url, info().url_len); }
+    std::string_view host() const { return detail::view(info().host, info().host_len); }
     /// `tcp`, `udp` or `unix` for socket kinds.
-    std::string_view transport() const noexcept { return detail::view(r_->transport, r_->transport_len); }
+    std::string_view transport() const { return detail::view(info().transport, info().transport_len); }
 
     /// Attaches a reason to the verdict (copied); it reaches the audit callback, never the guest.
     void set_reason(std::string_view reason) {
-        detail::check(astrid_gate_request_set_reason(r_, reason.data(), reason.size()), nullptr,
-                      "astrid_gate_request_set_reason");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_gate_request_set_reason(r_, reason.data(), reason.size(), &err);
+        detail::check(s, err, "astrid_gate_request_set_reason");
     }
     /// Defers the verdict: return Verdict::Pending and answer the ticket later.
     GateTicket defer() {
         astrid_gate_ticket_t *t = nullptr;
-        detail::check(astrid_gate_request_defer(r_, &t), nullptr, "astrid_gate_request_defer");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_gate_request_defer(r_, &t, &err);
+        detail::check(s, err, "astrid_gate_request_defer");
         return GateTicket(t);
     }
 
     astrid_gate_request_t *native() const noexcept { return r_; }
 
   private:
+    /// The request's fields, read once, on first use.
+    const astrid_gate_request_info_t &info() const {
+        if (!loaded_) {
+            astrid_gate_request_info_t fresh{};
+            fresh.size = sizeof fresh;
+            astrid_error_t *err = nullptr;
+            astrid_status_t s = astrid_gate_request_info(r_, &fresh, &err);
+            detail::check(s, err, "astrid_gate_request_info");
+            info_ = fresh;
+            loaded_ = true;
+        }
+        return info_;
+    }
+
     astrid_gate_request_t *r_;
+    mutable astrid_gate_request_info_t info_{};
+    mutable bool loaded_ = false;
 };
 
 /// The gate. Asked only about requests the manifest allows.
@@ -708,7 +735,10 @@ using GateFn = std::function<Verdict(GateRequest &)>;
 /// A local peer connecting to a capsule's unix listener (one bound with
 /// `bind-unix` at the path Runtime::assign_unix_socket gave it), borrowed for
 /// the duration of the accept verifier (do not keep it, nor its views). The
-/// peer already passed the OS check: it runs as this process's user.
+/// peer already passed the OS check: it runs as this process's user. Like
+/// GateRequest, it wraps a handle valid only on the verifier's thread: its
+/// accessors (first use) and set_principal() from another thread, or after
+/// the callback, throw Error(Code::Closed).
 class AcceptRequest {
   public:
     explicit AcceptRequest(astrid_accept_request_t *request) noexcept : r_(request) {}
@@ -716,15 +746,16 @@ class AcceptRequest {
     AcceptRequest &operator=(const AcceptRequest &) = delete;
 
     /// The name of the capsule that accepts.
-    std::string_view capsule() const noexcept { return detail::view(r_->capsule, r_->capsule_len); }
+    std::string_view capsule() const { return detail::view(info().capsule, info().capsule_len); }
     /// The peer's process id; std::nullopt when the OS did not report it.
-    std::optional<int64_t> pid() const noexcept {
-        return r_->pid < 0 ? std::nullopt : std::optional<int64_t>(r_->pid);
+    std::optional<int64_t> pid() const {
+        int64_t pid = info().pid;
+        return pid < 0 ? std::nullopt : std::optional<int64_t>(pid);
     }
     /// The peer's user id.
-    uint32_t uid() const noexcept { return r_->uid; }
+    uint32_t uid() const { return info().uid; }
     /// The peer's group id.
-    uint32_t gid() const noexcept { return r_->gid; }
+    uint32_t gid() const { return info().gid; }
 
     /// Names the connection's verified principal (copied; 1..=128 bytes of
     /// UTF-8 without control characters), which the capsule reads with
@@ -733,14 +764,31 @@ class AcceptRequest {
     /// principal the library refuses; a verifier that lets that escape
     /// refuses the connection.
     void set_principal(std::string_view principal) {
-        detail::check(astrid_accept_request_set_principal(r_, principal.data(), principal.size()), nullptr,
-                      "astrid_accept_request_set_principal");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_accept_request_set_principal(r_, principal.data(), principal.size(), &err);
+        detail::check(s, err, "astrid_accept_request_set_principal");
     }
 
     astrid_accept_request_t *native() const noexcept { return r_; }
 
   private:
+    /// The request's fields, read once, on first use.
+    const astrid_accept_request_info_t &info() const {
+        if (!loaded_) {
+            astrid_accept_request_info_t fresh{};
+            fresh.size = sizeof fresh;
+            astrid_error_t *err = nullptr;
+            astrid_status_t s = astrid_accept_request_info(r_, &fresh, &err);
+            detail::check(s, err, "astrid_accept_request_info");
+            info_ = fresh;
+            loaded_ = true;
+        }
+        return info_;
+    }
+
     astrid_accept_request_t *r_;
+    mutable astrid_accept_request_info_t info_{};
+    mutable bool loaded_ = false;
 };
 
 /// The accept verifier: returns Verdict::Allow to hand the connection to the
@@ -1149,18 +1197,18 @@ using AuditState = CallbackState<AuditFn>;
 using SecretState = CallbackState<SecretFn>;
 using AcceptState = CallbackState<AcceptVerifierFn>;
 
-inline uint32_t gate_trampoline(void *user_data, astrid_gate_request_t *request) noexcept {
+inline astrid_verdict_t gate_trampoline(void *user_data, astrid_gate_request_t *request) noexcept {
     auto *st = static_cast<GateState *>(user_data);
     try {
         GateRequest view(request);
-        return static_cast<uint32_t>(st->fn(view));
+        return static_cast<astrid_verdict_t>(st->fn(view));
     } catch (...) {
         st->shared->report("gate");
         return ASTRID_DENY;
     }
 }
 
-inline uint32_t accept_trampoline(void *user_data, astrid_accept_request_t *request) noexcept {
+inline astrid_verdict_t accept_trampoline(void *user_data, astrid_accept_request_t *request) noexcept {
     auto *st = static_cast<AcceptState *>(user_data);
     try {
         AcceptRequest view(request);
@@ -1197,12 +1245,19 @@ inline void audit_trampoline(void *user_data, const astrid_audit_event_t *e) noe
 inline astrid_status_t secret_trampoline(void *user_data, astrid_secret_request_t *r) noexcept {
     auto *st = static_cast<SecretState *>(user_data);
     try {
+        // The request is an opaque handle, readable on this thread until we return.
+        astrid_secret_request_info_t info{};
+        info.size = sizeof info;
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_secret_request_info(r, &info, &err);
+        check(s, err, "astrid_secret_request_info");
         std::optional<std::string> value =
-            st->fn(SecretRequest{view(r->capsule, r->capsule_len), view(r->capsule_id, r->capsule_id_len),
-                                 view(r->principal, r->principal_len), view(r->key, r->key_len)});
+            st->fn(SecretRequest{view(info.capsule, info.capsule_len), view(info.capsule_id, info.capsule_id_len),
+                                 view(info.principal, info.principal_len), view(info.key, info.key_len)});
         if (value) {
-            check(astrid_secret_request_set_value(r, value->data(), value->size()), nullptr,
-                  "astrid_secret_request_set_value");
+            err = nullptr;
+            s = astrid_secret_request_set_value(r, value->data(), value->size(), &err);
+            check(s, err, "astrid_secret_request_set_value");
         }
         return ASTRID_OK;
     } catch (...) {
@@ -1514,7 +1569,11 @@ class Capsule {
 
     /// Cancels the calls running now (they throw Code::Cancelled). Non-blocking;
     /// allowed inside callbacks.
-    void cancel() const { detail::check(astrid_capsule_cancel(get()), nullptr, "astrid_capsule_cancel"); }
+    void cancel() const {
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_capsule_cancel(get(), &err);
+        detail::check(s, err, "astrid_capsule_cancel");
+    }
 
     /// The `[package] name`; valid while the capsule is loaded.
     std::string_view name() const {
@@ -1555,9 +1614,15 @@ class Capsule {
     /// (the capsule then stays loaded).
     void close() {
         if (!c_) return;
-        astrid_status_t s = astrid_capsule_unload(c_.get());
-        if (s == ASTRID_E_REENTRANT) detail::check(s, nullptr, "astrid_capsule_unload");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_capsule_unload(c_.get(), &err);
+        if (s == ASTRID_E_REENTRANT) detail::check(s, err, "astrid_capsule_unload");
         c_.release(); // unloaded (or already gone: ASTRID_E_CLOSED)
+        if (s == ASTRID_E_CLOSED) {
+            astrid_error_free(err); // already unloaded: close() stays idempotent
+            return;
+        }
+        detail::check(s, err, "astrid_capsule_unload");
     }
 
     bool is_open() const noexcept { return c_ != nullptr; }
@@ -1710,15 +1775,17 @@ class Runtime {
         astrid_runtime_t *rt = get();
         auto state = std::make_unique<detail::VfsState>(detail::VfsState{std::move(provider), shared_});
         astrid_vfs_ops_t table = detail::vfs_table(ops);
-        detail::check(astrid_runtime_mount_vfs(rt, mount.data(), mount.size(), &table, state.get(),
-                                               &detail::finalize<detail::VfsState>),
-                      nullptr, "astrid_runtime_mount_vfs");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_mount_vfs(rt, mount.data(), mount.size(), &table, state.get(),
+                                                     &detail::finalize<detail::VfsState>, &err);
+        detail::check(s, err, "astrid_runtime_mount_vfs");
         state.release(); // the library's finalizer owns it now
     }
     /// Unmounts `mount` (capsules already loaded keep their provider).
     void unmount_vfs(std::string_view mount) {
-        detail::check(astrid_runtime_mount_vfs(get(), mount.data(), mount.size(), nullptr, nullptr, nullptr), nullptr,
-                      "astrid_runtime_mount_vfs");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_mount_vfs(get(), mount.data(), mount.size(), nullptr, nullptr, nullptr, &err);
+        detail::check(s, err, "astrid_runtime_mount_vfs");
     }
 
     /// Serves `astrid:kv` for every capsule of this runtime from `backend`,
@@ -1735,12 +1802,17 @@ class Runtime {
         ops.list = &detail::kv_list;
         ops.clear_prefix = &detail::kv_clear_prefix;
         ops.cas = &detail::kv_cas;
-        detail::check(astrid_runtime_set_kv(rt, &ops, state.get(), &detail::finalize<detail::KvState>), nullptr,
-                      "astrid_runtime_set_kv");
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_set_kv(rt, &ops, state.get(), &detail::finalize<detail::KvState>, &err);
+        detail::check(s, err, "astrid_runtime_set_kv");
         state.release(); // the library's finalizer owns it now
     }
     /// Goes back to a fresh, empty built-in in-memory store.
-    void reset_kv() { detail::check(astrid_runtime_set_kv(get(), nullptr, nullptr, nullptr), nullptr, "astrid_runtime_set_kv"); }
+    void reset_kv() {
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_set_kv(get(), nullptr, nullptr, nullptr, &err);
+        detail::check(s, err, "astrid_runtime_set_kv");
+    }
 
     /// Publishes JSON text on `topic` as the embedder (attribution system).
     void publish(std::string_view topic, std::string_view json) const {
@@ -1803,12 +1875,15 @@ class Runtime {
     template <class State, class Fn, class Trampoline, class Setter>
     void install(Fn fn, Trampoline trampoline, Setter set, const char *what) {
         astrid_runtime_t *rt = get();
+        astrid_error_t *err = nullptr;
         if (!fn) {
-            detail::check(set(rt, nullptr, nullptr, nullptr), nullptr, what);
+            astrid_status_t s = set(rt, nullptr, nullptr, nullptr, &err);
+            detail::check(s, err, what);
             return;
         }
         auto state = std::make_unique<State>(State{std::move(fn), shared_});
-        detail::check(set(rt, trampoline, state.get(), &detail::finalize<State>), nullptr, what);
+        astrid_status_t s = set(rt, trampoline, state.get(), &detail::finalize<State>, &err);
+        detail::check(s, err, what);
         state.release(); // the library's finalizer owns it now
     }
 

@@ -10,7 +10,7 @@ import (
 
 // ABIVersion is the astrid ABI this binding implements. NewRuntime refuses a
 // library (or a header it was compiled against) of another version.
-const ABIVersion = 1
+const ABIVersion = 2
 
 // headerABI is ASTRID_ABI_VERSION of the astrid.h this package was compiled
 // against.

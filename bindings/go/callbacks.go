@@ -113,17 +113,23 @@ func astridGoGate(ud unsafe.Pointer, c *C.astrid_gate_request_t) (verdict C.uint
 	if !ok {
 		return C.ASTRID_DENY
 	}
+	// The request is an opaque handle, readable on this thread until we return.
+	var info C.astrid_gate_request_info_t
+	info.size = C.size_t(unsafe.Sizeof(info))
+	if C.astrid_gate_request_info(c, &info, nil) != C.ASTRID_OK {
+		return C.ASTRID_DENY
+	}
 	call := &gateCall{req: GateRequest{
-		Kind:      GateKind(c.kind),
-		Port:      uint16(c.port),
-		Capsule:   st.capsules.get(c.capsule, c.capsule_len),
-		Principal: st.principals.get(c.principal, c.principal_len),
-		Path:      goString(c.path, c.path_len),
-		HostPath:  goString(c.host_path, c.host_path_len),
-		Method:    goString(c.method, c.method_len),
-		URL:       goString(c.url, c.url_len),
-		Host:      goString(c.host, c.host_len),
-		Transport: goString(c.transport, c.transport_len),
+		Kind:      GateKind(info.kind),
+		Port:      uint16(info.port),
+		Capsule:   st.capsules.get(info.capsule, info.capsule_len),
+		Principal: st.principals.get(info.principal, info.principal_len),
+		Path:      goString(info.path, info.path_len),
+		HostPath:  goString(info.host_path, info.host_path_len),
+		Method:    goString(info.method, info.method_len),
+		URL:       goString(info.url, info.url_len),
+		Host:      goString(info.host, info.host_len),
+		Transport: goString(info.transport, info.transport_len),
 	}}
 	call.req.call = call
 	call.c.Store(c)
@@ -143,11 +149,16 @@ func astridGoAcceptVerify(ud unsafe.Pointer, c *C.astrid_accept_request_t) (verd
 	if !ok {
 		return C.ASTRID_DENY
 	}
+	var info C.astrid_accept_request_info_t
+	info.size = C.size_t(unsafe.Sizeof(info))
+	if C.astrid_accept_request_info(c, &info, nil) != C.ASTRID_OK {
+		return C.ASTRID_DENY
+	}
 	call := &acceptCall{req: AcceptRequest{
-		Capsule: st.capsules.get(c.capsule, c.capsule_len),
-		PID:     int64(c.pid),
-		UID:     uint32(c.uid),
-		GID:     uint32(c.gid),
+		Capsule: st.capsules.get(info.capsule, info.capsule_len),
+		PID:     int64(info.pid),
+		UID:     uint32(info.uid),
+		GID:     uint32(info.gid),
 	}}
 	call.req.call = call
 	call.c.Store(c)
@@ -218,11 +229,16 @@ func astridGoSecret(ud unsafe.Pointer, c *C.astrid_secret_request_t) (status C.a
 			st.rep.report("secret", p)
 		}
 	}()
+	var info C.astrid_secret_request_info_t
+	info.size = C.size_t(unsafe.Sizeof(info))
+	if s := C.astrid_secret_request_info(c, &info, nil); s != C.ASTRID_OK {
+		return s
+	}
 	value, ok, err := st.fn(SecretRequest{
-		Capsule:   goString(c.capsule, c.capsule_len),
-		CapsuleID: goString(c.capsule_id, c.capsule_id_len),
-		Principal: goString(c.principal, c.principal_len),
-		Key:       goString(c.key, c.key_len),
+		Capsule:   goString(info.capsule, info.capsule_len),
+		CapsuleID: goString(info.capsule_id, info.capsule_id_len),
+		Principal: goString(info.principal, info.principal_len),
+		Key:       goString(info.key, info.key_len),
 	})
 	if err != nil {
 		var e *Error
@@ -235,7 +251,8 @@ func astridGoSecret(ud unsafe.Pointer, c *C.astrid_secret_request_t) (status C.a
 		return C.ASTRID_OK
 	}
 	v, n := cstr(value)
-	return C.astrid_secret_request_set_value(c, v, n)
+	// A refused value fails the guest's get-config; the status says why.
+	return C.astrid_secret_request_set_value(c, v, n, nil)
 }
 
 //export astridGoMessage

@@ -229,11 +229,83 @@ func TestGoVFSServesFsprobe(t *testing.T) {
 	if got := fsAnswer(t, c2, "mkdir", "ws/d"); got != `err:unknown(not supported)` {
 		t.Fatalf("read-only mkdir: %s", got)
 	}
-	if err := rt2.MountVFS("nope", ro); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("unknown mount: %v", err)
+	if err := rt2.MountVFS("nope", ro); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "unknown mount `nope`") {
+		t.Fatalf("unknown mount (the error carries the library's message): %v", err)
 	}
 	if err := rt2.MountVFS("cwd", nil); err != nil {
 		t.Fatalf("unmount: %v", err)
+	}
+}
+
+// TestGateRequestRefusedOffItsThread: the library accepts a request handle
+// only on the OS thread running the callback. A goroutine started inside the
+// callback runs on another thread (the callback's goroutine is locked to its
+// C thread), so its SetReason and Defer are refused with the library's
+// message, while the callback's own goroutine still answers.
+func TestGateRequestRefusedOffItsThread(t *testing.T) {
+	rt := newRuntime(t, nil)
+	var once sync.Once
+	var mu sync.Mutex // the race detector does not see the library's own synchronisation
+	var offReason, offDefer, onReason error
+	if err := rt.SetGate(func(req *GateRequest) Verdict {
+		once.Do(func() {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r := req.SetReason("from another goroutine")
+				_, d := req.Defer()
+				mu.Lock()
+				offReason, offDefer = r, d
+				mu.Unlock()
+			}()
+			<-done
+			r := req.SetReason("on the callback's goroutine")
+			mu.Lock()
+			onReason = r
+			mu.Unlock()
+		})
+		return Allow
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fsprobe := load(t, rt, "fsprobe", nil)
+	if got := fsAnswer(t, fsprobe, "write-file", "ws\nx"); got != "ok:ok" {
+		t.Fatalf("write: %s", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, err := range []error{offReason, offDefer} {
+		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "not a live request on this thread") {
+			t.Fatalf("off-thread use of the request: %v", err)
+		}
+	}
+	if onReason != nil {
+		t.Fatalf("SetReason on the callback's goroutine: %v", onReason)
+	}
+}
+
+// TestErrorsCarryTheLibraryMessage: calls that used to report a bare status
+// (installing callbacks, cancel, resolving tickets) now return the
+// library's message.
+func TestErrorsCarryTheLibraryMessage(t *testing.T) {
+	rt := newRuntime(t, nil)
+	hello := load(t, rt, "hello", nil)
+	p := hello.ptr.Load()
+	if status := libraryUnload(p); status != 0 {
+		t.Fatalf("unload behind the binding's back: %d", status)
+	}
+	err := hello.Cancel()
+	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "capsule") {
+		t.Fatalf("cancel of a capsule the library unloaded: %v", err)
+	}
+	if err := hello.Close(); err != nil {
+		t.Fatalf("close after the library unloaded: %v", err)
+	}
+	forged := &GateTicket{}
+	forged.ptr.Store(forgedTicket())
+	err = forged.Resolve(Allow, "")
+	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "already resolved or freed") {
+		t.Fatalf("resolve of a ticket the library never issued: %v", err)
 	}
 }
 

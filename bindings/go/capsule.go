@@ -159,7 +159,7 @@ func (o *LoadOptions) toC(a *cArena) *C.astrid_load_options_t {
 	}
 	c := (*C.astrid_load_options_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.astrid_load_options_t{}))))
 	a.ptrs = append(a.ptrs, unsafe.Pointer(c))
-	C.astrid_load_options_init(c)
+	C.astrid_load_options_init(c, nil)
 	c.principal, c.principal_len = a.str(o.Principal)
 	c.workspace_root, c.workspace_root_len = a.str(o.WorkspaceRoot)
 	c.home_root, c.home_root_len = a.str(o.HomeRoot)
@@ -354,9 +354,13 @@ func (c *Capsule) Cancel() error {
 	if p == nil {
 		return closedError("the capsule")
 	}
-	status := C.astrid_capsule_cancel(p)
+	var cerr *C.astrid_error_t
+	status := C.astrid_capsule_cancel(p, &cerr)
 	runtime.KeepAlive(c)
-	return statusError(status)
+	if status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
 }
 
 // HasCapability reports whether the capsule holds a capability, by the names
@@ -381,14 +385,19 @@ func (c *Capsule) Close() error {
 	if p == nil {
 		return nil
 	}
-	status := C.astrid_capsule_unload(capPtr(p))
+	var cerr *C.astrid_error_t
+	status := C.astrid_capsule_unload(capPtr(p), &cerr)
 	if status == C.ASTRID_E_REENTRANT {
 		c.ptr.CompareAndSwap(nil, p)
-		return statusError(status)
+		return takeError(status, cerr)
 	}
 	runtime.SetFinalizer(c, nil)
-	if status == C.ASTRID_E_CLOSED { // already gone with its runtime
+	if status == C.ASTRID_E_CLOSED { // already unloaded: Close stays idempotent
+		C.astrid_error_free(cerr)
 		return nil
 	}
-	return statusError(status)
+	if status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
 }

@@ -122,14 +122,6 @@ func takeError(status C.astrid_status_t, err *C.astrid_error_t) error {
 	return e
 }
 
-// statusError is takeError for calls that return a status only.
-func statusError(status C.astrid_status_t) error {
-	if status == C.ASTRID_OK {
-		return nil
-	}
-	return &Error{Code: Code(status)}
-}
-
 // closedError is what any use of a closed Runtime, Capsule, Subscription or
 // GateTicket returns.
 func closedError(what string) error {

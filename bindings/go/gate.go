@@ -67,8 +67,11 @@ func (v Verdict) String() string {
 }
 
 // GateRequest is one question to the gate. The strings are copies; the
-// methods work only while the gate callback that received the request runs.
-// Fields the kind does not use are empty.
+// methods work only while the gate callback that received the request runs,
+// and only on its goroutine: the library accepts the request handle only on
+// the OS thread running the callback, and refuses it from any other
+// (ErrClosed, with the library's message). To answer from elsewhere, Defer
+// and resolve the ticket. Fields the kind does not use are empty.
 type GateRequest struct {
 	Kind GateKind
 	// Port is the port for network kinds.
@@ -111,7 +114,7 @@ func (r *GateRequest) live() *C.astrid_gate_request_t {
 // must answer within Config.GateTimeout (or return Pending after Defer).
 type GateFunc func(req *GateRequest) Verdict
 
-var errRequestDone = &Error{Code: CodeInvalidArgument, Message: "invalid argument: the gate request is only valid inside its callback"}
+var errRequestDone = &Error{Code: CodeClosed, Message: "closed: the gate request is only valid inside its callback"}
 
 // SetReason attaches a reason to the verdict. It reaches the audit
 // callback, never the guest.
@@ -121,7 +124,11 @@ func (r *GateRequest) SetReason(reason string) error {
 		return errRequestDone
 	}
 	p, n := cstr(reason)
-	return statusError(C.astrid_gate_request_set_reason(c, p, n))
+	var cerr *C.astrid_error_t
+	if status := C.astrid_gate_request_set_reason(c, p, n, &cerr); status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
 }
 
 // Defer takes a ticket to answer the request later, from any goroutine,
@@ -133,8 +140,9 @@ func (r *GateRequest) Defer() (*GateTicket, error) {
 		return nil, errRequestDone
 	}
 	var t *C.astrid_gate_ticket_t
-	if status := C.astrid_gate_request_defer(c, &t); status != C.ASTRID_OK {
-		return nil, statusError(status)
+	var cerr *C.astrid_error_t
+	if status := C.astrid_gate_request_defer(c, &t, &cerr); status != C.ASTRID_OK {
+		return nil, takeError(status, cerr)
 	}
 	ticket := &GateTicket{}
 	ticket.ptr.Store((*byte)(unsafe.Pointer(t)))
@@ -158,7 +166,11 @@ func (t *GateTicket) Resolve(verdict Verdict, reason string) error {
 	}
 	runtime.SetFinalizer(t, nil)
 	r, n := optCstr(reason)
-	return statusError(C.astrid_gate_ticket_resolve(ticketPtr(p), C.uint32_t(verdict), r, n))
+	var cerr *C.astrid_error_t
+	if status := C.astrid_gate_ticket_resolve(ticketPtr(p), C.astrid_verdict_t(verdict), r, n, &cerr); status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
 }
 
 // Close drops an unresolved ticket, which denies the request. Idempotent.
@@ -187,7 +199,7 @@ func (r *Runtime) SetGate(fn GateFunc) error {
 	if fn != nil {
 		state = &gateState{fn: fn, rep: r.rep}
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_gate(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_gate(p, h, e)
 	})
 }

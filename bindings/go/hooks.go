@@ -117,8 +117,8 @@ func (r *Runtime) SetLogger(fn func(LogRecord)) error {
 	if fn != nil {
 		state = &logState{fn: fn, rep: r.rep}
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_log(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_log(p, h, e)
 	})
 }
 
@@ -130,8 +130,8 @@ func (r *Runtime) SetAuditor(fn func(AuditEvent)) error {
 	if fn != nil {
 		state = &auditState{fn: fn, rep: r.rep}
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_audit(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_audit(p, h, e)
 	})
 }
 
@@ -143,7 +143,7 @@ func (r *Runtime) SetSecretProvider(fn SecretFunc) error {
 	if fn != nil {
 		state = &secretState{fn: fn, rep: r.rep}
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_secret(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_secret(p, h, e)
 	})
 }

@@ -135,8 +135,8 @@ func (r *Runtime) SetKV(kv KV) error {
 		st.releaser, _ = kv.(KVReleaser)
 		state = st
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_kv(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_kv(p, h, e)
 	})
 }
 

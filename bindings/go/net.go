@@ -12,7 +12,9 @@ import (
 // (bound with bind-unix at the path Runtime.AssignUnixSocket gave the
 // capsule), as the accept verifier sees it. The peer already passed the OS
 // check: it runs as this process's user. The fields are copies; SetPrincipal
-// works only while the verifier that received the request runs.
+// works only while the verifier that received the request runs, and only
+// on its goroutine: the library accepts the request handle only on the OS
+// thread running the callback, and refuses it elsewhere (ErrClosed).
 type AcceptRequest struct {
 	// Capsule is the accepting capsule's name.
 	Capsule string
@@ -39,7 +41,7 @@ type acceptCall struct {
 // the runtime.
 type AcceptVerifier func(req *AcceptRequest) Verdict
 
-var errAcceptDone = &Error{Code: CodeInvalidArgument, Message: "invalid argument: the accept request is only valid inside its verifier"}
+var errAcceptDone = &Error{Code: CodeClosed, Message: "closed: the accept request is only valid inside its verifier"}
 
 // SetPrincipal names the connection's verified principal (1 to 128 bytes of
 // UTF-8 without control characters), which the capsule reads with
@@ -55,7 +57,11 @@ func (r *AcceptRequest) SetPrincipal(principal string) error {
 		return errAcceptDone
 	}
 	p, n := cstr(principal)
-	return statusError(C.astrid_accept_request_set_principal(c, p, n))
+	var cerr *C.astrid_error_t
+	if status := C.astrid_accept_request_set_principal(c, p, n, &cerr); status != C.ASTRID_OK {
+		return takeError(status, cerr)
+	}
+	return nil
 }
 
 type acceptState struct {
@@ -72,8 +78,8 @@ func (r *Runtime) SetAcceptVerifier(fn AcceptVerifier) error {
 	if fn != nil {
 		state = &acceptState{fn: fn, rep: r.rep}
 	}
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_set_accept_verifier(p, h)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_set_accept_verifier(p, h, e)
 	})
 }
 

@@ -153,7 +153,7 @@ func TestAcceptVerifierRefusesThenAllowsWithAPrincipal(t *testing.T) {
 		}
 	}
 	// After its callback a request is dead.
-	if err := kept.SetPrincipal("late"); !errors.Is(err, ErrInvalidArgument) {
+	if err := kept.SetPrincipal("late"); !errors.Is(err, ErrClosed) { // a dead request, as the library says
 		t.Fatalf("SetPrincipal after the callback: %v", err)
 	}
 	if err := rt.SetAcceptVerifier(nil); err != nil {

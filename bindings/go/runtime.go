@@ -111,7 +111,7 @@ func NewRuntime(cfg *Config) (*Runtime, error) {
 		return nil, err
 	}
 	var c C.astrid_runtime_config_t
-	C.astrid_runtime_config_init(&c)
+	C.astrid_runtime_config_init(&c, nil)
 	if cfg != nil {
 		c.worker_threads = C.uint32_t(cfg.WorkerThreads)
 		c.pool_size = C.uint32_t(cfg.PoolSize)
@@ -182,8 +182,9 @@ func (r *Runtime) SetPanicHandler(fn func(*CallbackPanic)) {
 
 // install hands a callback to a C installer through a fresh cgo.Handle. On
 // failure the library keeps nothing (it never runs the finalizer of a
-// failed install), so the handle is deleted here.
-func (r *Runtime) install(state any, set func(*C.astrid_runtime_t, C.uintptr_t) C.astrid_status_t) error {
+// failed install), so the handle is deleted here, and the error carries the
+// library's message.
+func (r *Runtime) install(state any, set func(*C.astrid_runtime_t, C.uintptr_t, **C.astrid_error_t) C.astrid_status_t) error {
 	p, err := r.handle()
 	if err != nil {
 		return err
@@ -192,13 +193,14 @@ func (r *Runtime) install(state any, set func(*C.astrid_runtime_t, C.uintptr_t) 
 	if state != nil {
 		h = cgo.NewHandle(state)
 	}
-	status := set(p, C.uintptr_t(h))
+	var cerr *C.astrid_error_t
+	status := set(p, C.uintptr_t(h), &cerr)
 	runtime.KeepAlive(r)
 	if status != C.ASTRID_OK {
 		if h != 0 {
 			h.Delete()
 		}
-		return statusError(status)
+		return takeError(status, cerr)
 	}
 	return nil
 }

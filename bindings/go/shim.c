@@ -46,7 +46,7 @@ astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *prin
                                      const char *action, size_t action_len, const uint8_t *payload,
                                      size_t payload_len) {
     astrid_call_options_t opts;
-    astrid_call_options_init(&opts);
+    astrid_call_options_init(&opts, NULL);
     opts.principal = principal;
     opts.principal_len = principal_len;
     opts.config = config;
@@ -62,7 +62,7 @@ astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *prin
 
 static void finalize(void *user_data) { astridGoFinalize(user_data); }
 
-static uint32_t gate(void *user_data, astrid_gate_request_t *request) {
+static astrid_verdict_t gate(void *user_data, astrid_gate_request_t *request) {
     return astridGoGate(user_data, request);
 }
 
@@ -78,33 +78,33 @@ static astrid_status_t secret(void *user_data, astrid_secret_request_t *request)
     return astridGoSecret(user_data, request);
 }
 
-static uint32_t accept_verifier(void *user_data, astrid_accept_request_t *request) {
+static astrid_verdict_t accept_verifier(void *user_data, astrid_accept_request_t *request) {
     return astridGoAcceptVerify(user_data, request);
 }
 
-astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_gate(rt, NULL, NULL, NULL);
-    return astrid_runtime_set_gate(rt, gate, (void *)handle, finalize);
+astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_gate(rt, NULL, NULL, NULL, err);
+    return astrid_runtime_set_gate(rt, gate, (void *)handle, finalize, err);
 }
 
-astrid_status_t astrid_go_set_log(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_log_callback(rt, NULL, NULL, NULL);
-    return astrid_runtime_set_log_callback(rt, log_line, (void *)handle, finalize);
+astrid_status_t astrid_go_set_log(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_log_callback(rt, NULL, NULL, NULL, err);
+    return astrid_runtime_set_log_callback(rt, log_line, (void *)handle, finalize, err);
 }
 
-astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_audit_callback(rt, NULL, NULL, NULL);
-    return astrid_runtime_set_audit_callback(rt, audit, (void *)handle, finalize);
+astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_audit_callback(rt, NULL, NULL, NULL, err);
+    return astrid_runtime_set_audit_callback(rt, audit, (void *)handle, finalize, err);
 }
 
-astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL);
-    return astrid_runtime_set_secret_callback(rt, secret, (void *)handle, finalize);
+astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL, err);
+    return astrid_runtime_set_secret_callback(rt, secret, (void *)handle, finalize, err);
 }
 
-astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL);
-    return astrid_runtime_set_accept_verifier(rt, accept_verifier, (void *)handle, finalize);
+astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL, err);
+    return astrid_runtime_set_accept_verifier(rt, accept_verifier, (void *)handle, finalize, err);
 }
 
 /* ---- VFS ---- */
@@ -167,8 +167,8 @@ static int32_t vfs_read_link(void *ud, const char *path, size_t path_len, char *
 }
 
 astrid_status_t astrid_go_mount_vfs(astrid_runtime_t *rt, const char *mount, size_t mount_len, uintptr_t handle,
-                                    uint32_t mask) {
-    if (!handle) return astrid_runtime_mount_vfs(rt, mount, mount_len, NULL, NULL, NULL);
+                                    uint32_t mask, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_mount_vfs(rt, mount, mount_len, NULL, NULL, NULL, err);
     astrid_vfs_ops_t ops;
     memset(&ops, 0, sizeof ops);
     ops.size = sizeof ops;
@@ -187,7 +187,7 @@ astrid_status_t astrid_go_mount_vfs(astrid_runtime_t *rt, const char *mount, siz
     if (mask & ASTRID_GO_VFS_RENAME) ops.rename = vfs_rename;
     if (mask & ASTRID_GO_VFS_HARD_LINK) ops.hard_link = vfs_hard_link;
     if (mask & ASTRID_GO_VFS_READ_LINK) ops.read_link = vfs_read_link;
-    return astrid_runtime_mount_vfs(rt, mount, mount_len, &ops, (void *)handle, finalize);
+    return astrid_runtime_mount_vfs(rt, mount, mount_len, &ops, (void *)handle, finalize, err);
 }
 
 int32_t astrid_go_dir_sink(void *sink, void *ctx, const char *name, size_t name_len,
@@ -248,8 +248,8 @@ static int32_t kv_cas(void *ud, const astrid_kv_namespace_t *ns, const char *key
                          expected_len, (uint8_t *)value, value_len);
 }
 
-astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle) {
-    if (!handle) return astrid_runtime_set_kv(rt, NULL, NULL, NULL);
+astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err) {
+    if (!handle) return astrid_runtime_set_kv(rt, NULL, NULL, NULL, err);
     astrid_kv_ops_t ops;
     memset(&ops, 0, sizeof ops);
     ops.size = sizeof ops;
@@ -259,7 +259,7 @@ astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle) {
     ops.list = kv_list;
     ops.clear_prefix = kv_clear_prefix;
     ops.cas = kv_cas;
-    return astrid_runtime_set_kv(rt, &ops, (void *)handle, finalize);
+    return astrid_runtime_set_kv(rt, &ops, (void *)handle, finalize, err);
 }
 
 void astrid_go_kv_value_sink(void *sink, void *ctx, const uint8_t *value, size_t value_len) {

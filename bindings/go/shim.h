@@ -45,12 +45,13 @@ astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *prin
                                      const char *action, size_t action_len, const uint8_t *payload,
                                      size_t payload_len);
 
-/* Installers: `handle` is a cgo.Handle (0 removes the callback). */
-astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle);
-astrid_status_t astrid_go_set_log(astrid_runtime_t *rt, uintptr_t handle);
-astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle);
-astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle);
-astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle);
+/* Installers: `handle` is a cgo.Handle (0 removes the callback); a failure
+   stores the library's error object in *err. */
+astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
+astrid_status_t astrid_go_set_log(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
+astrid_status_t astrid_go_set_audit(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
+astrid_status_t astrid_go_set_secret(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
+astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
 
 /* Bits of `astrid_go_mount_vfs`'s `ops` mask: which optional entries the Go
    provider implements (stat, open, read_at, fstat and close are always set). */
@@ -67,7 +68,7 @@ astrid_status_t astrid_go_set_accept_verifier(astrid_runtime_t *rt, uintptr_t ha
 
 /* Mounts a Go provider (handle 0 unmounts). */
 astrid_status_t astrid_go_mount_vfs(astrid_runtime_t *rt, const char *mount, size_t mount_len, uintptr_t handle,
-                                    uint32_t ops);
+                                    uint32_t ops, astrid_error_t **err);
 
 /* Calls a read_dir sink handed to a Go provider. */
 int32_t astrid_go_dir_sink(void *sink, void *ctx, const char *name, size_t name_len,
@@ -85,7 +86,7 @@ astrid_status_t astrid_go_subscribe(astrid_runtime_t *rt, const char *pattern, s
 /* ---- KV backend ---- */
 
 /* Installs a Go backend (handle 0: back to the built-in store). */
-astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle);
+astrid_status_t astrid_go_set_kv(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);
 
 /* Call the sinks handed to a Go backend's get / list. */
 void astrid_go_kv_value_sink(void *sink, void *ctx, const uint8_t *value, size_t value_len);

@@ -344,7 +344,7 @@ func (r *Runtime) MountVFS(mount string, v VFS) error {
 		state, mask = newVFSState(v, r.rep)
 	}
 	m, mlen := cstr(mount)
-	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t) C.astrid_status_t {
-		return C.astrid_go_mount_vfs(p, m, mlen, h, mask)
+	return r.install(state, func(p *C.astrid_runtime_t, h C.uintptr_t, e **C.astrid_error_t) C.astrid_status_t {
+		return C.astrid_go_mount_vfs(p, m, mlen, h, mask, e)
 	})
 }

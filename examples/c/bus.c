@@ -102,8 +102,8 @@ int main(int argc, char **argv) {
 
     astrid_subscription_free(sub);
     astrid_subscription_free(reports);
-    astrid_capsule_unload(reporter);
-    astrid_capsule_unload(service);
+    astrid_capsule_unload(reporter, NULL);
+    astrid_capsule_unload(service, NULL);
     astrid_runtime_free(rt);
     return reports_seen == 2 ? 0 : 1;
 }

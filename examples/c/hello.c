@@ -9,7 +9,7 @@
 
 #include "astrid.h"
 
-static const char *level_name(uint32_t level) {
+static const char *level_name(astrid_log_level_t level) {
     switch (level) {
     case ASTRID_LOG_TRACE: return "trace";
     case ASTRID_LOG_DEBUG: return "debug";
@@ -45,10 +45,13 @@ int main(int argc, char **argv) {
 
     astrid_runtime_t *rt = NULL;
     if (astrid_runtime_new(NULL, &rt, &err) != ASTRID_OK) return fail("astrid_runtime_new", err);
-    astrid_runtime_set_log_callback(rt, on_log, stdout, NULL);
+    if (astrid_runtime_set_log_callback(rt, on_log, stdout, NULL, &err) != ASTRID_OK) {
+        astrid_runtime_free(rt);
+        return fail("astrid_runtime_set_log_callback", err);
+    }
 
     astrid_load_options_t opts;
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     opts.principal = "alice";
     opts.principal_len = ASTRID_NTS;
 
@@ -68,7 +71,7 @@ int main(int argc, char **argv) {
     astrid_result_t *result = NULL;
     if (astrid_capsule_call(capsule, "greet", ASTRID_NTS, (const uint8_t *)payload, (size_t)payload_len, &result,
                             &err) != ASTRID_OK) {
-        astrid_capsule_unload(capsule);
+        astrid_capsule_unload(capsule, NULL);
         astrid_runtime_free(rt);
         return fail("astrid_capsule_call", err);
     }
@@ -79,7 +82,7 @@ int main(int argc, char **argv) {
     printf("\n");
 
     astrid_result_free(result);
-    astrid_capsule_unload(capsule);
+    astrid_capsule_unload(capsule, NULL);
     astrid_runtime_free(rt);
     return 0;
 }

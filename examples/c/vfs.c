@@ -61,12 +61,12 @@ static int add(memfs_t *fs, const char *path, size_t len, int is_dir) {
     return -1;
 }
 
-static int32_t fs_stat(void *ud, const char *path, size_t len, uint32_t follow, astrid_vfs_stat_t *out) {
+static astrid_vfs_status_t fs_stat(void *ud, const char *path, size_t len, uint32_t follow, astrid_vfs_stat_t *out) {
     (void)follow; /* no symlinks here */
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     int i = find(fs, path, len);
-    int32_t rc = ASTRID_VFS_OK;
+    astrid_vfs_status_t rc = ASTRID_VFS_OK;
     if (i == -1) rc = ASTRID_VFS_NOT_FOUND;
     else if (i == -2) out->kind = ASTRID_VFS_KIND_DIRECTORY;
     else {
@@ -77,10 +77,10 @@ static int32_t fs_stat(void *ud, const char *path, size_t len, uint32_t follow, 
     return rc;
 }
 
-static int32_t fs_open(void *ud, const char *path, size_t len, uint32_t flags, uint64_t *out_handle) {
+static astrid_vfs_status_t fs_open(void *ud, const char *path, size_t len, astrid_vfs_open_flags_t flags, uint64_t *out_handle) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
-    int32_t rc = ASTRID_VFS_OK;
+    astrid_vfs_status_t rc = ASTRID_VFS_OK;
     int i = find(fs, path, len);
     if (i == -2 || (i >= 0 && fs->nodes[i].is_dir)) rc = ASTRID_VFS_IS_DIRECTORY;
     else if (i == -1 && !(flags & ASTRID_VFS_OPEN_CREATE)) rc = ASTRID_VFS_NOT_FOUND;
@@ -107,11 +107,11 @@ static node_t *by_handle(memfs_t *fs, uint64_t h) {
     return &fs->nodes[fs->handles[h - 1]];
 }
 
-static int32_t fs_read_at(void *ud, uint64_t h, uint64_t off, uint8_t *buf, size_t len, size_t *out_read) {
+static astrid_vfs_status_t fs_read_at(void *ud, uint64_t h, uint64_t off, uint8_t *buf, size_t len, size_t *out_read) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     node_t *n = by_handle(fs, h);
-    int32_t rc = n ? ASTRID_VFS_OK : ASTRID_VFS_CLOSED;
+    astrid_vfs_status_t rc = n ? ASTRID_VFS_OK : ASTRID_VFS_CLOSED;
     *out_read = 0;
     if (n && off < n->len) {
         size_t take = n->len - off < len ? n->len - off : len;
@@ -122,11 +122,11 @@ static int32_t fs_read_at(void *ud, uint64_t h, uint64_t off, uint8_t *buf, size
     return rc;
 }
 
-static int32_t fs_write_at(void *ud, uint64_t h, uint64_t off, const uint8_t *data, size_t len, size_t *out_written) {
+static astrid_vfs_status_t fs_write_at(void *ud, uint64_t h, uint64_t off, const uint8_t *data, size_t len, size_t *out_written) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     node_t *n = by_handle(fs, h);
-    int32_t rc = n ? ASTRID_VFS_OK : ASTRID_VFS_CLOSED;
+    astrid_vfs_status_t rc = n ? ASTRID_VFS_OK : ASTRID_VFS_CLOSED;
     if (n && off + len > n->len) {
         unsigned char *grown = realloc(n->data, off + len);
         if (!grown) rc = ASTRID_VFS_QUOTA;
@@ -144,7 +144,7 @@ static int32_t fs_write_at(void *ud, uint64_t h, uint64_t off, const uint8_t *da
     return rc;
 }
 
-static int32_t fs_close(void *ud, uint64_t h) {
+static astrid_vfs_status_t fs_close(void *ud, uint64_t h) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     if (h >= 1 && h <= MAX_HANDLES) fs->handles[h - 1] = -1;
@@ -152,7 +152,7 @@ static int32_t fs_close(void *ud, uint64_t h) {
     return ASTRID_VFS_OK;
 }
 
-static int32_t fs_fstat(void *ud, uint64_t h, astrid_vfs_stat_t *out) {
+static astrid_vfs_status_t fs_fstat(void *ud, uint64_t h, astrid_vfs_stat_t *out) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     node_t *n = by_handle(fs, h);
@@ -164,28 +164,28 @@ static int32_t fs_fstat(void *ud, uint64_t h, astrid_vfs_stat_t *out) {
     return n ? ASTRID_VFS_OK : ASTRID_VFS_CLOSED;
 }
 
-static int32_t fs_read_dir(void *ud, const char *path, size_t len, astrid_vfs_dir_sink_fn sink, void *ctx) {
+static astrid_vfs_status_t fs_read_dir(void *ud, const char *path, size_t len, astrid_vfs_dir_sink_fn sink, void *ctx) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
     int d = find(fs, path, len);
-    int32_t rc = d == -1 ? ASTRID_VFS_NOT_FOUND : (d >= 0 && !fs->nodes[d].is_dir) ? ASTRID_VFS_NOT_DIRECTORY : 0;
+    astrid_vfs_status_t rc = d == -1 ? ASTRID_VFS_NOT_FOUND : (d >= 0 && !fs->nodes[d].is_dir) ? ASTRID_VFS_NOT_DIRECTORY : 0;
     for (int i = 0; rc == ASTRID_VFS_OK && i < MAX_NODES; i++) {
         const char *p = fs->nodes[i].path;
         size_t plen = strlen(p);
         if (!p[0] || plen <= len || (len && (memcmp(p, path, len) || p[len] != '/'))) continue;
         const char *name = len ? p + len + 1 : p;
         if (strchr(name, '/')) continue; /* deeper than one level */
-        uint32_t kind = fs->nodes[i].is_dir ? ASTRID_VFS_KIND_DIRECTORY : ASTRID_VFS_KIND_REGULAR;
+        astrid_vfs_kind_t kind = fs->nodes[i].is_dir ? ASTRID_VFS_KIND_DIRECTORY : ASTRID_VFS_KIND_REGULAR;
         if (sink(ctx, name, strlen(name), kind) != 0) break;
     }
     pthread_mutex_unlock(&fs->lock);
     return rc;
 }
 
-static int32_t fs_mkdir(void *ud, const char *path, size_t len) {
+static astrid_vfs_status_t fs_mkdir(void *ud, const char *path, size_t len) {
     memfs_t *fs = ud;
     pthread_mutex_lock(&fs->lock);
-    int32_t rc = ASTRID_VFS_OK;
+    astrid_vfs_status_t rc = ASTRID_VFS_OK;
     if (find(fs, path, len) != -1) rc = ASTRID_VFS_ALREADY_EXISTS;
     else if (!parent_ok(fs, path, len)) rc = ASTRID_VFS_NOT_FOUND;
     else if (add(fs, path, len, 1) < 0) rc = ASTRID_VFS_QUOTA;
@@ -195,17 +195,20 @@ static int32_t fs_mkdir(void *ud, const char *path, size_t len) {
 
 /* ---- the gate: log everything, refuse writes outside cwd://ws/public ---- */
 
-static uint32_t gate(void *user_data, astrid_gate_request_t *req) {
+/* The request is an opaque handle, readable on this thread until we return. */
+static astrid_verdict_t gate(void *user_data, astrid_gate_request_t *req) {
     (void)user_data;
-    const char *kind = req->kind == ASTRID_GATE_FILE_WRITE ? "write" : "read";
+    astrid_gate_request_info_t info = {.size = sizeof info};
+    if (astrid_gate_request_info(req, &info, NULL) != ASTRID_OK) return ASTRID_DENY;
+    const char *kind = info.kind == ASTRID_GATE_FILE_WRITE ? "write" : "read";
     static const char allowed[] = "cwd://ws/public";
     size_t n = sizeof allowed - 1;
-    int inside = req->path_len >= n && !memcmp(req->path, allowed, n) &&
-                 (req->path_len == n || req->path[n] == '/');
-    int allow = req->kind != ASTRID_GATE_FILE_WRITE || inside;
-    printf("  gate: %.*s asks to %s %.*s -> %s\n", (int)req->capsule_len, req->capsule, kind, (int)req->path_len,
-           req->path, allow ? "allow" : "deny");
-    if (!allow) astrid_gate_request_set_reason(req, "writes only under ws/public", ASTRID_NTS);
+    int inside = info.path_len >= n && !memcmp(info.path, allowed, n) &&
+                 (info.path_len == n || info.path[n] == '/');
+    int allow = info.kind != ASTRID_GATE_FILE_WRITE || inside;
+    printf("  gate: %.*s asks to %s %.*s -> %s\n", (int)info.capsule_len, info.capsule, kind, (int)info.path_len,
+           info.path, allow ? "allow" : "deny");
+    if (!allow) astrid_gate_request_set_reason(req, "writes only under ws/public", ASTRID_NTS, NULL);
     return allow ? ASTRID_ALLOW : ASTRID_DENY;
 }
 
@@ -266,9 +269,15 @@ int main(int argc, char **argv) {
     ops.fstat = fs_fstat;
     ops.read_dir = fs_read_dir;
     ops.mkdir = fs_mkdir;
-    if (astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, fs, free_memfs) != ASTRID_OK) return 1;
-    astrid_runtime_set_gate(rt, gate, NULL, NULL);
-    astrid_runtime_set_audit_callback(rt, on_audit, NULL, NULL);
+    if (astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, fs, free_memfs, &err) != ASTRID_OK) {
+        fprintf(stderr, "mount: %s\n", astrid_error_message(err));
+        return 1;
+    }
+    if (astrid_runtime_set_gate(rt, gate, NULL, NULL, &err) != ASTRID_OK ||
+        astrid_runtime_set_audit_callback(rt, on_audit, NULL, NULL, &err) != ASTRID_OK) {
+        fprintf(stderr, "callbacks: %s\n", astrid_error_message(err));
+        return 1;
+    }
 
     astrid_capsule_t *capsule = NULL;
     if (astrid_capsule_load(rt, dir, ASTRID_NTS, NULL, &capsule, &err) != ASTRID_OK) {
@@ -280,7 +289,7 @@ int main(int argc, char **argv) {
     failed |= call(capsule, "read-file", "ws/public/hello.txt");
     failed |= call(capsule, "write-file", "ws/secret.txt\nnot allowed");
     failed |= call(capsule, "readdir", "ws");
-    astrid_capsule_unload(capsule);
+    astrid_capsule_unload(capsule, NULL);
     astrid_runtime_free(rt); /* flushes the audit queue and runs the finalizer */
     return failed;
 }

@@ -10,11 +10,13 @@
 
 #![no_main]
 
+use astrid::ffi::call::{
+    astrid_capsule_call, astrid_capsule_cancel, astrid_result_action, astrid_result_data,
+    astrid_result_free, astrid_result_t,
+};
 use astrid::ffi::capsule::{
-    astrid_capsule_call, astrid_capsule_cancel, astrid_capsule_load, astrid_capsule_name,
-    astrid_capsule_t, astrid_capsule_unload, astrid_config_entry_t, astrid_load_options_init,
-    astrid_load_options_t, astrid_result_action, astrid_result_data, astrid_result_free,
-    astrid_result_t,
+    astrid_capsule_load, astrid_capsule_name, astrid_capsule_t, astrid_capsule_unload,
+    astrid_config_entry_t, astrid_load_options_init, astrid_load_options_t,
 };
 use astrid::ffi::errors::{
     astrid_error_code, astrid_error_free, astrid_error_message, astrid_error_t,
@@ -125,7 +127,10 @@ fn cache_dir() -> &'static str {
 
 fn small_config(workers: u32, pool: u32) -> astrid_runtime_config_t {
     let mut cfg = std::mem::MaybeUninit::<astrid_runtime_config_t>::zeroed();
-    assert_eq!(astrid_runtime_config_init(cfg.as_mut_ptr()), ASTRID_OK);
+    assert_eq!(
+        astrid_runtime_config_init(cfg.as_mut_ptr(), std::ptr::null_mut()),
+        ASTRID_OK
+    );
     let mut cfg = unsafe { cfg.assume_init() };
     cfg.cache_dir = cache_dir().as_ptr().cast();
     cfg.cache_dir_len = cache_dir().len();
@@ -163,7 +168,10 @@ fn load(rt: usize, dir: &[u8], config: bool) -> (i32, usize) {
         value_len: value.len(),
     };
     let mut opts = std::mem::MaybeUninit::<astrid_load_options_t>::zeroed();
-    assert_eq!(astrid_load_options_init(opts.as_mut_ptr()), ASTRID_OK);
+    assert_eq!(
+        astrid_load_options_init(opts.as_mut_ptr(), std::ptr::null_mut()),
+        ASTRID_OK
+    );
     let mut opts = unsafe { opts.assume_init() };
     opts.config = &entry;
     opts.config_len = 1;
@@ -415,10 +423,11 @@ impl Seq<'_> {
     fn op_cancel(&mut self) {
         let handle = self.pick_capsule();
         let expect = self.expect_dead(handle);
+        let mut err = std::ptr::null_mut();
         let status = settle(
             "capsule_cancel",
-            astrid_capsule_cancel(handle as *mut _),
-            std::ptr::null_mut(),
+            astrid_capsule_cancel(handle as *mut _, &mut err),
+            err,
             CANCEL,
         );
         // Fixed finding: cancel on a capsule whose runtime was freed returned
@@ -436,10 +445,11 @@ impl Seq<'_> {
             return; // the process-wide capsules stay
         }
         let live = self.is_live_capsule(handle).is_some();
+        let mut err = std::ptr::null_mut();
         let status = settle(
             "capsule_unload",
-            astrid_capsule_unload(handle as *mut _),
-            std::ptr::null_mut(),
+            astrid_capsule_unload(handle as *mut _, &mut err),
+            err,
             UNLOAD,
         );
         if handle == 0 {
@@ -545,21 +555,24 @@ impl Seq<'_> {
             });
             std::thread::sleep(wait);
             if unload {
-                let s = astrid_capsule_unload(handle as *mut _);
+                let s = astrid_capsule_unload(handle as *mut _, std::ptr::null_mut());
                 assert_eq!(s, ASTRID_OK);
                 // The racing call may still hold the handle: the unloaded
                 // handle must read as closed all the same.
                 // Fixed finding: the per-thread handle cache revived the
                 // handle while the racing call held it (cancel said OK, the
                 // name pointer dangled once that call returned).
-                let cancel = astrid_capsule_cancel(handle as *mut _);
+                let cancel = astrid_capsule_cancel(handle as *mut _, std::ptr::null_mut());
                 let name = astrid_capsule_name(handle as *const _, &mut len);
                 assert!(
                     cancel == ASTRID_E_CLOSED && name.is_null(),
                     "right after unload: cancel = {cancel}, name = {name:?} (a handle the racing call still holds)"
                 );
             } else {
-                assert_eq!(astrid_capsule_cancel(handle as *mut _), ASTRID_OK);
+                assert_eq!(
+                    astrid_capsule_cancel(handle as *mut _, std::ptr::null_mut()),
+                    ASTRID_OK
+                );
             }
             let status = caller.join().expect("caller thread");
             let allowed: &[i32] = if unload {
@@ -650,7 +663,10 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| c.handle)
         .collect();
     for handle in own {
-        assert_eq!(astrid_capsule_unload(handle as *mut _), ASTRID_OK);
+        assert_eq!(
+            astrid_capsule_unload(handle as *mut _, std::ptr::null_mut()),
+            ASTRID_OK
+        );
         seq.dead.push(handle);
     }
     for r in seq.runtimes.iter().skip(1).filter(|r| r.live) {
@@ -658,7 +674,10 @@ fuzz_target!(|data: &[u8]| {
         seq.dead.push(r.handle);
     }
     for &handle in &seq.dead {
-        assert_eq!(astrid_capsule_cancel(handle as *mut _), ASTRID_E_CLOSED);
+        assert_eq!(
+            astrid_capsule_cancel(handle as *mut _, std::ptr::null_mut()),
+            ASTRID_E_CLOSED
+        );
         let (status, _) = call(handle, b"noop", b"");
         assert_eq!(status, ASTRID_E_CLOSED);
     }

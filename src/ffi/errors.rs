@@ -1,11 +1,58 @@
-//! Error objects (`astrid_error_t`): a code and a message with its cause chain.
+//! Status codes (`astrid_status_t`) and error objects (`astrid_error_t`): a
+//! code and a message with its cause chain.
 
-use super::astrid_status_t;
 use crate::error::Error;
 use std::ffi::CString;
 
+/// Status returned by every fallible function: `ASTRID_OK` (0) or a negative
+/// `ASTRID_E_*` code. Codes are stable and never renumbered; new ones are
+/// appended. Every function that returns it also takes a last parameter
+/// `astrid_error_t **err`: NULL, or where a failure stores an error object.
+pub type astrid_status_t = i32;
+
+/// Success.
+pub const ASTRID_OK: astrid_status_t = 0;
+/// NULL where not allowed, bad length, bad flag, struct `size` too small.
+pub const ASTRID_E_INVALID_ARGUMENT: astrid_status_t = -1;
+/// A string argument is not valid UTF-8.
+pub const ASTRID_E_UTF8: astrid_status_t = -2;
+/// Capsule.toml missing, unparsable, or with unknown / invalid fields (the message names field and line).
+pub const ASTRID_E_MANIFEST: astrid_status_t = -3;
+/// The bytes are not a valid WebAssembly component.
+pub const ASTRID_E_COMPILE: astrid_status_t = -4;
+/// The component imports an interface or version the runtime does not serve (the message names it).
+pub const ASTRID_E_LINK: astrid_status_t = -5;
+/// File, capsule or export not found.
+pub const ASTRID_E_NOT_FOUND: astrid_status_t = -6;
+/// Refused by policy (manifest or gate).
+pub const ASTRID_E_DENIED: astrid_status_t = -7;
+/// A call ran past its wall-clock deadline.
+pub const ASTRID_E_TIMEOUT: astrid_status_t = -8;
+/// The call was cancelled or the capsule unloaded while it ran.
+pub const ASTRID_E_CANCELLED: astrid_status_t = -9;
+/// A call exhausted its fuel (instruction budget).
+pub const ASTRID_E_OUT_OF_FUEL: astrid_status_t = -10;
+/// A memory or table ceiling was hit, or the runtime's instance pool is full.
+pub const ASTRID_E_RESOURCE_LIMIT: astrid_status_t = -11;
+/// The guest trapped; the message carries the wasm backtrace.
+pub const ASTRID_E_TRAP: astrid_status_t = -12;
+/// The handle is dead: the runtime, capsule, subscription or ticket was
+/// already shut down / unloaded / freed, or a callback request was used
+/// outside its callback (after it returned, or from another thread).
+pub const ASTRID_E_CLOSED: astrid_status_t = -13;
+/// A blocking API call was made from inside an astrid callback.
+pub const ASTRID_E_REENTRANT: astrid_status_t = -14;
+/// Host I/O failure.
+pub const ASTRID_E_IO: astrid_status_t = -15;
+/// A Rust panic was caught at the boundary (a bug: please report it).
+pub const ASTRID_E_PANIC: astrid_status_t = -16;
+/// Anything else.
+pub const ASTRID_E_INTERNAL: astrid_status_t = -17;
+
 /// A rich error: an `ASTRID_E_*` code and a message (with its causes).
-/// Owned by the caller once returned; free it with `astrid_error_free`.
+/// An owned pointer, not a registry handle: once returned it is the
+/// caller's, to free exactly once with `astrid_error_free`; using it after
+/// that is undefined behaviour. Immutable, so it may be read from any thread.
 pub struct astrid_error_t {
     code: astrid_status_t,
     message: CString,
@@ -24,7 +71,7 @@ pub(crate) fn into_raw(error: Error) -> *mut astrid_error_t {
 #[no_mangle]
 pub extern "C" fn astrid_error_code(err: *const astrid_error_t) -> astrid_status_t {
     if err.is_null() {
-        return super::ASTRID_E_INVALID_ARGUMENT;
+        return ASTRID_E_INVALID_ARGUMENT;
     }
     // SAFETY: non-NULL error pointers come from this library and are live until freed.
     unsafe { (*err).code }

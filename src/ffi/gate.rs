@@ -1,9 +1,14 @@
-//! The security gate over C (c-api §4): the request record, verdicts, the
-//! reason setter, and deferred verdicts through tickets.
+//! The security gate over C (c-api §4): the request handle and its
+//! accessors, verdicts, the reason setter, and deferred verdicts through
+//! tickets.
 
+use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, install_hook};
-use super::{astrid_status_t, guard, non_null, opt_view, view, Registry};
-use crate::error::{Error, Result};
+use super::{
+    astrid_status_t, guard, non_null, on_request, opt_view, view, with_request, write_sized,
+    Registry, RequestKind,
+};
+use crate::error::Error;
 use crate::gate::{Deferral, GateAnswer, GateFn, Ticket};
 use crate::policy::gate::{GateKind, GateRequest, Verdict};
 use crate::runtime::Runtime;
@@ -22,45 +27,73 @@ const _: () = assert!(
         && ASTRID_GATE_DNS_LOOKUP == GateKind::DnsLookup as u32
 );
 
+/// What a gate request asks about (`astrid_gate_request_info_t.kind`): an
+/// `ASTRID_GATE_*` value. Kinds are only ever appended; treat an unknown
+/// one as something to deny.
+pub type astrid_gate_kind_t = u32;
+
 /// Gate kind: reading a file or directory (`path` is set).
-pub const ASTRID_GATE_FILE_READ: u32 = 1;
+pub const ASTRID_GATE_FILE_READ: astrid_gate_kind_t = 1;
 /// Gate kind: creating, changing or removing a file or directory (`path`).
-pub const ASTRID_GATE_FILE_WRITE: u32 = 2;
+pub const ASTRID_GATE_FILE_WRITE: astrid_gate_kind_t = 2;
 /// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
-pub const ASTRID_GATE_HTTP_REQUEST: u32 = 3;
+pub const ASTRID_GATE_HTTP_REQUEST: astrid_gate_kind_t = 3;
 /// Gate kind: an outbound connection (`transport`, `host`, `port`).
-pub const ASTRID_GATE_NET_CONNECT: u32 = 4;
+pub const ASTRID_GATE_NET_CONNECT: astrid_gate_kind_t = 4;
 /// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
-pub const ASTRID_GATE_NET_BIND: u32 = 5;
+pub const ASTRID_GATE_NET_BIND: astrid_gate_kind_t = 5;
 /// Gate kind: a name lookup (`host`).
-pub const ASTRID_GATE_DNS_LOOKUP: u32 = 6;
+pub const ASTRID_GATE_DNS_LOOKUP: astrid_gate_kind_t = 6;
+
+/// A verdict: what the gate and the accept verifier return, and what
+/// `astrid_gate_ticket_resolve` takes. `ASTRID_ALLOW` allows; from the gate,
+/// `ASTRID_PENDING` after `astrid_gate_request_defer` waits for the ticket;
+/// every other value, unknown ones included, denies.
+pub type astrid_verdict_t = u32;
 
 /// Verdict: allow the request.
-pub const ASTRID_ALLOW: u32 = 1;
+pub const ASTRID_ALLOW: astrid_verdict_t = 1;
 /// Verdict: deny the request. Any value other than the three verdicts is a denial too.
-pub const ASTRID_DENY: u32 = 2;
+pub const ASTRID_DENY: astrid_verdict_t = 2;
 /// Verdict: the answer comes later through the ticket taken with
 /// `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
-pub const ASTRID_PENDING: u32 = 3;
+pub const ASTRID_PENDING: astrid_verdict_t = 3;
 
-/// Opaque handle of a deferred verdict.
+/// A deferred verdict. An opaque registry handle: thread-safe, answered (and
+/// freed) once with `astrid_gate_ticket_resolve` or dropped with
+/// `astrid_gate_ticket_free`; afterwards every use is refused with
+/// `ASTRID_E_CLOSED`.
 pub struct astrid_gate_ticket_t {
     _private: [u8; 0],
 }
 
 static TICKETS: Lazy<Registry<Arc<Ticket>>> = Lazy::new(Registry::new);
 
-/// One gate question, borrowed for the duration of the callback. Strings
-/// are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated; fields the kind does not
-/// use are `(NULL, 0)` / 0. `path` is the VFS spelling (`cwd://a/b`);
-/// `host_path` is the resolved host path, set only for host-directory
-/// mounts. `principal` is `(NULL, 0)` for calls without one. `private_` is
-/// the library's.
-#[repr(C)]
+/// One gate question: an opaque callback request handle. Read it with
+/// `astrid_gate_request_info`; answer with the callback's verdict, after
+/// `astrid_gate_request_set_reason` or `astrid_gate_request_defer` if
+/// wanted. Thread rule: it is valid only on the thread running the gate
+/// callback that received it, and only until that callback returns;
+/// anywhere else (another thread, or later) every function refuses it with
+/// `ASTRID_E_CLOSED` and reads nothing through it. To answer from another
+/// thread or later, defer and resolve the ticket.
 pub struct astrid_gate_request_t {
+    _private: [u8; 0],
+}
+
+/// What a gate request asks, filled by `astrid_gate_request_info`.
+/// Size-prefixed: set `size = sizeof(astrid_gate_request_info_t)` before the
+/// call. Strings are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated, borrowed
+/// until the callback returns; fields the kind does not use are `(NULL, 0)`
+/// / 0. `path` is the VFS spelling (`cwd://a/b`); `host_path` is the
+/// resolved host path, set only for host-directory mounts. `principal` is
+/// `(NULL, 0)` for calls without one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct astrid_gate_request_info_t {
     pub size: usize,
     /// `ASTRID_GATE_*`.
-    pub kind: u32,
+    pub kind: astrid_gate_kind_t,
     /// The port for network kinds, else 0.
     pub port: u16,
     pub capsule: *const libc::c_char,
@@ -80,11 +113,15 @@ pub struct astrid_gate_request_t {
     /// `tcp`, `udp` or `unix` for socket kinds.
     pub transport: *const libc::c_char,
     pub transport_len: usize,
-    pub private_: *mut libc::c_void,
 }
 
+/// The first published size of `astrid_gate_request_info_t`: the smallest
+/// `size` a caller may pass (freeze it when fields are appended).
+const GATE_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_gate_request_info_t>();
+
 /// What the library keeps for a request while its callback runs.
-struct Scratch<'a> {
+struct GateState<'a> {
+    info: astrid_gate_request_info_t,
     reason: RefCell<Option<String>>,
     ticket: RefCell<Option<Arc<Ticket>>>,
     deferral: &'a Deferral,
@@ -96,9 +133,13 @@ struct Scratch<'a> {
 /// calls. It is asked only about requests the capsule's manifest allows.
 /// An answer later than the runtime's `gate_timeout_ms` is a denial. The
 /// callback must not call blocking astrid functions (they return
-/// `ASTRID_E_REENTRANT`).
+/// `ASTRID_E_REENTRANT`). `request` is valid on this thread until the
+/// callback returns.
 pub type astrid_gate_fn = Option<
-    unsafe extern "C" fn(user_data: *mut libc::c_void, request: *mut astrid_gate_request_t) -> u32,
+    unsafe extern "C" fn(
+        user_data: *mut libc::c_void,
+        request: *mut astrid_gate_request_t,
+    ) -> astrid_verdict_t,
 >;
 
 /// Installs the security gate (NULL `gate_fn` removes it: the manifest
@@ -113,20 +154,17 @@ pub extern "C" fn astrid_runtime_set_gate(
     gate_fn: astrid_gate_fn,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     install_hook(
         rt,
         gate_fn,
         user_data,
         finalizer,
+        err,
         Runtime::set_gate,
         |callback| -> GateFn {
             Arc::new(move |request: &GateRequest, deferral: &Deferral| {
-                let scratch = Scratch {
-                    reason: RefCell::new(None),
-                    ticket: RefCell::new(None),
-                    deferral,
-                };
                 let host_path = request.host_path.as_ref().and_then(|p| p.to_str());
                 let (capsule, capsule_len) = view(&request.capsule);
                 let (principal, principal_len) = opt_view(request.principal.as_deref());
@@ -136,38 +174,44 @@ pub extern "C" fn astrid_runtime_set_gate(
                 let (url, url_len) = opt_view(request.url.as_deref());
                 let (host, host_len) = opt_view(request.host.as_deref());
                 let (transport, transport_len) = opt_view(request.transport);
-                let mut c_request = astrid_gate_request_t {
-                    size: std::mem::size_of::<astrid_gate_request_t>(),
-                    kind: request.kind as u32,
-                    port: request.port,
-                    capsule,
-                    capsule_len,
-                    principal,
-                    principal_len,
-                    path,
-                    path_len,
-                    host_path,
-                    host_path_len,
-                    method,
-                    method_len,
-                    url,
-                    url_len,
-                    host,
-                    host_len,
-                    transport,
-                    transport_len,
-                    private_: (&scratch as *const Scratch<'_>).cast_mut().cast(),
+                let state = GateState {
+                    info: astrid_gate_request_info_t {
+                        size: std::mem::size_of::<astrid_gate_request_info_t>(),
+                        kind: request.kind as astrid_gate_kind_t,
+                        port: request.port,
+                        capsule,
+                        capsule_len,
+                        principal,
+                        principal_len,
+                        path,
+                        path_len,
+                        host_path,
+                        host_path_len,
+                        method,
+                        method_len,
+                        url,
+                        url_len,
+                        host,
+                        host_len,
+                        transport,
+                        transport_len,
+                    },
+                    reason: RefCell::new(None),
+                    ticket: RefCell::new(None),
+                    deferral,
                 };
                 // SAFETY: the embedder's function with its own user_data and a
-                // request that outlives the call.
-                let verdict = unsafe { (callback.function)(callback.user_data, &mut c_request) };
-                let reason = scratch.reason.take();
+                // request handle that is live on this thread during the call.
+                let verdict = with_request(&state, RequestKind::Gate, |handle| unsafe {
+                    (callback.function)(callback.user_data, handle.cast())
+                });
+                let reason = state.reason.take();
                 match verdict {
                     ASTRID_ALLOW => GateAnswer::Decided(Verdict {
                         allowed: true,
                         reason,
                     }),
-                    ASTRID_PENDING => match scratch.ticket.take() {
+                    ASTRID_PENDING => match state.ticket.take() {
                         Some(ticket) => GateAnswer::Pending(ticket),
                         None => GateAnswer::Decided(Verdict::deny(
                             "the gate answered PENDING without deferring",
@@ -186,31 +230,55 @@ pub extern "C" fn astrid_runtime_set_gate(
     )
 }
 
-/// The library's scratch of a live request.
-fn scratch<'a>(request: *mut astrid_gate_request_t) -> Result<&'a Scratch<'a>> {
-    non_null(request, "request")?;
-    // SAFETY: a live request passed to the gate callback by this library.
-    let private = unsafe { (*request).private_ }.cast::<Scratch<'a>>();
-    non_null(private, "request.private_")?;
-    // SAFETY: points at the Scratch of the running callback.
-    Ok(unsafe { &*private })
+/// Fills `*out_info` with what `request` asks (see
+/// `astrid_gate_request_info_t`; set `out_info->size` first). Errors:
+/// `ASTRID_E_INVALID_ARGUMENT` (NULL, `out_info->size` too small),
+/// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
+#[no_mangle]
+pub extern "C" fn astrid_gate_request_info(
+    request: *const astrid_gate_request_t,
+    out_info: *mut astrid_gate_request_info_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        // SAFETY: gate request handles are registered with a GateState.
+        let info = unsafe {
+            on_request::<GateState<'_>, _>(request.cast(), RequestKind::Gate, "request", |state| {
+                Ok(state.info)
+            })?
+        };
+        // SAFETY: NULL or the caller's writable size-prefixed struct.
+        unsafe { write_sized(out_info, info, GATE_INFO_MIN_SIZE, "out_info") }
+    })
 }
 
-/// Attaches a reason to the verdict (copied). It reaches the audit callback,
-/// never the guest. Only valid inside the gate callback that received
-/// `request`. Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`.
+/// Attaches a reason to the verdict (copied; a second call replaces the
+/// first). It reaches the audit callback, never the guest. Errors:
+/// `ASTRID_E_INVALID_ARGUMENT` (NULL request, or NULL reason with a
+/// length), `ASTRID_E_UTF8`, `ASTRID_E_CLOSED` (not on the callback's
+/// thread, or after it returned).
 #[no_mangle]
 pub extern "C" fn astrid_gate_request_set_reason(
     request: *mut astrid_gate_request_t,
     reason: *const libc::c_char,
     reason_len: usize,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        let scratch = scratch(request)?;
-        // SAFETY: caller contract for (ptr, len) strings.
-        let text = unsafe { super::str_arg(reason, reason_len, "reason")? };
-        *scratch.reason.borrow_mut() = Some(text.to_string());
-        Ok(())
+    guard(err, || {
+        // SAFETY: gate request handles are registered with a GateState.
+        unsafe {
+            on_request::<GateState<'_>, _>(
+                request.cast_const().cast(),
+                RequestKind::Gate,
+                "request",
+                |state| {
+                    // SAFETY: caller contract for (ptr, len) strings.
+                    let text = super::str_arg(reason, reason_len, "reason")?;
+                    *state.reason.borrow_mut() = Some(text.to_string());
+                    Ok(())
+                },
+            )
+        }
     })
 }
 
@@ -218,23 +286,33 @@ pub extern "C" fn astrid_gate_request_set_reason(
 /// later, from any thread, with `astrid_gate_ticket_resolve` (or drops with
 /// `astrid_gate_ticket_free`, a denial); the callback then returns
 /// `ASTRID_PENDING`. The waiting call stays cancellable and is still bounded
-/// by the gate deadline. Only valid inside the gate callback that received
-/// `request`; a second defer replaces the first ticket (which then only
-/// denies). Errors: `ASTRID_E_INVALID_ARGUMENT`.
+/// by the gate deadline. A second defer replaces the first ticket (which
+/// then only denies). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
+/// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
 #[no_mangle]
 pub extern "C" fn astrid_gate_request_defer(
     request: *mut astrid_gate_request_t,
     out_ticket: *mut *mut astrid_gate_ticket_t,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        let scratch = scratch(request)?;
+    guard(err, || {
         non_null(out_ticket, "out_ticket")?;
-        let ticket = scratch.deferral.ticket();
-        let id = TICKETS.insert(ticket.clone());
-        *scratch.ticket.borrow_mut() = Some(ticket);
-        // SAFETY: non-NULL, writable out-parameter.
-        unsafe { *out_ticket = id as *mut astrid_gate_ticket_t };
-        Ok(())
+        // SAFETY: gate request handles are registered with a GateState.
+        unsafe {
+            on_request::<GateState<'_>, _>(
+                request.cast_const().cast(),
+                RequestKind::Gate,
+                "request",
+                |state| {
+                    let ticket = state.deferral.ticket();
+                    let id = TICKETS.insert(ticket.clone());
+                    *state.ticket.borrow_mut() = Some(ticket);
+                    // SAFETY: non-NULL, writable out-parameter.
+                    *out_ticket = id as *mut astrid_gate_ticket_t;
+                    Ok(())
+                },
+            )
+        }
     })
 }
 
@@ -247,11 +325,12 @@ pub extern "C" fn astrid_gate_request_defer(
 #[no_mangle]
 pub extern "C" fn astrid_gate_ticket_resolve(
     ticket: *mut astrid_gate_ticket_t,
-    verdict: u32,
+    verdict: astrid_verdict_t,
     reason: *const libc::c_char,
     reason_len: usize,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
+    guard(err, || {
         non_null(ticket, "ticket")?;
         let entry = TICKETS
             .remove(ticket as usize)

@@ -11,17 +11,22 @@ use crate::bus::{Attribution, Delivery, HostSubscription};
 use once_cell::sync::Lazy;
 use std::sync::Arc;
 
+/// Who a message speaks for (`astrid_message_t.attribution`): an
+/// `ASTRID_ATTRIBUTION_*` value.
+pub type astrid_attribution_t = u32;
+
 /// `astrid_message_t.attribution`: published by the embedder without a
 /// principal, or by a capsule acting for no principal.
-pub const ASTRID_ATTRIBUTION_SYSTEM: u32 = 0;
+pub const ASTRID_ATTRIBUTION_SYSTEM: astrid_attribution_t = 0;
 /// `astrid_message_t.attribution`: the principal is vouched for by the host.
-pub const ASTRID_ATTRIBUTION_VERIFIED: u32 = 1;
+pub const ASTRID_ATTRIBUTION_VERIFIED: astrid_attribution_t = 1;
 /// `astrid_message_t.attribution`: a capsule with `uplink` named the
 /// principal itself; the host never upgrades it to verified.
-pub const ASTRID_ATTRIBUTION_CLAIMED: u32 = 2;
+pub const ASTRID_ATTRIBUTION_CLAIMED: astrid_attribution_t = 2;
 
-/// A host subscription to a topic pattern. Opaque; free with
-/// `astrid_subscription_free`.
+/// A host subscription to a topic pattern. An opaque registry handle; free
+/// it with `astrid_subscription_free` (freeing it again, or after the
+/// runtime was freed, is harmless).
 pub struct astrid_subscription_t {
     _private: [u8; 0],
 }
@@ -43,7 +48,7 @@ pub struct astrid_message_t {
     pub source_id: *const libc::c_char,
     pub source_id_len: usize,
     /// `ASTRID_ATTRIBUTION_*`.
-    pub attribution: u32,
+    pub attribution: astrid_attribution_t,
     /// The principal for verified and claimed messages; `(NULL, 0)` for system.
     pub principal: *const libc::c_char,
     pub principal_len: usize,

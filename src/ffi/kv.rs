@@ -1,23 +1,28 @@
 //! An embedder's KV backend over C: a size-prefixed table of callbacks that
 //! serves `astrid:kv` for every capsule of a runtime.
 
+use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
 use super::{astrid_status_t, guard, install_or_disarm, sized_struct, view, Callback};
 use crate::kv::{KvError, KvStore, Namespace};
 use std::sync::Arc;
 
+/// What a KV backend callback returns: an `ASTRID_KV_*` code (0 = success,
+/// positive = a failure the guest sees). Unknown codes count as `ASTRID_KV_IO`.
+pub type astrid_kv_status_t = i32;
+
 /// Backend result: success.
-pub const ASTRID_KV_OK: i32 = 0;
+pub const ASTRID_KV_OK: astrid_kv_status_t = 0;
 /// `get`: the key has no value (the guest reads `none`).
-pub const ASTRID_KV_NOT_FOUND: i32 = 1;
+pub const ASTRID_KV_NOT_FOUND: astrid_kv_status_t = 1;
 /// `cas`: the current value is not the expected one (guest: `cas-mismatch`).
-pub const ASTRID_KV_CAS_MISMATCH: i32 = 2;
+pub const ASTRID_KV_CAS_MISMATCH: astrid_kv_status_t = 2;
 /// The namespace's storage budget is exhausted (guest: `quota`).
-pub const ASTRID_KV_QUOTA: i32 = 3;
+pub const ASTRID_KV_QUOTA: astrid_kv_status_t = 3;
 /// Too large for the backend (guest: `too-large`).
-pub const ASTRID_KV_TOO_LARGE: i32 = 4;
+pub const ASTRID_KV_TOO_LARGE: astrid_kv_status_t = 4;
 /// Any other failure (guest: `unknown("storage failed")`). Unknown codes count as this.
-pub const ASTRID_KV_IO: i32 = 5;
+pub const ASTRID_KV_IO: astrid_kv_status_t = 5;
 
 /// Whose keys: the data scope (the call's principal, else the capsule's
 /// owner, else `system`) and the capsule's id. Borrowed for the callback;
@@ -67,7 +72,7 @@ pub struct astrid_kv_ops_t {
             key_len: usize,
             sink: astrid_kv_value_sink_fn,
             sink_ctx: *mut libc::c_void,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
     /// Stores `value` under `key` (insert or replace).
     pub set: Option<
@@ -78,7 +83,7 @@ pub struct astrid_kv_ops_t {
             key_len: usize,
             value: *const u8,
             value_len: usize,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
     /// Removes `key`; a missing key is OK.
     pub remove: Option<
@@ -87,7 +92,7 @@ pub struct astrid_kv_ops_t {
             ns: *const astrid_kv_namespace_t,
             key: *const libc::c_char,
             key_len: usize,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
     /// Passes, in bytewise order, the keys starting with `prefix` that sort
     /// after `after` (`(NULL, 0)`: from the first), at most `limit` of them,
@@ -103,7 +108,7 @@ pub struct astrid_kv_ops_t {
             limit: u32,
             sink: astrid_kv_key_sink_fn,
             sink_ctx: *mut libc::c_void,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
     /// Removes every key starting with `prefix` (all keys of the namespace
     /// for an empty prefix) and writes how many to `*out_count`.
@@ -114,7 +119,7 @@ pub struct astrid_kv_ops_t {
             prefix: *const libc::c_char,
             prefix_len: usize,
             out_count: *mut u64,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
     /// Atomically: if the current value of `key` equals `expected`
     /// (`has_expected` = 0: if the key is absent), stores `value` and returns
@@ -130,11 +135,11 @@ pub struct astrid_kv_ops_t {
             expected_len: usize,
             value: *const u8,
             value_len: usize,
-        ) -> i32,
+        ) -> astrid_kv_status_t,
     >,
 }
 
-fn status(code: i32) -> Result<(), KvError> {
+fn status(code: astrid_kv_status_t) -> Result<(), KvError> {
     match code {
         ASTRID_KV_OK => Ok(()),
         ASTRID_KV_CAS_MISMATCH => Err(KvError::CasMismatch),
@@ -367,8 +372,9 @@ pub extern "C" fn astrid_runtime_set_kv(
     ops: *const astrid_kv_ops_t,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
+    guard(err, || {
         let runtime = runtime_from(rt)?;
         // SAFETY: NULL or a readable size-prefixed table.
         let Some(ops) = (unsafe { sized_struct(ops, "ops")? }) else {

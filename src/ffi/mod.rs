@@ -1,12 +1,14 @@
 //! The C API. Every `unsafe` block and `extern "C"` function of the library
-//! lives under this module, one file per header area. Each exported function
-//! runs inside [`guard`], which contains panics, checks pointers and
-//! converts errors into `astrid_error_t` objects.
+//! lives under this module, one file per header section (`build.rs` lists
+//! them in header order). Each exported function runs inside [`guard`],
+//! which contains panics, checks pointers and converts errors into
+//! `astrid_error_t` objects.
 
 // C names for C types; entry points take raw pointers whose validity is the
 // C caller's documented contract, so they are `extern "C" fn`, not `unsafe fn`.
 #![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod call;
 pub mod capsule;
 pub mod errors;
 pub mod gate;
@@ -18,52 +20,19 @@ pub mod vfs;
 
 use crate::error::{Code, Error, Result};
 use errors::astrid_error_t;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// Status returned by every fallible function: `ASTRID_OK` (0) or a negative
-/// `ASTRID_E_*` code. Codes are stable and never renumbered.
-pub type astrid_status_t = i32;
-
-/// Success.
-pub const ASTRID_OK: astrid_status_t = 0;
-/// NULL where not allowed, bad length, bad flag, struct `size` too small.
-pub const ASTRID_E_INVALID_ARGUMENT: astrid_status_t = -1;
-/// A string argument is not valid UTF-8.
-pub const ASTRID_E_UTF8: astrid_status_t = -2;
-/// Capsule.toml missing, unparsable, or with unknown / invalid fields (the message names field and line).
-pub const ASTRID_E_MANIFEST: astrid_status_t = -3;
-/// The bytes are not a valid WebAssembly component.
-pub const ASTRID_E_COMPILE: astrid_status_t = -4;
-/// The component imports an interface or version the runtime does not serve (the message names it).
-pub const ASTRID_E_LINK: astrid_status_t = -5;
-/// File, capsule or export not found.
-pub const ASTRID_E_NOT_FOUND: astrid_status_t = -6;
-/// Refused by policy (manifest or gate).
-pub const ASTRID_E_DENIED: astrid_status_t = -7;
-/// A call ran past its wall-clock deadline.
-pub const ASTRID_E_TIMEOUT: astrid_status_t = -8;
-/// The call was cancelled or the capsule unloaded while it ran.
-pub const ASTRID_E_CANCELLED: astrid_status_t = -9;
-/// A call exhausted its fuel (instruction budget).
-pub const ASTRID_E_OUT_OF_FUEL: astrid_status_t = -10;
-/// A memory or table ceiling was hit, or the runtime's instance pool is full.
-pub const ASTRID_E_RESOURCE_LIMIT: astrid_status_t = -11;
-/// The guest trapped; the message carries the wasm backtrace.
-pub const ASTRID_E_TRAP: astrid_status_t = -12;
-/// The runtime or capsule has already been shut down / unloaded / freed.
-pub const ASTRID_E_CLOSED: astrid_status_t = -13;
-/// A blocking API call was made from inside an astrid callback.
-pub const ASTRID_E_REENTRANT: astrid_status_t = -14;
-/// Host I/O failure.
-pub const ASTRID_E_IO: astrid_status_t = -15;
-/// A Rust panic was caught at the boundary (a bug: please report it).
-pub const ASTRID_E_PANIC: astrid_status_t = -16;
-/// Anything else.
-pub const ASTRID_E_INTERNAL: astrid_status_t = -17;
+pub use errors::{
+    astrid_status_t, ASTRID_E_CANCELLED, ASTRID_E_CLOSED, ASTRID_E_COMPILE, ASTRID_E_DENIED,
+    ASTRID_E_INTERNAL, ASTRID_E_INVALID_ARGUMENT, ASTRID_E_IO, ASTRID_E_LINK, ASTRID_E_MANIFEST,
+    ASTRID_E_NOT_FOUND, ASTRID_E_OUT_OF_FUEL, ASTRID_E_PANIC, ASTRID_E_REENTRANT,
+    ASTRID_E_RESOURCE_LIMIT, ASTRID_E_TIMEOUT, ASTRID_E_TRAP, ASTRID_E_UTF8, ASTRID_OK,
+};
 
 /// Pass as a string length to mean "NUL-terminated: measure it".
 pub const ASTRID_NTS: usize = usize::MAX;
@@ -338,6 +307,143 @@ pub(crate) fn opt_view(s: Option<&str>) -> (*const libc::c_char, usize) {
     s.map_or((std::ptr::null(), 0), view)
 }
 
+/// Writes `value` into the caller's size-prefixed output struct: at most
+/// the caller's `size` bytes of it (fields are only ever appended, so a
+/// caller built against an older header, with a smaller struct, gets the
+/// fields it knows), then sets `size` to the number of bytes written.
+/// A `size` below `min_size` (the struct's first published size) is
+/// `ASTRID_E_INVALID_ARGUMENT`, and nothing is written.
+///
+/// # Safety
+/// `out` must be NULL or point to a writable struct of at least its `size`
+/// bytes whose first field is `size_t size`; `T` must be plain data.
+pub(crate) unsafe fn write_sized<T: Copy>(
+    out: *mut T,
+    value: T,
+    min_size: usize,
+    what: &str,
+) -> Result<()> {
+    non_null(out, what)?;
+    // SAFETY: the first field of every size-prefixed struct is a size_t.
+    let size = unsafe { out.cast::<usize>().read() };
+    if size < min_size {
+        return Err(Error::invalid_argument(format!(
+            "`{what}->size` is {size}, smaller than this struct's {min_size} bytes (set it with sizeof before the call)"
+        )));
+    }
+    let written = size.min(std::mem::size_of::<T>());
+    // SAFETY: the caller's struct has `size` >= `written` writable bytes;
+    // `value` has `size_of::<T>()` >= `written` readable ones (an untyped copy).
+    unsafe {
+        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), out.cast::<u8>(), written);
+        out.cast::<usize>().write(written);
+    }
+    Ok(())
+}
+
+/// The kinds of callback request handles: `astrid_gate_request_t`,
+/// `astrid_accept_request_t` and `astrid_secret_request_t`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RequestKind {
+    Gate,
+    Accept,
+    Secret,
+}
+
+/// One live callback request on this thread: its handle (a unique id, never
+/// reused), the address of its state and its kind.
+#[derive(Clone, Copy)]
+struct LiveRequest {
+    id: usize,
+    state: usize,
+    kind: RequestKind,
+}
+
+thread_local! {
+    /// The callback requests live on this thread: one per callback running
+    /// on it, innermost last (callbacks may nest). A request handle is only
+    /// ever resolved through this list, so it works on the thread running
+    /// its callback while that callback runs, and is refused everywhere
+    /// else (another thread, or after the callback returned) without
+    /// anything being read through it.
+    static LIVE_REQUESTS: RefCell<Vec<LiveRequest>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `call` with a handle to `state`: a request of `kind` that the
+/// request accessors resolve on this thread until `call` returns (or
+/// unwinds), and nowhere else.
+pub(crate) fn with_request<S, R>(
+    state: &S,
+    kind: RequestKind,
+    call: impl FnOnce(*mut libc::c_void) -> R,
+) -> R {
+    /// Unregisters the request when the callback is over, unwinding included.
+    struct Registered(usize);
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            let _ = LIVE_REQUESTS.try_with(|live| {
+                let mut live = live.borrow_mut();
+                if let Some(at) = live.iter().rposition(|r| r.id == self.0) {
+                    live.remove(at);
+                }
+            });
+        }
+    }
+    let id = NEXT_HANDLE.fetch_add(16, Ordering::Relaxed);
+    let entry = LiveRequest {
+        id,
+        state: (state as *const S) as usize,
+        kind,
+    };
+    // Unregistered (the thread is exiting), the handle is simply refused.
+    let registered = LIVE_REQUESTS
+        .try_with(|live| live.borrow_mut().push(entry))
+        .is_ok();
+    let _registered = if registered {
+        Some(Registered(id))
+    } else {
+        None
+    };
+    call(id as *mut libc::c_void)
+}
+
+/// Runs `body` on the state behind `handle`, a request of `kind` live on
+/// this thread. NULL is `ASTRID_E_INVALID_ARGUMENT`; a handle that is not
+/// live here (its callback returned, it belongs to a callback on another
+/// thread, or it was never a request) is `ASTRID_E_CLOSED`.
+///
+/// # Safety
+/// `S` must be the state type that [`with_request`] registers for `kind`.
+pub(crate) unsafe fn on_request<S, R>(
+    handle: *const libc::c_void,
+    kind: RequestKind,
+    what: &str,
+    body: impl FnOnce(&S) -> Result<R>,
+) -> Result<R> {
+    non_null(handle, what)?;
+    let id = handle as usize;
+    let found = LIVE_REQUESTS
+        .try_with(|live| live.borrow().iter().rev().find(|r| r.id == id).copied())
+        .ok()
+        .flatten();
+    match found {
+        Some(live) if live.kind == kind => {
+            // SAFETY: registered by `with_request` for a state of type `S`
+            // (the kind says which), on this thread, and unregistered before
+            // that state goes away: it is alive for this whole call.
+            body(unsafe { &*(live.state as *const S) })
+        }
+        Some(live) => Err(Error::invalid_argument(format!(
+            "`{what}` is a {:?} request, not a {kind:?} request",
+            live.kind
+        ))),
+        None => Err(Error::closed(format!(
+            "`{what}` is not a live request on this thread: a callback request may only be used \
+             on the thread running its callback, until the callback returns"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +472,78 @@ mod tests {
         for (status, code) in pairs {
             assert_eq!(status, code as i32, "{code:?}");
         }
+    }
+
+    #[test]
+    fn request_handles_live_only_on_their_thread_during_the_call() {
+        fn read(handle: *const libc::c_void, kind: RequestKind) -> std::result::Result<u32, i32> {
+            // SAFETY: every handle of this test is registered with a u32 state.
+            unsafe { on_request::<u32, _>(handle, kind, "request", |s| Ok(*s)) }
+                .map_err(|e| e.code() as i32)
+        }
+        let state = 7u32;
+        let mut seen = None;
+        let handle = with_request(&state, RequestKind::Gate, |handle| {
+            seen = Some(read(handle, RequestKind::Gate));
+            assert_eq!(
+                read(handle, RequestKind::Accept),
+                Err(ASTRID_E_INVALID_ARGUMENT)
+            );
+            let addr = handle as usize;
+            let elsewhere =
+                std::thread::spawn(move || read(addr as *const libc::c_void, RequestKind::Gate))
+                    .join()
+                    .unwrap();
+            assert_eq!(elsewhere, Err(ASTRID_E_CLOSED));
+            addr
+        });
+        assert_eq!(seen, Some(Ok(7)));
+        assert_eq!(
+            read(handle as *const libc::c_void, RequestKind::Gate),
+            Err(ASTRID_E_CLOSED)
+        );
+        assert_eq!(
+            read(std::ptr::null(), RequestKind::Gate),
+            Err(ASTRID_E_INVALID_ARGUMENT)
+        );
+    }
+
+    #[test]
+    fn write_sized_writes_what_the_caller_has_room_for() {
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct Out {
+            size: usize,
+            a: u64,
+            b: u64,
+        }
+        let value = Out {
+            size: std::mem::size_of::<Out>(),
+            a: 1,
+            b: 2,
+        };
+        // A caller built when the struct ended after `a`.
+        let mut older = Out {
+            size: 16,
+            a: 0,
+            b: 99,
+        };
+        unsafe { write_sized(&mut older, value, 16, "out") }.unwrap();
+        assert_eq!((older.size, older.a, older.b), (16, 1, 99));
+        let mut newer = Out {
+            size: 64,
+            a: 0,
+            b: 0,
+        };
+        unsafe { write_sized(&mut newer, value, 16, "out") }.unwrap();
+        assert_eq!((newer.size, newer.a, newer.b), (24, 1, 2));
+        let mut small = Out {
+            size: 8,
+            a: 0,
+            b: 0,
+        };
+        let e = unsafe { write_sized(&mut small, value, 16, "out") }.unwrap_err();
+        assert_eq!(e.code() as i32, ASTRID_E_INVALID_ARGUMENT);
+        assert_eq!((small.size, small.a), (8, 0));
     }
 }

@@ -2,13 +2,13 @@
 //! capsule's unix listener (host ABI §2.6), and the runtime flags that
 //! widen binds and enable `wasi:sockets`.
 
-use super::gate::ASTRID_ALLOW;
+use super::errors::astrid_error_t;
+use super::gate::{astrid_verdict_t, ASTRID_ALLOW};
 use super::runtime::{
     astrid_finalizer_fn, astrid_runtime_t, install_hook, ASTRID_RUNTIME_ALLOW_ANY_BIND,
     ASTRID_RUNTIME_ALLOW_LOOPBACK, ASTRID_RUNTIME_WASI_SOCKETS,
 };
-use super::{astrid_status_t, guard, non_null, view};
-use crate::error::Result;
+use super::{astrid_status_t, guard, on_request, view, with_request, write_sized, RequestKind};
 use crate::gate::{AcceptRequest, AcceptVerdict, AcceptVerifier};
 use crate::runtime::{Runtime, FLAG_ALLOW_ANY_BIND, FLAG_ALLOW_LOOPBACK, FLAG_WASI_SOCKETS};
 use std::cell::RefCell;
@@ -20,21 +20,38 @@ const _: () = assert!(
         && ASTRID_RUNTIME_WASI_SOCKETS == FLAG_WASI_SOCKETS
 );
 
-/// A local peer connecting to a capsule's unix listener, borrowed for the
-/// duration of the verifier callback. It already passed the OS check (same
-/// user id as this process). `capsule` is UTF-8, not NUL-terminated.
-/// `private_` is the library's.
-#[repr(C)]
+/// A local peer connecting to a capsule's unix listener: an opaque callback
+/// request handle. It already passed the OS check (same user id as this
+/// process). Read it with `astrid_accept_request_info`; name the peer's
+/// principal with `astrid_accept_request_set_principal`. Thread rule: it is
+/// valid only on the thread running the verifier callback that received it,
+/// and only until that callback returns; anywhere else (another thread, or
+/// later) every function refuses it with `ASTRID_E_CLOSED` and reads
+/// nothing through it.
 pub struct astrid_accept_request_t {
+    _private: [u8; 0],
+}
+
+/// Who is connecting, filled by `astrid_accept_request_info`. Size-prefixed:
+/// set `size = sizeof(astrid_accept_request_info_t)` before the call.
+/// `capsule` is UTF-8, NOT NUL-terminated, borrowed until the callback
+/// returns.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct astrid_accept_request_info_t {
     pub size: usize,
+    /// The accepting capsule's name.
     pub capsule: *const libc::c_char,
     pub capsule_len: usize,
     /// The peer's process id, or -1 when the OS did not report it.
     pub pid: i64,
     pub uid: u32,
     pub gid: u32,
-    pub private_: *mut libc::c_void,
 }
+
+/// The first published size of `astrid_accept_request_info_t`: the
+/// smallest `size` a caller may pass (freeze it when fields are appended).
+const ACCEPT_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_accept_request_info_t>();
 
 /// The accept verifier: returns `ASTRID_ALLOW` to hand the connection to
 /// the capsule (optionally naming its verified principal with
@@ -42,14 +59,17 @@ pub struct astrid_accept_request_t {
 /// connection before the guest sees it. Runs on the thread of the guest
 /// call that accepts, so it must answer quickly and must not call blocking
 /// astrid functions. A panic or abort-free failure inside is a refusal.
+/// `request` is valid on this thread until the callback returns.
 pub type astrid_accept_verifier_fn = Option<
     unsafe extern "C" fn(
         user_data: *mut libc::c_void,
         request: *mut astrid_accept_request_t,
-    ) -> u32,
+    ) -> astrid_verdict_t,
 >;
 
-struct Scratch {
+/// What the library keeps for an accept request while its callback runs.
+struct AcceptState {
+    info: astrid_accept_request_info_t,
     principal: RefCell<Option<String>>,
 }
 
@@ -65,34 +85,37 @@ pub extern "C" fn astrid_runtime_set_accept_verifier(
     verifier_fn: astrid_accept_verifier_fn,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     install_hook(
         rt,
         verifier_fn,
         user_data,
         finalizer,
+        err,
         Runtime::set_accept_verifier,
         |callback| -> AcceptVerifier {
             Arc::new(move |request: &AcceptRequest<'_>| {
-                let scratch = Scratch {
+                let (capsule, capsule_len) = view(request.capsule);
+                let state = AcceptState {
+                    info: astrid_accept_request_info_t {
+                        size: std::mem::size_of::<astrid_accept_request_info_t>(),
+                        capsule,
+                        capsule_len,
+                        pid: request.pid.map_or(-1, i64::from),
+                        uid: request.uid,
+                        gid: request.gid,
+                    },
                     principal: RefCell::new(None),
                 };
-                let (capsule, capsule_len) = view(request.capsule);
-                let mut c_request = astrid_accept_request_t {
-                    size: std::mem::size_of::<astrid_accept_request_t>(),
-                    capsule,
-                    capsule_len,
-                    pid: request.pid.map_or(-1, i64::from),
-                    uid: request.uid,
-                    gid: request.gid,
-                    private_: (&scratch as *const Scratch).cast_mut().cast(),
-                };
                 // SAFETY: the embedder's function with its own user_data and a
-                // request that outlives the call.
-                let verdict = unsafe { (callback.function)(callback.user_data, &mut c_request) };
+                // request handle that is live on this thread during the call.
+                let verdict = with_request(&state, RequestKind::Accept, |handle| unsafe {
+                    (callback.function)(callback.user_data, handle.cast())
+                });
                 if verdict == ASTRID_ALLOW {
                     AcceptVerdict::Allow {
-                        principal: scratch.principal.take(),
+                        principal: state.principal.take(),
                     }
                 } else {
                     AcceptVerdict::Refuse
@@ -102,34 +125,58 @@ pub extern "C" fn astrid_runtime_set_accept_verifier(
     )
 }
 
+/// Fills `*out_info` with who is connecting (see
+/// `astrid_accept_request_info_t`; set `out_info->size` first). Errors:
+/// `ASTRID_E_INVALID_ARGUMENT` (NULL, `out_info->size` too small),
+/// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
+#[no_mangle]
+pub extern "C" fn astrid_accept_request_info(
+    request: *const astrid_accept_request_t,
+    out_info: *mut astrid_accept_request_info_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        // SAFETY: accept request handles are registered with an AcceptState.
+        let info = unsafe {
+            on_request::<AcceptState, _>(request.cast(), RequestKind::Accept, "request", |state| {
+                Ok(state.info)
+            })?
+        };
+        // SAFETY: NULL or the caller's writable size-prefixed struct.
+        unsafe { write_sized(out_info, info, ACCEPT_INFO_MIN_SIZE, "out_info") }
+    })
+}
+
 /// Names the verified principal of the connection being accepted (copied;
-/// 1..=128 bytes of UTF-8 without control characters). The capsule reads it
-/// with `connection-principal`. Only valid inside the verifier callback
-/// that received `request`. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL, or
-/// not a valid principal), `ASTRID_E_UTF8`.
+/// 1..=128 bytes of UTF-8 without control characters; a second call
+/// replaces the first). The capsule reads it with `connection-principal`.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL, or not a valid principal),
+/// `ASTRID_E_UTF8`, `ASTRID_E_CLOSED` (not on the callback's thread, or
+/// after it returned).
 #[no_mangle]
 pub extern "C" fn astrid_accept_request_set_principal(
     request: *mut astrid_accept_request_t,
     principal: *const libc::c_char,
     principal_len: usize,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        let scratch = scratch(request)?;
-        // SAFETY: caller contract for (ptr, len) strings.
-        let text = unsafe { super::str_arg(principal, principal_len, "principal")? };
-        crate::capsule::validate_principal(text)?;
-        *scratch.principal.borrow_mut() = Some(text.to_string());
-        Ok(())
+    guard(err, || {
+        // SAFETY: accept request handles are registered with an AcceptState.
+        unsafe {
+            on_request::<AcceptState, _>(
+                request.cast_const().cast(),
+                RequestKind::Accept,
+                "request",
+                |state| {
+                    // SAFETY: caller contract for (ptr, len) strings.
+                    let text = super::str_arg(principal, principal_len, "principal")?;
+                    crate::capsule::validate_principal(text)?;
+                    *state.principal.borrow_mut() = Some(text.to_string());
+                    Ok(())
+                },
+            )
+        }
     })
-}
-
-fn scratch<'a>(request: *mut astrid_accept_request_t) -> Result<&'a Scratch> {
-    non_null(request, "request")?;
-    // SAFETY: a live request passed to the verifier by this library.
-    let private = unsafe { (*request).private_ }.cast::<Scratch>();
-    non_null(private, "request.private_")?;
-    // SAFETY: points at the Scratch of the running callback.
-    Ok(unsafe { &*private })
 }
 
 /// Assigns the socket path that `bind-unix` binds for capsules named
@@ -146,7 +193,7 @@ pub extern "C" fn astrid_runtime_assign_unix_socket(
     name_len: usize,
     path: *const libc::c_char,
     path_len: usize,
-    err: *mut *mut super::errors::astrid_error_t,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     guard(err, || {
         let runtime = super::runtime::runtime_from(rt)?;

@@ -3,8 +3,8 @@
 
 use super::errors::astrid_error_t;
 use super::{
-    astrid_status_t, guard, install_or_disarm, non_null, opt_str_arg, opt_view, view, Callback,
-    Registry,
+    astrid_status_t, guard, install_or_disarm, non_null, on_request, opt_str_arg, opt_view, view,
+    with_request, write_sized, Callback, Registry, RequestKind,
 };
 use crate::error::{Error, Result};
 use crate::runtime::{
@@ -12,48 +12,69 @@ use crate::runtime::{
     SecretRequest,
 };
 use once_cell::sync::Lazy;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Incremented on every breaking change of this header. Bindings compare it
-/// with `astrid_abi_version()` when they load the library.
-pub const ASTRID_ABI_VERSION: u32 = 1;
+/// with `astrid_abi_version()` when they load the library. Version 2: every
+/// fallible function takes `astrid_error_t **err`, constant families have
+/// typedefs, and callback requests are opaque handles with accessors.
+pub const ASTRID_ABI_VERSION: u32 = 2;
+
+/// Bits of `astrid_runtime_config_t.flags`: the `ASTRID_RUNTIME_*` flags.
+pub type astrid_runtime_flags_t = u32;
 
 /// Runtime flag: let capsules reach loopback and private addresses. The only
 /// way to open that door; no environment variable can.
-pub const ASTRID_RUNTIME_ALLOW_LOOPBACK: u32 = 1;
+pub const ASTRID_RUNTIME_ALLOW_LOOPBACK: astrid_runtime_flags_t = 1;
 /// Runtime flag: `astrid:sys` capability lookups of other capsules answer
 /// `registry-unavailable`.
-pub const ASTRID_RUNTIME_DISABLE_CAPABILITY_REGISTRY: u32 = 2;
+pub const ASTRID_RUNTIME_DISABLE_CAPABILITY_REGISTRY: astrid_runtime_flags_t = 2;
 /// Runs gate and VFS callbacks directly on the thread executing the guest
 /// instead of handing them to a worker thread: about a microsecond faster per
 /// callback, but a callback that blocks holds its call, and the gate / VFS
 /// deadline is then only checked when it returns (a late answer still counts
 /// as a denial / timeout). Use it when your callbacks never block; use a
 /// deferred verdict (`ASTRID_PENDING`) for slow decisions.
-pub const ASTRID_RUNTIME_INLINE_CALLBACKS: u32 = 4;
+pub const ASTRID_RUNTIME_INLINE_CALLBACKS: astrid_runtime_flags_t = 4;
 /// Runtime flag: `bind-tcp` and `udp-bind` may use addresses other than
 /// loopback (the manifest's `net_bind` and the gate still decide which).
-pub const ASTRID_RUNTIME_ALLOW_ANY_BIND: u32 = 8;
+pub const ASTRID_RUNTIME_ALLOW_ANY_BIND: astrid_runtime_flags_t = 8;
 /// Runtime flag: link `wasi:sockets` for real. Every connect, bind and name
 /// lookup then passes the same manifest entries (`net_connect`, `net_bind`),
 /// gate kinds and SSRF airlock as `astrid:net`, and counts against the same
 /// quotas; without the flag every WASI socket operation is `access-denied`.
-pub const ASTRID_RUNTIME_WASI_SOCKETS: u32 = 16;
+pub const ASTRID_RUNTIME_WASI_SOCKETS: astrid_runtime_flags_t = 16;
 
-/// Log levels of `astrid_log_record_t.level`.
-pub const ASTRID_LOG_TRACE: u32 = 0;
-pub const ASTRID_LOG_DEBUG: u32 = 1;
-pub const ASTRID_LOG_INFO: u32 = 2;
-pub const ASTRID_LOG_WARN: u32 = 3;
-pub const ASTRID_LOG_ERROR: u32 = 4;
+/// Level of a log line (`astrid_log_record_t.level`): an `ASTRID_LOG_*` value.
+pub type astrid_log_level_t = u32;
 
-/// Audit outcomes of `astrid_audit_event_t.outcome`.
-pub const ASTRID_AUDIT_ALLOWED: u32 = 0;
-pub const ASTRID_AUDIT_DENIED: u32 = 1;
-pub const ASTRID_AUDIT_FAILED: u32 = 2;
+/// Log level: tracing detail.
+pub const ASTRID_LOG_TRACE: astrid_log_level_t = 0;
+/// Log level: debugging detail.
+pub const ASTRID_LOG_DEBUG: astrid_log_level_t = 1;
+/// Log level: information (guest stdout is logged at this level).
+pub const ASTRID_LOG_INFO: astrid_log_level_t = 2;
+/// Log level: warning (guest stderr is logged at this level).
+pub const ASTRID_LOG_WARN: astrid_log_level_t = 3;
+/// Log level: error.
+pub const ASTRID_LOG_ERROR: astrid_log_level_t = 4;
 
-/// A runtime: engine, worker threads, epoch ticker, callbacks. Opaque.
+/// Outcome of an audited host call (`astrid_audit_event_t.outcome`): an
+/// `ASTRID_AUDIT_*` value.
+pub type astrid_audit_outcome_t = u32;
+
+/// Audit outcome: the host call was allowed and ran.
+pub const ASTRID_AUDIT_ALLOWED: astrid_audit_outcome_t = 0;
+/// Audit outcome: the manifest or the gate denied the host call.
+pub const ASTRID_AUDIT_DENIED: astrid_audit_outcome_t = 1;
+/// Audit outcome: the host call was allowed but failed.
+pub const ASTRID_AUDIT_FAILED: astrid_audit_outcome_t = 2;
+
+/// A runtime: engine, worker threads, epoch ticker, callbacks. An opaque
+/// registry handle: thread-safe, and once freed every use is refused with
+/// `ASTRID_E_CLOSED` (it is looked up, never dereferenced).
 pub struct astrid_runtime_t {
     _private: [u8; 0],
 }
@@ -91,7 +112,7 @@ pub struct astrid_runtime_config_t {
     pub cache_dir: *const libc::c_char,
     pub cache_dir_len: usize,
     /// `ASTRID_RUNTIME_*` flags; unknown bits are refused.
-    pub flags: u32,
+    pub flags: astrid_runtime_flags_t,
     /// How long unload and shutdown wait for calls in flight (ms); default 5000.
     pub unload_grace_ms: u64,
     /// How long the gate may take to answer, deferred verdicts included (ms);
@@ -160,8 +181,11 @@ pub extern "C" fn astrid_version() -> *const libc::c_char {
 /// Fills `cfg` with the defaults and sets `cfg->size`.
 /// Errors: `ASTRID_E_INVALID_ARGUMENT` when `cfg` is NULL. Thread-safe.
 #[no_mangle]
-pub extern "C" fn astrid_runtime_config_init(cfg: *mut astrid_runtime_config_t) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
+pub extern "C" fn astrid_runtime_config_init(
+    cfg: *mut astrid_runtime_config_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
         non_null(cfg, "cfg")?;
         // SAFETY: non-NULL, and the caller provides a writable struct.
         unsafe { cfg.write(default_config()) };
@@ -342,7 +366,7 @@ pub extern "C" fn astrid_runtime_free(rt: *mut astrid_runtime_t) {
 pub struct astrid_log_record_t {
     pub size: usize,
     /// `ASTRID_LOG_*`.
-    pub level: u32,
+    pub level: astrid_log_level_t,
     pub capsule: *const libc::c_char,
     pub capsule_len: usize,
     /// The call's context principal; NULL when there is none.
@@ -375,12 +399,14 @@ pub extern "C" fn astrid_runtime_set_log_callback(
     log_fn: astrid_log_fn,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     install_hook(
         rt,
         log_fn,
         user_data,
         finalizer,
+        err,
         Runtime::set_log_sink,
         |callback| -> LogSink {
             Arc::new(move |record: &LogRecord<'_>| {
@@ -389,7 +415,7 @@ pub extern "C" fn astrid_runtime_set_log_callback(
                 let (message, message_len) = view(record.message);
                 let c_record = astrid_log_record_t {
                     size: std::mem::size_of::<astrid_log_record_t>(),
-                    level: record.level as u32,
+                    level: record.level as astrid_log_level_t,
                     capsule,
                     capsule_len,
                     principal,
@@ -427,7 +453,7 @@ pub struct astrid_audit_event_t {
     /// Payload bytes in plus out.
     pub bytes: u64,
     /// `ASTRID_AUDIT_*`.
-    pub outcome: u32,
+    pub outcome: astrid_audit_outcome_t,
     /// Why it was denied or failed (never shown to the guest).
     pub reason: *const libc::c_char,
     pub reason_len: usize,
@@ -441,19 +467,21 @@ pub type astrid_audit_fn =
     Option<unsafe extern "C" fn(user_data: *mut libc::c_void, event: *const astrid_audit_event_t)>;
 
 /// Installs the audit callback (NULL `audit_fn` removes it). Same ownership
-/// rules as `astrid_runtime_set_log_callback`. Thread-safe.
+/// rules and errors as `astrid_runtime_set_log_callback`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn astrid_runtime_set_audit_callback(
     rt: *mut astrid_runtime_t,
     audit_fn: astrid_audit_fn,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     install_hook(
         rt,
         audit_fn,
         user_data,
         finalizer,
+        err,
         Runtime::set_audit_sink,
         |callback| -> AuditSink {
             Arc::new(move |event: &AuditEvent| {
@@ -476,7 +504,7 @@ pub extern "C" fn astrid_runtime_set_audit_callback(
                     target,
                     target_len,
                     bytes: event.bytes,
-                    outcome: event.outcome as u32,
+                    outcome: event.outcome as astrid_audit_outcome_t,
                     reason,
                     reason_len,
                     elapsed_us: event.elapsed_us,
@@ -490,16 +518,17 @@ pub extern "C" fn astrid_runtime_set_audit_callback(
 
 /// The plumbing shared by every `astrid_runtime_set_*_callback`: installs the
 /// hook `wrap` builds around the embedder's callback triple, or removes the
-/// hook when `function` is NULL.
+/// hook when `function` is NULL. Failures go to `err` (NULL or writable).
 pub(crate) fn install_hook<F: Copy, S>(
     rt: *mut astrid_runtime_t,
     function: Option<F>,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
     set: fn(&Runtime, Option<S>) -> Result<()>,
     wrap: impl FnOnce(Arc<Callback<F>>) -> S,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
+    guard(err, || {
         let runtime = runtime_from(rt)?;
         let Some(function) = function else {
             return set(&runtime, None);
@@ -521,12 +550,24 @@ impl Runtime {
     }
 }
 
-/// A request for a secret config value (an `[env]` key of type `secret`),
-/// borrowed for the duration of the callback. Strings are UTF-8, NOT
-/// NUL-terminated; `principal` is `(NULL, 0)` when the call has none.
-/// Answer with `astrid_secret_request_set_value`; `answer` is private.
-#[repr(C)]
+/// A request for a secret config value (an `[env]` key of type `secret`):
+/// an opaque callback request handle. Read it with
+/// `astrid_secret_request_info`, answer it with
+/// `astrid_secret_request_set_value`. Thread rule: it is valid only on the
+/// thread running the secret callback that received it, and only until that
+/// callback returns; anywhere else (another thread, or later) every function
+/// refuses it with `ASTRID_E_CLOSED` and reads nothing through it.
 pub struct astrid_secret_request_t {
+    _private: [u8; 0],
+}
+
+/// What a secret request asks, filled by `astrid_secret_request_info`.
+/// Size-prefixed: set `size = sizeof(astrid_secret_request_info_t)` before
+/// the call. Strings are UTF-8, NOT NUL-terminated, borrowed until the
+/// callback returns; `principal` is `(NULL, 0)` when the call has none.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct astrid_secret_request_info_t {
     pub size: usize,
     pub capsule: *const libc::c_char,
     pub capsule_len: usize,
@@ -536,15 +577,24 @@ pub struct astrid_secret_request_t {
     pub principal_len: usize,
     pub key: *const libc::c_char,
     pub key_len: usize,
-    /// Private to the library: where the answer goes.
-    pub answer: *mut libc::c_void,
+}
+
+/// The first published size of `astrid_secret_request_info_t`: the
+/// smallest `size` a caller may pass (freeze it when fields are appended).
+const SECRET_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_secret_request_info_t>();
+
+/// What the library keeps for a secret request while its callback runs.
+struct SecretState {
+    info: astrid_secret_request_info_t,
+    answer: RefCell<Option<String>>,
 }
 
 /// Secret provider callback. Runs on the thread executing the guest, possibly
 /// concurrently, on every `get-config` of a secret key (values are never
 /// cached or logged). Return `ASTRID_OK` after setting a value (or without
 /// one: the guest reads `none`); any other status makes the guest's
-/// `get-config` fail with `unknown("secret provider failed")`.
+/// `get-config` fail with `unknown("secret provider failed")`. `request` is
+/// valid on this thread until the callback returns.
 pub type astrid_secret_fn = Option<
     unsafe extern "C" fn(
         user_data: *mut libc::c_void,
@@ -553,45 +603,51 @@ pub type astrid_secret_fn = Option<
 >;
 
 /// Installs the secret provider (NULL `secret_fn` removes it). Ownership of
-/// `user_data` and `finalizer` as for `astrid_runtime_set_log_callback`.
-/// Without a provider, secret keys read as `none`.
+/// `user_data` and `finalizer`, and errors, as for
+/// `astrid_runtime_set_log_callback`. Without a provider, secret keys read
+/// as `none`.
 #[no_mangle]
 pub extern "C" fn astrid_runtime_set_secret_callback(
     rt: *mut astrid_runtime_t,
     secret_fn: astrid_secret_fn,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
     install_hook(
         rt,
         secret_fn,
         user_data,
         finalizer,
+        err,
         Runtime::set_secret_provider,
         |callback| -> SecretProvider {
             Arc::new(move |request: &SecretRequest<'_>| {
-                let mut answer: Option<String> = None;
                 let (capsule, capsule_len) = view(request.capsule);
                 let (capsule_id, capsule_id_len) = view(request.capsule_id);
                 let (principal, principal_len) = opt_view(request.principal);
                 let (key, key_len) = view(request.key);
-                let mut c_request = astrid_secret_request_t {
-                    size: std::mem::size_of::<astrid_secret_request_t>(),
-                    capsule,
-                    capsule_len,
-                    capsule_id,
-                    capsule_id_len,
-                    principal,
-                    principal_len,
-                    key,
-                    key_len,
-                    answer: (&mut answer as *mut Option<String>).cast(),
+                let state = SecretState {
+                    info: astrid_secret_request_info_t {
+                        size: std::mem::size_of::<astrid_secret_request_info_t>(),
+                        capsule,
+                        capsule_len,
+                        capsule_id,
+                        capsule_id_len,
+                        principal,
+                        principal_len,
+                        key,
+                        key_len,
+                    },
+                    answer: RefCell::new(None),
                 };
                 // SAFETY: the embedder's function with its own user_data and a
-                // request that lives for the duration of the call.
-                let status = unsafe { (callback.function)(callback.user_data, &mut c_request) };
+                // request handle that is live on this thread during the call.
+                let status = with_request(&state, RequestKind::Secret, |handle| unsafe {
+                    (callback.function)(callback.user_data, handle.cast())
+                });
                 if status == super::ASTRID_OK {
-                    Ok(answer)
+                    Ok(state.answer.take())
                 } else {
                     Err(())
                 }
@@ -600,25 +656,53 @@ pub extern "C" fn astrid_runtime_set_secret_callback(
     )
 }
 
+/// Fills `*out_info` with what `request` asks (see
+/// `astrid_secret_request_info_t`; set `out_info->size` first). Errors:
+/// `ASTRID_E_INVALID_ARGUMENT` (NULL, `out_info->size` too small),
+/// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
+#[no_mangle]
+pub extern "C" fn astrid_secret_request_info(
+    request: *const astrid_secret_request_t,
+    out_info: *mut astrid_secret_request_info_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        // SAFETY: secret request handles are registered with a SecretState.
+        let info = unsafe {
+            on_request::<SecretState, _>(request.cast(), RequestKind::Secret, "request", |state| {
+                Ok(state.info)
+            })?
+        };
+        // SAFETY: NULL or the caller's writable size-prefixed struct.
+        unsafe { write_sized(out_info, info, SECRET_INFO_MIN_SIZE, "out_info") }
+    })
+}
+
 /// Sets the answer of a secret request (copied; a second call replaces the
-/// first). Only valid inside the secret callback that received `request`.
-/// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL request or value with a
-/// length), `ASTRID_E_UTF8`.
+/// first). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL request, or NULL value
+/// with a length), `ASTRID_E_UTF8`, `ASTRID_E_CLOSED` (not on the
+/// callback's thread, or after it returned).
 #[no_mangle]
 pub extern "C" fn astrid_secret_request_set_value(
     request: *mut astrid_secret_request_t,
     value: *const libc::c_char,
     value_len: usize,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
-        non_null(request, "request")?;
-        // SAFETY: a live request passed to the callback by this library.
-        let answer = unsafe { (*request).answer }.cast::<Option<String>>();
-        non_null(answer, "request.answer")?;
-        // SAFETY: caller contract for (ptr, len) strings.
-        let text = unsafe { super::str_arg(value, value_len, "value")? };
-        // SAFETY: `answer` points at the Option the library created for this request.
-        unsafe { *answer = Some(text.to_string()) };
-        Ok(())
+    guard(err, || {
+        // SAFETY: secret request handles are registered with a SecretState.
+        unsafe {
+            on_request::<SecretState, _>(
+                request.cast_const().cast(),
+                RequestKind::Secret,
+                "request",
+                |state| {
+                    // SAFETY: caller contract for (ptr, len) strings.
+                    let text = super::str_arg(value, value_len, "value")?;
+                    *state.answer.borrow_mut() = Some(text.to_string());
+                    Ok(())
+                },
+            )
+        }
     })
 }

@@ -1,6 +1,7 @@
 //! Embedder VFS providers over C (c-api §5): a size-prefixed table of
 //! callbacks mounted on a runtime under a mount name (`cwd`, `home`, `tmp`).
 
+use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
 use super::{astrid_status_t, guard, install_or_disarm, sized_struct, str_arg, Callback};
 use crate::error::{Error, Result};
@@ -8,61 +9,80 @@ use crate::policy::paths::Mount;
 use crate::vfs::{DirEntry, FileKind, OpenFlags, Stat, Timestamp, Vfs, VfsError, VfsResult};
 use std::sync::Arc;
 
+/// What a VFS provider callback returns: an `ASTRID_VFS_*` code (0 =
+/// success, positive = the `astrid:fs` error the guest sees). Unknown codes
+/// count as `ASTRID_VFS_IO`.
+pub type astrid_vfs_status_t = i32;
+
 /// Provider result: success.
-pub const ASTRID_VFS_OK: i32 = 0;
+pub const ASTRID_VFS_OK: astrid_vfs_status_t = 0;
 /// Nothing at the path (guest: `not-found`).
-pub const ASTRID_VFS_NOT_FOUND: i32 = 1;
+pub const ASTRID_VFS_NOT_FOUND: astrid_vfs_status_t = 1;
 /// Permission refused, read-only storage (guest: `access`).
-pub const ASTRID_VFS_ACCESS: i32 = 2;
+pub const ASTRID_VFS_ACCESS: astrid_vfs_status_t = 2;
 /// Something already exists at the path (guest: `already-exists`).
-pub const ASTRID_VFS_ALREADY_EXISTS: i32 = 3;
+pub const ASTRID_VFS_ALREADY_EXISTS: astrid_vfs_status_t = 3;
 /// A file where a directory is needed (guest: `not-directory`).
-pub const ASTRID_VFS_NOT_DIRECTORY: i32 = 4;
+pub const ASTRID_VFS_NOT_DIRECTORY: astrid_vfs_status_t = 4;
 /// A directory where a file is needed (guest: `is-directory`).
-pub const ASTRID_VFS_IS_DIRECTORY: i32 = 5;
+pub const ASTRID_VFS_IS_DIRECTORY: astrid_vfs_status_t = 5;
 /// The directory has entries (guest: `not-empty`).
-pub const ASTRID_VFS_NOT_EMPTY: i32 = 6;
+pub const ASTRID_VFS_NOT_EMPTY: astrid_vfs_status_t = 6;
 /// The path or a link on it leaves the provider's root (guest: `boundary-escape`).
-pub const ASTRID_VFS_BOUNDARY_ESCAPE: i32 = 7;
+pub const ASTRID_VFS_BOUNDARY_ESCAPE: astrid_vfs_status_t = 7;
 /// A name the provider cannot store (guest: `invalid-path`).
-pub const ASTRID_VFS_INVALID_PATH: i32 = 8;
+pub const ASTRID_VFS_INVALID_PATH: astrid_vfs_status_t = 8;
 /// Out of space or quota (guest: `quota`).
-pub const ASTRID_VFS_QUOTA: i32 = 9;
+pub const ASTRID_VFS_QUOTA: astrid_vfs_status_t = 9;
 /// Would have to wait for a lock held elsewhere (guest: `would-block`; not retried).
-pub const ASTRID_VFS_WOULD_BLOCK: i32 = 10;
+pub const ASTRID_VFS_WOULD_BLOCK: astrid_vfs_status_t = 10;
 /// The two paths are on different devices (guest: `cross-vfs`).
-pub const ASTRID_VFS_CROSS_VFS: i32 = 11;
+pub const ASTRID_VFS_CROSS_VFS: astrid_vfs_status_t = 11;
 /// Too large for the provider (guest: `too-large`).
-pub const ASTRID_VFS_TOO_LARGE: i32 = 12;
+pub const ASTRID_VFS_TOO_LARGE: astrid_vfs_status_t = 12;
 /// Unknown or closed handle (guest: `closed`).
-pub const ASTRID_VFS_CLOSED: i32 = 13;
+pub const ASTRID_VFS_CLOSED: astrid_vfs_status_t = 13;
 /// The operation is not supported (guest: `unknown("not supported")`); the same as a NULL entry.
-pub const ASTRID_VFS_NOT_SUPPORTED: i32 = 14;
+pub const ASTRID_VFS_NOT_SUPPORTED: astrid_vfs_status_t = 14;
 /// Any other failure (guest: `unknown`, with generic text). Unknown codes count as this.
-pub const ASTRID_VFS_IO: i32 = 15;
+pub const ASTRID_VFS_IO: astrid_vfs_status_t = 15;
+
+/// Flags of a provider's `open`: `ASTRID_VFS_OPEN_*` bits.
+pub type astrid_vfs_open_flags_t = u32;
 
 /// `open` flag: readable.
-pub const ASTRID_VFS_OPEN_READ: u32 = 1;
+pub const ASTRID_VFS_OPEN_READ: astrid_vfs_open_flags_t = 1;
 /// `open` flag: writable.
-pub const ASTRID_VFS_OPEN_WRITE: u32 = 2;
+pub const ASTRID_VFS_OPEN_WRITE: astrid_vfs_open_flags_t = 2;
 /// `open` flag: create when missing.
-pub const ASTRID_VFS_OPEN_CREATE: u32 = 4;
+pub const ASTRID_VFS_OPEN_CREATE: astrid_vfs_open_flags_t = 4;
 /// `open` flag: truncate to zero length.
-pub const ASTRID_VFS_OPEN_TRUNCATE: u32 = 8;
+pub const ASTRID_VFS_OPEN_TRUNCATE: astrid_vfs_open_flags_t = 8;
 /// `open` flag: every write goes to the end.
-pub const ASTRID_VFS_OPEN_APPEND: u32 = 16;
+pub const ASTRID_VFS_OPEN_APPEND: astrid_vfs_open_flags_t = 16;
 /// `open` flag (with CREATE): fail with ALREADY_EXISTS when the file exists.
-pub const ASTRID_VFS_OPEN_EXCLUSIVE: u32 = 32;
+pub const ASTRID_VFS_OPEN_EXCLUSIVE: astrid_vfs_open_flags_t = 32;
 
-/// Entry kinds (`astrid_vfs_stat_t.kind`, read-dir entries).
-pub const ASTRID_VFS_KIND_UNKNOWN: u32 = 0;
-pub const ASTRID_VFS_KIND_REGULAR: u32 = 1;
-pub const ASTRID_VFS_KIND_DIRECTORY: u32 = 2;
-pub const ASTRID_VFS_KIND_SYMLINK: u32 = 3;
-pub const ASTRID_VFS_KIND_BLOCK_DEVICE: u32 = 4;
-pub const ASTRID_VFS_KIND_CHARACTER_DEVICE: u32 = 5;
-pub const ASTRID_VFS_KIND_FIFO: u32 = 6;
-pub const ASTRID_VFS_KIND_SOCKET: u32 = 7;
+/// Kind of a directory entry (`astrid_vfs_stat_t.kind`, read-dir entries):
+/// an `ASTRID_VFS_KIND_*` value.
+pub type astrid_vfs_kind_t = u32;
+
+/// Entry kind: unknown (or none of the others).
+pub const ASTRID_VFS_KIND_UNKNOWN: astrid_vfs_kind_t = 0;
+/// Entry kind: a regular file.
+pub const ASTRID_VFS_KIND_REGULAR: astrid_vfs_kind_t = 1;
+/// Entry kind: a directory.
+pub const ASTRID_VFS_KIND_DIRECTORY: astrid_vfs_kind_t = 2;
+/// Entry kind: a symbolic link.
+pub const ASTRID_VFS_KIND_SYMLINK: astrid_vfs_kind_t = 3;
+/// Entry kind: a block device.
+pub const ASTRID_VFS_KIND_BLOCK_DEVICE: astrid_vfs_kind_t = 4;
+/// Entry kind: a character device.
+pub const ASTRID_VFS_KIND_CHARACTER_DEVICE: astrid_vfs_kind_t = 5;
+/// Entry kind: a named pipe.
+pub const ASTRID_VFS_KIND_FIFO: astrid_vfs_kind_t = 6;
+/// Entry kind: a socket.
+pub const ASTRID_VFS_KIND_SOCKET: astrid_vfs_kind_t = 7;
 
 const _: () = assert!(
     ASTRID_VFS_OPEN_READ == OpenFlags::READ
@@ -73,12 +93,15 @@ const _: () = assert!(
         && ASTRID_VFS_OPEN_EXCLUSIVE == OpenFlags::EXCLUSIVE
 );
 
+/// Which times of `astrid_vfs_stat_t` are set (`has_times`): `ASTRID_VFS_HAS_*` bits.
+pub type astrid_vfs_time_flags_t = u32;
+
 /// `astrid_vfs_stat_t.has_times` bit: `modified_*` are set.
-pub const ASTRID_VFS_HAS_MODIFIED: u32 = 1;
+pub const ASTRID_VFS_HAS_MODIFIED: astrid_vfs_time_flags_t = 1;
 /// `astrid_vfs_stat_t.has_times` bit: `created_*` are set.
-pub const ASTRID_VFS_HAS_CREATED: u32 = 2;
+pub const ASTRID_VFS_HAS_CREATED: astrid_vfs_time_flags_t = 2;
 /// `astrid_vfs_stat_t.has_times` bit: `accessed_*` are set.
-pub const ASTRID_VFS_HAS_ACCESSED: u32 = 4;
+pub const ASTRID_VFS_HAS_ACCESSED: astrid_vfs_time_flags_t = 4;
 
 /// Metadata a provider fills in (zeroed by the library before each call).
 #[repr(C)]
@@ -86,11 +109,11 @@ pub const ASTRID_VFS_HAS_ACCESSED: u32 = 4;
 pub struct astrid_vfs_stat_t {
     pub size: u64,
     /// `ASTRID_VFS_KIND_*`.
-    pub kind: u32,
+    pub kind: astrid_vfs_kind_t,
     /// Permission bits; 0 when the provider has none.
     pub mode: u32,
     /// `ASTRID_VFS_HAS_*` bits saying which times are set.
-    pub has_times: u32,
+    pub has_times: astrid_vfs_time_flags_t,
     pub modified_nsec: u32,
     pub modified_sec: i64,
     pub created_sec: i64,
@@ -107,7 +130,7 @@ pub type astrid_vfs_dir_sink_fn = Option<
         sink: *mut libc::c_void,
         name: *const libc::c_char,
         name_len: usize,
-        kind: u32,
+        kind: astrid_vfs_kind_t,
     ) -> i32,
 >;
 
@@ -117,7 +140,7 @@ pub type astrid_vfs_path_fn = Option<
         user_data: *mut libc::c_void,
         path: *const libc::c_char,
         path_len: usize,
-    ) -> i32,
+    ) -> astrid_vfs_status_t,
 >;
 
 /// A provider operation on two paths of the mount (`rename`, `hard_link`).
@@ -128,7 +151,7 @@ pub type astrid_vfs_two_paths_fn = Option<
         src_len: usize,
         dst: *const libc::c_char,
         dst_len: usize,
-    ) -> i32,
+    ) -> astrid_vfs_status_t,
 >;
 
 /// A VFS provider: callbacks taking `user_data` first and returning an
@@ -160,7 +183,7 @@ pub struct astrid_vfs_ops_t {
             path_len: usize,
             follow: u32,
             out: *mut astrid_vfs_stat_t,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Opens `path` with `ASTRID_VFS_OPEN_*` flags; a directory is IS_DIRECTORY.
     pub open: Option<
@@ -168,9 +191,9 @@ pub struct astrid_vfs_ops_t {
             user_data: *mut libc::c_void,
             path: *const libc::c_char,
             path_len: usize,
-            flags: u32,
+            flags: astrid_vfs_open_flags_t,
             out_handle: *mut u64,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Reads up to `len` bytes at `offset` into `buf`; `*out_read` < `len` only at end of file.
     pub read_at: Option<
@@ -181,7 +204,7 @@ pub struct astrid_vfs_ops_t {
             buf: *mut u8,
             len: usize,
             out_read: *mut usize,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Writes `len` bytes at `offset` (append handles: at the end); `*out_written` > 0 on success.
     pub write_at: Option<
@@ -192,17 +215,28 @@ pub struct astrid_vfs_ops_t {
             data: *const u8,
             len: usize,
             out_written: *mut usize,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Releases a handle (the result is ignored).
-    pub close: Option<unsafe extern "C" fn(user_data: *mut libc::c_void, handle: u64) -> i32>,
+    pub close: Option<
+        unsafe extern "C" fn(user_data: *mut libc::c_void, handle: u64) -> astrid_vfs_status_t,
+    >,
     /// Flushes a handle (`data_only` = 1: data without metadata).
     pub sync: Option<
-        unsafe extern "C" fn(user_data: *mut libc::c_void, handle: u64, data_only: u32) -> i32,
+        unsafe extern "C" fn(
+            user_data: *mut libc::c_void,
+            handle: u64,
+            data_only: u32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Truncates or zero-extends a file.
-    pub set_len:
-        Option<unsafe extern "C" fn(user_data: *mut libc::c_void, handle: u64, len: u64) -> i32>,
+    pub set_len: Option<
+        unsafe extern "C" fn(
+            user_data: *mut libc::c_void,
+            handle: u64,
+            len: u64,
+        ) -> astrid_vfs_status_t,
+    >,
     /// Metadata of an open handle. Optional: without it whole-file reads
     /// read until `read_at` reports the end, with no size known up front.
     pub fstat: Option<
@@ -210,7 +244,7 @@ pub struct astrid_vfs_ops_t {
             user_data: *mut libc::c_void,
             handle: u64,
             out: *mut astrid_vfs_stat_t,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Pushes each entry of a directory (never `.` or `..`) into `sink(sink_ctx, ...)`.
     pub read_dir: Option<
@@ -220,7 +254,7 @@ pub struct astrid_vfs_ops_t {
             path_len: usize,
             sink: astrid_vfs_dir_sink_fn,
             sink_ctx: *mut libc::c_void,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
     /// Creates one directory (its parent exists; it does not).
     pub mkdir: astrid_vfs_path_fn,
@@ -243,11 +277,11 @@ pub struct astrid_vfs_ops_t {
             buf: *mut libc::c_char,
             cap: usize,
             out_len: *mut usize,
-        ) -> i32,
+        ) -> astrid_vfs_status_t,
     >,
 }
 
-fn status(code: i32) -> VfsResult<()> {
+fn status(code: astrid_vfs_status_t) -> VfsResult<()> {
     Err(match code {
         ASTRID_VFS_OK => return Ok(()),
         ASTRID_VFS_NOT_FOUND => VfsError::NotFound,
@@ -268,7 +302,7 @@ fn status(code: i32) -> VfsResult<()> {
     })
 }
 
-fn kind(code: u32) -> FileKind {
+fn kind(code: astrid_vfs_kind_t) -> FileKind {
     match code {
         ASTRID_VFS_KIND_REGULAR => FileKind::Regular,
         ASTRID_VFS_KIND_DIRECTORY => FileKind::Directory,
@@ -282,7 +316,7 @@ fn kind(code: u32) -> FileKind {
 }
 
 fn stat_from(c: &astrid_vfs_stat_t) -> Stat {
-    let time = |bit: u32, seconds: i64, nanoseconds: u32| {
+    let time = |bit: astrid_vfs_time_flags_t, seconds: i64, nanoseconds: u32| {
         (c.has_times & bit != 0 && nanoseconds < 1_000_000_000).then_some(Timestamp {
             seconds,
             nanoseconds,
@@ -343,7 +377,7 @@ unsafe extern "C" fn dir_sink(
     sink: *mut libc::c_void,
     name: *const libc::c_char,
     name_len: usize,
-    kind_code: u32,
+    kind_code: astrid_vfs_kind_t,
 ) -> i32 {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: `sink` is the closure pointer this library passed to read_dir.
@@ -566,8 +600,9 @@ pub extern "C" fn astrid_runtime_mount_vfs(
     ops: *const astrid_vfs_ops_t,
     user_data: *mut libc::c_void,
     finalizer: astrid_finalizer_fn,
+    err: *mut *mut astrid_error_t,
 ) -> astrid_status_t {
-    guard(std::ptr::null_mut(), || {
+    guard(err, || {
         let runtime = runtime_from(rt)?;
         // SAFETY: caller contract for (ptr, len) strings.
         let mount = mount_named(unsafe { str_arg(mount_name, mount_name_len, "mount_name")? })?;

@@ -5,7 +5,7 @@
 
 int main() {
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, nullptr);
     astrid_runtime_t *rt = nullptr;
     astrid_error_t *err = nullptr;
     if (astrid_runtime_new(&cfg, &rt, &err) != ASTRID_OK) {

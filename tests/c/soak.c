@@ -72,13 +72,26 @@ static void note(astrid_status_t s, astrid_error_t *e, const char *what) {
     astrid_error_free(e);
 }
 
+/* Unload and cancel through note(), with their error objects. */
+static void unload_noted(astrid_capsule_t *cap, const char *what) {
+    astrid_error_t *e = NULL;
+    astrid_status_t s = astrid_capsule_unload(cap, &e);
+    note(s, e, what);
+}
+
+static void cancel_noted(astrid_capsule_t *cap) {
+    astrid_error_t *e = NULL;
+    astrid_status_t s = astrid_capsule_cancel(cap, &e);
+    note(s, e, "cancel");
+}
+
 static void do_load(unsigned *seed) {
     static const char *names[] = {"hello", "probe", "hostile"};
     const char *name = names[rand_r(seed) % 3];
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", capsules, name);
     astrid_load_options_t opts;
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     static const astrid_config_entry_t required = {"REQUIRED", 8, "given", 5};
     opts.config = &required;
     opts.config_len = 1;
@@ -88,7 +101,7 @@ static void do_load(unsigned *seed) {
     note(s, e, "load");
     if (s != ASTRID_OK) return;
     astrid_capsule_t *old = atomic_exchange(&slots[rand_r(seed) % SLOTS], cap);
-    if (old) note(astrid_capsule_unload(old), NULL, "unload (replaced)");
+    if (old) unload_noted(old, "unload (replaced)");
 }
 
 static void do_call(unsigned *seed) {
@@ -123,15 +136,17 @@ static void *worker(void *arg) {
             do_call(&seed);
         } else if (op < 14) {
             astrid_capsule_t *cap = atomic_load(&slots[rand_r(&seed) % SLOTS]);
-            if (cap) note(astrid_capsule_cancel(cap), NULL, "cancel");
+            if (cap) cancel_noted(cap);
         } else if (op < 15) {
             astrid_capsule_t *cap = atomic_exchange(&slots[rand_r(&seed) % SLOTS], NULL);
-            if (cap) note(astrid_capsule_unload(cap), NULL, "unload");
+            if (cap) unload_noted(cap, "unload");
         } else {
             /* a handle value that was never issued */
             astrid_capsule_t *forged = (astrid_capsule_t *)(uintptr_t)(0x5000000u + rand_r(&seed));
-            astrid_status_t s = astrid_capsule_cancel(forged);
-            if (s != ASTRID_E_CLOSED) atomic_fetch_add(&bad_status, 1);
+            astrid_error_t *fe = NULL;
+            astrid_status_t s = astrid_capsule_cancel(forged, &fe);
+            if (s != ASTRID_E_CLOSED || astrid_error_code(fe) != ASTRID_E_CLOSED) atomic_fetch_add(&bad_status, 1);
+            astrid_error_free(fe);
         }
         atomic_fetch_add(&ops, 1);
     }
@@ -159,7 +174,7 @@ int main(int argc, char **argv) {
     if (threads < 1 || threads > 64) threads = 8;
 
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.timeout_ms = 200;
     cfg.unload_grace_ms = 500;
     astrid_error_t *e = NULL;
@@ -178,7 +193,7 @@ int main(int argc, char **argv) {
     run_phase(threads, seconds);
     for (int i = 0; i < SLOTS; i++) {
         astrid_capsule_t *cap = atomic_exchange(&slots[i], NULL);
-        if (cap) note(astrid_capsule_unload(cap), NULL, "unload (end)");
+        if (cap) unload_noted(cap, "unload (end)");
     }
     long rss_end, threads_end;
     process_status(&rss_end, &threads_end);

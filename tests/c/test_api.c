@@ -1,7 +1,9 @@
 /*
  * C tests of the astrid API: argument checking (NULL, UTF-8, sizes), error
- * objects, ownership of callbacks, calls after unload / runtime free,
- * hostile guests, cancellation and concurrency from C threads.
+ * objects (every fallible function fills `err`), ownership of callbacks,
+ * calls after unload / runtime free, callback request handles (refused off
+ * their callback's thread and after it returned), hostile guests,
+ * cancellation and concurrency from C threads.
  *
  *   usage: test_api CAPSULES_DIR [lifetime]   (prints "N passed, N failed")
  *
@@ -52,6 +54,26 @@ static const char *capsules;
         astrid_error_free(e_);                                                                     \
     } while (0)
 
+/* Checks that `call` fails with `expected` and an error object of that code
+ * whose message contains `needle`. */
+#define CHECK_ERROR(call, expected, needle)                                                        \
+    do {                                                                                           \
+        astrid_error_t *e_ = NULL;                                                                 \
+        astrid_error_t **err = &e_;                                                                \
+        astrid_status_t s_ = (call);                                                               \
+        (void)err;                                                                                 \
+        if (s_ == (expected) && e_ && astrid_error_code(e_) == s_ &&                               \
+            strstr(astrid_error_message(e_), (needle))) {                                          \
+            passed++;                                                                              \
+        } else {                                                                                   \
+            failed++;                                                                              \
+            fprintf(stderr, "FAIL %s:%d: %s -> %d (%s), expected %d with \"%s\"\n", __FILE__,     \
+                    __LINE__, #call, s_, e_ ? astrid_error_message(e_) : "no error object",       \
+                    (expected), (needle));                                                         \
+        }                                                                                          \
+        astrid_error_free(e_);                                                                     \
+    } while (0)
+
 static char *path_of(const char *name) {
     static char buf[8][1024];
     static int next;
@@ -62,7 +84,7 @@ static char *path_of(const char *name) {
 
 static astrid_runtime_t *new_runtime(uint64_t timeout_ms) {
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.timeout_ms = timeout_ms;
     cfg.unload_grace_ms = 2000;
     cfg.fuel = UINT64_C(1) << 50; /* let deadlines, not fuel, stop the loops here */
@@ -102,13 +124,14 @@ static void test_versions_and_errors(void) {
     CHECK(!astrid_result_data(NULL, NULL, NULL));
     astrid_result_free(NULL);
     astrid_runtime_free(NULL);
-    CHECK(astrid_capsule_unload(NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_unload(NULL, err), ASTRID_OK);
 }
 
 static void test_runtime_arguments(void) {
     astrid_runtime_config_t cfg;
-    CHECK(astrid_runtime_config_init(NULL) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_config_init(&cfg) == ASTRID_OK);
+    CHECK(astrid_runtime_config_init(NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_config_init(NULL, err), ASTRID_E_INVALID_ARGUMENT, "`cfg` must not be NULL");
+    CHECK_STATUS(astrid_runtime_config_init(&cfg, err), ASTRID_OK);
     CHECK(cfg.size == sizeof cfg && cfg.memory_limit_bytes == 64u << 20 && cfg.timeout_ms == 30000);
     CHECK_STATUS(astrid_runtime_new(&cfg, NULL, err), ASTRID_E_INVALID_ARGUMENT);
     astrid_runtime_t *rt = NULL;
@@ -117,16 +140,16 @@ static void test_runtime_arguments(void) {
     CHECK(astrid_runtime_new(&cfg, &rt, &e) == ASTRID_E_INVALID_ARGUMENT && rt == NULL);
     CHECK(e && strstr(astrid_error_message(e), "size") != NULL);
     astrid_error_free(e);
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.flags = 0x80;
     CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_INVALID_ARGUMENT);
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.cache_dir = "\xff\xfe";
     cfg.cache_dir_len = 2;
     CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_E_UTF8);
     CHECK(rt == NULL);
     /* A caller built against the header before fields were appended. */
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.size = offsetof(astrid_runtime_config_t, memfs_quota_bytes);
     cfg.memfs_quota_bytes = 1;  /* beyond its size: never read */
     cfg.max_instances = 0xdead; /* (if read, no runtime would fit) */
@@ -134,7 +157,7 @@ static void test_runtime_arguments(void) {
     astrid_runtime_free(rt);
     rt = NULL;
     /* The instance pool holds max_instances over all capsules. */
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.max_instances = 1;
     CHECK_STATUS(astrid_runtime_new(&cfg, &rt, err), ASTRID_OK);
     astrid_capsule_t *one = NULL, *two = NULL;
@@ -143,14 +166,24 @@ static void test_runtime_arguments(void) {
     CHECK(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &two, &full) == ASTRID_E_RESOURCE_LIMIT);
     CHECK(full && strstr(astrid_error_message(full), "max_instances") && two == NULL);
     astrid_error_free(full);
-    astrid_capsule_unload(one);
+    astrid_capsule_unload(one, NULL);
     astrid_runtime_free(rt);
     rt = NULL;
     CHECK_STATUS(astrid_runtime_new(NULL, &rt, err), ASTRID_OK);
-    CHECK(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_set_log_callback((astrid_runtime_t *)0x1234, NULL, NULL, NULL) == ASTRID_E_CLOSED);
+    CHECK(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_set_log_callback(NULL, NULL, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT,
+                "`rt` must not be NULL");
+    CHECK_ERROR(astrid_runtime_set_log_callback((astrid_runtime_t *)0x1234, NULL, NULL, NULL, err), ASTRID_E_CLOSED,
+                "already freed");
+    CHECK_STATUS(astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL, err), ASTRID_OK);
     astrid_runtime_free(rt);
-    CHECK(astrid_runtime_set_audit_callback(rt, NULL, NULL, NULL) == ASTRID_E_CLOSED);
+    CHECK_ERROR(astrid_runtime_set_audit_callback(rt, NULL, NULL, NULL, err), ASTRID_E_CLOSED, "already freed");
+    CHECK_ERROR(astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL, err), ASTRID_E_CLOSED, "already freed");
+    CHECK_ERROR(astrid_runtime_set_gate(rt, NULL, NULL, NULL, err), ASTRID_E_CLOSED, "already freed");
+    CHECK_ERROR(astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL, err), ASTRID_E_CLOSED, "already freed");
+    CHECK_ERROR(astrid_runtime_set_kv(rt, NULL, NULL, NULL, err), ASTRID_E_CLOSED, "already freed");
+    CHECK_ERROR(astrid_runtime_mount_vfs(rt, "tmp", ASTRID_NTS, NULL, NULL, NULL, err), ASTRID_E_CLOSED,
+                "already freed");
     astrid_runtime_free(rt); /* a second free of a dead handle is harmless */
 }
 
@@ -165,15 +198,15 @@ static void test_load_arguments(void) {
     CHECK_STATUS(astrid_capsule_load(rt, "/nonexistent/capsule", ASTRID_NTS, NULL, &c, err), ASTRID_E_NOT_FOUND);
     CHECK_STATUS(astrid_capsule_load(rt, path_of("bad-import"), ASTRID_NTS, NULL, &c, err), ASTRID_E_LINK);
     astrid_load_options_t opts;
-    CHECK(astrid_load_options_init(NULL) == ASTRID_E_INVALID_ARGUMENT);
-    astrid_load_options_init(&opts);
+    CHECK_ERROR(astrid_load_options_init(NULL, err), ASTRID_E_INVALID_ARGUMENT, "`opts` must not be NULL");
+    CHECK_STATUS(astrid_load_options_init(&opts, err), ASTRID_OK);
     opts.size = 4;
     CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_INVALID_ARGUMENT);
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     opts.principal = "\xff";
     opts.principal_len = 1;
     CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_UTF8);
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     opts.config_len = 3; /* NULL array with a length */
     CHECK_STATUS(astrid_capsule_load(rt, dir, ASTRID_NTS, &opts, &c, err), ASTRID_E_INVALID_ARGUMENT);
     CHECK(c == NULL);
@@ -207,7 +240,8 @@ static void test_call_arguments_and_results(void) {
     CHECK_STATUS(astrid_capsule_call(hello, "greet", ASTRID_NTS, NULL, 7, &r, err), ASTRID_E_INVALID_ARGUMENT);
     CHECK(r == NULL);
     astrid_call_options_t copts;
-    astrid_call_options_init(&copts);
+    CHECK_ERROR(astrid_call_options_init(NULL, err), ASTRID_E_INVALID_ARGUMENT, "`opts` must not be NULL");
+    CHECK_STATUS(astrid_call_options_init(&copts, err), ASTRID_OK);
     copts.size = 1;
     CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_INVALID_ARGUMENT);
 
@@ -237,7 +271,7 @@ static void test_call_arguments_and_results(void) {
     astrid_result_free(r);
     r = NULL;
 
-    astrid_call_options_init(&copts);
+    astrid_call_options_init(&copts, NULL);
     copts.principal = "dora";
     copts.principal_len = ASTRID_NTS;
     CHECK_STATUS(astrid_capsule_call_with(hello, &copts, "greet", ASTRID_NTS, payload, sizeof payload - 1, &r, err),
@@ -269,10 +303,14 @@ static void test_call_arguments_and_results(void) {
     CHECK(!astrid_capsule_has_capability(hello, "net", ASTRID_NTS));
 
     /* After unload the handle is dead, never dereferenced. */
-    CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_cancel(hello, err), ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_unload(hello, err), ASTRID_OK);
     CHECK_STATUS(astrid_capsule_call(hello, "noop", ASTRID_NTS, NULL, 0, &r, err), ASTRID_E_CLOSED);
-    CHECK(astrid_capsule_unload(hello) == ASTRID_E_CLOSED);
-    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK_ERROR(astrid_capsule_unload(hello, err), ASTRID_E_CLOSED, "already unloaded");
+    CHECK(astrid_capsule_unload(hello, NULL) == ASTRID_E_CLOSED); /* err stays optional */
+    CHECK_ERROR(astrid_capsule_cancel(hello, err), ASTRID_E_CLOSED, "capsule");
+    CHECK(astrid_capsule_cancel(hello, NULL) == ASTRID_E_CLOSED);
+    CHECK_ERROR(astrid_capsule_cancel(NULL, err), ASTRID_E_INVALID_ARGUMENT, "`capsule` must not be NULL");
     CHECK(astrid_capsule_name(hello, NULL) == NULL);
     CHECK_STATUS(astrid_capsule_call((astrid_capsule_t *)0xdeadbeef, "noop", ASTRID_NTS, NULL, 0, &r, err),
                  ASTRID_E_CLOSED);
@@ -284,11 +322,11 @@ static void test_after_runtime_free(void) {
     astrid_capsule_t *hello = load(rt, "hello");
     astrid_runtime_free(rt);
     CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
-    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK_ERROR(astrid_capsule_cancel(hello, err), ASTRID_E_CLOSED, "unloaded");
     CHECK(astrid_capsule_name(hello, NULL) == NULL);
     astrid_capsule_t *c = NULL;
     CHECK_STATUS(astrid_capsule_load(rt, path_of("hello"), ASTRID_NTS, NULL, &c, err), ASTRID_E_CLOSED);
-    CHECK(astrid_capsule_unload(hello) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_unload(hello, err), ASTRID_OK);
 }
 
 struct log_state {
@@ -331,20 +369,20 @@ static void test_callbacks(void) {
     static struct log_state first, second;
     static struct audit_state audit;
     astrid_runtime_t *rt = new_runtime(5000);
-    CHECK(astrid_runtime_set_log_callback(rt, count_log, &first, finalize) == ASTRID_OK);
-    CHECK(astrid_runtime_set_audit_callback(rt, count_audit, &audit, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_log_callback(rt, count_log, &first, finalize, err), ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_audit_callback(rt, count_audit, &audit, NULL, err), ASTRID_OK);
     astrid_capsule_t *hello = load(rt, "hello");
     astrid_error_t *e = NULL;
     CHECK(call(hello, "greet", &e) == ASTRID_OK);
     CHECK(atomic_load(&first.lines) == 2);
     /* Replacing the callback runs the old finalizer exactly once. */
-    CHECK(astrid_runtime_set_log_callback(rt, count_log, &second, finalize) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_log_callback(rt, count_log, &second, finalize, err), ASTRID_OK);
     CHECK(atomic_load(&first.finalized) == 1);
     second.target = hello;
     CHECK(call(hello, "greet", &e) == ASTRID_OK);
     CHECK(atomic_load(&second.lines) == 2 && atomic_load(&second.reentrant) == 2);
     second.target = NULL;
-    astrid_capsule_unload(hello);
+    astrid_capsule_unload(hello, NULL);
     astrid_runtime_free(rt);
     CHECK(atomic_load(&second.finalized) == 1 && atomic_load(&first.finalized) == 1);
     CHECK(atomic_load(&audit.config_calls) == 2);
@@ -376,50 +414,107 @@ static void *greet_once(void *arg) {
 static void test_unload_with_call_in_flight(void) {
     static struct held_log held;
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.unload_grace_ms = 100;
     astrid_runtime_t *rt = NULL;
     CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
-    CHECK(astrid_runtime_set_log_callback(rt, hold_log, &held, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_log_callback(rt, hold_log, &held, NULL, err), ASTRID_OK);
     astrid_capsule_t *hello = load(rt, "hello");
     /* This thread uses the handle first (the per-thread cache keeps it). */
     CHECK(astrid_capsule_name(hello, NULL) != NULL);
     pthread_t t;
     pthread_create(&t, NULL, greet_once, hello);
     while (!atomic_load(&held.entered)) usleep(1000);
-    CHECK(astrid_capsule_unload(hello) == ASTRID_OK); /* returns after the grace */
+    CHECK_STATUS(astrid_capsule_unload(hello, err), ASTRID_OK); /* returns after the grace */
     size_t len = 99;
     CHECK(astrid_capsule_name(hello, &len) == NULL && len == 99);
     CHECK(astrid_capsule_id(hello, NULL) == NULL);
-    CHECK(astrid_capsule_cancel(hello) == ASTRID_E_CLOSED);
+    CHECK_STATUS(astrid_capsule_cancel(hello, err), ASTRID_E_CLOSED);
     CHECK(!astrid_capsule_runs_loop(hello));
     CHECK(!astrid_capsule_has_capability(hello, "net", ASTRID_NTS));
     CHECK_STATUS(call(hello, "noop", err), ASTRID_E_CLOSED);
     CHECK_STATUS(astrid_capsule_wait_ready(hello, 0, err), ASTRID_E_CLOSED);
-    CHECK(astrid_capsule_unload(hello) == ASTRID_E_CLOSED);
+    CHECK_STATUS(astrid_capsule_unload(hello, err), ASTRID_E_CLOSED);
     atomic_store(&held.release, 1);
     pthread_join(t, NULL);
     CHECK(astrid_capsule_name(hello, NULL) == NULL);
     astrid_runtime_free(rt);
 }
 
+/* ---- callback request handles: accessors, and the thread rule ---- */
+
+/* What another thread got when it used a request handle it was given. */
+struct off_thread {
+    void *request;
+    int kind; /* 0 gate, 1 accept, 2 secret */
+    astrid_status_t info, set;
+    int messages_ok; /* both error objects came back, with the right code and a message */
+};
+
+static void *use_request_off_thread(void *arg) {
+    struct off_thread *o = arg;
+    astrid_error_t *e1 = NULL, *e2 = NULL;
+    if (o->kind == 0) {
+        astrid_gate_request_info_t info = {.size = sizeof info};
+        o->info = astrid_gate_request_info(o->request, &info, &e1);
+        o->set = astrid_gate_request_set_reason(o->request, "from elsewhere", ASTRID_NTS, &e2);
+    } else if (o->kind == 1) {
+        astrid_accept_request_info_t info = {.size = sizeof info};
+        o->info = astrid_accept_request_info(o->request, &info, &e1);
+        o->set = astrid_accept_request_set_principal(o->request, "mallory", ASTRID_NTS, &e2);
+    } else {
+        astrid_secret_request_info_t info = {.size = sizeof info};
+        o->info = astrid_secret_request_info(o->request, &info, &e1);
+        o->set = astrid_secret_request_set_value(o->request, "stolen", ASTRID_NTS, &e2);
+    }
+    o->messages_ok = e1 && e2 && astrid_error_code(e1) == o->info && astrid_error_code(e2) == o->set &&
+                     strstr(astrid_error_message(e1), "not a live request on this thread") &&
+                     strstr(astrid_error_message(e2), "not a live request on this thread");
+    astrid_error_free(e1);
+    astrid_error_free(e2);
+    return NULL;
+}
+
+/* Hands `request` to a new thread, which uses it while this callback runs. */
+static void try_off_thread(void *request, int kind, struct off_thread *out) {
+    out->request = request;
+    out->kind = kind;
+    pthread_t t;
+    pthread_create(&t, NULL, use_request_off_thread, out);
+    pthread_join(t, NULL);
+}
+
 static int secret_calls;
+static struct off_thread secret_off_thread;
+static astrid_secret_request_t *stale_secret_request;
+static int secret_info_ok;
 
 static astrid_status_t provide_secret(void *user_data, astrid_secret_request_t *req) {
     (void)user_data;
     secret_calls++;
-    if (req->key_len == 5 && memcmp(req->key, "TOKEN", 5) == 0)
-        return astrid_secret_request_set_value(req, "c-secret", ASTRID_NTS);
+    astrid_secret_request_info_t info = {.size = sizeof info};
+    if (astrid_secret_request_info(req, &info, NULL) != ASTRID_OK) return ASTRID_E_INTERNAL;
+    secret_info_ok = info.size == sizeof info && info.capsule_len == 5 && memcmp(info.capsule, "probe", 5) == 0 &&
+                     info.capsule_id_len == 36;
+    try_off_thread(req, 2, &secret_off_thread);
+    stale_secret_request = req;
+    if (info.key_len == 5 && memcmp(info.key, "TOKEN", 5) == 0)
+        return astrid_secret_request_set_value(req, "c-secret", ASTRID_NTS, NULL);
     return ASTRID_E_NOT_FOUND;
 }
 
 static void test_secrets(void) {
     astrid_runtime_t *rt = new_runtime(5000);
-    CHECK(astrid_secret_request_set_value(NULL, "x", 1) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_set_secret_callback(rt, provide_secret, NULL, NULL) == ASTRID_OK);
+    CHECK(astrid_secret_request_set_value(NULL, "x", 1, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_secret_request_set_value(NULL, "x", 1, err), ASTRID_E_INVALID_ARGUMENT,
+                "`request` must not be NULL");
+    /* Never a request: refused without being read. */
+    CHECK_ERROR(astrid_secret_request_set_value((astrid_secret_request_t *)(uintptr_t)0x7770, "x", 1, err),
+                ASTRID_E_CLOSED, "not a live request");
+    CHECK_STATUS(astrid_runtime_set_secret_callback(rt, provide_secret, NULL, NULL, err), ASTRID_OK);
     astrid_config_entry_t required = {"REQUIRED", ASTRID_NTS, "yes", ASTRID_NTS};
     astrid_load_options_t opts;
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     opts.config = &required;
     opts.config_len = 1;
     astrid_capsule_t *probe = NULL;
@@ -428,13 +523,23 @@ static void test_secrets(void) {
     CHECK_STATUS(astrid_capsule_call(probe, "config:TOKEN", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
     const char *data = NULL;
     CHECK(astrid_result_data(r, &data, NULL) && strcmp(data, "some:c-secret") == 0);
-    CHECK(secret_calls == 1);
+    CHECK(secret_calls == 1 && secret_info_ok);
+    /* Another thread was refused while the callback ran; the value it tried
+     * to set did not reach the guest (above: "c-secret", not "stolen"). */
+    CHECK(secret_off_thread.info == ASTRID_E_CLOSED && secret_off_thread.set == ASTRID_E_CLOSED);
+    CHECK(secret_off_thread.messages_ok);
+    /* After the callback returned, the handle is dead on every thread. */
+    astrid_secret_request_info_t late = {.size = sizeof late};
+    CHECK_ERROR(astrid_secret_request_info(stale_secret_request, &late, err), ASTRID_E_CLOSED, "not a live request");
+    CHECK_ERROR(astrid_secret_request_set_value(stale_secret_request, "late", ASTRID_NTS, err), ASTRID_E_CLOSED,
+                "not a live request");
+    CHECK(late.capsule == NULL); /* nothing written on failure */
     astrid_result_free(r);
-    CHECK(astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_secret_callback(rt, NULL, NULL, NULL, err), ASTRID_OK);
     CHECK_STATUS(astrid_capsule_call(probe, "config:TOKEN", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
     CHECK(astrid_result_data(r, &data, NULL) && strcmp(data, "none") == 0);
     astrid_result_free(r);
-    astrid_capsule_unload(probe);
+    astrid_capsule_unload(probe, NULL);
     astrid_runtime_free(rt);
 }
 
@@ -446,7 +551,7 @@ struct canceller {
 static void *cancel_later(void *arg) {
     struct canceller *c = arg;
     usleep(c->delay_ms * 1000);
-    astrid_capsule_cancel(c->capsule);
+    astrid_capsule_cancel(c->capsule, NULL);
     return NULL;
 }
 
@@ -467,7 +572,7 @@ static void test_hostile_guests(void) {
     CHECK_STATUS(call(hostile, "trap", err), ASTRID_E_TRAP);
     CHECK_STATUS(call(hostile, "panic", err), ASTRID_E_TRAP);
     CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
-    astrid_capsule_unload(hostile);
+    astrid_capsule_unload(hostile, NULL);
     astrid_runtime_free(rt);
 
     rt = new_runtime(20000);
@@ -480,7 +585,7 @@ static void test_hostile_guests(void) {
     CHECK(now_s() - t0 < 5.0);
     pthread_join(t, NULL);
     CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK); /* the cancel did not leak */
-    astrid_capsule_unload(hostile);
+    astrid_capsule_unload(hostile, NULL);
     astrid_runtime_free(rt);
 }
 
@@ -507,32 +612,55 @@ static void test_eight_threads(void) {
     for (int i = 0; i < 8; i++) pthread_create(&threads[i], NULL, call_many, hello);
     for (int i = 0; i < 8; i++) pthread_join(threads[i], NULL);
     CHECK(atomic_load(&concurrent_ok) == 160);
-    astrid_capsule_unload(hello);
+    astrid_capsule_unload(hello, NULL);
     astrid_runtime_free(rt);
 }
 
 
-/* ---- the gate over C: garbage verdicts, deferred tickets, argument errors ---- */
+/* ---- the gate over C: garbage verdicts, deferred tickets, argument errors,
+ *      the request handle and its thread rule ---- */
 
-static uint32_t gate_answer;
+static astrid_verdict_t gate_answer;
 static astrid_gate_ticket_t *_Atomic pending_ticket;
+static atomic_int gate_calls;
+static int gate_info_ok;            /* the first request read as expected */
+static struct off_thread gate_off_thread;
+static astrid_gate_request_t *stale_gate_request;
+static astrid_status_t gate_small_info; /* info with a too-small size */
 
-static uint32_t test_gate(void *user_data, astrid_gate_request_t *req) {
+static astrid_verdict_t test_gate(void *user_data, astrid_gate_request_t *req) {
     (void)user_data;
+    if (atomic_fetch_add(&gate_calls, 1) == 0) {
+        /* The first question: read it, and let another thread try it. */
+        astrid_gate_request_info_t info;
+        memset(&info, 0, sizeof info);
+        info.size = sizeof info;
+        gate_info_ok = astrid_gate_request_info(req, &info, NULL) == ASTRID_OK && info.size == sizeof info &&
+                       info.kind == ASTRID_GATE_FILE_WRITE && info.capsule_len == 7 &&
+                       memcmp(info.capsule, "fsprobe", 7) == 0 && info.path_len == strlen("cwd://ws") &&
+                       memcmp(info.path, "cwd://ws", info.path_len) == 0 && info.url == NULL && info.port == 0;
+        astrid_gate_request_info_t small = {.size = 8};
+        astrid_error_t *e = NULL;
+        gate_small_info = astrid_gate_request_info(req, &small, &e);
+        if (!e || !strstr(astrid_error_message(e), "size")) gate_small_info = 1;
+        astrid_error_free(e);
+        try_off_thread(req, 0, &gate_off_thread);
+        stale_gate_request = req;
+    }
     if (gate_answer == ASTRID_PENDING) {
         astrid_gate_ticket_t *ticket = NULL;
-        if (astrid_gate_request_defer(req, &ticket) != ASTRID_OK) return ASTRID_DENY;
+        if (astrid_gate_request_defer(req, &ticket, NULL) != ASTRID_OK) return ASTRID_DENY;
         pending_ticket = ticket;
     }
     return gate_answer;
 }
 
 static void *resolve_later(void *arg) {
-    uint32_t verdict = *(uint32_t *)arg;
+    astrid_verdict_t verdict = *(astrid_verdict_t *)arg;
     while (!pending_ticket) usleep(1000);
     astrid_gate_ticket_t *ticket = pending_ticket;
     pending_ticket = NULL;
-    astrid_gate_ticket_resolve(ticket, verdict, "decided later", ASTRID_NTS);
+    astrid_gate_ticket_resolve(ticket, verdict, "decided later", ASTRID_NTS, NULL);
     return NULL;
 }
 
@@ -553,17 +681,32 @@ static int fs_write(astrid_capsule_t *capsule, char *out, size_t cap) {
 
 static void test_gate_over_c(void) {
     astrid_runtime_t *rt = new_runtime(5000);
-    CHECK(astrid_runtime_set_gate(NULL, test_gate, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_set_gate(rt, test_gate, NULL, NULL) == ASTRID_OK);
+    CHECK(astrid_runtime_set_gate(NULL, test_gate, NULL, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_set_gate(NULL, test_gate, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT,
+                "`rt` must not be NULL");
+    CHECK_STATUS(astrid_runtime_set_gate(rt, test_gate, NULL, NULL, err), ASTRID_OK);
     astrid_capsule_t *fsprobe = load(rt, "fsprobe");
     char out[64];
     gate_answer = ASTRID_ALLOW;
     CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "ok") == 0);
+    /* The request read right on its own thread, and nowhere else. */
+    CHECK(gate_info_ok);
+    CHECK(gate_small_info == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(gate_off_thread.info == ASTRID_E_CLOSED && gate_off_thread.set == ASTRID_E_CLOSED);
+    CHECK(gate_off_thread.messages_ok);
+    astrid_gate_request_info_t late = {.size = sizeof late};
+    CHECK_ERROR(astrid_gate_request_info(stale_gate_request, &late, err), ASTRID_E_CLOSED, "not a live request");
+    CHECK(late.size == sizeof late && late.capsule == NULL); /* nothing written on failure */
+    CHECK_ERROR(astrid_gate_request_set_reason(stale_gate_request, "late", ASTRID_NTS, err), ASTRID_E_CLOSED,
+                "not a live request");
+    astrid_gate_ticket_t *never = NULL;
+    CHECK_ERROR(astrid_gate_request_defer(stale_gate_request, &never, err), ASTRID_E_CLOSED, "not a live request");
+    CHECK(never == NULL);
     gate_answer = ASTRID_DENY;
     CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "capability-denied") == 0);
     gate_answer = 77; /* not a verdict: a denial */
     CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "capability-denied") == 0);
-    uint32_t verdicts[2] = {ASTRID_ALLOW, ASTRID_DENY};
+    astrid_verdict_t verdicts[2] = {ASTRID_ALLOW, ASTRID_DENY};
     const char *expected[2] = {"ok", "capability-denied"};
     for (int i = 0; i < 2; i++) {
         gate_answer = ASTRID_PENDING;
@@ -576,25 +719,33 @@ static void test_gate_over_c(void) {
     astrid_gate_ticket_t *stale = NULL;
     gate_answer = ASTRID_PENDING;
     pthread_t t;
-    uint32_t allow = ASTRID_ALLOW;
+    astrid_verdict_t allow = ASTRID_ALLOW;
     pthread_create(&t, NULL, resolve_later, &allow);
     CHECK(fs_write(fsprobe, out, sizeof out) == 0 && strcmp(out, "ok") == 0);
     pthread_join(t, NULL);
-    CHECK(astrid_gate_ticket_resolve(stale, ASTRID_ALLOW, NULL, 0) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_gate_ticket_resolve((astrid_gate_ticket_t *)(uintptr_t)0x12340, ASTRID_ALLOW, NULL, 0) ==
-          ASTRID_E_CLOSED);
+    CHECK(astrid_gate_ticket_resolve(stale, ASTRID_ALLOW, NULL, 0, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_gate_ticket_resolve(stale, ASTRID_ALLOW, NULL, 0, err), ASTRID_E_INVALID_ARGUMENT,
+                "`ticket` must not be NULL");
+    CHECK_ERROR(astrid_gate_ticket_resolve((astrid_gate_ticket_t *)(uintptr_t)0x12340, ASTRID_ALLOW, NULL, 0, err),
+                ASTRID_E_CLOSED, "already resolved or freed");
     astrid_gate_ticket_free(NULL);
-    CHECK(astrid_gate_request_set_reason(NULL, "x", 1) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK(astrid_gate_request_set_reason(NULL, "x", 1, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_gate_request_set_reason(NULL, "x", 1, err), ASTRID_E_INVALID_ARGUMENT,
+                "`request` must not be NULL");
+    CHECK_ERROR(astrid_gate_request_info(NULL, &late, err), ASTRID_E_INVALID_ARGUMENT, "`request` must not be NULL");
     /* Mount arguments. */
     astrid_vfs_ops_t ops;
     memset(&ops, 0, sizeof ops);
     ops.size = sizeof ops;
-    CHECK(astrid_runtime_mount_vfs(rt, "nope", ASTRID_NTS, &ops, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_mount_vfs(rt, "nope", ASTRID_NTS, &ops, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT,
+                "unknown mount `nope`");
     ops.size = 8;
-    CHECK(astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, NULL, NULL) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_mount_vfs(rt, "\xff", 1, NULL, NULL, NULL) == ASTRID_E_UTF8);
-    CHECK(astrid_runtime_mount_vfs(rt, "tmp", ASTRID_NTS, NULL, NULL, NULL) == ASTRID_OK);
-    astrid_capsule_unload(fsprobe);
+    CHECK_ERROR(astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT,
+                "`ops.size` is 8");
+    CHECK_STATUS(astrid_runtime_mount_vfs(rt, "\xff", 1, NULL, NULL, NULL, err), ASTRID_E_UTF8);
+    CHECK(astrid_runtime_mount_vfs(rt, "\xff", 1, NULL, NULL, NULL, NULL) == ASTRID_E_UTF8);
+    CHECK_STATUS(astrid_runtime_mount_vfs(rt, "tmp", ASTRID_NTS, NULL, NULL, NULL, err), ASTRID_OK);
+    astrid_capsule_unload(fsprobe, NULL);
     astrid_runtime_free(rt);
 }
 
@@ -754,7 +905,7 @@ static int wait_flag(pthread_mutex_t *lock, const int *flag, int value, int seco
  * once, later, when the callback returns. */
 static void test_runtime_free_with_blocked_subscriber(void) {
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.unload_grace_ms = 200;
     astrid_runtime_t *rt = NULL;
     CHECK(astrid_runtime_new(&cfg, &rt, NULL) == ASTRID_OK);
@@ -857,7 +1008,7 @@ static void test_ipc_delivery(void) {
 
 static void test_ipc_queue_limits(void) {
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     CHECK(cfg.ipc_queue_messages == 1024 && cfg.ipc_queue_bytes == 4u << 20);
     cfg.ipc_queue_messages = 4;
     cfg.ipc_queue_bytes = 64;
@@ -1039,7 +1190,7 @@ static int kv_is(astrid_capsule_t *c, const char *action, const char *args, cons
     astrid_result_t *res = NULL;
     astrid_error_t *e = NULL;
     astrid_call_options_t opts;
-    astrid_call_options_init(&opts);
+    astrid_call_options_init(&opts, NULL);
     opts.principal = "carol";
     opts.principal_len = ASTRID_NTS;
     if (astrid_capsule_call_with(c, &opts, action, ASTRID_NTS, (const uint8_t *)args, strlen(args), &res, &e) !=
@@ -1074,10 +1225,13 @@ static void test_kv_backend(void) {
     astrid_runtime_t *rt = new_runtime(5000);
     astrid_kv_ops_t small = ops;
     small.size = 8;
-    CHECK(astrid_runtime_set_kv(rt, &small, &kv, ckv_finalize) == ASTRID_E_INVALID_ARGUMENT);
-    CHECK(astrid_runtime_set_kv(NULL, &ops, &kv, ckv_finalize) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_set_kv(rt, &small, &kv, ckv_finalize, err), ASTRID_E_INVALID_ARGUMENT,
+                "`ops.size` is 8");
+    CHECK(astrid_runtime_set_kv(NULL, &ops, &kv, ckv_finalize, NULL) == ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_set_kv(NULL, &ops, &kv, ckv_finalize, err), ASTRID_E_INVALID_ARGUMENT,
+                "`rt` must not be NULL");
     CHECK(kv.finalized == 0);
-    CHECK(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize, err), ASTRID_OK);
     astrid_capsule_t *c = load(rt, "kvprobe");
     CHECK(kv_is(c, "get", "k", "ok:none"));
     CHECK(kv_is(c, "set", "k\nvalue", "ok:ok"));
@@ -1099,12 +1253,12 @@ static void test_kv_backend(void) {
     kv.failing = 0;
     CHECK(kv_is(c, "delete", "q0000", "ok:ok"));
     /* Back to the built-in store: the backend is finalized once. */
-    CHECK(astrid_runtime_set_kv(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_kv(rt, NULL, NULL, NULL, err), ASTRID_OK);
     CHECK(kv.finalized == 1);
     CHECK(kv_is(c, "get", "q0001", "ok:none"));
-    CHECK(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_kv(rt, &ops, &kv, ckv_finalize, err), ASTRID_OK);
     CHECK(kv_is(c, "get", "q0001", "ok:some:x"));
-    astrid_capsule_unload(c);
+    astrid_capsule_unload(c, NULL);
     astrid_runtime_free(rt);
     CHECK(kv.finalized == 2);
 }
@@ -1125,7 +1279,7 @@ static void test_run_loops(void) {
     /* A loop that returns from `run` is failed, and says so. */
     astrid_config_entry_t mode = {"MODE", 4, "return", 6};
     astrid_load_options_t opts;
-    astrid_load_options_init(&opts);
+    astrid_load_options_init(&opts, NULL);
     opts.config = &mode;
     opts.config_len = 1;
     CHECK(opts.watchdog_ms == 0);
@@ -1140,31 +1294,44 @@ static void test_run_loops(void) {
     /* Unloading a loop blocked in recv returns promptly; the handle is then closed. */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CHECK(astrid_capsule_unload(service) == ASTRID_OK);
+    CHECK_STATUS(astrid_capsule_unload(service, err), ASTRID_OK);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     CHECK(t1.tv_sec - t0.tv_sec < 2);
     CHECK_STATUS(astrid_capsule_wait_ready(service, 0, err), ASTRID_E_CLOSED);
-    astrid_capsule_unload(broken);
-    astrid_capsule_unload(hello);
+    astrid_capsule_unload(broken, NULL);
+    astrid_capsule_unload(hello, NULL);
     astrid_runtime_free(rt);
 }
 
 /* ---- networking: accept verifier, unix socket path, grown option structs ---- */
 
 static atomic_int verifier_calls, verifier_finalized;
+static struct off_thread accept_off_thread;
+static astrid_accept_request_t *stale_accept_request;
+static atomic_int accept_principal_refused; /* the bad principal came back with a message */
 
-static uint32_t verify_peer(void *user_data, astrid_accept_request_t *request) {
+static astrid_verdict_t verify_peer(void *user_data, astrid_accept_request_t *request) {
     (void)user_data;
     int n = atomic_fetch_add(&verifier_calls, 1);
-    if (request->uid != (uint32_t)getuid() || request->capsule_len != 8 ||
-        memcmp(request->capsule, "netprobe", 8) != 0)
+    astrid_accept_request_info_t info = {.size = sizeof info};
+    if (astrid_accept_request_info(request, &info, NULL) != ASTRID_OK) return ASTRID_DENY;
+    if (info.uid != (uint32_t)getuid() || info.capsule_len != 8 || memcmp(info.capsule, "netprobe", 8) != 0)
         return ASTRID_DENY;
-    if (n == 0)
-        return ASTRID_DENY; /* the first peer is refused */
+    if (n == 0) {
+        /* The first peer is refused, after another thread tried the handle. */
+        try_off_thread(request, 1, &accept_off_thread);
+        stale_accept_request = request;
+        return ASTRID_DENY;
+    }
     /* A control character is not a principal; the verdict still stands. */
-    if (astrid_accept_request_set_principal(request, "bad\n", 4) != ASTRID_E_INVALID_ARGUMENT)
+    astrid_error_t *e = NULL;
+    if (astrid_accept_request_set_principal(request, "bad\n", 4, &e) != ASTRID_E_INVALID_ARGUMENT) {
+        astrid_error_free(e);
         return ASTRID_DENY;
-    astrid_accept_request_set_principal(request, "carol", ASTRID_NTS);
+    }
+    if (e && astrid_error_code(e) == ASTRID_E_INVALID_ARGUMENT) atomic_fetch_add(&accept_principal_refused, 1);
+    astrid_error_free(e);
+    astrid_accept_request_set_principal(request, "carol", ASTRID_NTS, NULL);
     return ASTRID_ALLOW;
 }
 
@@ -1228,10 +1395,10 @@ static void *hangup_client(void *arg) {
 
 static void test_accept_verifier_over_c(void) {
     astrid_runtime_t *rt = new_runtime(10000);
-    CHECK(astrid_runtime_set_accept_verifier(NULL, verify_peer, NULL, verifier_done) ==
-          ASTRID_E_INVALID_ARGUMENT);
+    CHECK_ERROR(astrid_runtime_set_accept_verifier(NULL, verify_peer, NULL, verifier_done, err),
+                ASTRID_E_INVALID_ARGUMENT, "`rt` must not be NULL");
     CHECK(atomic_load(&verifier_finalized) == 0); /* a failed install keeps user_data the caller's */
-    CHECK(astrid_runtime_set_accept_verifier(rt, verify_peer, NULL, verifier_done) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_accept_verifier(rt, verify_peer, NULL, verifier_done, err), ASTRID_OK);
 
     char path[256];
     snprintf(path, sizeof path, "/tmp/astrid-c-%d.sock", (int)getpid());
@@ -1260,6 +1427,16 @@ static void test_accept_verifier_over_c(void) {
     CHECK(client.refused_eof);
     CHECK(strcmp(client.reply, "hi") == 0);
     CHECK(atomic_load(&verifier_calls) == 2);
+    /* Another thread was refused the first request; after its callback the
+     * handle is dead everywhere; the bad principal was refused with a message. */
+    CHECK(accept_off_thread.info == ASTRID_E_CLOSED && accept_off_thread.set == ASTRID_E_CLOSED);
+    CHECK(accept_off_thread.messages_ok);
+    astrid_accept_request_info_t late = {.size = sizeof late};
+    CHECK_ERROR(astrid_accept_request_info(stale_accept_request, &late, err), ASTRID_E_CLOSED,
+                "not a live request");
+    CHECK_ERROR(astrid_accept_request_set_principal(stale_accept_request, "carol", ASTRID_NTS, err), ASTRID_E_CLOSED,
+                "not a live request");
+    CHECK(atomic_load(&accept_principal_refused) == 1);
     /* A guest writing to a peer that hung up gets an error; the embedding
      * process (which does not ignore SIGPIPE) is not killed. Several times,
      * so the write lands after the hang-up at least once. */
@@ -1272,7 +1449,7 @@ static void test_accept_verifier_over_c(void) {
         astrid_result_free(result);
         pthread_join(t, NULL);
     }
-    astrid_capsule_unload(capsule);
+    astrid_capsule_unload(capsule, NULL);
 
     /* Unassigned: bind-unix has no path to bind. */
     CHECK_STATUS(astrid_runtime_assign_unix_socket(rt, "netprobe", ASTRID_NTS, NULL, 0, err), ASTRID_OK);
@@ -1282,9 +1459,9 @@ static void test_accept_verifier_over_c(void) {
                  ASTRID_OK);
     CHECK(result && astrid_result_data(result, &data, &len) && len == strlen("address-not-available"));
     astrid_result_free(result);
-    astrid_capsule_unload(capsule);
+    astrid_capsule_unload(capsule, NULL);
 
-    CHECK(astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL) == ASTRID_OK);
+    CHECK_STATUS(astrid_runtime_set_accept_verifier(rt, NULL, NULL, NULL, err), ASTRID_OK);
     CHECK(atomic_load(&verifier_finalized) == 1); /* replaced: finalized once no call uses it */
     astrid_runtime_free(rt);
     CHECK(atomic_load(&verifier_finalized) == 1);

@@ -76,7 +76,7 @@ void run(const char *title, std::vector<Row> &rows, int rounds, const char *targ
     std::printf("  => median ratio %.3fx (target %s)\n", median(ratios), target);
 }
 
-uint32_t deny_all_c(void *, astrid_gate_request_t *) { return ASTRID_DENY; }
+astrid_verdict_t deny_all_c(void *, astrid_gate_request_t *) { return ASTRID_DENY; }
 
 } // namespace
 
@@ -121,7 +121,7 @@ int main(int argc, char **argv) {
     // Inline callbacks, so the callback cost is not hidden behind a thread hand-off.
     astrid::Runtime rt_c(astrid::RuntimeConfig().inline_callbacks());
     astrid::Runtime rt_cpp(astrid::RuntimeConfig().inline_callbacks());
-    if (astrid_runtime_set_gate(rt_c.native(), deny_all_c, nullptr, nullptr) != ASTRID_OK) return 1;
+    if (astrid_runtime_set_gate(rt_c.native(), deny_all_c, nullptr, nullptr, nullptr) != ASTRID_OK) return 1;
     rt_cpp.set_gate([](astrid::GateRequest &) { return astrid::Verdict::Deny; });
     astrid::Capsule probe_c = rt_c.load(capsules + "/fsprobe");
     astrid::Capsule probe_cpp = rt_cpp.load(capsules + "/fsprobe");

@@ -199,6 +199,20 @@ TEST(Lifetime, CloseTwiceAndUseAfterClose) {
     error_of([&] { rt.mount_vfs("cwd", std::make_shared<test::MemFs>()); }, Code::Closed);
 }
 
+// Calls that used to report a bare status (ABI 1) now carry the library's
+// message: error_of checks it is not the wrapper's fallback text.
+TEST(Lifetime, FormerlySilentCallsCarryTheLibraryMessage) {
+    astrid::Runtime rt(test::config());
+    std::string msg = error_of([&] { rt.unmount_vfs("nope"); }, Code::InvalidArgument);
+    EXPECT_NE(msg.find("unknown mount `nope`"), std::string::npos) << msg;
+    astrid::Capsule hello = rt.load(test::capsule_dir("hello"));
+    // Unloaded behind the wrapper's back: cancel is refused by the library itself.
+    ASSERT_EQ(astrid_capsule_unload(hello.native(), nullptr), ASTRID_OK);
+    msg = error_of([&] { hello.cancel(); }, Code::Closed);
+    EXPECT_NE(msg.find("capsule"), std::string::npos) << msg;
+    EXPECT_NO_THROW(hello.close()); // already unloaded: close stays quiet
+}
+
 TEST(Lifetime, CapsuleOutlivesRuntime) {
     astrid::Capsule hello;
     {

@@ -210,6 +210,39 @@ TEST(Gate, DeferredTicketsAnsweredFromAnotherThread) {
     resolver.join();
 }
 
+// The request handle is valid only on the thread running the gate callback:
+// from another thread, even while the callback waits for it, the library
+// refuses it and the wrapper throws Code::Closed with the library's message.
+TEST(Gate, RequestIsRefusedOnAnotherThread) {
+    astrid::Runtime rt(test::config());
+    std::atomic<int> refused{0}, calls{0};
+    std::string message;
+    rt.set_gate([&](astrid::GateRequest &req) {
+        if (calls++ == 0) {
+            std::thread other([&] {
+                try {
+                    req.set_reason("from another thread");
+                } catch (const astrid::Error &e) {
+                    if (e.code() == astrid::Code::Closed) refused++;
+                    message = e.what();
+                }
+                try {
+                    (void)req.defer();
+                } catch (const astrid::Error &e) {
+                    if (e.code() == astrid::Code::Closed) refused++;
+                }
+            });
+            other.join();
+        }
+        req.set_reason("on the callback's thread"); // still fine here
+        return req.kind() == astrid::GateKind::FileWrite ? Verdict::Allow : Verdict::Deny;
+    });
+    astrid::Capsule probe = rt.load(test::capsule_dir("fsprobe"));
+    EXPECT_EQ(fs(probe, "write-file", "ws\nx"), "ok ok");
+    EXPECT_EQ(refused.load(), 2);
+    EXPECT_NE(message.find("not a live request on this thread"), std::string::npos) << message;
+}
+
 TEST(Gate, ThrowingGateDeniesAndTheRuntimeKeepsServing) {
     test::Failures failures; // outlives the runtime: its close may still report (audit flush)
     astrid::Runtime rt(test::config());

@@ -38,9 +38,11 @@ static int32_t c_loop(astrid_capsule_t *capsule, const char *action, size_t acti
 // B13's C callbacks: the gate and the one-file VFS of benches/fs.rs.
 typedef struct { uint8_t *data; size_t len; } one_file_t;
 
-static uint32_t c_gate(void *ud, astrid_gate_request_t *req) {
+static astrid_verdict_t c_gate(void *ud, astrid_gate_request_t *req) {
     (void)ud;
-    if (req->kind == ASTRID_GATE_FILE_WRITE && (req->path_len < 8 || memcmp(req->path, "cwd://ws", 8) != 0))
+    astrid_gate_request_info_t info = {.size = sizeof info};
+    if (astrid_gate_request_info(req, &info, NULL) != ASTRID_OK) return ASTRID_DENY;
+    if (info.kind == ASTRID_GATE_FILE_WRITE && (info.path_len < 8 || memcmp(info.path, "cwd://ws", 8) != 0))
         return ASTRID_DENY;
     return ASTRID_ALLOW;
 }
@@ -75,11 +77,11 @@ static astrid_capsule_t *c_setup(const char *dir, uint32_t flags, size_t size) {
     memset(f->data, 7, size);
     f->len = size;
     astrid_runtime_config_t cfg;
-    astrid_runtime_config_init(&cfg);
+    astrid_runtime_config_init(&cfg, NULL);
     cfg.flags = flags;
     astrid_runtime_t *rt = NULL;
     if (astrid_runtime_new(&cfg, &rt, NULL) != ASTRID_OK) return NULL;
-    astrid_runtime_set_gate(rt, c_gate, NULL, NULL);
+    if (astrid_runtime_set_gate(rt, c_gate, NULL, NULL, NULL) != ASTRID_OK) return NULL;
     astrid_vfs_ops_t ops;
     memset(&ops, 0, sizeof ops);
     ops.size = sizeof ops;
@@ -88,7 +90,7 @@ static astrid_capsule_t *c_setup(const char *dir, uint32_t flags, size_t size) {
     ops.read_at = c_read_at;
     ops.close = c_close;
     ops.fstat = c_fstat;
-    if (astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, f, NULL) != ASTRID_OK) return NULL;
+    if (astrid_runtime_mount_vfs(rt, "cwd", ASTRID_NTS, &ops, f, NULL, NULL) != ASTRID_OK) return NULL;
     astrid_capsule_t *capsule = NULL;
     if (astrid_capsule_load(rt, dir, ASTRID_NTS, NULL, &capsule, NULL) != ASTRID_OK) return NULL;
     return capsule;

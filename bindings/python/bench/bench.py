@@ -312,7 +312,7 @@ def b11(rounds: int, batch_s: float, helper: ctypes.CDLL) -> None:
     for inline, name in ((True, C_VFS), (False, C_VFS_DEFAULT)):
         rt = astrid.Runtime(inline_callbacks=inline, fuel=1 << 50, timeout_ms=600_000)
         no_finalizer = astrid._native.FINALIZER_FN()
-        rc = rt.library.astrid_runtime_mount_vfs(rt._h, b"cwd", 3, byref(ops), None, no_finalizer)
+        rc = rt.library.astrid_runtime_mount_vfs(rt._h, b"cwd", 3, byref(ops), None, no_finalizer, None)
         assert rc == 0, rc
         fsprobe = rt.load(CAPSULES / "fsprobe")
         runtimes.append((rt, fsprobe))

@@ -45,7 +45,7 @@ def test_load_library_refuses_mismatched_abi(fake_lib: pathlib.Path) -> None:
     with pytest.raises(astrid.AbiMismatchError) as info:
         astrid.load_library(fake_lib)
     err = info.value
-    assert err.found == 999 and err.expected == 1 and err.path == str(fake_lib)
+    assert err.found == 999 and err.expected == astrid.ABI_VERSION == 2 and err.path == str(fake_lib)
     assert "ABI version 999" in str(err) and isinstance(err, ImportError)
     assert astrid.library() is before  # the working library stays in use
 
@@ -76,7 +76,7 @@ def test_library_without_every_function_of_the_header_is_refused(tmp_path: pathl
     # when loaded, not at the first call of a missing function.
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     assert cc is not None
-    (tmp_path / "old.c").write_text(FAKE.replace("999", "1"))
+    (tmp_path / "old.c").write_text(FAKE.replace("999", str(astrid.ABI_VERSION)))
     out = tmp_path / "libastrid.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(out), str(tmp_path / "old.c")], check=True)
     before = astrid.library()
@@ -89,7 +89,7 @@ def test_library_without_every_function_of_the_header_is_refused(tmp_path: pathl
 def test_explicit_path_to_the_real_library() -> None:
     real = astrid.library().path
     lib = astrid.load_library(real)
-    assert lib.abi_version() == 1
+    assert lib.abi_version() == 2
     with astrid.Runtime(library=lib) as rt:
         assert rt.library is lib
 
@@ -113,4 +113,4 @@ def test_library_next_to_the_package_is_found(tmp_path: pathlib.Path) -> None:
     code = "import astrid; print(astrid._native._current.path); print(astrid.Runtime().library.abi_version())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(tmp_path / "astrid" / "libastrid.so"), "1"]
+    assert out.stdout.split() == [str(tmp_path / "astrid" / "libastrid.so"), "2"]

@@ -7,7 +7,7 @@ import pytest
 
 
 def test_library_version_and_abi() -> None:
-    assert astrid.abi_version() == astrid.ABI_VERSION == 1
+    assert astrid.abi_version() == astrid.ABI_VERSION == 2
     assert astrid.version().count(".") >= 2
     assert astrid.library().path.endswith("libastrid.so")
 
@@ -98,6 +98,18 @@ def test_raising_secret_provider_fails_the_lookup(rt: astrid.Runtime, capsules) 
         assert probe.call("config:REQUIRED").data == "some:yes"  # still serving
     errors = rt.take_callback_errors()
     assert len(errors) == 1 and isinstance(errors[0], KeyError)
+
+
+def test_refused_secret_value_is_reported_with_the_library_message(rt: astrid.Runtime, capsules) -> None:
+    # A value that is not UTF-8: the library refuses it (astrid_secret_request_set_value
+    # now reports why), the lookup fails, and the exception carries that message.
+    rt.set_secret_provider(lambda request: b"\xff\xfe")
+    with rt.load(capsules / "probe", config={"REQUIRED": "yes"}) as probe:
+        answer = probe.call("config:TOKEN").data
+        assert answer is not None and answer.startswith("err:")
+    errors = rt.take_callback_errors()
+    assert len(errors) == 1 and isinstance(errors[0], astrid.Utf8Error)
+    assert "`value` is not valid UTF-8" in errors[0].message
 
 
 def test_cancel_from_another_thread(capsules) -> None:

@@ -124,6 +124,46 @@ def test_gate_returning_nonsense_denies_and_is_reported(rt: astrid.Runtime, fspr
     assert len(errors) == 1 and isinstance(errors[0], TypeError)
 
 
+def test_request_is_refused_on_another_thread(rt: astrid.Runtime, fsprobe: astrid.Capsule) -> None:
+    """The request handle lives only on the thread running the gate callback:
+    another thread's answer, even while the callback runs, is refused by the
+    library (ClosedError with the library's message) and changes nothing."""
+    refused: List[BaseException] = []
+
+    def gate(request: astrid.GateRequest):
+        def elsewhere() -> None:
+            try:
+                request.reason = "from another thread"
+            except BaseException as e:
+                refused.append(e)
+            try:
+                request.defer()
+            except BaseException as e:
+                refused.append(e)
+
+        t = threading.Thread(target=elsewhere)
+        t.start()
+        t.join()
+        request.reason = "on the callback's thread"  # still works here
+        return True
+
+    rt.set_gate(gate)
+    assert fs(fsprobe, "write-file", "ws\nx") == "ok:ok"
+    assert refused and len(refused) % 2 == 0
+    assert all(isinstance(e, astrid.ClosedError) and e.code == -13 for e in refused)
+    assert all("not a live request on this thread" in e.message for e in refused)
+    assert rt.callback_errors == []
+
+
+def test_ticket_errors_carry_the_library_message(rt: astrid.Runtime) -> None:
+    # A ticket handle the library never issued: refused by the library, and
+    # the exception carries its message (the call used to report a bare code).
+    ticket = astrid.GateTicket(0x12340, rt.library)
+    with pytest.raises(astrid.ClosedError) as info:
+        ticket.resolve(True)
+    assert "already resolved or freed" in info.value.message
+
+
 def test_reason_outside_the_callback_is_refused(rt: astrid.Runtime, fsprobe: astrid.Capsule) -> None:
     kept: List[astrid.GateRequest] = []
     rt.set_gate(lambda request: kept.append(request) or True)

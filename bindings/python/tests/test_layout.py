@@ -15,17 +15,17 @@ STRUCTS = {
     "astrid_config_entry_t": _native.ConfigEntry,
     "astrid_load_options_t": _native.LoadOptions,
     "astrid_call_options_t": _native.CallOptions,
-    "astrid_gate_request_t": _native.GateRequestStruct,
+    "astrid_gate_request_info_t": _native.GateRequestInfo,
     "astrid_runtime_config_t": _native.RuntimeConfig,
     "astrid_log_record_t": _native.LogRecordStruct,
     "astrid_audit_event_t": _native.AuditEventStruct,
-    "astrid_secret_request_t": _native.SecretRequestStruct,
+    "astrid_secret_request_info_t": _native.SecretRequestInfo,
     "astrid_vfs_stat_t": _native.VfsStatStruct,
     "astrid_vfs_ops_t": _native.VfsOps,
     "astrid_message_t": _native.MessageStruct,
     "astrid_kv_namespace_t": _native.KvNamespaceStruct,
     "astrid_kv_ops_t": _native.KvOps,
-    "astrid_accept_request_t": _native.AcceptRequestStruct,
+    "astrid_accept_request_info_t": _native.AcceptRequestInfo,
 }
 
 

@@ -65,10 +65,14 @@ def test_library_side_closed_handles(capsules) -> None:
     rt = astrid.Runtime()
     capsule = rt.load(capsules / "hello")
     handle = capsule._h
-    rt._lib.astrid_capsule_unload(handle)
+    assert rt._lib.astrid_capsule_unload(handle, None) == 0
     with pytest.raises(astrid.ClosedError):
         capsule.call("noop")
-    capsule.close()
+    # Formerly without an error object: now raised with the library's message.
+    with pytest.raises(astrid.ClosedError) as info:
+        capsule.cancel()
+    assert "capsule" in info.value.message and info.value.code == -13
+    capsule.close()  # already unloaded by the library: still idempotent
     rt.close()
 
 

@@ -152,7 +152,7 @@ def test_raising_verifier_refuses_and_is_reported(
     errors = net_rt.take_callback_errors()
     assert [type(e) for e in errors] == [RuntimeError, astrid.InvalidArgumentError, TypeError]
     assert str(errors[0]) == "verifier exploded"
-    assert "'bad\\ncontrol'" in str(errors[1])
+    assert "'bad\\ncontrol'" in str(errors[1]) and errors[1].code == -1
     assert "int" in str(errors[2])
 
 

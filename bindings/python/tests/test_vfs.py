@@ -103,6 +103,7 @@ def test_vfs_kept_alive_until_finalized(capsules) -> None:
 
 def test_unknown_mount_is_refused(rt: astrid.Runtime) -> None:
     base = astrid.live_callbacks()
-    with pytest.raises(astrid.InvalidArgumentError):
+    with pytest.raises(astrid.InvalidArgumentError) as info:
         rt.mount_vfs("nope", MemFs())
+    assert "unknown mount `nope`" in info.value.message  # the library's own message
     assert astrid.live_callbacks() == base  # released at once: the library never took it

@@ -27,12 +27,12 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, List, Optional, Union
+from typing import Any, List, NoReturn, Optional, Union
 
-from .errors import AbiMismatchError, LibraryNotFoundError
+from .errors import AbiMismatchError, LibraryNotFoundError, make_error
 
 #: The ABI version this binding implements (``ASTRID_ABI_VERSION`` of the header).
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: ``ASTRID_NTS``: "NUL-terminated, measure it".
 NTS = (1 << (8 * ctypes.sizeof(c_size_t))) - 1
 
@@ -77,8 +77,11 @@ class CallOptions(Structure):
     ]
 
 
-class GateRequestStruct(Structure):
-    # String fields are declared c_void_p: they are NOT NUL-terminated.
+class GateRequestInfo(Structure):
+    """``astrid_gate_request_info_t``, filled by ``astrid_gate_request_info``
+    (the request itself is an opaque handle). String fields are declared
+    c_void_p: they are NOT NUL-terminated."""
+
     _fields_ = [
         ("size", c_size_t),
         ("kind", c_uint32),
@@ -99,12 +102,12 @@ class GateRequestStruct(Structure):
         ("host_len", c_size_t),
         ("transport", c_void_p),
         ("transport_len", c_size_t),
-        ("private_", c_void_p),
     ]
 
 
-class AcceptRequestStruct(Structure):
-    """``astrid_accept_request_t`` (the capsule name is NOT NUL-terminated)."""
+class AcceptRequestInfo(Structure):
+    """``astrid_accept_request_info_t``, filled by ``astrid_accept_request_info``
+    (the capsule name is NOT NUL-terminated)."""
 
     _fields_ = [
         ("size", c_size_t),
@@ -113,7 +116,6 @@ class AcceptRequestStruct(Structure):
         ("pid", c_int64),
         ("uid", c_uint32),
         ("gid", c_uint32),
-        ("private_", c_void_p),
     ]
 
 
@@ -177,7 +179,9 @@ class AuditEventStruct(Structure):
     ]
 
 
-class SecretRequestStruct(Structure):
+class SecretRequestInfo(Structure):
+    """``astrid_secret_request_info_t``, filled by ``astrid_secret_request_info``."""
+
     _fields_ = [
         ("size", c_size_t),
         ("capsule", c_void_p),
@@ -188,7 +192,6 @@ class SecretRequestStruct(Structure):
         ("principal_len", c_size_t),
         ("key", c_void_p),
         ("key_len", c_size_t),
-        ("answer", c_void_p),
     ]
 
 
@@ -321,11 +324,11 @@ _P_SIZE = POINTER(c_size_t)
 _SIGNATURES = {
     "astrid_abi_version": (c_uint32, []),
     "astrid_version": (c_char_p, []),
-    "astrid_runtime_config_init": (c_int32, [POINTER(RuntimeConfig)]),
+    "astrid_runtime_config_init": (c_int32, [POINTER(RuntimeConfig), _P_VP]),
     "astrid_runtime_new": (c_int32, [POINTER(RuntimeConfig), _P_VP, _P_VP]),
     "astrid_runtime_free": (None, [_VP]),
-    "astrid_load_options_init": (c_int32, [POINTER(LoadOptions)]),
-    "astrid_call_options_init": (c_int32, [POINTER(CallOptions)]),
+    "astrid_load_options_init": (c_int32, [POINTER(LoadOptions), _P_VP]),
+    "astrid_call_options_init": (c_int32, [POINTER(CallOptions), _P_VP]),
     "astrid_capsule_load": (c_int32, [_VP, c_char_p, c_size_t, POINTER(LoadOptions), _P_VP, _P_VP]),
     "astrid_capsule_load_bytes": (
         c_int32,
@@ -339,8 +342,8 @@ _SIGNATURES = {
     "astrid_result_action": (c_char_p, [_VP, _P_SIZE]),
     "astrid_result_data": (c_bool, [_VP, _P_VP, _P_SIZE]),
     "astrid_result_free": (None, [_VP]),
-    "astrid_capsule_cancel": (c_int32, [_VP]),
-    "astrid_capsule_unload": (c_int32, [_VP]),
+    "astrid_capsule_cancel": (c_int32, [_VP, _P_VP]),
+    "astrid_capsule_unload": (c_int32, [_VP, _P_VP]),
     "astrid_capsule_name": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_id": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_has_capability": (c_bool, [_VP, c_char_p, c_size_t]),
@@ -349,17 +352,22 @@ _SIGNATURES = {
     "astrid_error_code": (c_int32, [_VP]),
     "astrid_error_message": (c_char_p, [_VP]),
     "astrid_error_free": (None, [_VP]),
-    "astrid_runtime_set_gate": (c_int32, [_VP, GATE_FN, _VP, FINALIZER_FN]),
-    "astrid_gate_request_set_reason": (c_int32, [_VP, c_char_p, c_size_t]),
-    "astrid_gate_request_defer": (c_int32, [_VP, _P_VP]),
-    "astrid_gate_ticket_resolve": (c_int32, [_VP, c_uint32, c_char_p, c_size_t]),
+    "astrid_runtime_set_gate": (c_int32, [_VP, GATE_FN, _VP, FINALIZER_FN, _P_VP]),
+    "astrid_gate_request_info": (c_int32, [_VP, POINTER(GateRequestInfo), _P_VP]),
+    "astrid_gate_request_set_reason": (c_int32, [_VP, c_char_p, c_size_t, _P_VP]),
+    "astrid_gate_request_defer": (c_int32, [_VP, _P_VP, _P_VP]),
+    "astrid_gate_ticket_resolve": (c_int32, [_VP, c_uint32, c_char_p, c_size_t, _P_VP]),
     "astrid_gate_ticket_free": (None, [_VP]),
-    "astrid_runtime_set_log_callback": (c_int32, [_VP, LOG_FN, _VP, FINALIZER_FN]),
-    "astrid_runtime_set_audit_callback": (c_int32, [_VP, AUDIT_FN, _VP, FINALIZER_FN]),
-    "astrid_runtime_set_secret_callback": (c_int32, [_VP, SECRET_FN, _VP, FINALIZER_FN]),
-    "astrid_secret_request_set_value": (c_int32, [_VP, c_char_p, c_size_t]),
-    "astrid_runtime_mount_vfs": (c_int32, [_VP, c_char_p, c_size_t, POINTER(VfsOps), _VP, FINALIZER_FN]),
-    "astrid_runtime_set_kv": (c_int32, [_VP, POINTER(KvOps), _VP, FINALIZER_FN]),
+    "astrid_runtime_set_log_callback": (c_int32, [_VP, LOG_FN, _VP, FINALIZER_FN, _P_VP]),
+    "astrid_runtime_set_audit_callback": (c_int32, [_VP, AUDIT_FN, _VP, FINALIZER_FN, _P_VP]),
+    "astrid_runtime_set_secret_callback": (c_int32, [_VP, SECRET_FN, _VP, FINALIZER_FN, _P_VP]),
+    "astrid_secret_request_info": (c_int32, [_VP, POINTER(SecretRequestInfo), _P_VP]),
+    "astrid_secret_request_set_value": (c_int32, [_VP, c_char_p, c_size_t, _P_VP]),
+    "astrid_runtime_mount_vfs": (
+        c_int32,
+        [_VP, c_char_p, c_size_t, POINTER(VfsOps), _VP, FINALIZER_FN, _P_VP],
+    ),
+    "astrid_runtime_set_kv": (c_int32, [_VP, POINTER(KvOps), _VP, FINALIZER_FN, _P_VP]),
     "astrid_ipc_publish": (c_int32, [_VP, c_char_p, c_size_t, c_char_p, c_size_t, _P_VP]),
     "astrid_ipc_publish_as": (
         c_int32,
@@ -370,8 +378,9 @@ _SIGNATURES = {
         [_VP, c_char_p, c_size_t, MESSAGE_FN, _VP, FINALIZER_FN, _P_VP, _P_VP],
     ),
     "astrid_subscription_free": (None, [_VP]),
-    "astrid_runtime_set_accept_verifier": (c_int32, [_VP, ACCEPT_VERIFIER_FN, _VP, FINALIZER_FN]),
-    "astrid_accept_request_set_principal": (c_int32, [_VP, c_char_p, c_size_t]),
+    "astrid_runtime_set_accept_verifier": (c_int32, [_VP, ACCEPT_VERIFIER_FN, _VP, FINALIZER_FN, _P_VP]),
+    "astrid_accept_request_info": (c_int32, [_VP, POINTER(AcceptRequestInfo), _P_VP]),
+    "astrid_accept_request_set_principal": (c_int32, [_VP, c_char_p, c_size_t, _P_VP]),
     "astrid_runtime_assign_unix_socket": (c_int32, [_VP, c_char_p, c_size_t, c_char_p, c_size_t, _P_VP]),
 }
 
@@ -437,6 +446,32 @@ class Library:
     def abi_version(self) -> int:
         """``astrid_abi_version()`` of this library."""
         return int(self.astrid_abi_version())
+
+
+def raise_status(lib: Library, rc: int, err: c_void_p, what: str) -> NoReturn:
+    """Raises the :class:`~astrid.AstridError` subclass for a failed call,
+    with the library's message from the error object ``err`` (the
+    ``astrid_error_t *`` out-parameter of that call), which it frees."""
+    e = err.value
+    if e:
+        try:
+            code = int(lib.astrid_error_code(e))
+            message = (lib.astrid_error_message(e) or b"").decode("utf-8", "replace")
+        finally:
+            lib.astrid_error_free(e)
+    else:
+        code, message = rc, f"{what} failed"
+    raise make_error(code, message)
+
+
+def check(lib: Library, what: str, fn: Any, *args: Any) -> None:
+    """Calls ``fn(*args, &err)`` (a library function whose last parameter is
+    ``astrid_error_t **err``) and raises with the library's message when it
+    fails."""
+    err = c_void_p()
+    rc = fn(*args, ctypes.byref(err))
+    if rc:
+        raise_status(lib, rc, err, what)
 
 
 _LIB_NAME = "libastrid.dylib" if sys.platform == "darwin" else "astrid.dll" if os.name == "nt" else "libastrid.so"

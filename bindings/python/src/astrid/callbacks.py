@@ -1,6 +1,15 @@
 """Embedder callbacks: the gate's request and ticket objects, the secret
 request, and the machinery that turns plain Python callables into C callbacks.
 
+Request handles: the library passes the gate, the accept verifier and the
+secret provider an opaque request handle that is valid only on the thread
+running the callback, until it returns. The trampolines copy what it asks
+(``astrid_*_request_info``) into plain Python objects before calling the
+Python function, so those objects may be kept; answering (a gate reason, a
+deferral, a principal, a secret value) only works inside the callback, on
+its thread: anywhere else the library refuses it and this binding raises
+:class:`~astrid.ClosedError` with the library's message.
+
 How a Python callable is kept alive: each installation wraps it in ctypes
 ``CFUNCTYPE`` objects, stores them in a registry under a fresh integer id and
 passes that id to the library as ``user_data``. The library calls the shared
@@ -24,7 +33,7 @@ import itertools
 import logging
 import sys
 import threading
-from ctypes import byref, c_void_p
+from ctypes import byref, c_void_p, sizeof
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 from . import _native
@@ -36,14 +45,16 @@ from ._native import (
     LOG_FN,
     MESSAGE_FN,
     SECRET_FN,
-    AcceptRequestStruct,
+    AcceptRequestInfo,
     AuditEventStruct,
-    GateRequestStruct,
+    GateRequestInfo,
     LogRecordStruct,
     MessageStruct,
-    SecretRequestStruct,
+    SecretRequestInfo,
+    check,
+    raise_status,
 )
-from .errors import ClosedError, make_error
+from .errors import AstridError, ClosedError
 from .types import (
     Attribution,
     AuditEvent,
@@ -199,9 +210,15 @@ class GateTicket:
         if v == Verdict.PENDING:
             v = int(Verdict.DENY)
         r = reason.encode() if reason is not None else None
-        rc = self._lib.astrid_gate_ticket_resolve(h, v, r, len(r) if r is not None else 0)
-        if rc:
-            raise make_error(rc, "astrid_gate_ticket_resolve failed")
+        check(
+            self._lib,
+            "astrid_gate_ticket_resolve",
+            self._lib.astrid_gate_ticket_resolve,
+            h,
+            v,
+            r,
+            len(r) if r is not None else 0,
+        )
 
     def free(self) -> None:
         """Drops the ticket unresolved: the waiting request is denied. Idempotent."""
@@ -226,9 +243,11 @@ class GateRequest:
     """One question to the gate. Fields the kind does not use are ``None``.
 
     ``path`` is the VFS spelling (``cwd://a/b``); ``host_path`` the resolved host
-    path (host-directory mounts only). Setting :attr:`reason` (or calling
-    :meth:`deny` with one) attaches an explanation for the audit log; it only
-    works while the gate callback runs."""
+    path (host-directory mounts only). The fields are a copy, valid after the
+    callback. Setting :attr:`reason` (or calling :meth:`deny` with one)
+    attaches an explanation for the audit log, and :meth:`defer` takes a
+    ticket: both only work inside the gate callback, on its thread (the
+    library refuses them anywhere else: ``ClosedError``)."""
 
     __slots__ = (
         "kind",
@@ -259,7 +278,9 @@ class GateRequest:
     transport: Optional[str]
 
     def __init__(self, ptr: int, lib: "_native.Library") -> None:
-        s = GateRequestStruct.from_address(ptr)
+        s = GateRequestInfo()
+        s.size = sizeof(GateRequestInfo)
+        check(lib, "astrid_gate_request_info", lib.astrid_gate_request_info, ptr, byref(s))
         try:
             self.kind = GateKind(s.kind)
         except ValueError:
@@ -291,9 +312,8 @@ class GateRequest:
     @reason.setter
     def reason(self, value: str) -> None:
         raw = value.encode()
-        rc = self._lib.astrid_gate_request_set_reason(self._live(), raw, len(raw))
-        if rc:
-            raise make_error(rc, "astrid_gate_request_set_reason failed")
+        lib = self._lib
+        check(lib, "astrid_gate_request_set_reason", lib.astrid_gate_request_set_reason, self._live(), raw, len(raw))
         self._reason = value
 
     def allow(self) -> Verdict:
@@ -311,9 +331,8 @@ class GateRequest:
         from any thread. The callback should then return
         :attr:`Verdict.PENDING` (returning ``None`` after a defer means the same)."""
         out = c_void_p()
-        rc = self._lib.astrid_gate_request_defer(self._live(), byref(out))
-        if rc:
-            raise make_error(rc, "astrid_gate_request_defer failed")
+        lib = self._lib
+        check(lib, "astrid_gate_request_defer", lib.astrid_gate_request_defer, self._live(), byref(out))
         self._deferred = True
         return GateTicket(out.value or 0, self._lib)
 
@@ -353,7 +372,7 @@ def make_gate(fn: GateFn, sink: ErrorSink, lib: "_native.Library") -> Any:
             sink.report("gate", exc)
             try:
                 why = f"python gate raised {type(exc).__name__}: {exc}".encode("utf-8", "replace")
-                set_reason(ptr, why, len(why))
+                set_reason(ptr, why, len(why), None)
             except BaseException:  # pragma: no cover
                 pass
             return int(Verdict.DENY)
@@ -411,19 +430,27 @@ def _accepts(answer: Any) -> bool:
 
 def make_accept_verifier(fn: AcceptVerifierFn, sink: ErrorSink, lib: "_native.Library") -> Any:
     """The C accept verifier running ``fn``."""
+    request_info = lib.astrid_accept_request_info
     set_principal = lib.astrid_accept_request_set_principal
     allow, refuse = int(Verdict.ALLOW), int(Verdict.DENY)
 
     @trampoline
     def verify(_user_data: Optional[int], ptr: int) -> int:
         try:
-            s = AcceptRequestStruct.from_address(ptr)
+            s = AcceptRequestInfo()
+            s.size = sizeof(AcceptRequestInfo)
+            check(lib, "astrid_accept_request_info", request_info, ptr, byref(s))
             answer = fn(AcceptRequest(text(s.capsule, s.capsule_len), s.pid if s.pid >= 0 else None, s.uid, s.gid))
             if isinstance(answer, str):
                 raw = answer.encode()
-                rc = set_principal(ptr, raw, len(raw))
+                err = c_void_p()
+                rc = set_principal(ptr, raw, len(raw), byref(err))
                 if rc:
-                    raise make_error(rc, f"the accept verifier's principal {answer!r} was refused")
+                    try:
+                        raise_status(lib, rc, err, "astrid_accept_request_set_principal")
+                    except AstridError as e:
+                        why = f"the accept verifier's principal {answer!r} was refused: {e.message}"
+                        raise type(e)(e.code, why) from None
                 return allow
             return allow if _accepts(answer) else refuse
         except BaseException as exc:  # never unwind into C: a raising verifier refuses
@@ -521,12 +548,15 @@ SecretFn = Callable[[SecretRequest], Optional[str]]
 
 def make_secret(fn: SecretFn, sink: ErrorSink, lib: "_native.Library") -> Any:
     """The C secret provider running ``fn``."""
+    request_info = lib.astrid_secret_request_info
     set_value = lib.astrid_secret_request_set_value
 
     @trampoline
     def secret(_user_data: Optional[int], ptr: int) -> int:
         try:
-            s = SecretRequestStruct.from_address(ptr)
+            s = SecretRequestInfo()
+            s.size = sizeof(SecretRequestInfo)
+            check(lib, "astrid_secret_request_info", request_info, ptr, byref(s))
             value = fn(
                 SecretRequest(
                     text(s.capsule, s.capsule_len),
@@ -538,7 +568,10 @@ def make_secret(fn: SecretFn, sink: ErrorSink, lib: "_native.Library") -> Any:
             if value is None:
                 return 0
             raw = value.encode() if isinstance(value, str) else bytes(value)
-            return int(set_value(ptr, raw, len(raw)))
+            # A refused value (not UTF-8, ...) raises with the library's message:
+            # reported below, and the guest's get-config fails.
+            check(lib, "astrid_secret_request_set_value", set_value, ptr, raw, len(raw))
+            return 0
         except BaseException as exc:
             sink.report("secret", exc)
             return _ASTRID_E_INTERNAL
@@ -583,12 +616,19 @@ def make_message(fn: MessageFn, sink: ErrorSink) -> Any:
 
 
 def install(
-    setter: Callable[..., int], handle: int, cfn: Any, box: Tuple[Any, ...], what: str
+    lib: "_native.Library",
+    setter: Callable[..., int],
+    handle: int,
+    cfn: Any,
+    box: Tuple[Any, ...],
+    what: str,
 ) -> None:
-    """Calls ``setter(handle, cfn, id, FINALIZER)`` keeping ``box`` alive
-    until the library finalizes it; on failure releases it and raises."""
+    """Calls ``setter(handle, cfn, id, FINALIZER, &err)`` keeping ``box`` alive
+    until the library finalizes it; on failure releases it and raises with
+    the library's message."""
     ident = keep(box)
-    rc = setter(handle, cfn, ident, FINALIZER)
+    err = c_void_p()
+    rc = setter(handle, cfn, ident, FINALIZER, byref(err))
     if rc:
         release(ident)  # on failure the library does not run the finalizer
-        raise make_error(rc, f"{what} failed")
+        raise_status(lib, rc, err, what)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
 from .callbacks import AcceptVerifierFn, AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
-from .errors import CallbackError, ClosedError, ReentrantError, make_error
+from .errors import CallbackError, ClosedError, ReentrantError
 from .kv import build_kv_ops
 from .types import RuntimeFlags
 from .vfs import build_ops
@@ -45,18 +45,10 @@ _CLOSED = -13
 _REENTRANT = -14
 
 
-def _raise_status(lib: "_native.Library", rc: int, err: c_void_p, what: str) -> Any:
-    """Raises the exception for a failed call, consuming its error object."""
-    e = err.value
-    if e:
-        try:
-            code = lib.astrid_error_code(e)
-            message = (lib.astrid_error_message(e) or b"").decode("utf-8", "replace")
-        finally:
-            lib.astrid_error_free(e)
-    else:
-        code, message = rc, f"{what} failed"
-    raise make_error(code, message)
+#: Raises the exception for a failed call with the library's message,
+#: consuming its error object.
+_raise_status = _native.raise_status
+_check = _native.check
 
 
 def _encode(value: Bytes) -> bytes:
@@ -279,12 +271,11 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if gate is None:
-            rc = lib.astrid_runtime_set_gate(h, _native.GATE_FN(), None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_gate failed")
+            _check(lib, "astrid_runtime_set_gate", lib.astrid_runtime_set_gate, h, _native.GATE_FN(), None,
+                   _native.FINALIZER_FN())
             return
         cfn = callbacks.make_gate(gate, self._sink, lib)
-        callbacks.install(lib.astrid_runtime_set_gate, h, cfn, (cfn, gate), "astrid_runtime_set_gate")
+        callbacks.install(lib, lib.astrid_runtime_set_gate, h, cfn, (cfn, gate), "astrid_runtime_set_gate")
 
     def set_accept_verifier(self, verifier: Optional[AcceptVerifierFn]) -> None:
         """Installs ``verifier(request: AcceptRequest)``, asked about every
@@ -301,15 +292,19 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if verifier is None:
-            rc = lib.astrid_runtime_set_accept_verifier(
-                h, _native.ACCEPT_VERIFIER_FN(), None, _native.FINALIZER_FN()
+            _check(
+                lib,
+                "astrid_runtime_set_accept_verifier",
+                lib.astrid_runtime_set_accept_verifier,
+                h,
+                _native.ACCEPT_VERIFIER_FN(),
+                None,
+                _native.FINALIZER_FN(),
             )
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_accept_verifier failed")
             return
         cfn = callbacks.make_accept_verifier(verifier, self._sink, lib)
         callbacks.install(
-            lib.astrid_runtime_set_accept_verifier, h, cfn, (cfn, verifier), "astrid_runtime_set_accept_verifier"
+            lib, lib.astrid_runtime_set_accept_verifier, h, cfn, (cfn, verifier), "astrid_runtime_set_accept_verifier"
         )
 
     def assign_unix_socket(self, name: str, path: Optional[PathLike]) -> None:
@@ -335,12 +330,13 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if log is None:
-            rc = lib.astrid_runtime_set_log_callback(h, _native.LOG_FN(), None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_log_callback failed")
+            _check(lib, "astrid_runtime_set_log_callback", lib.astrid_runtime_set_log_callback, h, _native.LOG_FN(),
+                   None, _native.FINALIZER_FN())
             return
         cfn = callbacks.make_log(log, self._sink)
-        callbacks.install(lib.astrid_runtime_set_log_callback, h, cfn, (cfn, log), "astrid_runtime_set_log_callback")
+        callbacks.install(
+            lib, lib.astrid_runtime_set_log_callback, h, cfn, (cfn, log), "astrid_runtime_set_log_callback"
+        )
 
     def set_audit_callback(self, audit: Optional[AuditFn]) -> None:
         """Installs ``audit(event: AuditEvent)`` (``None`` removes it). Runs on
@@ -348,13 +344,12 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if audit is None:
-            rc = lib.astrid_runtime_set_audit_callback(h, _native.AUDIT_FN(), None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_audit_callback failed")
+            _check(lib, "astrid_runtime_set_audit_callback", lib.astrid_runtime_set_audit_callback, h,
+                   _native.AUDIT_FN(), None, _native.FINALIZER_FN())
             return
         cfn = callbacks.make_audit(audit, self._sink)
         callbacks.install(
-            lib.astrid_runtime_set_audit_callback, h, cfn, (cfn, audit), "astrid_runtime_set_audit_callback"
+            lib, lib.astrid_runtime_set_audit_callback, h, cfn, (cfn, audit), "astrid_runtime_set_audit_callback"
         )
 
     def set_secret_provider(self, provider: Optional[SecretFn]) -> None:
@@ -364,13 +359,12 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if provider is None:
-            rc = lib.astrid_runtime_set_secret_callback(h, _native.SECRET_FN(), None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_secret_callback failed")
+            _check(lib, "astrid_runtime_set_secret_callback", lib.astrid_runtime_set_secret_callback, h,
+                   _native.SECRET_FN(), None, _native.FINALIZER_FN())
             return
         cfn = callbacks.make_secret(provider, self._sink, lib)
         callbacks.install(
-            lib.astrid_runtime_set_secret_callback, h, cfn, (cfn, provider), "astrid_runtime_set_secret_callback"
+            lib, lib.astrid_runtime_set_secret_callback, h, cfn, (cfn, provider), "astrid_runtime_set_secret_callback"
         )
 
     def mount_vfs(self, mount: str, provider: Any) -> None:
@@ -381,16 +375,16 @@ class Runtime:
         h = self._handle()
         name = mount.encode()
         if provider is None:
-            rc = lib.astrid_runtime_mount_vfs(h, name, len(name), None, None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, f"astrid_runtime_mount_vfs({mount!r}) failed")
+            _check(lib, "astrid_runtime_mount_vfs", lib.astrid_runtime_mount_vfs, h, name, len(name), None, None,
+                   _native.FINALIZER_FN())
             return
         ops, keep = build_ops(provider, self._sink)
         ident = callbacks.keep((ops, keep))
-        rc = lib.astrid_runtime_mount_vfs(h, name, len(name), byref(ops), ident, callbacks.FINALIZER)
+        err = c_void_p()
+        rc = lib.astrid_runtime_mount_vfs(h, name, len(name), byref(ops), ident, callbacks.FINALIZER, byref(err))
         if rc:
-            callbacks.release(ident)
-            raise make_error(rc, f"astrid_runtime_mount_vfs({mount!r}) failed")
+            callbacks.release(ident)  # on failure the library does not run the finalizer
+            _raise_status(lib, rc, err, f"astrid_runtime_mount_vfs({mount!r})")
 
     def set_kv(self, backend: Any) -> None:
         """Serves ``astrid:kv`` for every capsule of this runtime from the
@@ -401,16 +395,15 @@ class Runtime:
         lib = self._lib
         h = self._handle()
         if backend is None:
-            rc = lib.astrid_runtime_set_kv(h, None, None, _native.FINALIZER_FN())
-            if rc:
-                raise make_error(rc, "astrid_runtime_set_kv failed")
+            _check(lib, "astrid_runtime_set_kv", lib.astrid_runtime_set_kv, h, None, None, _native.FINALIZER_FN())
             return
         ops, keep = build_kv_ops(backend, self._sink)
         ident = callbacks.keep((ops, keep))
-        rc = lib.astrid_runtime_set_kv(h, byref(ops), ident, callbacks.FINALIZER)
+        err = c_void_p()
+        rc = lib.astrid_runtime_set_kv(h, byref(ops), ident, callbacks.FINALIZER, byref(err))
         if rc:
             callbacks.release(ident)  # on failure the library does not run the finalizer
-            raise make_error(rc, "astrid_runtime_set_kv failed")
+            _raise_status(lib, rc, err, "astrid_runtime_set_kv")
 
     # ------------------------------------------------------------- capsules
 
@@ -872,9 +865,7 @@ class Capsule:
         h = self._h
         if h is None:
             raise _closed("capsule")
-        rc = self._lib.astrid_capsule_cancel(h)
-        if rc:
-            raise make_error(rc, "astrid_capsule_cancel failed")
+        _check(self._lib, "astrid_capsule_cancel", self._lib.astrid_capsule_cancel, h)
 
     def close(self) -> None:
         """Unloads the capsule: cancels its calls, waits for them (bounded by the
@@ -887,13 +878,17 @@ class Capsule:
             raise ReentrantError(_REENTRANT, "a capsule cannot be unloaded from inside a callback")
         self._hc = None  # the hot path checks this one
         self._h = None
-        rc = self._lib.astrid_capsule_unload(h)
-        if rc == _REENTRANT:  # pragma: no cover - caught above
-            raise ReentrantError(rc, "a capsule cannot be unloaded from inside a callback")
+        err = c_void_p()
+        rc = self._lib.astrid_capsule_unload(h, byref(err))
         try:
             self._rt._children.discard(self)
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+        if rc == _CLOSED:
+            # Already unloaded by the library (close stays idempotent).
+            self._lib.astrid_error_free(err.value)
+        elif rc:
+            _raise_status(self._lib, rc, err, "astrid_capsule_unload")
 
     unload = close
 

@@ -174,7 +174,7 @@ pub extern "C" fn astrid_ipc_subscribe(
         // SAFETY: caller contract for (ptr, len) strings.
         let pattern = unsafe { str_arg(pattern, pattern_len, "pattern")? };
         let Some(function) = message_fn else {
-            return Err(crate::Error::invalid_argument(
+            return Err(crate::error::Error::invalid_argument(
                 "`message_fn` must not be NULL",
             ));
         };

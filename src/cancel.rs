@@ -3,6 +3,7 @@
 //! tasks. Cancelling a token cancels every descendant; a child never
 //! cancels its parent.
 
+use crate::signal::{CondvarExt, MutexExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -31,13 +32,12 @@ impl Inner {
         {
             // Taking the lock orders the flag store before any waiter's
             // check-then-wait, so no wake-up is lost.
-            let _guard = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self.wake_lock.locked();
             self.wake.notify_all();
         }
         self.notify.notify_waiters();
         self.signal.notify();
-        let children =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let children = std::mem::take(&mut *self.children.locked());
         for child in children.iter().filter_map(Weak::upgrade) {
             child.cancel();
         }
@@ -52,11 +52,7 @@ impl CancelToken {
     /// A token cancelled together with `self` (and on its own).
     pub fn child(&self) -> CancelToken {
         let child = CancelToken::new();
-        let mut children = self
-            .inner
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut children = self.inner.children.locked();
         if self.is_cancelled() {
             child.inner.cancelled.store(true, Ordering::SeqCst);
         } else {
@@ -78,11 +74,7 @@ impl CancelToken {
     /// Blocks the thread until cancelled or `until` passes. Returns true when
     /// the token was cancelled.
     pub fn wait_until(&self, until: Instant) -> bool {
-        let mut guard = self
-            .inner
-            .wake_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.inner.wake_lock.locked();
         loop {
             if self.is_cancelled() {
                 return true;
@@ -91,12 +83,7 @@ impl CancelToken {
             if now >= until {
                 return false;
             }
-            guard = self
-                .inner
-                .wake
-                .wait_timeout(guard, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            guard = self.inner.wake.wait_timeout_recovered(guard, until - now).0;
         }
     }
 

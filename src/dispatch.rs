@@ -12,7 +12,7 @@ use crate::capsule::{CallResult, CapsuleInner, Invocation, Platform};
 use crate::error::{Code, Result};
 use crate::policy::topic;
 use crate::services::{AuditEvent, LogLevel, Outcome, Peers, Services};
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -87,26 +87,18 @@ impl Dispatcher {
     /// Drops every queued invocation (runtime shutdown): the jobs hold the
     /// runtime, so leaving them would keep it alive.
     pub(crate) fn close(&self) {
-        let lanes = std::mem::take(&mut *self.lanes.lock().unwrap_or_else(|e| e.into_inner()));
+        let lanes = std::mem::take(&mut *self.lanes.locked());
         drop(lanes);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.pending.locked().clear();
     }
 
     /// Invocations triggered by `source_id` that have not finished.
     pub(crate) fn pending_for(&self, source_id: &str) -> usize {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(source_id)
-            .copied()
-            .unwrap_or(0)
+        self.pending.locked().get(source_id).copied().unwrap_or(0)
     }
 
     fn add_pending(&self, source_id: &Arc<str>, delta: isize) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.locked();
         let count = pending.entry(source_id.clone()).or_insert(0);
         *count = count.saturating_add_signed(delta);
         if *count == 0 {
@@ -232,7 +224,7 @@ impl Dispatcher {
     ) {
         let key = (capsule.shared.id.clone(), principal);
         let source = message.source_id.clone();
-        let mut lanes = lock(&self.lanes);
+        let mut lanes = self.lanes.locked();
         let lane = lanes.entry(key.clone()).or_default();
         if lane.jobs.len() >= LANE_CAPACITY {
             drop(lanes);
@@ -263,7 +255,7 @@ impl Dispatcher {
     fn drain_lane(&self, key: LaneKey) {
         loop {
             let job = {
-                let mut lanes = lock(&self.lanes);
+                let mut lanes = self.lanes.locked();
                 let Some(lane) = lanes.get_mut(&key) else {
                     return;
                 };

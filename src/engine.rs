@@ -4,6 +4,7 @@
 //! unsupported import into `ASTRID_E_LINK` naming it.
 
 use crate::error::{Code, Error, Result};
+use crate::signal::MutexExt;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -183,12 +184,7 @@ pub struct CompileCache {
 
 impl CompileCache {
     pub fn compile(&self, engine: &Engine, bytes: &[u8], hash: &ContentHash) -> Result<Component> {
-        if let Some(found) = self
-            .components
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(hash)
-        {
+        if let Some(found) = self.components.locked().get(hash) {
             return Ok(found.clone());
         }
         check_component_header(bytes)?;
@@ -210,10 +206,7 @@ impl CompileCache {
                 |error, cause| error.caused_by(cause),
             )
         })?;
-        self.components
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(*hash, component.clone());
+        self.components.locked().insert(*hash, component.clone());
         Ok(component)
     }
 }

@@ -53,7 +53,8 @@ impl Code {
 }
 
 /// An error with a code, a message and the messages of its causes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.full_message())]
 pub struct Error {
     code: Code,
     message: String,
@@ -109,13 +110,5 @@ impl Error {
         Error::new(Code::Manifest, message)
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full_message())
-    }
-}
-
-impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,7 +5,8 @@
 
 use crate::host::http::body::Body;
 use crate::host::http::decode::Decoder;
-use crate::host::http::{GuestOptions, HttpError, Options};
+use crate::host::http::error::HttpError;
+use crate::host::http::options::{GuestOptions, Options};
 use hyper_util::rt::TokioIo;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -3,6 +3,7 @@
 
 use crate::cancel::CancelToken;
 use crate::policy::gate::{GateRequest, Verdict};
+use crate::signal::MutexExt;
 use std::sync::{Arc, Mutex};
 
 /// The gate's immediate answer.
@@ -68,7 +69,7 @@ pub struct Ticket {
 
 impl Ticket {
     pub fn resolve(&self, verdict: Verdict) {
-        let mut slot = self.verdict.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.verdict.locked();
         if slot.is_none() {
             *slot = Some(verdict);
         }
@@ -82,10 +83,7 @@ impl Ticket {
     }
 
     pub(crate) fn take(&self) -> Option<Verdict> {
-        self.verdict
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.verdict.locked().take()
     }
 }
 

@@ -15,7 +15,8 @@
 //! for `KEEP_ALIVE` exits.
 
 use crate::error::{Code, Error, Result};
-use crate::signal::{lock, spin_until_changed};
+use crate::signal::spin_until_changed;
+use crate::signal::{CondvarExt, MutexExt};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -62,7 +63,7 @@ impl HandOff {
     /// Queues `job` on a worker; starts one when none is idle. Returns false
     /// (and drops the job) once the pool is closed.
     pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
-        let mut queue = lock(&self.shared.queue);
+        let mut queue = self.shared.queue.locked();
         if queue.closed {
             return false;
         }
@@ -89,7 +90,7 @@ impl HandOff {
             if started.is_err() {
                 // The job waits for a worker a later `run` starts; its
                 // caller's deadline bounds that wait.
-                let mut queue = lock(&self.shared.queue);
+                let mut queue = self.shared.queue.locked();
                 queue.threads -= 1;
                 self.shared.exited.notify_all();
             }
@@ -100,7 +101,7 @@ impl HandOff {
     /// Stops taking jobs and waits up to `grace` for the workers to finish
     /// theirs and exit. A worker stuck in a callback is left to it.
     pub(crate) fn close(&self, grace: Duration) {
-        let mut queue = lock(&self.shared.queue);
+        let mut queue = self.shared.queue.locked();
         queue.closed = true;
         self.shared.work.notify_all();
         let until = Instant::now() + grace;
@@ -112,8 +113,7 @@ impl HandOff {
             queue = self
                 .shared
                 .exited
-                .wait_timeout(queue, until - now)
-                .unwrap_or_else(|e| e.into_inner())
+                .wait_timeout_recovered(queue, until - now)
                 .0;
         }
     }
@@ -121,14 +121,14 @@ impl HandOff {
 
 /// A worker: runs jobs in order; when there are none, spins, then sleeps.
 fn work(shared: &Shared) {
-    let mut queue = lock(&shared.queue);
+    let mut queue = shared.queue.locked();
     loop {
         if let Some(job) = queue.jobs.pop_front() {
             drop(queue);
             // Jobs catch their callback's panic themselves (`run_callback`);
             // this only keeps the worker alive if one did not.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            queue = lock(&shared.queue);
+            queue = shared.queue.locked();
             continue;
         }
         if queue.closed {
@@ -138,13 +138,10 @@ fn work(shared: &Shared) {
         let seen = shared.posted.load(Ordering::Acquire);
         drop(queue);
         spin_until_changed(&shared.posted, seen);
-        queue = lock(&shared.queue);
+        queue = shared.queue.locked();
         if queue.jobs.is_empty() && !queue.closed {
             queue.sleeping += 1;
-            let (woken, timeout) = shared
-                .work
-                .wait_timeout(queue, KEEP_ALIVE)
-                .unwrap_or_else(|e| e.into_inner());
+            let (woken, timeout) = shared.work.wait_timeout_recovered(queue, KEEP_ALIVE);
             queue = woken;
             queue.sleeping -= 1;
             if timeout.timed_out() && queue.jobs.is_empty() {
@@ -219,7 +216,7 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(1));
         pool.close(Duration::from_secs(5));
-        assert_eq!(lock(&pool.shared.queue).threads, 0);
+        assert_eq!(pool.shared.queue.locked().threads, 0);
         assert!(!pool.run(|| {}), "a closed pool takes no jobs");
     }
 
@@ -231,7 +228,7 @@ mod tests {
         assert!(pool.run(move || tx.send(()).unwrap()));
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         pool.close(Duration::from_secs(5));
-        assert_eq!(lock(&pool.shared.queue).threads, 0);
+        assert_eq!(pool.shared.queue.locked().threads, 0);
     }
 
     #[test]
@@ -245,6 +242,6 @@ mod tests {
         let started = Instant::now();
         pool.close(Duration::from_millis(100));
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(lock(&pool.shared.queue).threads, 1);
+        assert_eq!(pool.shared.queue.locked().threads, 1);
     }
 }

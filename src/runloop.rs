@@ -6,6 +6,7 @@
 //! whatever it waits on and waits (bounded) for the thread.
 
 use crate::error::{Code, Error, Result};
+use crate::signal::{CondvarExt, MutexExt};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,7 @@ impl RunLoop {
     }
 
     pub(crate) fn set(&self, next: RunState) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         // Ready only from Starting; terminal states never change.
         let allowed = matches!(
             (&*state, &next),
@@ -63,7 +64,7 @@ impl RunLoop {
     /// `timeout` passes (`Timeout`).
     pub(crate) fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let until = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         loop {
             match &*state {
                 RunState::Ready => return Ok(()),
@@ -86,18 +87,14 @@ impl RunLoop {
                     ),
                 ));
             }
-            state = self
-                .changed
-                .wait_timeout(state, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.changed.wait_timeout_recovered(state, until - now).0;
         }
     }
 
     /// Waits up to `grace` for the loop's thread to drop its store.
     pub(crate) fn wait_finished(&self, grace: Duration) -> bool {
         let until = Instant::now() + grace;
-        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let mut finished = self.finished.locked();
         while !*finished {
             let now = Instant::now();
             if now >= until {
@@ -105,15 +102,14 @@ impl RunLoop {
             }
             finished = self
                 .finished_changed
-                .wait_timeout(finished, until - now)
-                .unwrap_or_else(|e| e.into_inner())
+                .wait_timeout_recovered(finished, until - now)
                 .0;
         }
         true
     }
 
     pub(crate) fn mark_finished(&self) {
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self.finished.locked() = true;
         self.finished_changed.notify_all();
     }
 }

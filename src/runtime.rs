@@ -23,7 +23,7 @@ use crate::host;
 use crate::kv::KvStore;
 use crate::policy::paths::Mount;
 use crate::services::{Peers, Services};
-use crate::signal::lock;
+use crate::signal::{MutexExt, RwLockExt};
 use crate::vfs::Vfs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -154,12 +154,7 @@ impl Runtime {
     /// began before the first gate was installed is decided by the manifest.
     pub fn set_gate(&self, gate: Option<GateFn>) -> Result<()> {
         self.inner.services.check_open()?;
-        *self
-            .inner
-            .services
-            .gate
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = gate;
+        *self.inner.services.gate.write_locked() = gate;
         Ok(())
     }
 
@@ -167,12 +162,7 @@ impl Runtime {
     /// every connection to a capsule's unix listener.
     pub fn set_accept_verifier(&self, verifier: Option<AcceptVerifier>) -> Result<()> {
         self.inner.services.check_open()?;
-        *self
-            .inner
-            .services
-            .accept_verifier
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = verifier;
+        *self.inner.services.accept_verifier.write_locked() = verifier;
         Ok(())
     }
 
@@ -195,12 +185,7 @@ impl Runtime {
                 )));
             }
         }
-        let mut paths = self
-            .inner
-            .services
-            .unix_sockets
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut paths = self.inner.services.unix_sockets.write_locked();
         match path {
             Some(path) => paths.insert(name.to_string(), path),
             None => paths.remove(name),
@@ -213,12 +198,7 @@ impl Runtime {
     /// options takes precedence for that capsule.
     pub fn mount_vfs(&self, mount: Mount, provider: Option<Arc<dyn Vfs>>) -> Result<()> {
         self.inner.services.check_open()?;
-        let mut mounts = self
-            .inner
-            .services
-            .mounts
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut mounts = self.inner.services.mounts.write_locked();
         match provider {
             Some(provider) => mounts.insert(mount, provider),
             None => mounts.remove(&mount),
@@ -230,24 +210,14 @@ impl Runtime {
     /// dropped once no emission uses it any more.
     pub fn set_log_sink(&self, sink: Option<LogSink>) -> Result<()> {
         self.inner.services.check_open()?;
-        *self
-            .inner
-            .services
-            .log_sink
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = sink;
+        *self.inner.services.log_sink.write_locked() = sink;
         Ok(())
     }
 
     /// Installs (or with `None` removes) the provider of secret config values.
     pub fn set_secret_provider(&self, provider: Option<SecretProvider>) -> Result<()> {
         self.inner.services.check_open()?;
-        *self
-            .inner
-            .services
-            .secret_provider
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = provider;
+        *self.inner.services.secret_provider.write_locked() = provider;
         Ok(())
     }
 
@@ -308,12 +278,7 @@ impl Runtime {
         self.inner.services.check_open()?;
         let store = store
             .unwrap_or_else(|| crate::host::kv::default_store(self.inner.services.config.kv_quota));
-        *self
-            .inner
-            .services
-            .kv
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = store;
+        *self.inner.services.kv.write_locked() = store;
         Ok(())
     }
 
@@ -341,12 +306,7 @@ impl Drop for RuntimeInner {
         // Normally close() already took the tokio runtime. If not (the owner
         // was dropped inside a callback), shut it down without blocking: this
         // may run on one of its own workers.
-        if let Some(rt) = self
-            .tokio
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(rt) = self.tokio.get_mut_recovered().take() {
             rt.shutdown_background();
         }
         self.ticker_stop.cancel();
@@ -370,11 +330,11 @@ impl RuntimeInner {
         services.bus.close_within(Some(grace));
         self.dispatcher.close();
         self.ticker_stop.cancel();
-        if let Some(t) = lock(&self.ticker).take() {
+        if let Some(t) = self.ticker.locked().take() {
             let _ = t.join();
         }
         services.shut_down(grace, host::kv::default_store(0));
-        if let Some(rt) = lock(&self.tokio).take() {
+        if let Some(rt) = self.tokio.locked().take() {
             rt.shutdown_timeout(grace);
         }
     }

@@ -6,8 +6,11 @@
 //! calls: `cancel` and `wait` build on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Instant;
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    WaitTimeoutResult, Weak,
+};
+use std::time::{Duration, Instant};
 
 /// Polls a [`spin_until`] makes before giving up.
 const SPIN_POLLS: u32 = 2048;
@@ -36,10 +39,68 @@ pub fn spin_until_changed(version: &AtomicU64, seen: u64) -> bool {
     spin_until(|| version.load(Ordering::Acquire) != seen)
 }
 
-/// Locks `m`, taking over a lock poisoned by a panicking holder: every
-/// state guarded this way stays consistent between statements.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Poison-tolerant locking, the one way this crate takes a lock. A lock is
+/// poisoned when a holder panicked; every state guarded in this crate stays
+/// consistent between statements, so the next holder takes it over instead
+/// of failing (a panic in an embedder callback must not wedge the runtime).
+pub trait MutexExt<T: ?Sized> {
+    fn locked(&self) -> MutexGuard<'_, T>;
+    /// `get_mut`, taking over a poisoned lock.
+    fn get_mut_recovered(&mut self) -> &mut T;
+}
+
+impl<T: ?Sized> MutexExt<T> for Mutex<T> {
+    #[inline]
+    fn locked(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get_mut_recovered(&mut self) -> &mut T {
+        self.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// [`MutexExt`] for reader-writer locks.
+pub trait RwLockExt<T: ?Sized> {
+    fn read_locked(&self) -> RwLockReadGuard<'_, T>;
+    fn write_locked(&self) -> RwLockWriteGuard<'_, T>;
+}
+
+impl<T: ?Sized> RwLockExt<T> for RwLock<T> {
+    #[inline]
+    fn read_locked(&self) -> RwLockReadGuard<'_, T> {
+        self.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[inline]
+    fn write_locked(&self) -> RwLockWriteGuard<'_, T> {
+        self.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// [`MutexExt`] for condition variables: waits that take over a poisoned lock.
+pub trait CondvarExt {
+    fn wait_recovered<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T>;
+    fn wait_timeout_recovered<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, T>, WaitTimeoutResult);
+}
+
+impl CondvarExt for Condvar {
+    fn wait_recovered<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.wait(guard).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_timeout_recovered<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
+        self.wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One thread's wait.
@@ -55,19 +116,19 @@ impl Waiter {
     }
 
     pub fn fire(&self) {
-        *self.fired.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self.fired.locked() = true;
         self.wake.notify_all();
     }
 
     /// Forgets earlier firings; call before re-checking the sources.
     pub fn reset(&self) {
-        *self.fired.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        *self.fired.locked() = false;
     }
 
     /// Blocks until fired (since the last reset) or `until` passes.
     /// Returns whether it was fired.
     pub fn wait_until(&self, until: Instant) -> bool {
-        let mut fired = self.fired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fired = self.fired.locked();
         loop {
             if *fired {
                 return true;
@@ -76,11 +137,7 @@ impl Waiter {
             if now >= until {
                 return false;
             }
-            fired = self
-                .wake
-                .wait_timeout(fired, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            fired = self.wake.wait_timeout_recovered(fired, until - now).0;
         }
     }
 }
@@ -93,13 +150,13 @@ pub struct Signal {
 
 impl Signal {
     pub fn register(&self, waiter: &Arc<Waiter>) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiters = self.waiters.locked();
         waiters.retain(|w| w.strong_count() > 0);
         waiters.push(Arc::downgrade(waiter));
     }
 
     pub fn notify(&self) {
-        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let waiters = self.waiters.locked();
         if waiters.is_empty() {
             return;
         }

@@ -3,6 +3,7 @@
 //! and collecting results of tasks started on the runtime's tokio runtime.
 
 use crate::cancel::CancelToken;
+use crate::signal::MutexExt;
 use crate::signal::{Readiness, Signal, Waiter};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -49,10 +50,7 @@ struct Slot<T> {
 
 impl<T: Send> Readiness for Slot<T> {
     fn is_ready(&self) -> bool {
-        self.value
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.value.locked().is_some()
     }
     fn register(&self, waiter: &Arc<Waiter>) {
         self.filled.register(waiter);
@@ -79,7 +77,7 @@ impl<T: Send + 'static> Pending<T> {
             let slot = slot.clone();
             handle.spawn(async move {
                 let value = future.await;
-                *slot.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                *slot.value.locked() = Some(value);
                 slot.filled.notify();
             })
         };
@@ -93,7 +91,7 @@ impl<T: Send + 'static> Pending<T> {
         if !wait_for(&[&**slot], token, deadline, || slot.is_ready()) {
             return None;
         }
-        let value = slot.value.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let value = slot.value.locked().take();
         value
     }
 }

@@ -134,7 +134,7 @@ func astridGoGate(ud unsafe.Pointer, c *C.astrid_gate_request_t) (verdict C.uint
 	call.req.call = call
 	call.c.Store(c)
 	defer func() {
-		call.c.Store(nil)
+		call.c.Store((*C.astrid_gate_request_t)(nil))
 		if p := recover(); p != nil {
 			verdict = C.ASTRID_DENY
 			st.rep.report("gate", p)
@@ -163,7 +163,7 @@ func astridGoAcceptVerify(ud unsafe.Pointer, c *C.astrid_accept_request_t) (verd
 	call.req.call = call
 	call.c.Store(c)
 	defer func() {
-		call.c.Store(nil)
+		call.c.Store((*C.astrid_accept_request_t)(nil))
 		if p := recover(); p != nil {
 			verdict = C.ASTRID_DENY
 			st.rep.report("accept", p)

@@ -98,7 +98,7 @@ type GateRequest struct {
 // methods of all copies.
 type gateCall struct {
 	req GateRequest
-	c   atomic.Pointer[C.astrid_gate_request_t]
+	c   atomic.Value // *C.astrid_gate_request_t while the callback runs, a nil one after
 }
 
 // live returns the C request while the callback runs.
@@ -106,7 +106,8 @@ func (r *GateRequest) live() *C.astrid_gate_request_t {
 	if r.call == nil {
 		return nil
 	}
-	return r.call.c.Load()
+	c, _ := r.call.c.Load().(*C.astrid_gate_request_t)
+	return c
 }
 
 // GateFunc decides a gate request. It is asked only about requests the

@@ -30,7 +30,7 @@ type AcceptRequest struct {
 // callback returns disables SetPrincipal on every copy of the request.
 type acceptCall struct {
 	req AcceptRequest
-	c   atomic.Pointer[C.astrid_accept_request_t]
+	c   atomic.Value // *C.astrid_accept_request_t while the callback runs, a nil one after
 }
 
 // AcceptVerifier decides whether a local peer's connection reaches the
@@ -52,7 +52,7 @@ func (r *AcceptRequest) SetPrincipal(principal string) error {
 	if r.call == nil {
 		return errAcceptDone
 	}
-	c := r.call.c.Load()
+	c, _ := r.call.c.Load().(*C.astrid_accept_request_t)
 	if c == nil {
 		return errAcceptDone
 	}

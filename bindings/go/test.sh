@@ -61,7 +61,7 @@ go build -o "$out/hello" ./examples/hello
 go build -o "$out/vfs" ./examples/vfs
 hello_ok() {
     "$out/hello" "$ASTRID_CAPSULES/hello" Gopher | tee "$out/hello.out" &&
-        grep -q '^astrid .* (ABI 1)$' "$out/hello.out" &&
+        grep -q '^astrid .* (ABI 2)$' "$out/hello.out" &&
         grep -q '^loaded capsule hello (id ' "$out/hello.out" &&
         grep -qF '  [info] hello: greeting Gopher on behalf of alice' "$out/hello.out" &&
         grep -qF 'result: action=final data={"message":"Hello, Gopher!","principal":"alice"' "$out/hello.out"

@@ -3,7 +3,7 @@ package astrid
 // #include "shim.h"
 import "C"
 
-import "unsafe"
+import "sync"
 
 // Helpers for the package's own tests, which cannot use cgo themselves.
 
@@ -13,8 +13,15 @@ func libraryUnload(p *byte) int32 {
 	return int32(C.astrid_capsule_unload(capPtr(p), nil))
 }
 
-// forgedTicket is a ticket handle value the library never issued (handles
-// are registry ids, never dereferenced).
+// forgedTicket is a ticket handle value the library never issued: the
+// address of a byte of C memory (handles are registry ids, never
+// dereferenced). The byte is kept for the life of the test binary.
 func forgedTicket() *byte {
-	return (*byte)(unsafe.Pointer(uintptr(0x12340)))
+	forgedOnce.Do(func() { forged = (*byte)(C.malloc(1)) })
+	return forged
 }
+
+var (
+	forgedOnce sync.Once
+	forged     *byte
+)

@@ -19,6 +19,7 @@ pub use queue::{
 use crate::error::{Code, Error, Result};
 use crate::handoff::{in_callback, run_callback};
 use crate::policy::topic;
+use crate::signal::{CondvarExt, MutexExt, RwLockExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
@@ -82,7 +83,7 @@ impl Bus {
         fan_out: usize,
     ) -> Result<Arc<Message>> {
         self.check_open()?;
-        let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _order = self.publish_lock.locked();
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let message = Arc::new(Message {
             topic: publish.topic.to_string(),
@@ -93,7 +94,7 @@ impl Bus {
             timestamp_ms: publish.timestamp_ms,
             depth: publish.depth,
         });
-        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        let queues = self.queues.read_locked();
         let mut reached = 0usize;
         for queue in queues.iter().filter(|q| {
             q.filter.admits(&message.attribution) && topic::matches(&q.pattern, &message.topic)
@@ -123,7 +124,7 @@ impl Bus {
             filter,
             self.limits,
         ));
-        let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.queues.write_locked();
         // Checked under the lock so close() cannot miss the new queue.
         self.check_open()?;
         queues.push(queue.clone());
@@ -134,14 +135,13 @@ impl Bus {
     pub fn remove_queue(&self, queue: &Arc<SubscriptionQueue>) {
         queue.close();
         self.queues
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .write_locked()
             .retain(|q| !Arc::ptr_eq(q, queue));
     }
 
     /// Number of live queues (guest and host).
     pub fn queue_count(&self) -> usize {
-        self.queues.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.queues.read_locked().len()
     }
 
     /// A host subscription: `handler` receives each message in order on a
@@ -178,7 +178,7 @@ impl Bus {
                 // dropped here, after the last callback.
                 drop(handler);
                 if let Some(inner) = worker_inner.upgrade() {
-                    *inner.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    *inner.finished.locked() = true;
                     inner.finished_changed.notify_all();
                 }
             });
@@ -191,12 +191,9 @@ impl Bus {
                 );
             }
         };
-        *inner.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread.thread().id());
-        *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        let mut list = self
-            .host_subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        *inner.thread_id.locked() = Some(thread.thread().id());
+        *inner.thread.locked() = Some(thread);
+        let mut list = self.host_subscriptions.locked();
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(&inner));
         drop(list);
@@ -223,21 +220,11 @@ impl Bus {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let queues: Vec<_> = self
-            .queues
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let queues: Vec<_> = self.queues.write_locked().drain(..).collect();
         for queue in &queues {
             queue.close();
         }
-        let subscriptions: Vec<_> = self
-            .host_subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let subscriptions: Vec<_> = self.host_subscriptions.locked().drain(..).collect();
         for subscription in subscriptions.iter().filter_map(Weak::upgrade) {
             subscription.close_until(until);
         }
@@ -289,8 +276,7 @@ impl HostSubscriptionInner {
             Some(bus) => bus.remove_queue(&self.queue),
             None => self.queue.close(),
         }
-        let own_thread = *self.thread_id.lock().unwrap_or_else(|e| e.into_inner())
-            == Some(std::thread::current().id());
+        let own_thread = *self.thread_id.locked() == Some(std::thread::current().id());
         // From inside any astrid callback, waiting could deadlock (two
         // subscriptions freeing each other); delivery still stops after the
         // running callback and the thread ends on its own.
@@ -298,7 +284,7 @@ impl HostSubscriptionInner {
             return;
         }
         if let Some(until) = until {
-            let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            let mut finished = self.finished.locked();
             while !*finished {
                 let now = Instant::now();
                 if now >= until {
@@ -306,23 +292,19 @@ impl HostSubscriptionInner {
                 }
                 finished = self
                     .finished_changed
-                    .wait_timeout(finished, until - now)
-                    .unwrap_or_else(|e| e.into_inner())
+                    .wait_timeout_recovered(finished, until - now)
                     .0;
             }
         }
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.locked().take();
         if let Some(thread) = thread {
             let _ = thread.join();
             return;
         }
         // Another closer took the join handle: wait for the same end.
-        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let mut finished = self.finished.locked();
         while !*finished && self.thread_id.lock().is_ok_and(|id| id.is_some()) {
-            finished = self
-                .finished_changed
-                .wait(finished)
-                .unwrap_or_else(|e| e.into_inner());
+            finished = self.finished_changed.wait_recovered(finished);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! it admits, `dropped` / `lagged` accounting, and taking from it.
 
 use super::message::{Attribution, Delivery, Message};
+use crate::signal::{CondvarExt, MutexExt};
 use crate::signal::{Readiness, Signal, Waiter};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,7 +118,7 @@ impl SubscriptionQueue {
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     pub(crate) fn offer(&self, message: &Arc<Message>) {
@@ -208,7 +209,7 @@ impl SubscriptionQueue {
             state = self.lock();
             if state.items.is_empty() && !state.closed {
                 state.waiters += 1;
-                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                state = self.changed.wait_recovered(state);
                 state.waiters -= 1;
             }
         }

@@ -123,18 +123,7 @@ impl CapsuleInner {
             hook.call(&mut *store, (action, payload))
         })();
         store.data().stdio.flush();
-        let state = store.data_mut();
-        state.call.active = false;
-        state.call.overlay = None;
-        if !state.open_files.is_empty() {
-            state.close_call_files();
-        }
-        if !state.open_subscriptions.is_empty() {
-            state.close_call_subscriptions();
-        }
-        if !state.call_scoped.is_empty() {
-            state.close_call_scoped();
-        }
+        store.data_mut().end_call();
 
         match outcome {
             Ok((result,)) => {

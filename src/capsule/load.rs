@@ -11,6 +11,8 @@ use crate::cancel::CancelToken;
 use crate::engine::{self, ContentHash};
 use crate::error::{Code, Error, Result};
 use crate::handoff::refuse_reentry;
+use crate::host::fs::shared::FsShared;
+use crate::host::ipc::shared::IpcShared;
 use crate::host::shared::CapsuleShared;
 use crate::manifest::{EnvKind, Manifest};
 use crate::policy::paths::Mount;
@@ -130,12 +132,17 @@ fn load(
     let uses_wasi = engine::imports_wasi(&platform.engine, &component);
 
     let id = capsule_id(&manifest.name, &hash);
+    let unload_token = CancelToken::new();
     let shared = Arc::new(CapsuleShared {
         services: platform.services.clone(),
         source_id: Arc::from(id.as_str()),
         run_loop: runs_loop.then(|| Arc::new(RunLoop::new())),
-        subscriptions: Mutex::new(Vec::new()),
-        publish_buckets: Mutex::new(HashMap::new()),
+        fs: FsShared::new(mounts, options.fs_write_budget),
+        ipc: Arc::new(IpcShared::new(
+            rt.bus.clone(),
+            rt.config.publish_rate,
+            unload_token.clone(),
+        )),
         net: crate::host::net::CapsuleNet::new(
             options
                 .unix_socket_path
@@ -148,12 +155,8 @@ fn load(
         owner: options.principal.as_deref().map(Arc::from),
         manifest,
         config,
-        unload_token: CancelToken::new(),
+        unload_token,
         unloaded: AtomicBool::new(false),
-        mounts,
-        open_files: AtomicUsize::new(0),
-        write_budget: options.fs_write_budget,
-        bytes_written: AtomicU64::new(0),
         waited_at_ms: AtomicU64::new(0),
     });
     let inner = Arc::new(CapsuleInner {

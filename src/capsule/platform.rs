@@ -7,7 +7,7 @@ use crate::engine::CompileCache;
 use crate::error::Result;
 use crate::host::state::HostState;
 use crate::services::Services;
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::Linker;
@@ -43,7 +43,7 @@ impl Platform {
 
     /// Adds a capsule; entries of capsules gone or unloaded are pruned.
     pub(crate) fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {
-        let mut list = lock(&self.capsules);
+        let mut list = self.capsules.locked();
         // Checked under the registry lock so shutdown cannot miss it.
         self.services.check_open()?;
         list.retain(|w| w.upgrade().is_some_and(|c| c.is_loaded()));
@@ -53,7 +53,8 @@ impl Platform {
 
     /// The loaded capsules, strongly held for the caller's use.
     pub(crate) fn live_capsules(&self) -> Vec<Arc<CapsuleInner>> {
-        lock(&self.capsules)
+        self.capsules
+            .locked()
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|c| c.is_loaded())
@@ -70,7 +71,7 @@ impl Platform {
     /// Unloads every capsule (runtime shutdown): all are cancelled first,
     /// then each waits up to `grace` for its calls in flight.
     pub(crate) fn unload_all(&self, grace: Duration) {
-        let capsules: Vec<_> = lock(&self.capsules).drain(..).collect();
+        let capsules: Vec<_> = self.capsules.locked().drain(..).collect();
         for capsule in capsules.iter().filter_map(Weak::upgrade) {
             capsule.begin_unload();
         }

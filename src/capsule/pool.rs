@@ -7,7 +7,7 @@ use super::instance::{interrupt_guests, InstanceFactory, PooledInstance};
 use crate::cancel::CancelToken;
 use crate::error::{Code, Error, Result};
 use crate::host::shared::CapsuleShared;
-use crate::signal::lock;
+use crate::signal::{CondvarExt, MutexExt};
 use crossbeam_utils::atomic::AtomicCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -75,7 +75,7 @@ impl CapsuleInner {
     pub(crate) fn cancel_calls(&self) {
         let fresh = self.shared.unload_token.child();
         let old = {
-            let mut current = lock(&self.call_token);
+            let mut current = self.call_token.locked();
             self.call_generation.fetch_add(1, Ordering::AcqRel);
             std::mem::replace(&mut *current, fresh)
         };
@@ -91,12 +91,12 @@ impl CapsuleInner {
     }
 
     pub(super) fn pool_lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+        self.pool.locked()
     }
 
     /// The current call token and its generation, read together.
     pub(super) fn current_token(&self) -> (u64, CancelToken) {
-        let token = self.call_token.lock().unwrap_or_else(|e| e.into_inner());
+        let token = self.call_token.locked();
         (self.call_generation.load(Ordering::Acquire), token.clone())
     }
 
@@ -170,11 +170,7 @@ impl CapsuleInner {
         if let Some(worker) = self.hot.take() {
             pool.idle.push(worker);
         } else {
-            pool = self
-                .pool_changed
-                .wait_timeout(pool, timeout)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            pool = self.pool_changed.wait_timeout_recovered(pool, timeout).0;
         }
         pool.waiters -= 1;
         self.pool_waiters.store(pool.waiters, Ordering::SeqCst);
@@ -266,7 +262,7 @@ impl CapsuleInner {
             return;
         }
         interrupt_guests(&self.factory.engine, || self.shared.unload_token.cancel());
-        self.shared.close_subscriptions();
+        self.shared.ipc.close_subscriptions();
         self.wake_waiters(self.pool_lock());
     }
 

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod vfs;
 
 use crate::error::{Code, Error, Result};
+use crate::signal::RwLockExt;
 use errors::astrid_error_t;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -200,10 +201,7 @@ impl<T> Registry<T> {
 
     pub(crate) fn insert(&self, value: T) -> usize {
         let id = NEXT_HANDLE.fetch_add(16, Ordering::Relaxed);
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(value));
+        self.entries.write_locked().insert(id, Arc::new(value));
         id
     }
 
@@ -213,23 +211,15 @@ impl<T> Registry<T> {
                 "`{what}` must not be NULL"
             )));
         }
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| {
-                Error::closed(format!(
-                    "`{what}` was already freed or never created by this library"
-                ))
-            })
+        self.entries.read_locked().get(&id).cloned().ok_or_else(|| {
+            Error::closed(format!(
+                "`{what}` was already freed or never created by this library"
+            ))
+        })
     }
 
     pub(crate) fn remove(&self, id: usize) -> Option<Arc<T>> {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
+        self.entries.write_locked().remove(&id)
     }
 }
 

@@ -16,7 +16,7 @@ impl HostState {
         body: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        Result<T, E>: AuditOutcome,
+        E: AuditCase,
     {
         self.audited_counting(call, target, body, |_| bytes)
     }
@@ -31,7 +31,7 @@ impl HostState {
         body: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        Result<T, E>: AuditOutcome,
+        E: AuditCase,
     {
         self.audited_counting(call, target, body, |result| {
             bytes_in + result.as_ref().map_or(0, Payload::payload_len)
@@ -48,12 +48,12 @@ impl HostState {
         bytes: impl FnOnce(&Result<T, E>) -> u64,
     ) -> Result<T, E>
     where
-        Result<T, E>: AuditOutcome,
+        E: AuditCase,
     {
         let started = self.capsule.services.has_audit_sink().then(Instant::now);
         let result = body(self);
         if let Some(started) = started {
-            let (outcome, reason) = result.audit_outcome();
+            let (outcome, reason) = outcome_of(&result);
             let bytes = bytes(&result);
             self.audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
@@ -70,13 +70,13 @@ impl HostState {
         bytes: impl FnOnce(&Result<T, E>) -> u64,
     ) -> Result<T, E>
     where
-        Result<T, E>: AuditOutcome,
+        E: AuditCase,
     {
         let started = self.capsule.services.has_audit_sink().then(Instant::now);
         let mut target = None;
         let result = body(self, &mut target);
         if let Some(started) = started {
-            let (outcome, reason) = result.audit_outcome();
+            let (outcome, reason) = outcome_of(&result);
             let bytes = bytes(&result);
             self.audit(
                 call,
@@ -160,12 +160,8 @@ impl Payload for Vec<String> {
     }
 }
 
-/// How a host call's result reads in the audit log: outcome and reason.
-pub(crate) trait AuditOutcome {
-    fn audit_outcome(&self) -> (Outcome, Option<String>);
-}
-
-/// A WIT error variant as the audit log names it.
+/// A WIT error variant as the audit log names it: the one vocabulary every
+/// interface's error speaks (the gated pipeline adds `GatedError` on top).
 pub(crate) trait AuditCase {
     /// The case name as the WIT spells it (`capability-denied`, `unknown(text)`).
     fn case(&self) -> String;
@@ -175,15 +171,41 @@ pub(crate) trait AuditCase {
     }
 }
 
-impl<T, E: AuditCase> AuditOutcome for Result<T, E> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(e) if e.is_denial() => (Outcome::Denied, Some(e.case())),
-            Err(e) => (Outcome::Failed, Some(e.case())),
-        }
+/// The audit outcome and reason of a host call's result.
+pub(crate) fn outcome_of<T, E: AuditCase>(result: &Result<T, E>) -> (Outcome, Option<String>) {
+    match result {
+        Ok(_) => (Outcome::Allowed, None),
+        Err(e) if e.is_denial() => (Outcome::Denied, Some(e.case())),
+        Err(e) => (Outcome::Failed, Some(e.case())),
     }
 }
+
+/// Implements [`AuditCase`] for an interface's WIT error from its case
+/// table: each case's pattern with its WIT name, the `unknown(text)`
+/// catch-all if the variant has one, and the cases that are refusals.
+macro_rules! audit_cases {
+    (
+        $ty:ty {
+            $($case:pat => $name:literal,)+
+        }
+        $(unknown: $unknown:path,)?
+        denials: [$($denial:pat),* $(,)?]
+    ) => {
+        impl $crate::host::audit::AuditCase for $ty {
+            fn case(&self) -> String {
+                match self {
+                    $($case => $name.into(),)+
+                    $($unknown(text) => format!("unknown({text})"),)?
+                }
+            }
+
+            fn is_denial(&self) -> bool {
+                false $(|| matches!(self, $denial))*
+            }
+        }
+    };
+}
+pub(crate) use audit_cases;
 
 /// Infallible host functions are always `allowed`.
 impl AuditCase for std::convert::Infallible {

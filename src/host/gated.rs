@@ -2,7 +2,7 @@
 //! validation and manifest, the embedder's gate, the operation, one audit
 //! event; denials become the interface's `capability-denied`.
 
-use super::audit::Payload;
+use super::audit::{AuditCase, Payload};
 use super::state::HostState;
 use crate::policy::gate::GateRequest;
 use crate::services::Outcome;
@@ -29,10 +29,8 @@ impl HostState {
             let (outcome, reason) = match &result {
                 Ok(_) => (Outcome::Allowed, None),
                 Err(Refused::Denied(reason)) => (Outcome::Denied, Some(reason.clone())),
-                Err(Refused::Failed(e)) => match e.audit_case() {
-                    (true, case) => (Outcome::Denied, Some(case)),
-                    (false, case) => (Outcome::Failed, Some(case)),
-                },
+                Err(Refused::Failed(e)) if e.is_denial() => (Outcome::Denied, Some(e.case())),
+                Err(Refused::Failed(e)) => (Outcome::Failed, Some(e.case())),
             };
             let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
             let target = target.as_deref().unwrap_or(fallback_target);
@@ -119,11 +117,9 @@ impl<E> From<&'static str> for Refused<E> {
 }
 
 /// The error type of a gated interface.
-pub(crate) trait GatedError {
+pub(crate) trait GatedError: AuditCase {
     /// Its `capability-denied` case.
     fn denied() -> Self;
     /// Its cancel result (host ABI §7.3).
     fn cancelled() -> Self;
-    /// (is a denial, WIT case name) for the audit log.
-    fn audit_case(&self) -> (bool, String);
 }

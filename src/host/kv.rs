@@ -3,7 +3,7 @@
 //! namespace); every call audited with the key or prefix as its target.
 
 use crate::handoff::Bounded;
-use crate::host::audit::AuditCase;
+use crate::host::audit::audit_cases;
 use crate::host::state::HostState;
 use crate::kv::{self, KvError, KvStore, Namespace};
 use std::sync::Arc;
@@ -23,20 +23,15 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-fn case_name(code: &ErrorCode) -> String {
-    match code {
-        ErrorCode::InvalidKey => "invalid-key".into(),
-        ErrorCode::TooLarge => "too-large".into(),
-        ErrorCode::Quota => "quota".into(),
-        ErrorCode::CasMismatch => "cas-mismatch".into(),
-        ErrorCode::Unknown(text) => format!("unknown({text})"),
+audit_cases! {
+    ErrorCode {
+        ErrorCode::InvalidKey => "invalid-key",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::Quota => "quota",
+        ErrorCode::CasMismatch => "cas-mismatch",
     }
-}
-
-impl AuditCase for ErrorCode {
-    fn case(&self) -> String {
-        case_name(self)
-    }
+    unknown: ErrorCode::Unknown,
+    denials: []
 }
 
 impl From<KvError> for ErrorCode {
@@ -85,19 +80,12 @@ impl HostState {
         if self.call.token.is_cancelled() {
             return Err(cancelled());
         }
-        let runtime = &self.capsule.services;
-        let store = runtime.kv_store();
+        let store = self.capsule.services.kv_store();
         let ns = self.kv_namespace();
         if !store.is_callback() {
             return op(&*store, &ns).map_err(Into::into);
         }
-        let bounded = runtime.run_bounded(
-            runtime.config.vfs_timeout,
-            self.call.deadline,
-            &self.call.token,
-            move || op(&*store, &ns),
-        );
-        match bounded {
+        match self.backend_call(false, move || op(&*store, &ns)) {
             Bounded::Done(result) => result.map_err(Into::into),
             Bounded::Panicked => Err(ErrorCode::Unknown("storage failed".into())),
             Bounded::Overran => Err(ErrorCode::Unknown("timeout".into())),

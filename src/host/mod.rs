@@ -5,6 +5,7 @@
 //! capsule's stores share is [`shared::CapsuleShared`].
 
 pub(crate) mod audit;
+pub(crate) mod backend;
 pub mod fs;
 pub(crate) mod gated;
 pub mod http;

@@ -2,17 +2,16 @@
 //! and configuration, the runtime's services, and the state its host
 //! interfaces keep across instances (quotas, subscriptions, sockets).
 
-use crate::bus::SubscriptionQueue;
 use crate::cancel::CancelToken;
+use crate::host::fs::shared::FsShared;
+use crate::host::ipc::shared::IpcShared;
 use crate::host::net::quota::CapsuleNet;
 use crate::manifest::{EnvKind, Manifest};
 use crate::runloop::RunLoop;
 use crate::services::{LogLevel, LogRecord, SecretRequest, Services};
-use crate::vfs::CapsuleMounts;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Capsule facts shared with its stores (no reference back to the pool).
 pub struct CapsuleShared {
@@ -27,11 +26,6 @@ pub struct CapsuleShared {
     pub(crate) config: HashMap<String, String>,
     /// Fires on unload: permanent, wins over everything.
     pub(crate) unload_token: CancelToken,
-    pub(crate) mounts: CapsuleMounts,
-    /// Provider handles open over all instances (at most 16).
-    pub(crate) open_files: AtomicUsize,
-    pub(crate) write_budget: Option<u64>,
-    pub(crate) bytes_written: AtomicU64,
     pub(crate) unloaded: AtomicBool,
     /// Runtime clock (ms) of the run loop's last waiting host call.
     pub(crate) waited_at_ms: AtomicU64,
@@ -41,10 +35,9 @@ pub struct CapsuleShared {
     /// placeholder): bus handlers are then the loop's own business, not
     /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<RunLoop>>,
-    /// Live guest subscriptions over all instances (at most 128).
-    pub(crate) subscriptions: Mutex<Vec<Weak<SubscriptionQueue>>>,
-    /// Publish token buckets per data scope: (bytes available, refilled at).
-    pub(crate) publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// What each interface keeps per capsule.
+    pub(crate) fs: FsShared,
+    pub(crate) ipc: Arc<IpcShared>,
     /// Socket quotas and the unix listener path (host ABI §2.6).
     pub(crate) net: CapsuleNet,
 }

@@ -140,6 +140,24 @@ impl HostState {
         }
     }
 
+    /// Ends a pooled call: the store no longer speaks for its caller, and
+    /// everything the call opened (file handles, subscriptions, sockets and
+    /// HTTP streams) is closed, so none outlives it into another caller's
+    /// call. The guest's resources stay, answering `closed`.
+    pub(crate) fn end_call(&mut self) {
+        self.call.active = false;
+        self.call.overlay = None;
+        if !self.open_files.is_empty() {
+            self.close_call_files();
+        }
+        if !self.open_subscriptions.is_empty() {
+            self.close_call_subscriptions();
+        }
+        if !self.call_scoped.is_empty() {
+            self.close_call_scoped();
+        }
+    }
+
     /// Remembers a host object to close when the current call ends.
     pub(crate) fn track_call_scoped(&mut self, object: std::sync::Weak<dyn CallScoped>) {
         self.call_scoped.retain(|o| o.strong_count() > 0);

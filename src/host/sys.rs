@@ -1,7 +1,7 @@
 //! `astrid:sys@1.0.0` (host ABI §2.2): config, caller context, logging,
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
-use crate::host::audit::AuditCase;
+use crate::host::audit::audit_cases;
 use crate::host::state::HostState;
 use crate::services::LogLevel;
 use std::convert::Infallible;
@@ -29,26 +29,16 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-/// The WIT case name, as audit reasons spell it.
-fn case_name(code: &ErrorCode) -> String {
-    match code {
-        ErrorCode::CapabilityDenied => "capability-denied".into(),
-        ErrorCode::ConfigKeyReserved => "config-key-reserved".into(),
-        ErrorCode::TooLarge => "too-large".into(),
-        ErrorCode::RegistryUnavailable => "registry-unavailable".into(),
-        ErrorCode::Cancelled => "cancelled".into(),
-        ErrorCode::Unknown(text) => format!("unknown({text})"),
+audit_cases! {
+    ErrorCode {
+        ErrorCode::CapabilityDenied => "capability-denied",
+        ErrorCode::ConfigKeyReserved => "config-key-reserved",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::RegistryUnavailable => "registry-unavailable",
+        ErrorCode::Cancelled => "cancelled",
     }
-}
-
-impl AuditCase for ErrorCode {
-    fn case(&self) -> String {
-        case_name(self)
-    }
-
-    fn is_denial(&self) -> bool {
-        matches!(self, ErrorCode::CapabilityDenied)
-    }
+    unknown: ErrorCode::Unknown,
+    denials: [ErrorCode::CapabilityDenied]
 }
 
 /// Milliseconds since the epoch as ISO 8601 UTC (`2026-11-25T08:53:12.345Z`).

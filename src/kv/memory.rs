@@ -4,6 +4,7 @@
 //! linearizable and listings consistent.
 
 use super::{KvError, KvStore, Namespace};
+use crate::signal::MutexExt;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
@@ -76,7 +77,7 @@ impl MemoryKv {
     }
 
     fn with<R>(&self, ns: &Namespace, f: impl FnOnce(&mut Space) -> R) -> R {
-        let mut spaces = self.spaces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spaces = self.spaces.locked();
         match spaces.get_mut(ns) {
             Some(space) => f(space),
             None => {

@@ -12,52 +12,41 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address is refused (for the audit log; the guest only sees
 /// `airlock-rejected`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Blocked {
     /// 127/8, `::1`.
+    #[error("loopback address")]
     Loopback,
     /// 10/8, 172.16/12, 192.168/16, `fc00::/7`.
+    #[error("private address")]
     Private,
     /// 169.254/16, `fe80::/10`: never opened.
+    #[error("link-local address")]
     LinkLocal,
     /// Cloud instance metadata endpoints: never opened.
+    #[error("cloud metadata address")]
     Metadata,
     /// 0/8, `::`, and other addresses that mean "this host / nowhere".
+    #[error("unspecified address")]
     Unspecified,
     /// 100.64/10 (carrier-grade NAT).
+    #[error("shared address space (CGNAT)")]
     SharedAddressSpace,
     /// 224/4, `ff00::/8`.
+    #[error("multicast address")]
     Multicast,
     /// 240/4 (incl. broadcast), 192.0.0/24, 198.18/15, `fec0::/10`, `100::/64`.
+    #[error("reserved address")]
     Reserved,
     /// 192.0.2/24, 198.51.100/24, 203.0.113/24, `2001:db8::/32`.
+    #[error("documentation address")]
     Documentation,
 }
 
 impl Blocked {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Blocked::Loopback => "loopback address",
-            Blocked::Private => "private address",
-            Blocked::LinkLocal => "link-local address",
-            Blocked::Metadata => "cloud metadata address",
-            Blocked::Unspecified => "unspecified address",
-            Blocked::SharedAddressSpace => "shared address space (CGNAT)",
-            Blocked::Multicast => "multicast address",
-            Blocked::Reserved => "reserved address",
-            Blocked::Documentation => "documentation address",
-        }
-    }
-
     /// Whether `ASTRID_RUNTIME_ALLOW_LOOPBACK` opens this class.
     fn opened_by_allow_loopback(self) -> bool {
         matches!(self, Blocked::Loopback | Blocked::Private)
-    }
-}
-
-impl std::fmt::Display for Blocked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

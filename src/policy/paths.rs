@@ -44,31 +44,24 @@ impl VfsPath {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    #[error("is longer than 4096 bytes")]
     TooLong,
+    #[error("has more than 256 components")]
     TooDeep,
+    #[error("contains a NUL byte")]
     Nul,
+    #[error("contains a `..` component")]
     ParentComponent,
+    #[error("uses a Windows drive, UNC prefix or backslash")]
     WindowsPrefix,
+    #[error("uses an unknown scheme")]
     UnknownScheme,
     /// A percent-encoded `..` or separator: never decoded by astrid, but
     /// refused so no provider that decodes names can be walked out.
+    #[error("contains a percent-encoded `..` or separator")]
     EncodedTraversal,
-}
-
-impl std::fmt::Display for PathError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PathError::TooLong => "is longer than 4096 bytes",
-            PathError::TooDeep => "has more than 256 components",
-            PathError::Nul => "contains a NUL byte",
-            PathError::ParentComponent => "contains a `..` component",
-            PathError::WindowsPrefix => "uses a Windows drive, UNC prefix or backslash",
-            PathError::UnknownScheme => "uses an unknown scheme",
-            PathError::EncodedTraversal => "contains a percent-encoded `..` or separator",
-        })
-    }
 }
 
 fn split_scheme(text: &str) -> Result<(Mount, &str), PathError> {

@@ -5,27 +5,20 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 pub const MAX_SEGMENTS: usize = 8;
 
 /// Why a topic or pattern was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
+    #[error("is empty")]
     Empty,
+    #[error("is longer than 256 bytes")]
     TooLong,
+    #[error("has more than 8 segments")]
     TooManySegments,
+    #[error("has an empty segment")]
     EmptySegment,
+    #[error("contains whitespace or a control character")]
     BadCharacter,
+    #[error("uses `*` other than as a whole segment")]
     Wildcard,
-}
-
-impl std::fmt::Display for TopicError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TopicError::Empty => "is empty",
-            TopicError::TooLong => "is longer than 256 bytes",
-            TopicError::TooManySegments => "has more than 8 segments",
-            TopicError::EmptySegment => "has an empty segment",
-            TopicError::BadCharacter => "contains whitespace or a control character",
-            TopicError::Wildcard => "uses `*` other than as a whole segment",
-        })
-    }
 }
 
 fn validate(text: &str, pattern: bool) -> Result<(), TopicError> {

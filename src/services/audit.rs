@@ -5,7 +5,7 @@
 
 use crate::error::{Code, Error, Result};
 use crate::handoff::run_callback;
-use crate::signal::lock;
+use crate::signal::{MutexExt, RwLockExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
@@ -69,7 +69,7 @@ impl Audit {
                         if abandoned.load(Ordering::SeqCst) {
                             break;
                         }
-                        let current = sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        let current = sink.read_locked().clone();
                         if let Some(sink) = current {
                             run_callback(|| sink(&event));
                         }
@@ -77,7 +77,7 @@ impl Audit {
                     // Left behind by shutdown: the sink's finalizer runs
                     // here, after the callback that held shutdown returned.
                     if abandoned.load(Ordering::SeqCst) {
-                        drop(sink.write().unwrap_or_else(|e| e.into_inner()).take());
+                        drop(sink.write_locked().take());
                     }
                 })
                 .map_err(|e| Error::new(Code::Io, "cannot start the audit thread").caused_by(e))?
@@ -94,7 +94,7 @@ impl Audit {
     /// Installs (or with `None` removes) the sink.
     pub(crate) fn set_sink(&self, sink: Option<AuditSink>) {
         let present = sink.is_some();
-        *self.sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        *self.sink.write_locked() = sink;
         self.has_sink.store(present, Ordering::SeqCst);
     }
 
@@ -107,7 +107,7 @@ impl Audit {
     /// dropped while the runtime runs; at shutdown, those queued behind an
     /// audit callback that outlives the unload grace are).
     pub(crate) fn emit(&self, event: AuditEvent) {
-        let tx = self.tx.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let tx = self.tx.read_locked().clone();
         if let Some(tx) = tx {
             let _ = tx.send(event);
         }
@@ -119,14 +119,14 @@ impl Audit {
     /// drops the sink (running its finalizer) itself once the callback in
     /// flight returns.
     pub(crate) fn shut_down(&self, grace: Duration) {
-        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = lock(&self.thread).take();
+        self.tx.write_locked().take();
+        let thread = self.thread.locked().take();
         let ended = match thread {
             Some(t) => join_within(t, grace),
             None => true,
         };
         if ended {
-            self.sink.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.sink.write_locked().take();
         } else {
             self.abandoned.store(true, Ordering::SeqCst);
         }

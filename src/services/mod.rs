@@ -19,6 +19,7 @@ use crate::gate::{AcceptVerifier, GateFn};
 use crate::handoff::{run_callback, Bounded, HandOff};
 use crate::kv::KvStore;
 use crate::policy::paths::Mount;
+use crate::signal::{MutexExt, RwLockExt};
 use crate::vfs::Vfs;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -155,16 +156,10 @@ impl Services {
     /// use them. `default_kv` replaces an embedder's KV backend.
     pub(crate) fn shut_down(&self, grace: Duration, default_kv: Arc<dyn KvStore>) {
         self.handoff.close(grace);
-        *self.kv.write().unwrap_or_else(|e| e.into_inner()) = default_kv;
+        *self.kv.write_locked() = default_kv;
         self.audit.shut_down(grace);
-        self.log_sink
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.secret_provider
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.log_sink.write_locked().take();
+        self.secret_provider.write_locked().take();
     }
 
     #[inline]
@@ -202,11 +197,7 @@ impl Services {
     }
 
     pub(crate) fn log(&self, record: &LogRecord<'_>) {
-        let sink = self
-            .log_sink
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let sink = self.log_sink.read_locked().clone();
         if let Some(sink) = sink {
             run_callback(|| sink(record));
         }
@@ -217,11 +208,7 @@ impl Services {
         &self,
         request: &SecretRequest<'_>,
     ) -> std::result::Result<Option<String>, ()> {
-        let provider = self
-            .secret_provider
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let provider = self.secret_provider.read_locked().clone();
         match provider {
             None => Ok(None),
             Some(provider) => run_callback(|| provider(request)).unwrap_or(Err(())),
@@ -231,37 +218,27 @@ impl Services {
     /// Whether a gate is installed (a request checked without one is
     /// decided by the manifest alone).
     pub(crate) fn has_gate(&self) -> bool {
-        self.gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.gate.read_locked().is_some()
     }
 
     pub(crate) fn gate(&self) -> Option<GateFn> {
-        self.gate.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.gate.read_locked().clone()
     }
 
     pub(crate) fn unix_socket_for(&self, name: &str) -> Option<PathBuf> {
-        self.unix_sockets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.unix_sockets.read_locked().get(name).cloned()
     }
 
     pub(crate) fn accept_verifier(&self) -> Option<crate::gate::AcceptVerifier> {
-        self.accept_verifier
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.accept_verifier.read_locked().clone()
     }
 
     pub(crate) fn kv_store(&self) -> Arc<dyn KvStore> {
-        self.kv.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.kv.read_locked().clone()
     }
 
     pub(crate) fn mounted(&self, mount: Mount) -> Option<Arc<dyn Vfs>> {
-        let mounts = self.mounts.read().unwrap_or_else(|e| e.into_inner());
+        let mounts = self.mounts.read_locked();
         mounts.get(&mount).cloned()
     }
 
@@ -308,7 +285,7 @@ impl Services {
                     return;
                 }
                 let result = run_callback(callback);
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                *slot.locked() = Some(result);
                 done.cancel();
             })
         };
@@ -322,7 +299,7 @@ impl Services {
         // Marks the job finished from this side too, so one still queued
         // does not call the embedder for an answer nobody waits for.
         done.cancel();
-        let finished = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let finished = slot.locked().take();
         match finished {
             Some(Some(result)) => Bounded::Done(result),
             Some(None) => Bounded::Panicked,

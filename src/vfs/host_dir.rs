@@ -12,6 +12,7 @@
 //! are opened non-blocking and refused, so no call can hang on one.
 
 use super::{DirEntry, FileKind, OpenFlags, Stat, Timestamp, Vfs, VfsError, VfsResult};
+use crate::signal::MutexExt;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, StatxFlags};
 use std::collections::HashMap;
 use std::fs::File;
@@ -183,7 +184,7 @@ impl HostDir {
     }
 
     fn handle(&self, handle: u64) -> VfsResult<(Arc<File>, OpenFlags)> {
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = self.handles.locked();
         handles.open.get(&handle).cloned().ok_or(VfsError::Closed)
     }
 }
@@ -248,7 +249,7 @@ impl Vfs for HostDir {
             FileKind::Directory => return Err(VfsError::IsDirectory),
             _ => return Err(VfsError::NotRegular),
         }
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = self.handles.locked();
         handles.next += 1;
         let id = handles.next;
         handles.open.insert(id, (Arc::new(File::from(fd)), flags));
@@ -320,7 +321,7 @@ impl Vfs for HostDir {
     }
 
     fn close(&self, handle: u64) {
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = self.handles.locked();
         handles.open.remove(&handle);
     }
 

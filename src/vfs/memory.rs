@@ -10,6 +10,7 @@
 //! so no size a guest asks for can abort the host.
 
 use super::{DirEntry, FileKind, OpenFlags, Stat, Timestamp, Vfs, VfsError, VfsResult};
+use crate::signal::MutexExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -251,7 +252,7 @@ impl MemoryFs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tree> {
-        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+        self.tree.locked()
     }
 
     /// Resizes a file's contents. Growth reserves first, charging the

@@ -10,6 +10,7 @@
 pub mod host_dir;
 pub mod memory;
 
+use crate::signal::MutexExt;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -359,7 +360,7 @@ impl CapsuleMounts {
         if let Some(shared) = &self.tmp_shared {
             return shared.clone();
         }
-        let mut tmp = self.tmp.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tmp = self.tmp.locked();
         if let Some(fs) = tmp.get(scope) {
             return fs.clone(); // no key allocation on the common path
         }

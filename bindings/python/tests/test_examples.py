@@ -24,7 +24,7 @@ def test_hello_example(capsules) -> None:
     out = run("hello.py", str(capsules / "hello"), "Example")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("astrid ") and lines[0].endswith("(ABI 1)")
+    assert lines[0].startswith("astrid ") and lines[0].endswith("(ABI 2)")
     assert lines[1].startswith("loaded capsule hello (id ")
     assert 'calling greet with {"name":"Example"}' in lines
     assert "  [info] hello: greeting Example on behalf of alice" in lines

@@ -2,10 +2,9 @@
 //! audit log, and how provider stats become `file-stat`.
 
 use super::bindings::{Datetime, ErrorCode, FileHandle, FileStat, FileType};
-use crate::host::audit::Payload;
+use crate::host::audit::{audit_cases, Payload};
 use crate::host::gated::{GatedError, Refused};
 use crate::policy::paths::PathError;
-use crate::services::Outcome;
 use crate::vfs::{self, FileKind, Stat, VfsError};
 use wasmtime::component::Resource;
 
@@ -38,41 +37,27 @@ impl GatedError for ErrorCode {
     fn cancelled() -> Self {
         ErrorCode::Closed
     }
-    fn audit_case(&self) -> (bool, String) {
-        let name = match self {
-            ErrorCode::NotFound => "not-found",
-            ErrorCode::Access => "access",
-            ErrorCode::CapabilityDenied => "capability-denied",
-            ErrorCode::BoundaryEscape => "boundary-escape",
-            ErrorCode::InvalidPath => "invalid-path",
-            ErrorCode::WouldBlock => "would-block",
-            ErrorCode::IsDirectory => "is-directory",
-            ErrorCode::NotDirectory => "not-directory",
-            ErrorCode::NotEmpty => "not-empty",
-            ErrorCode::TooLarge => "too-large",
-            ErrorCode::Quota => "quota",
-            ErrorCode::CrossVfs => "cross-vfs",
-            ErrorCode::AlreadyExists => "already-exists",
-            ErrorCode::Closed => "closed",
-            ErrorCode::Unknown(text) => return (false, format!("unknown({text})")),
-        };
-        (
-            matches!(self, ErrorCode::CapabilityDenied),
-            name.to_string(),
-        )
-    }
 }
 
-impl<T> crate::host::audit::AuditOutcome for Result<T, ErrorCode> {
-    fn audit_outcome(&self) -> (Outcome, Option<String>) {
-        match self {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(code) => match code.audit_case() {
-                (true, name) => (Outcome::Denied, Some(name)),
-                (false, name) => (Outcome::Failed, Some(name)),
-            },
-        }
+audit_cases! {
+    ErrorCode {
+        ErrorCode::NotFound => "not-found",
+        ErrorCode::Access => "access",
+        ErrorCode::CapabilityDenied => "capability-denied",
+        ErrorCode::BoundaryEscape => "boundary-escape",
+        ErrorCode::InvalidPath => "invalid-path",
+        ErrorCode::WouldBlock => "would-block",
+        ErrorCode::IsDirectory => "is-directory",
+        ErrorCode::NotDirectory => "not-directory",
+        ErrorCode::NotEmpty => "not-empty",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::Quota => "quota",
+        ErrorCode::CrossVfs => "cross-vfs",
+        ErrorCode::AlreadyExists => "already-exists",
+        ErrorCode::Closed => "closed",
     }
+    unknown: ErrorCode::Unknown,
+    denials: [ErrorCode::CapabilityDenied]
 }
 
 impl Payload for FileStat {}

@@ -11,6 +11,7 @@ mod errors;
 mod handle;
 mod prepare;
 mod session;
+pub mod shared;
 mod targets;
 
 pub use bindings::{

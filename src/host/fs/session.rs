@@ -38,16 +38,8 @@ impl HostState {
         if !vfs.is_callback() {
             return op(&**vfs);
         }
-        let runtime = &self.capsule.services;
-        let limit = runtime.config.vfs_timeout;
-        let (token, deadline) = (&self.call.token, self.call.deadline);
-        let bounded = if runtime.inline_callbacks() {
-            runtime.run_inline(limit, token, || op(&**vfs))
-        } else {
-            let vfs = vfs.clone();
-            runtime.run_handed_off(limit, deadline, token, cleanup, move || op(&*vfs))
-        };
-        match bounded {
+        let provider = vfs.clone();
+        match self.backend_call(cleanup, move || op(&*provider)) {
             Bounded::Done(result) => result,
             Bounded::Panicked => Err(VfsError::Io),
             Bounded::Overran => Err(VfsError::Timeout),
@@ -57,7 +49,7 @@ impl HostState {
 
     /// Opens a provider handle, charging the capsule's handle quota.
     pub(super) fn open_counted(&self, target: &Target, flags: OpenFlags) -> Result<u64, ErrorCode> {
-        let counter = &self.capsule.open_files;
+        let counter = &self.capsule.fs.open_files;
         if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
             counter.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::Quota);
@@ -71,7 +63,7 @@ impl HostState {
     }
 
     pub(super) fn close_counted(&self, vfs: &Arc<dyn Vfs>, handle: u64) {
-        self.capsule.open_files.fetch_sub(1, Ordering::SeqCst);
+        self.capsule.fs.open_files.fetch_sub(1, Ordering::SeqCst);
         // Best effort: a close that times out is abandoned to the provider;
         // one for a cancelled call still reaches it.
         let _ = self.provider_call(vfs, true, move |v| {
@@ -92,7 +84,7 @@ impl HostState {
         offset: u64,
         length: u64,
     ) -> Result<(), ErrorCode> {
-        if self.capsule.write_budget.is_none() {
+        if self.capsule.fs.write_budget.is_none() {
             return Ok(());
         }
         let size = match self.vfs_call(vfs, move |v| v.fstat(handle)) {
@@ -105,12 +97,12 @@ impl HostState {
 
     /// Charges the optional per-capsule write budget.
     pub(super) fn charge_writes(&self, bytes: u64) -> Result<(), ErrorCode> {
-        let Some(budget) = self.capsule.write_budget else {
+        let Some(budget) = self.capsule.fs.write_budget else {
             return Ok(());
         };
         // One compare-and-swap: a charge that does not fit never touches
         // the counter, so no concurrent charge can see it wrapped.
-        let used = &self.capsule.bytes_written;
+        let used = &self.capsule.fs.bytes_written;
         used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spent| {
             spent.checked_add(bytes).filter(|&total| total <= budget)
         })
@@ -166,7 +158,7 @@ impl HostState {
         flags: OpenFlags,
         body: impl FnOnce(&dyn Vfs, u64, &SessionStop) -> Result<R, ErrorCode> + Send + 'static,
     ) -> Result<R, ErrorCode> {
-        let counter = &self.capsule.open_files;
+        let counter = &self.capsule.fs.open_files;
         if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
             counter.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::Quota);
@@ -316,7 +308,7 @@ impl HostState {
     /// §5.2). `home` belongs to the owner: calls on behalf of someone else
     /// have none.
     pub(super) fn mount(&self, mount: Mount) -> Option<Arc<dyn Vfs>> {
-        let mounts = &self.capsule.mounts;
+        let mounts = &self.capsule.fs.mounts;
         match mount {
             Mount::Cwd => Some(mounts.cwd.clone()),
             Mount::Home => {

@@ -6,7 +6,7 @@
 use super::decode::Decoder;
 use super::error::HttpError;
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use crate::signal::{Readiness, Signal, Waiter};
 use bytes::Bytes;
 use hyper::body::{Body as _, Frame, Incoming};
@@ -62,7 +62,7 @@ impl Body {
     /// Takes up to `max` buffered bytes. `Ok(None)`: nothing yet.
     /// `Ok(Some(empty))`: the body ended.
     pub(crate) fn take(&self, max: usize) -> Result<Option<Vec<u8>>, HttpError> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         if state.closed {
             return Err(HttpError::Closed);
         }
@@ -91,18 +91,18 @@ impl Body {
 
     /// Whether a `take` would answer now.
     pub(crate) fn has_news(&self) -> bool {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         state.buffered > 0 || state.ended || state.error.is_some() || state.closed
     }
 
     /// The received trailers once the body ended (`None` before).
     pub(crate) fn trailers(&self) -> Option<Option<Vec<(String, String)>>> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         (state.ended && state.buffered == 0).then(|| state.trailers.clone())
     }
 
     pub(crate) fn close(&self) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.closed = true;
         state.chunks.clear();
         state.buffered = 0;
@@ -112,7 +112,7 @@ impl Body {
     }
 
     fn fail(&self, error: HttpError) {
-        lock(&self.state).error = Some(error);
+        self.state.locked().error = Some(error);
         self.readable.notify();
     }
 
@@ -121,7 +121,7 @@ impl Body {
         loop {
             let notified = self.room.notified();
             {
-                let mut state = lock(&self.state);
+                let mut state = self.state.locked();
                 if state.closed {
                     return false;
                 }
@@ -149,7 +149,7 @@ impl Body {
         drop(keep);
         match outcome {
             Ok(()) => {
-                lock(&self.state).ended = true;
+                self.state.locked().ended = true;
                 self.readable.notify();
             }
             Err(error) => self.fail(error),
@@ -181,7 +181,8 @@ impl Body {
                 Ok(data) => data,
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        lock(&self.state).trailers = Some(super::headers::header_pairs(&trailers));
+                        self.state.locked().trailers =
+                            Some(super::headers::header_pairs(&trailers));
                     }
                     continue;
                 }
@@ -301,7 +302,7 @@ pub(crate) struct UploadBody {
 
 impl UploadBody {
     pub(crate) fn finish(&self) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.finished = true;
         if let Some(waker) = state.waker.take() {
             waker.wake();
@@ -309,7 +310,7 @@ impl UploadBody {
     }
 
     pub(crate) fn abort(&self) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.aborted = true;
         if let Some(waker) = state.waker.take() {
             waker.wake();
@@ -322,7 +323,7 @@ impl UploadBody {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         if state.aborted {
             return Poll::Ready(Some(Err(std::io::Error::other("upload aborted"))));
         }
@@ -347,7 +348,7 @@ pub(crate) struct UploadSink(pub Arc<UploadBody>);
 
 impl ByteSink for UploadSink {
     fn check_write(&self) -> Result<usize, StreamFailure> {
-        let state = lock(&self.0.state);
+        let state = self.0.state.locked();
         if state.finished || state.aborted {
             return Err(StreamFailure::Closed);
         }
@@ -355,7 +356,7 @@ impl ByteSink for UploadSink {
     }
 
     fn write(&self, bytes: &[u8]) -> Result<(), StreamFailure> {
-        let mut state = lock(&self.0.state);
+        let mut state = self.0.state.locked();
         if state.finished || state.aborted {
             return Err(StreamFailure::Closed);
         }
@@ -367,7 +368,7 @@ impl ByteSink for UploadSink {
     }
 
     fn flush(&self) -> Result<(), StreamFailure> {
-        let state = lock(&self.0.state);
+        let state = self.0.state.locked();
         if state.aborted {
             return Err(StreamFailure::Closed);
         }
@@ -375,7 +376,7 @@ impl ByteSink for UploadSink {
     }
 
     fn flushed(&self) -> bool {
-        let state = lock(&self.0.state);
+        let state = self.0.state.locked();
         state.buf.is_empty() || state.aborted
     }
 
@@ -389,7 +390,7 @@ pub(crate) struct UploadWritable(pub Arc<UploadBody>);
 
 impl Readiness for UploadWritable {
     fn is_ready(&self) -> bool {
-        let state = lock(&self.0.state);
+        let state = self.0.state.locked();
         state.buf.len() < UPLOAD_BUFFER || state.finished || state.aborted
     }
     fn register(&self, waiter: &Arc<Waiter>) {

@@ -17,7 +17,7 @@ use crate::host::state::{CallScoped, HostState};
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
 use crate::policy::net::NetHost;
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use crate::wait::Pending;
 use hyper::body::Incoming;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -360,7 +360,7 @@ impl HostState {
                 first,
                 opts,
                 slot,
-            }) = lock(&upload.state).take()
+            }) = upload.state.locked().take()
             else {
                 return Err(HttpError::Closed);
             };

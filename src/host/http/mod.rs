@@ -11,11 +11,11 @@
 pub(crate) mod body;
 mod client;
 pub(crate) mod decode;
-mod error;
+pub(crate) mod error;
 mod exchange;
 mod fetch;
 mod headers;
-mod options;
+pub(crate) mod options;
 mod resources;
 #[macro_use]
 mod versions;

@@ -6,7 +6,7 @@ use super::exchange::{Exchange, Fetched, HopInFlight};
 use super::options::Options;
 use crate::host::net::QuotaSlot;
 use crate::host::state::{CallScoped, HostState};
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -78,7 +78,7 @@ impl Stream {
     pub(crate) fn close(&self) {
         self.body.close();
         self.task.abort();
-        lock(&self.slot).take();
+        self.slot.locked().take();
     }
 }
 
@@ -127,7 +127,7 @@ impl Upload {
 impl CallScoped for Upload {
     fn close(&self) {
         self.body.abort();
-        lock(&self.state).take();
+        self.state.locked().take();
     }
 }
 

@@ -8,7 +8,7 @@ use super::resources::{
     AlwaysReady, ByteSink, ByteSource, InputStream, IoError, OutputStream, Pollable, StreamFailure,
     MAX_BLOCKING_WRITE, MAX_POLL_LIST, MAX_STREAM_CHUNK,
 };
-use crate::host::audit::AuditCase;
+use crate::host::audit::audit_cases;
 use crate::host::state::HostState;
 use crate::signal::Readiness;
 use crate::wait::wait_for;
@@ -165,25 +165,23 @@ impl HostState {
     }
 }
 
-impl AuditCase for StreamError {
-    fn case(&self) -> String {
-        match self {
-            StreamError::Closed => "closed".into(),
-            StreamError::LastOperationFailed(_) => "last-operation-failed".into(),
-        }
+audit_cases! {
+    StreamError {
+        StreamError::Closed => "closed",
+        StreamError::LastOperationFailed(_) => "last-operation-failed",
     }
+    denials: []
 }
 
-impl AuditCase for ErrorCode {
-    fn case(&self) -> String {
-        match self {
-            ErrorCode::InvalidInput => "invalid-input".into(),
-            ErrorCode::Closed => "closed".into(),
-            ErrorCode::TooLarge => "too-large".into(),
-            ErrorCode::Cancelled => "cancelled".into(),
-            ErrorCode::Unknown(text) => format!("unknown({text})"),
-        }
+audit_cases! {
+    ErrorCode {
+        ErrorCode::InvalidInput => "invalid-input",
+        ErrorCode::Closed => "closed",
+        ErrorCode::TooLarge => "too-large",
+        ErrorCode::Cancelled => "cancelled",
     }
+    unknown: ErrorCode::Unknown,
+    denials: []
 }
 
 impl error::Host for HostState {}

@@ -2,6 +2,7 @@
 //! a bounded buffer, standing in for the producers net and http provide.
 
 use super::resources::{ByteSink, ByteSource, StreamFailure};
+use crate::signal::MutexExt;
 use crate::signal::{Readiness, Signal, Waiter};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ impl Pipe {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// No more bytes will be written: the reader sees `closed` after the rest.

@@ -7,7 +7,7 @@ use super::bindings::astrid::net::host::{ErrorCode, NetReadStatus};
 use super::{io_error, QuotaSlot};
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
 use crate::host::state::{CallScoped, HostState};
-use crate::signal::lock;
+use crate::signal::{MutexExt, RwLockExt};
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
 use std::collections::VecDeque;
@@ -186,7 +186,7 @@ impl Conn {
     }
 
     pub(crate) fn set_on_close(&self, hook: Box<dyn FnOnce() + Send>) {
-        *lock(&self.on_close) = Some(hook);
+        *self.on_close.locked() = Some(hook);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -194,7 +194,7 @@ impl Conn {
     }
 
     pub(crate) fn socket(&self) -> std::sync::RwLockReadGuard<'_, Socket> {
-        self.socket.read().unwrap_or_else(|e| e.into_inner())
+        self.socket.read_locked()
     }
 
     /// Reads from the socket until `want` bytes are buffered, the stream
@@ -224,7 +224,7 @@ impl Conn {
 
     /// Whether a read wanting `want` bytes can answer now.
     pub(crate) fn can_read(&self, want: usize) -> bool {
-        let mut rx = lock(&self.rx);
+        let mut rx = self.rx.locked();
         self.fill(&mut rx, want);
         rx.available() >= want || rx.eof || rx.reset || self.is_closed()
     }
@@ -259,11 +259,11 @@ impl Conn {
     }
 
     pub(crate) fn read_timeout(&self) -> Option<Duration> {
-        lock(&self.read_timeout).map(Duration::from_millis)
+        self.read_timeout.locked().map(Duration::from_millis)
     }
 
     pub(crate) fn write_timeout(&self) -> Option<Duration> {
-        lock(&self.write_timeout).map(Duration::from_millis)
+        self.write_timeout.locked().map(Duration::from_millis)
     }
 
     /// Pushes out bytes the output-stream view buffered; arms `writable`
@@ -296,7 +296,7 @@ impl Conn {
         if self.is_closed() {
             return Err(ErrorCode::Closed);
         }
-        let mut tx = lock(&self.tx);
+        let mut tx = self.tx.locked();
         self.drain(&mut tx)
             .map_err(|_| ErrorCode::ConnectionReset)?;
         if !tx.is_empty() {
@@ -390,7 +390,7 @@ impl Conn {
                 if Instant::now() >= state.call.deadline {
                     return Err(ErrorCode::Timeout);
                 }
-                if lock(&self.rx).available() == 0 {
+                if self.rx.locked().available() == 0 {
                     return Ok(NetReadStatus::Pending);
                 }
                 // A header has begun: the rest comes under the read timeout.
@@ -399,7 +399,7 @@ impl Conn {
             Err(e) => return Err(e),
         }
         let len = {
-            let rx = lock(&self.rx);
+            let rx = self.rx.locked();
             if rx.available() < 4 {
                 return self.ended(&rx, true);
             }
@@ -412,7 +412,7 @@ impl Conn {
             return Err(ErrorCode::Quota);
         }
         self.wait_readable(state, 4 + len, self.read_timeout())?;
-        let mut rx = lock(&self.rx);
+        let mut rx = self.rx.locked();
         if rx.available() < 4 + len {
             return self.ended(&rx, true);
         }
@@ -443,7 +443,7 @@ impl Conn {
             return Ok(Vec::new());
         }
         self.wait_readable(state, 1, self.read_timeout())?;
-        let mut rx = lock(&self.rx);
+        let mut rx = self.rx.locked();
         if rx.available() == 0 {
             if rx.reset {
                 return Err(ErrorCode::ConnectionReset);
@@ -471,11 +471,11 @@ impl Conn {
         }
         // Drop the OS socket now: a guest keeping the handle past its call
         // must not keep the descriptor.
-        *self.socket.write().unwrap_or_else(|e| e.into_inner()) = Socket::Closed;
-        lock(&self.slot).take();
+        *self.socket.write_locked() = Socket::Closed;
+        self.slot.locked().take();
         self.readable.notify();
         self.writable.notify();
-        if let Some(hook) = lock(&self.on_close).take() {
+        if let Some(hook) = self.on_close.locked().take() {
             hook();
         }
     }
@@ -483,7 +483,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if let Some(hook) = lock(&self.on_close).take() {
+        if let Some(hook) = self.on_close.locked().take() {
             hook();
         }
     }
@@ -539,7 +539,7 @@ pub(crate) struct ConnSource(pub(crate) Arc<Conn>);
 impl ByteSource for ConnSource {
     fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure> {
         let conn = &self.0;
-        let mut rx = lock(&conn.rx);
+        let mut rx = conn.rx.locked();
         conn.fill(&mut rx, 1);
         if rx.available() > 0 {
             let n = rx.available().min(max);
@@ -565,7 +565,7 @@ pub(crate) struct ConnWritable(pub(crate) Arc<Conn>);
 impl Readiness for ConnWritable {
     fn is_ready(&self) -> bool {
         let conn = &self.0;
-        let mut tx = lock(&conn.tx);
+        let mut tx = conn.tx.locked();
         conn.drain(&mut tx).is_err() || tx.len() < WRITE_BUFFER || conn.is_closed()
     }
     fn register(&self, waiter: &Arc<Waiter>) {
@@ -582,7 +582,7 @@ impl ByteSink for ConnSink {
         if conn.is_closed() {
             return Err(StreamFailure::Closed);
         }
-        let mut tx = lock(&conn.tx);
+        let mut tx = conn.tx.locked();
         conn.drain(&mut tx)?;
         Ok(WRITE_BUFFER - tx.len().min(WRITE_BUFFER))
     }
@@ -592,7 +592,7 @@ impl ByteSink for ConnSink {
         if conn.is_closed() {
             return Err(StreamFailure::Closed);
         }
-        let mut tx = lock(&conn.tx);
+        let mut tx = conn.tx.locked();
         tx.extend(bytes);
         conn.drain(&mut tx)
     }
@@ -602,12 +602,12 @@ impl ByteSink for ConnSink {
         if conn.is_closed() {
             return Err(StreamFailure::Closed);
         }
-        conn.drain(&mut lock(&conn.tx))
+        conn.drain(&mut conn.tx.locked())
     }
 
     fn flushed(&self) -> bool {
         let conn = &self.0;
-        let mut tx = lock(&conn.tx);
+        let mut tx = conn.tx.locked();
         conn.drain(&mut tx).is_err() || tx.is_empty() || conn.is_closed()
     }
 

@@ -12,7 +12,7 @@ use crate::host::io::Pollable;
 use crate::host::shared::CapsuleShared;
 use crate::host::state::{CallScoped, HostState};
 use crate::services::Services;
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -119,7 +119,7 @@ impl Listener {
     /// Takes one connection from the OS into `ready` if there is one,
     /// screening unix peers; otherwise arms the wake-up.
     fn poll_one(&self) -> bool {
-        let mut ready = lock(&self.ready);
+        let mut ready = self.ready.locked();
         if ready.is_some() {
             return true;
         }
@@ -128,7 +128,7 @@ impl Listener {
         }
         let _enter = self.capsule.services.handle.enter();
         let mut cx = Context::from_waker(&self.waker);
-        let kind = lock(&self.kind);
+        let kind = self.kind.locked();
         let Some(kind) = kind.as_ref() else {
             return false;
         };
@@ -208,7 +208,7 @@ impl Listener {
         if !got {
             return Ok(None);
         }
-        let Some(accepted) = lock(&self.ready).take() else {
+        let Some(accepted) = self.ready.locked().take() else {
             return Ok(None);
         };
         Ok(Some(match accepted {
@@ -230,9 +230,9 @@ impl Listener {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        lock(&self.ready).take();
-        release(lock(&self.kind).take());
-        lock(&self.slot).take();
+        self.ready.locked().take();
+        release(self.kind.locked().take());
+        self.slot.locked().take();
         self.signal.notify();
     }
 }
@@ -246,12 +246,7 @@ fn release(kind: Option<Kind>) {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        release(
-            self.kind
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        release(self.kind.get_mut_recovered().take());
     }
 }
 
@@ -447,7 +442,7 @@ impl HostTcpListener for HostState {
                 return Err(ErrorCode::Closed);
             }
             let listener = state.listener_of(&this)?;
-            let kind = lock(&listener.kind);
+            let kind = listener.kind.locked();
             let addr = match kind.as_ref() {
                 Some(Kind::Tcp(l)) => l
                     .local_addr()

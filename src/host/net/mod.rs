@@ -18,7 +18,7 @@ pub(crate) mod resolve;
 mod stream;
 pub mod udp;
 
-use crate::host::audit::{AuditCase, Payload};
+use crate::host::audit::{audit_cases, Payload};
 use crate::host::gated::{GatedError, Prepared, Refused};
 use crate::host::state::HostState;
 use crate::host::wasi::vetting::Lookup;
@@ -73,32 +73,24 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )
 }
 
-impl AuditCase for ErrorCode {
-    fn case(&self) -> String {
-        match self {
-            ErrorCode::WouldBlock => "would-block".into(),
-            ErrorCode::Closed => "closed".into(),
-            ErrorCode::CapabilityDenied => "capability-denied".into(),
-            ErrorCode::AirlockRejected => "airlock-rejected".into(),
-            ErrorCode::ConnectionRefused => "connection-refused".into(),
-            ErrorCode::ConnectionReset => "connection-reset".into(),
-            ErrorCode::Timeout => "timeout".into(),
-            ErrorCode::AddressInUse => "address-in-use".into(),
-            ErrorCode::AddressNotAvailable => "address-not-available".into(),
-            ErrorCode::NameUnresolvable => "name-unresolvable".into(),
-            ErrorCode::InvalidHandle => "invalid-handle".into(),
-            ErrorCode::NotTcp => "not-tcp".into(),
-            ErrorCode::Quota => "quota".into(),
-            ErrorCode::Unknown(text) => format!("unknown({text})"),
-        }
+audit_cases! {
+    ErrorCode {
+        ErrorCode::WouldBlock => "would-block",
+        ErrorCode::Closed => "closed",
+        ErrorCode::CapabilityDenied => "capability-denied",
+        ErrorCode::AirlockRejected => "airlock-rejected",
+        ErrorCode::ConnectionRefused => "connection-refused",
+        ErrorCode::ConnectionReset => "connection-reset",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::AddressInUse => "address-in-use",
+        ErrorCode::AddressNotAvailable => "address-not-available",
+        ErrorCode::NameUnresolvable => "name-unresolvable",
+        ErrorCode::InvalidHandle => "invalid-handle",
+        ErrorCode::NotTcp => "not-tcp",
+        ErrorCode::Quota => "quota",
     }
-
-    fn is_denial(&self) -> bool {
-        matches!(
-            self,
-            ErrorCode::CapabilityDenied | ErrorCode::AirlockRejected
-        )
-    }
+    unknown: ErrorCode::Unknown,
+    denials: [ErrorCode::CapabilityDenied, ErrorCode::AirlockRejected]
 }
 
 impl GatedError for ErrorCode {
@@ -107,9 +99,6 @@ impl GatedError for ErrorCode {
     }
     fn cancelled() -> Self {
         ErrorCode::Closed
-    }
-    fn audit_case(&self) -> (bool, String) {
-        (self.is_denial(), self.case())
     }
 }
 

@@ -6,7 +6,7 @@ use super::conn::{Conn, ConnReadable, ConnSink, ConnSource, Socket, TcpStreamHan
 use super::io_error;
 use crate::host::io::{ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable};
 use crate::host::state::HostState;
-use crate::signal::lock;
+use crate::signal::MutexExt;
 use crate::signal::Readiness;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -148,7 +148,7 @@ impl HostTcpStream for HostState {
                 ShutdownHow::Both => std::net::Shutdown::Both,
             };
             if how != std::net::Shutdown::Read {
-                let mut tx = lock(&conn.tx);
+                let mut tx = conn.tx.locked();
                 let _ = conn.drain(&mut tx);
             }
             let socket = conn.socket();
@@ -214,14 +214,14 @@ impl HostTcpStream for HostState {
         timeout_ms: Option<u64>,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-read-timeout", &this, 0, |_, conn| {
-            *lock(&conn.read_timeout) = timeout_ms;
+            *conn.read_timeout.locked() = timeout_ms;
             Ok(())
         })
     }
 
     fn read_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
         self.on_conn("net.tcp-stream.read-timeout", &this, 0, |_, conn| {
-            Ok(*lock(&conn.read_timeout))
+            Ok(*conn.read_timeout.locked())
         })
     }
 
@@ -231,14 +231,14 @@ impl HostTcpStream for HostState {
         timeout_ms: Option<u64>,
     ) -> Result<(), ErrorCode> {
         self.on_conn("net.tcp-stream.set-write-timeout", &this, 0, |_, conn| {
-            *lock(&conn.write_timeout) = timeout_ms;
+            *conn.write_timeout.locked() = timeout_ms;
             Ok(())
         })
     }
 
     fn write_timeout(&mut self, this: Resource<TcpStreamHandle>) -> Result<Option<u64>, ErrorCode> {
         self.on_conn("net.tcp-stream.write-timeout", &this, 0, |_, conn| {
-            Ok(*lock(&conn.write_timeout))
+            Ok(*conn.write_timeout.locked())
         })
     }
 

@@ -9,7 +9,7 @@ use super::{io_error, resolve, target, Prepared, QuotaSlot, Refused, MAX_DATAGRA
 use crate::host::io::Pollable;
 use crate::host::state::{CallScoped, HostState};
 use crate::policy::net::NetHost;
-use crate::signal::lock;
+use crate::signal::{MutexExt, RwLockExt};
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -83,10 +83,10 @@ impl Udp {
 
     /// Whether a datagram from `peer` may reach the guest.
     fn admits(&self, peer: SocketAddr) -> bool {
-        if let Some(connected) = *lock(&self.connected) {
+        if let Some(connected) = *self.connected.locked() {
             return peer == connected;
         }
-        !self.outbound || lock(&self.peers).contains(&peer)
+        !self.outbound || self.peers.locked().contains(&peer)
     }
 
     /// Moves waiting datagrams into the queue; arms the wake-up when none.
@@ -98,8 +98,8 @@ impl Udp {
     }
 
     fn fill_with(&self, buf: &mut [u8]) -> bool {
-        let mut queue = lock(&self.queue);
-        let socket = self.socket.read().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.queue.locked();
+        let socket = self.socket.read_locked();
         let Some(socket) = socket.as_ref() else {
             return true;
         };
@@ -128,7 +128,7 @@ impl Udp {
     /// Waits for a datagram under the read timeout; `Ok(None)` when the
     /// timeout passed (`would-block` at 0, `timeout` at the call deadline).
     fn receive(&self, state: &HostState) -> Result<Option<(Vec<u8>, SocketAddr)>, ErrorCode> {
-        let timeout = lock(&self.read_timeout).map(Duration::from_millis);
+        let timeout = self.read_timeout.locked().map(Duration::from_millis);
         if !self.fill() {
             if timeout == Some(Duration::ZERO) {
                 return Err(ErrorCode::WouldBlock);
@@ -151,11 +151,11 @@ impl Udp {
         if self.is_closed() {
             return Err(ErrorCode::Closed);
         }
-        Ok(lock(&self.queue).pop_front())
+        Ok(self.queue.locked().pop_front())
     }
 
     fn send_now(&self, data: &[u8], to: SocketAddr) -> Result<Option<usize>, ErrorCode> {
-        let socket = self.socket.read().unwrap_or_else(|e| e.into_inner());
+        let socket = self.socket.read_locked();
         let socket = socket.as_ref().ok_or(ErrorCode::Closed)?;
         loop {
             match socket.try_send_to(data, to) {
@@ -200,11 +200,8 @@ impl Udp {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.socket
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        lock(&self.slot).take();
+        self.socket.write_locked().take();
+        self.slot.locked().take();
         self.signal.notify();
     }
 }
@@ -277,7 +274,7 @@ impl HostState {
                 }
                 let host = resolve::canonical(host).map_err(Refused::Failed)?;
                 let key = (host, port);
-                let known = lock(&udp.allowed).get(&key).map(|addrs| addrs[0]);
+                let known = udp.allowed.locked().get(&key).map(|addrs| addrs[0]);
                 if let Some(addr) = known {
                     return Ok(Prepared {
                         target: key.0.with_port(port),
@@ -297,9 +294,9 @@ impl HostState {
                     Ok(addr) => addr,
                     Err(key) => {
                         let addrs = state.resolve_all_safe(&key.0, key.1)?;
-                        lock(&udp.peers).extend(addrs.iter().copied());
+                        udp.peers.locked().extend(addrs.iter().copied());
                         let first = addrs[0];
-                        lock(&udp.allowed).insert(key, addrs);
+                        udp.allowed.locked().insert(key, addrs);
                         first
                     }
                 };
@@ -368,9 +365,9 @@ impl HostUdpSocket for HostState {
             &peer_host,
             peer_port,
             |_, udp, to| {
-                *lock(&udp.connected) = Some(to);
+                *udp.connected.locked() = Some(to);
                 // Datagrams queued from other peers no longer belong to the guest.
-                lock(&udp.queue).retain(|(_, peer)| *peer == to);
+                udp.queue.locked().retain(|(_, peer)| *peer == to);
                 Ok(())
             },
         )
@@ -378,7 +375,7 @@ impl HostUdpSocket for HostState {
 
     fn disconnect(&mut self, this: Resource<UdpHandle>) -> Result<(), ErrorCode> {
         self.audited("net.udp-socket.disconnect", None, 0, |state| {
-            *lock(&state.udp(&this)?.connected) = None;
+            *state.udp(&this)?.connected.locked() = None;
             Ok(())
         })
     }
@@ -387,7 +384,7 @@ impl HostUdpSocket for HostState {
         self.audited("net.udp-socket.send", None, data.len() as u64, |state| {
             let udp = state.udp(&this)?;
             check_size(&data)?;
-            let to = (*lock(&udp.connected)).ok_or(ErrorCode::AddressNotAvailable)?;
+            let to = (*udp.connected.locked()).ok_or(ErrorCode::AddressNotAvailable)?;
             udp.send(state, &data, to)
         })
     }
@@ -399,7 +396,7 @@ impl HostUdpSocket for HostState {
     ) -> Result<Option<Vec<u8>>, ErrorCode> {
         let result = self.audited_io("net.udp-socket.recv", None, 0, |state| {
             let udp = state.udp(&this)?;
-            if lock(&udp.connected).is_none() {
+            if udp.connected.locked().is_none() {
                 return Err(ErrorCode::AddressNotAvailable);
             }
             Ok(udp.receive(state)?.map(|(mut data, _)| {
@@ -413,7 +410,7 @@ impl HostUdpSocket for HostState {
 
     fn peer_addr(&mut self, this: Resource<UdpHandle>) -> Result<Option<String>, ErrorCode> {
         self.audited("net.udp-socket.peer-addr", None, 0, |state| {
-            Ok(lock(&state.udp(&this)?.connected).map(|a| a.to_string()))
+            Ok(state.udp(&this)?.connected.locked().map(|a| a.to_string()))
         })
     }
 
@@ -423,7 +420,7 @@ impl HostUdpSocket for HostState {
         timeout_ms: Option<u64>,
     ) -> Result<(), ErrorCode> {
         self.audited("net.udp-socket.set-read-timeout", None, 0, |state| {
-            *lock(&state.udp(&this)?.read_timeout) = timeout_ms;
+            *state.udp(&this)?.read_timeout.locked() = timeout_ms;
             Ok(())
         })
     }
@@ -431,7 +428,7 @@ impl HostUdpSocket for HostState {
     fn local_addr(&mut self, this: Resource<UdpHandle>) -> Result<String, ErrorCode> {
         self.audited("net.udp-socket.local-addr", None, 0, |state| {
             let udp = state.udp(&this)?;
-            let socket = udp.socket.read().unwrap_or_else(|e| e.into_inner());
+            let socket = udp.socket.read_locked();
             socket
                 .as_ref()
                 .ok_or(ErrorCode::Closed)?

@@ -3,6 +3,7 @@
 
 use crate::host::shared::CapsuleShared;
 use crate::services::LogLevel;
+use crate::signal::MutexExt;
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,11 +56,7 @@ impl StdioLog {
 
     /// The principal of the call being served.
     pub fn principal(&self) -> Option<Arc<str>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .principal
-            .clone()
+        self.state.locked().principal.clone()
     }
 
     /// Starts a call for the `wasi:sockets` checks: its cancel token and
@@ -72,17 +69,14 @@ impl StdioLog {
 
     /// Tags the lines written from now on with the call's principal.
     pub fn set_principal(&self, principal: Option<&Arc<str>>) {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .principal = principal.cloned();
+        self.state.locked().principal = principal.cloned();
     }
 
     fn write(&self, channel: Channel, mut bytes: &[u8]) {
         let mut lines = Vec::new();
         let principal;
         {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.state.locked();
             principal = state.principal.clone();
             let pending = &mut state.pending[channel as usize];
             while !bytes.is_empty() {
@@ -120,7 +114,7 @@ impl StdioLog {
             return;
         }
         let (principal, rests) = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.state.locked();
             let rests = [
                 std::mem::take(&mut state.pending[0]),
                 std::mem::take(&mut state.pending[1]),

@@ -6,6 +6,7 @@
 use crate::host::shared::CapsuleShared;
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost};
+use crate::signal::MutexExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,18 +35,15 @@ pub struct WasiSocketsCall {
 
 impl WasiSocketsCall {
     pub(crate) fn begin(&self, token: &crate::cancel::CancelToken, deadline: Instant) {
-        *self.call.lock().unwrap_or_else(|e| e.into_inner()) = Some((token.clone(), deadline));
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.call.locked() = Some((token.clone(), deadline));
+        self.peers.locked().clear();
         self.udp_server.store(false, Ordering::SeqCst);
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.resolved.locked().clear();
     }
 
     /// A vetted lookup answered `lookup.addrs` for `lookup.name`.
     pub(crate) fn note_lookup(&self, lookup: &Lookup) {
-        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = self.resolved.locked();
         for ip in &lookup.addrs {
             let names = resolved.entry(*ip).or_default();
             if !names.contains(&lookup.name) {
@@ -56,21 +54,17 @@ impl WasiSocketsCall {
 
     /// The names a vetted lookup in this call resolved to `ip`.
     fn names_of(&self, ip: std::net::IpAddr) -> Vec<NetHost> {
-        let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let resolved = self.resolved.locked();
         resolved.get(&ip).cloned().unwrap_or_default()
     }
 
     /// The current call's token and deadline (a cancelled token between calls).
     fn current(&self) -> (crate::cancel::CancelToken, Instant) {
-        self.call
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| {
-                let token = crate::cancel::CancelToken::new();
-                token.cancel();
-                (token, Instant::now())
-            })
+        self.call.locked().clone().unwrap_or_else(|| {
+            let token = crate::cancel::CancelToken::new();
+            token.cancel();
+            (token, Instant::now())
+        })
     }
 }
 
@@ -88,13 +82,7 @@ pub(crate) fn wasi_socket_allowed(
 ) -> bool {
     use wasmtime_wasi::sockets::SocketAddrUse as Use;
     let wildcard = addr.ip().is_unspecified() && addr.port() == 0;
-    let known = || {
-        vetted
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&addr)
-    };
+    let known = || vetted.peers.locked().contains(&addr);
     let (call, kind, transport) = match usage {
         // Inbound connections on a listener that passed its bind check.
         Use::TcpAccept => return true,
@@ -172,11 +160,7 @@ pub(crate) fn wasi_socket_allowed(
     })();
     if verdict.is_ok() {
         if connect {
-            vetted
-                .peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(addr);
+            vetted.peers.locked().insert(addr);
         } else if transport == "udp" {
             vetted.udp_server.store(true, Ordering::SeqCst);
         }

@@ -1,14 +1,15 @@
-//! `astrid:ipc@1.0.0` (host ABI §2.5, §8): publishing under the manifest's
-//! `[publish]` ACL with depth, rate and backpressure limits, `publish-as`
-//! for `uplink` capsules, subscriptions under `[subscribe]` with their
-//! readiness pollable, and the capsule's interceptor bindings. Audited;
-//! the ACL plays the gate's role for the bus (no embedder gate kind).
+//! The `astrid:ipc/host` functions and the `subscription` methods.
 
-use super::io::Pollable;
+use super::bindings::{
+    host, ErrorCode, InterceptorBinding, IpcEnvelope, IpcMessage, PrincipalAttribution, MAX_DEPTH,
+    MAX_RECV_MS, RESERVED_PREFIX,
+};
+use super::shared::{GuestSubscription, SubscribeRefusal};
 use crate::bus::{
     Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take, MAX_PENDING_PER_SOURCE,
 };
-use crate::host::audit::AuditCase;
+use crate::host::audit::audit_cases;
+use crate::host::io::Pollable;
 use crate::host::state::HostState;
 
 use crate::policy::topic;
@@ -16,158 +17,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        inline: "package astrid-runtime:ipc; world imports { import astrid:ipc/host@1.0.0; }",
-        path: ["wit/astrid-io@1.0.0", "wit/astrid-ipc@1.0.0"],
-        world: "imports",
-        with: {
-            "astrid:io/poll": crate::host::io::bindings::astrid::io::poll,
-            "astrid:ipc/host.subscription": super::GuestSubscription,
-        },
-    });
-}
-
-use bindings::astrid::ipc::host::{
-    self, ErrorCode, InterceptorBinding, IpcEnvelope, IpcMessage, PrincipalAttribution,
-};
-
-/// Live subscriptions per capsule, over all its instances.
-pub const MAX_SUBSCRIPTIONS: usize = 128;
-/// Deepest a message may be published from within handlers.
-pub const MAX_DEPTH: u32 = 8;
-/// Longest `recv` wait.
-pub const MAX_RECV_MS: u64 = 60_000;
-/// Reserved for the host.
-const RESERVED_PREFIX: &str = "astrid.";
-
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
-impl crate::host::shared::CapsuleShared {
-    /// A bus queue for a new guest subscription, within the capsule's quota.
-    fn claim_subscription(
-        &self,
-        pattern: &str,
-        filter: PrincipalFilter,
-    ) -> Result<Arc<SubscriptionQueue>, ErrorCode> {
-        let mut live = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked under the lock `close_subscriptions` takes: a subscription
-        // cannot slip in after unload closed the others.
-        if self.unload_token.is_cancelled() {
-            return Err(ErrorCode::Closed);
-        }
-        live.retain(|q| q.strong_count() > 0);
-        if live.len() >= MAX_SUBSCRIPTIONS {
-            return Err(ErrorCode::Quota);
-        }
-        let queue = self
-            .services
-            .bus
-            .add_queue(pattern, filter)
-            .map_err(|e| match e.code() {
-                crate::error::Code::Closed => ErrorCode::Closed,
-                _ => ErrorCode::InvalidInput,
-            })?;
-        live.push(Arc::downgrade(&queue));
-        Ok(queue)
+audit_cases! {
+    ErrorCode {
+        ErrorCode::CapabilityDenied => "capability-denied",
+        ErrorCode::InvalidInput => "invalid-input",
+        ErrorCode::Closed => "closed",
+        ErrorCode::RateLimited => "rate-limited",
+        ErrorCode::Backpressure => "backpressure",
+        ErrorCode::Quota => "quota",
+        ErrorCode::Timeout => "timeout",
     }
-
-    fn release_subscription(&self, queue: &Arc<SubscriptionQueue>) {
-        self.services.bus.remove_queue(queue);
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|q| q.upgrade().is_some_and(|q| !Arc::ptr_eq(&q, queue)));
-    }
-
-    /// Closes every subscription of the capsule (unload): a `recv` blocked
-    /// in a run loop wakes up with `closed`.
-    pub(crate) fn close_subscriptions(&self) {
-        let live =
-            std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()));
-        for queue in live.iter().filter_map(std::sync::Weak::upgrade) {
-            self.services.bus.remove_queue(&queue);
-        }
-    }
-
-    fn refund_publish_budget(&self, scope: &str, bytes: usize) {
-        let rate = self.services.config.publish_rate as f64;
-        let mut buckets = self
-            .publish_buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = buckets.get_mut(scope) {
-            bucket.0 = (bucket.0 + bytes as f64).min(rate);
-        }
-    }
-
-    /// Takes `bytes` from the (capsule, scope) publish budget: a token
-    /// bucket refilled at the runtime's publish rate, one second deep.
-    fn take_publish_budget(&self, scope: &str, bytes: usize) -> bool {
-        let rate = self.services.config.publish_rate as f64;
-        let mut buckets = self
-            .publish_buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let bucket = buckets.entry(scope.to_string()).or_insert((rate, now));
-        let refill = now.duration_since(bucket.1).as_secs_f64() * rate;
-        bucket.0 = (bucket.0 + refill).min(rate);
-        bucket.1 = now;
-        if bucket.0 < bytes as f64 {
-            return false;
-        }
-        bucket.0 -= bytes as f64;
-        true
-    }
-}
-
-/// A guest `subscription`: its bus queue, `None` once closed.
-pub struct GuestSubscription {
-    queue: Option<Arc<SubscriptionQueue>>,
-    capsule: Arc<crate::host::shared::CapsuleShared>,
-}
-
-impl GuestSubscription {
-    /// Takes the queue off the bus; the resource then answers `closed`.
-    fn release(&mut self) {
-        if let Some(queue) = self.queue.take() {
-            self.capsule.release_subscription(&queue);
-        }
-    }
-}
-
-/// Whatever drops the resource (the guest, the end of its call, or the
-/// store itself when a run loop ends) takes its queue off the bus.
-impl Drop for GuestSubscription {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-fn case_name(code: &ErrorCode) -> String {
-    match code {
-        ErrorCode::CapabilityDenied => "capability-denied".into(),
-        ErrorCode::InvalidInput => "invalid-input".into(),
-        ErrorCode::Closed => "closed".into(),
-        ErrorCode::RateLimited => "rate-limited".into(),
-        ErrorCode::Backpressure => "backpressure".into(),
-        ErrorCode::Quota => "quota".into(),
-        ErrorCode::Timeout => "timeout".into(),
-        ErrorCode::Unknown(text) => format!("unknown({text})"),
-    }
-}
-
-impl AuditCase for ErrorCode {
-    fn case(&self) -> String {
-        case_name(self)
-    }
-
-    fn is_denial(&self) -> bool {
-        matches!(self, ErrorCode::CapabilityDenied)
-    }
+    unknown: ErrorCode::Unknown,
+    denials: [ErrorCode::CapabilityDenied]
 }
 
 fn to_wit(attribution: &Attribution) -> PrincipalAttribution {
@@ -251,12 +116,14 @@ impl HostState {
         // The topic was checked above.
         crate::bus::validate_payload(payload).map_err(|_| ErrorCode::InvalidInput)?;
         let scope = self.data_scope().to_string();
-        if !self.capsule.take_publish_budget(&scope, payload.len()) {
+        if !self.capsule.ipc.take_publish_budget(&scope, payload.len()) {
             return Err(ErrorCode::RateLimited);
         }
         // A publish refused after this point gives its bytes back.
         let refund = |e: ErrorCode| {
-            self.capsule.refund_publish_budget(&scope, payload.len());
+            self.capsule
+                .ipc
+                .refund_publish_budget(&scope, payload.len());
             e
         };
         let depth = self.call.depth + 1;
@@ -360,7 +227,7 @@ impl host::HostSubscription for HostState {
         let source: Arc<dyn crate::signal::Readiness> =
             match self.table.get(&this).ok().and_then(|s| s.queue.clone()) {
                 Some(queue) => queue,
-                None => Arc::new(super::io::AlwaysReady),
+                None => Arc::new(crate::host::io::AlwaysReady),
             };
         self.push_pollable(source)
     }
@@ -433,12 +300,19 @@ impl host::Host for HostState {
                 return Err(ErrorCode::CapabilityDenied);
             }
             let filter = state.subscription_filter();
-            let queue = state.capsule.claim_subscription(&topic_pattern, filter)?;
+            let ipc = state.capsule.ipc.clone();
+            let queue = ipc
+                .claim_subscription(&topic_pattern, filter)
+                .map_err(|refusal| match refusal {
+                    SubscribeRefusal::Closed => ErrorCode::Closed,
+                    SubscribeRefusal::Quota => ErrorCode::Quota,
+                    SubscribeRefusal::Invalid => ErrorCode::InvalidInput,
+                })?;
             let resource = state
                 .table
                 .push(GuestSubscription {
                     queue: Some(queue),
-                    capsule: state.capsule.clone(),
+                    ipc,
                 })
                 .map_err(|_| ErrorCode::Quota)?;
             state.open_subscriptions.push(resource.rep());

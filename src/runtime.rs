@@ -130,6 +130,7 @@ impl Runtime {
 
     /// Loads the capsule in `dir` (its `Capsule.toml` and component).
     pub fn load_dir(&self, dir: &Path, options: &LoadOptions) -> Result<Capsule> {
+        refuse_reentry("astrid_capsule_load")?;
         self.inner.services.check_open()?;
         capsule::load::load_dir(&self.inner.platform, dir, options)
     }
@@ -303,9 +304,18 @@ impl Drop for Runtime {
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
-        // Normally close() already took the tokio runtime. If not (the owner
-        // was dropped inside a callback), shut it down without blocking: this
-        // may run on one of its own workers.
+        // Normally close() already ran. If not (the owner was dropped inside a
+        // callback), shut down without blocking, as this may run on one of
+        // the runtime's own threads: nothing new starts, every capsule is
+        // cancelled (its handle finishes the unload when it drops, and its
+        // calls end as `Closed` rather than running on without a ticker),
+        // and the worker threads stop in the background.
+        if !self.services.closed.swap(true, Ordering::SeqCst) {
+            for capsule in self.platform.live_capsules() {
+                capsule.begin_unload();
+            }
+            self.dispatcher.close();
+        }
         if let Some(rt) = self.tokio.get_mut_recovered().take() {
             rt.shutdown_background();
         }

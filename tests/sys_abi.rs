@@ -474,3 +474,40 @@ fn secrets_come_from_the_embedder_provider() {
     rt.set_secret_provider(None).unwrap();
     assert_eq!(ask(&probe, "config:TOKEN"), "none");
 }
+
+/// A runtime whose last owner is dropped inside one of its own callbacks
+/// cannot block there to shut down; it still stops serving: its capsules
+/// are cancelled, so their calls end `Closed` instead of running on without
+/// the epoch ticker that bounds them, and the handles stay safe to use and
+/// drop.
+#[test]
+fn a_runtime_dropped_inside_its_callback_stops_its_capsules() {
+    let owner: Arc<Mutex<Option<Runtime>>> = Arc::new(Mutex::new(Some(runtime())));
+    let hello = {
+        let slot = owner.lock().unwrap();
+        let rt = slot.as_ref().unwrap();
+        let dropper = owner.clone();
+        rt.set_log_sink(Some(Arc::new(move |_: &astrid::LogRecord<'_>| {
+            // The only owner goes away on the guest's own thread.
+            drop(dropper.lock().unwrap().take());
+        })))
+        .unwrap();
+        rt.load_dir(&capsule_dir("hello"), &LoadOptions::default())
+            .unwrap()
+    };
+    // The call logs, so the runtime is dropped inside it; the call itself
+    // then ends either way, and nothing hangs.
+    let _ = hello.call("greet", br#"{"name":"Ada"}"#, None);
+    assert!(
+        owner.lock().unwrap().is_none(),
+        "the sink dropped the runtime"
+    );
+    let started = Instant::now();
+    let err = hello
+        .call("greet", br#"{"name":"Bo"}"#, None)
+        .expect_err("a capsule of a dropped runtime serves no more calls");
+    assert_eq!(err.code(), Code::Closed, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(hello.is_unloaded());
+    drop(hello);
+}

@@ -41,24 +41,40 @@ impl Platform {
         }
     }
 
-    /// Adds a capsule; entries of capsules gone or unloaded are pruned.
+    /// Adds a capsule; entries of capsules gone or fully unloaded are
+    /// pruned (one still unloading stays, so shutdown waits for it).
     pub(crate) fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {
+        // Declared before the guard, so dropped after it: the last strong
+        // reference to a pruned capsule may be one of these, and freeing a
+        // capsule can run an embedder's finalizer, which must not run under
+        // the registry lock.
+        let mut pruned = Vec::new();
         let mut list = self.capsules.locked();
         // Checked under the registry lock so shutdown cannot miss it.
         self.services.check_open()?;
-        list.retain(|w| w.upgrade().is_some_and(|c| c.is_loaded()));
+        list.retain(|w| match w.upgrade() {
+            Some(c) if !c.has_unloaded() => true,
+            other => {
+                pruned.extend(other);
+                false
+            }
+        });
         list.push(Arc::downgrade(capsule));
         Ok(())
     }
 
-    /// The loaded capsules, strongly held for the caller's use.
+    /// The capsules loaded or still unloading (the registry's view until
+    /// unload finishes), strongly held for the caller's use.
     pub(crate) fn live_capsules(&self) -> Vec<Arc<CapsuleInner>> {
-        self.capsules
+        let held: Vec<_> = self
+            .capsules
             .locked()
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|c| c.is_loaded())
-            .collect()
+            .collect();
+        // Filtered after the lock is released: dropping one of these may
+        // free a capsule (see `register`).
+        held.into_iter().filter(|c| !c.has_unloaded()).collect()
     }
 
     /// Frees pooled instances idle for longer than their TTL.

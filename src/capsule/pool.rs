@@ -71,6 +71,11 @@ impl CapsuleInner {
         self.state.load(Ordering::SeqCst) == LOADED
     }
 
+    /// Whether unloading has finished (calls drained, instances freed).
+    pub(crate) fn has_unloaded(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == UNLOADED
+    }
+
     /// Cancels the calls in flight now; later calls are unaffected.
     pub(crate) fn cancel_calls(&self) {
         let fresh = self.shared.unload_token.child();

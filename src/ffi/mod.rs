@@ -190,7 +190,14 @@ impl Hasher for HandleHasher {
     }
 }
 
-static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x10_0000);
+/// The first handle value. Handles are ids the library looks up, never
+/// addresses, but bindings hold them as pointers (Go's `*C.T`, ctypes'
+/// `c_void_p`): starting in the top half of the address space keeps them
+/// out of every range a process maps, so no garbage collector mistakes one
+/// for a pointer into its heap however many are issued.
+const FIRST_HANDLE: usize = (1 << (usize::BITS - 1)) | 0x10_0000;
+
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(FIRST_HANDLE);
 
 impl<T> Registry<T> {
     pub(crate) fn new() -> Self {

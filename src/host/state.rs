@@ -2,9 +2,11 @@
 //! why the guest was interrupted, the per-call resources to close when a
 //! pooled call ends, and the WASI context.
 
-use super::net::quota::QuotaSlot;
+use super::fs::shared::FsCall;
+use super::ipc::shared::IpcCall;
 use super::shared::CapsuleShared;
 use super::wasi::stdio::{deny_by_default_ctx, StdioLog};
+use super::wasi::vetting::WasiSocketSlots;
 use crate::cancel::CancelToken;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,17 +96,14 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) stdio: Arc<StdioLog>,
-    /// `file-handle` resources opened by the current call (table reps).
-    pub(crate) open_files: Vec<u32>,
-    /// `subscription` resources made by the current call (table reps).
-    pub(crate) open_subscriptions: Vec<u32>,
+    /// What each interface keeps for the current call.
+    pub(crate) fs: FsCall,
+    pub(crate) ipc: IpcCall,
     /// Sockets and HTTP streams the current call opened: closed when a
     /// pooled call ends, so none outlives it into another caller's call.
     pub(crate) call_scoped: Vec<std::sync::Weak<dyn CallScoped>>,
-    /// Quota units held by WASI sockets, by resource rep (`wasi.rs`).
-    pub(crate) wasi_sockets: HashMap<u32, QuotaSlot>,
-    /// WASI sockets created and not yet dropped (at most 16 per store).
-    pub(crate) wasi_created: std::collections::HashSet<u32>,
+    /// The store's `wasi:sockets` resources and their quota units.
+    pub(crate) wasi_sockets: WasiSocketSlots,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
@@ -128,11 +127,10 @@ impl HostState {
             },
             interrupt: None,
             stdio,
-            open_files: Vec::new(),
-            open_subscriptions: Vec::new(),
+            fs: FsCall::default(),
+            ipc: IpcCall::default(),
             call_scoped: Vec::new(),
-            wasi_sockets: HashMap::new(),
-            wasi_created: std::collections::HashSet::new(),
+            wasi_sockets: WasiSocketSlots::default(),
             run_loop: false,
             watchdog: None,
             wasi,
@@ -147,10 +145,10 @@ impl HostState {
     pub(crate) fn end_call(&mut self) {
         self.call.active = false;
         self.call.overlay = None;
-        if !self.open_files.is_empty() {
+        if !self.fs.open_files.is_empty() {
             self.close_call_files();
         }
-        if !self.open_subscriptions.is_empty() {
+        if !self.ipc.open_subscriptions.is_empty() {
             self.close_call_subscriptions();
         }
         if !self.call_scoped.is_empty() {

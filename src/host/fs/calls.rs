@@ -47,7 +47,7 @@ impl host::Host for HostState {
             };
             match state.table.push(file) {
                 Ok(resource) => {
-                    state.open_files.push(resource.rep());
+                    state.fs.open_files.push(resource.rep());
                     Ok(resource)
                 }
                 Err(_) => {

@@ -111,7 +111,7 @@ impl HostFileHandle for HostState {
     fn drop(&mut self, this: Resource<FileHandle>) -> wasmtime::Result<()> {
         let rep = this.rep();
         let file = self.table.delete(this)?;
-        self.open_files.retain(|r| *r != rep);
+        self.fs.open_files.retain(|r| *r != rep);
         if let Some(handle) = file.handle {
             self.close_counted(&file.vfs, handle);
         }

@@ -326,7 +326,7 @@ impl HostState {
     /// Closes every handle this store's current call opened (end of a pooled
     /// call, cancel, unload). The guest's resources stay, reporting `closed`.
     pub(crate) fn close_call_files(&mut self) {
-        for rep in std::mem::take(&mut self.open_files) {
+        for rep in std::mem::take(&mut self.fs.open_files) {
             let resource = Resource::<FileHandle>::new_borrow(rep);
             let Ok(file) = self.table.get_mut(&resource) else {
                 continue;

@@ -1,5 +1,6 @@
-//! What `astrid:fs` keeps per capsule, over all its instances: the mounts,
-//! the open-handle count and the write budget.
+//! What `astrid:fs` keeps per capsule, over all its instances (the mounts,
+//! the open-handle count and the write budget), and per store for the call
+//! it serves (the handles that call opened).
 
 use crate::vfs::CapsuleMounts;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -22,4 +23,12 @@ impl FsShared {
             bytes_written: AtomicU64::new(0),
         }
     }
+}
+
+/// What `astrid:fs` keeps for the call a store serves.
+#[derive(Default)]
+pub struct FsCall {
+    /// `file-handle` resources opened by the current call (table reps),
+    /// closed when it ends.
+    pub(crate) open_files: Vec<u32>,
 }

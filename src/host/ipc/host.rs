@@ -183,7 +183,7 @@ impl HostState {
     /// Closes every subscription the current call made (end of a pooled
     /// call, cancel, unload). The guest's resources stay, answering `closed`.
     pub(crate) fn close_call_subscriptions(&mut self) {
-        for rep in std::mem::take(&mut self.open_subscriptions) {
+        for rep in std::mem::take(&mut self.ipc.open_subscriptions) {
             let resource = Resource::<GuestSubscription>::new_borrow(rep);
             if let Ok(subscription) = self.table.get_mut(&resource) {
                 subscription.release();
@@ -236,7 +236,7 @@ impl host::HostSubscription for HostState {
         let rep = this.rep();
         // Dropping it releases its queue.
         drop(self.table.delete(this)?);
-        self.open_subscriptions.retain(|r| *r != rep);
+        self.ipc.open_subscriptions.retain(|r| *r != rep);
         Ok(())
     }
 }
@@ -315,7 +315,7 @@ impl host::Host for HostState {
                     ipc,
                 })
                 .map_err(|_| ErrorCode::Quota)?;
-            state.open_subscriptions.push(resource.rep());
+            state.ipc.open_subscriptions.push(resource.rep());
             Ok(resource)
         })
     }

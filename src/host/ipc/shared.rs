@@ -1,6 +1,6 @@
-//! What `astrid:ipc` keeps per capsule, over all its instances: its live
-//! subscriptions (at most 128) and its publish budgets, and the guest's
-//! `subscription` resource.
+//! What `astrid:ipc` keeps per capsule, over all its instances (its live
+//! subscriptions, at most 128, and its publish budgets), per store for the
+//! call it serves, and the guest's `subscription` resource.
 
 use crate::bus::{Bus, PrincipalFilter, SubscriptionQueue};
 use crate::cancel::CancelToken;
@@ -22,6 +22,14 @@ pub struct IpcShared {
     subscriptions: Mutex<Vec<Weak<SubscriptionQueue>>>,
     /// Token buckets per data scope: (bytes available, refilled at).
     publish_buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// What `astrid:ipc` keeps for the call a store serves.
+#[derive(Default)]
+pub struct IpcCall {
+    /// `subscription` resources made by the current call (table reps),
+    /// closed when it ends.
+    pub(crate) open_subscriptions: Vec<u32>,
 }
 
 /// Why a subscription could not start.

@@ -198,7 +198,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             };
             match HostTcpSocket::accept(&mut state.sockets(), this) {
                 Ok(accepted) => {
-                    state.wasi_sockets.insert(accepted.0.rep(), slot);
+                    state.wasi_sockets.quota.insert(accepted.0.rep(), slot);
                     Ok((Ok(accepted),))
                 }
                 Err(e) => Ok((Err(e.downcast()?),)),
@@ -251,12 +251,12 @@ fn created<R: 'static>(
     Result<Resource<R>, wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,
 )> {
     use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
-    if state.wasi_created.len() >= MAX_WASI_SOCKETS {
+    if state.wasi_sockets.created.len() >= MAX_WASI_SOCKETS {
         return Ok((Err(ErrorCode::NewSocketLimit),));
     }
     match create(state) {
         Ok(socket) => {
-            state.wasi_created.insert(socket.rep());
+            state.wasi_sockets.created.insert(socket.rep());
             Ok((Ok(socket),))
         }
         Err(e) => Ok((Err(e.downcast()?),)),
@@ -266,8 +266,8 @@ fn created<R: 'static>(
 /// A WASI socket is being dropped: its quota unit and its place under the
 /// cap go with it.
 fn forget(state: &mut HostState, rep: u32) {
-    state.wasi_sockets.remove(&rep);
-    state.wasi_created.remove(&rep);
+    state.wasi_sockets.quota.remove(&rep);
+    state.wasi_sockets.created.remove(&rep);
 }
 
 /// Runs a WASI socket operation under one unit of a capsule quota, kept
@@ -281,7 +281,7 @@ fn counted(
     operation: impl FnOnce(&mut HostState) -> Result<(), wasmtime_wasi::p2::SocketError>,
 ) -> wasmtime::Result<(Result<(), wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,)> {
     use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
-    let slot = if state.wasi_sockets.contains_key(&rep) {
+    let slot = if state.wasi_sockets.quota.contains_key(&rep) {
         // Already counted (a retried connect, a listen after a failed one).
         None
     } else {
@@ -294,7 +294,7 @@ fn counted(
     match operation(state) {
         Ok(()) => {
             if let Some(slot) = slot {
-                state.wasi_sockets.insert(rep, slot);
+                state.wasi_sockets.quota.insert(rep, slot);
             }
             Ok((Ok(()),))
         }

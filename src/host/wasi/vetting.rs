@@ -3,10 +3,12 @@
 //! hands over, with the names vetted lookups resolved remembered for the
 //! call.
 
+use crate::host::net::quota::QuotaSlot;
 use crate::host::shared::CapsuleShared;
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost};
 use crate::signal::MutexExt;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -183,4 +185,14 @@ pub(crate) fn wasi_socket_allowed(
         });
     }
     verdict.is_ok()
+}
+
+/// The `wasi:sockets` resources of one store and the capsule quota units
+/// they hold, by resource rep.
+#[derive(Default)]
+pub struct WasiSocketSlots {
+    /// Quota units held by WASI sockets.
+    pub(crate) quota: HashMap<u32, QuotaSlot>,
+    /// WASI sockets created and not yet dropped (at most 16 per store).
+    pub(crate) created: HashSet<u32>,
 }

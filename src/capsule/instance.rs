@@ -7,8 +7,9 @@ use super::options::CallResult;
 use crate::cancel::CancelToken;
 use crate::engine;
 use crate::error::{Code, Error, Result};
-use crate::host::shared::CapsuleShared;
-use crate::host::state::{CallContext, HostState, Interrupt};
+use crate::host::call::CallContext;
+use crate::host::shared::{CapsuleShared, InterfaceShared};
+use crate::host::state::{HostState, Interrupt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ pub(crate) struct PooledInstance {
 pub(crate) struct InstanceFactory {
     pub(crate) engine: Engine,
     pub(crate) shared: Arc<CapsuleShared>,
+    /// What each host interface keeps for the capsule, over its stores.
+    pub(crate) interfaces: Arc<InterfaceShared>,
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) hook: Option<ComponentExportIndex>,
     /// Whether the component imports WASI, whose sync host functions need
@@ -95,7 +98,11 @@ impl InstanceFactory {
         let rt = &self.shared.services;
         let mut store = Store::new(
             &self.engine,
-            HostState::new(self.shared.clone(), self.limits.memory),
+            HostState::new(
+                self.shared.clone(),
+                self.interfaces.clone(),
+                self.limits.memory,
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut ctx| {

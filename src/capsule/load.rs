@@ -12,7 +12,7 @@ use crate::engine::{self, ContentHash};
 use crate::error::{Code, Error, Result};
 use crate::host::fs::shared::FsShared;
 use crate::host::ipc::shared::IpcShared;
-use crate::host::shared::CapsuleShared;
+use crate::host::shared::{CapsuleShared, InterfaceShared};
 use crate::manifest::{EnvKind, Manifest};
 use crate::policy::paths::Mount;
 use crate::runloop::RunLoop;
@@ -130,10 +130,7 @@ fn load(
 
     let id = capsule_id(&manifest.name, &hash);
     let unload_token = CancelToken::new();
-    let shared = Arc::new(CapsuleShared {
-        services: platform.services.clone(),
-        source_id: Arc::from(id.as_str()),
-        run_loop: runs_loop.then(|| Arc::new(RunLoop::new())),
+    let interfaces = Arc::new(InterfaceShared {
         fs: FsShared::new(mounts, options.fs_write_budget),
         ipc: Arc::new(IpcShared::new(
             rt.bus.clone(),
@@ -146,6 +143,11 @@ fn load(
                 .clone()
                 .or_else(|| rt.unix_socket_for(&manifest.name)),
         ),
+    });
+    let shared = Arc::new(CapsuleShared {
+        services: platform.services.clone(),
+        source_id: Arc::from(id.as_str()),
+        run_loop: runs_loop.then(|| Arc::new(RunLoop::new())),
         id,
         name: Arc::from(manifest.name.as_str()),
         capability_names: manifest.capabilities.names(),
@@ -162,6 +164,7 @@ fn load(
         factory: InstanceFactory {
             engine: platform.engine.clone(),
             shared: shared.clone(),
+            interfaces,
             pre,
             hook,
             uses_wasi,

@@ -267,7 +267,7 @@ impl CapsuleInner {
             return;
         }
         interrupt_guests(&self.factory.engine, || self.shared.unload_token.cancel());
-        self.shared.ipc.close_subscriptions();
+        self.factory.interfaces.ipc.close_subscriptions();
         self.wake_waiters(self.pool_lock());
     }
 

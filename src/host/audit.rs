@@ -1,14 +1,15 @@
 //! One audit event per host call (host ABI §1): the wrappers every host
 //! function runs its body in, and how a result becomes an outcome.
 
-use super::state::HostState;
+use super::view::{CallCtx, HostView};
 use crate::services::{AuditEvent, Outcome};
 use std::time::Instant;
 
-impl HostState {
+/// The audit wrappers, for every interface's view.
+pub(crate) trait Audited: HostView + Sized {
     /// Runs one host call and records its audit event. The clock is read only
     /// when an audit sink is installed, so unaudited runtimes pay nothing.
-    pub(crate) fn audited<T, E>(
+    fn audited<T, E>(
         &mut self,
         call: &'static str,
         target: Option<&str>,
@@ -23,7 +24,7 @@ impl HostState {
 
     /// [`audited`](Self::audited) for calls that move data: the event's
     /// `bytes` is the payload in plus what the result carries out.
-    pub(crate) fn audited_io<T: Payload, E>(
+    fn audited_io<T: Payload, E>(
         &mut self,
         call: &'static str,
         target: Option<&str>,
@@ -50,12 +51,18 @@ impl HostState {
     where
         E: AuditCase,
     {
-        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let started = self
+            .ctx()
+            .capsule
+            .services
+            .has_audit_sink()
+            .then(Instant::now);
         let result = body(self);
         if let Some(started) = started {
             let (outcome, reason) = outcome_of(&result);
             let bytes = bytes(&result);
-            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+            self.ctx()
+                .audit(call, target, bytes, outcome, reason.as_deref(), started);
         }
         result
     }
@@ -63,7 +70,7 @@ impl HostState {
     /// [`audited_counting`](Self::audited_counting) for calls whose target
     /// is known only once they ran (an HTTP exchange is audited with the
     /// hop it ended on): `body` fills the target slot.
-    pub(crate) fn audited_late_target<T, E>(
+    fn audited_late_target<T, E>(
         &mut self,
         call: &'static str,
         body: impl FnOnce(&mut Self, &mut Option<String>) -> Result<T, E>,
@@ -72,13 +79,18 @@ impl HostState {
     where
         E: AuditCase,
     {
-        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let started = self
+            .ctx()
+            .capsule
+            .services
+            .has_audit_sink()
+            .then(Instant::now);
         let mut target = None;
         let result = body(self, &mut target);
         if let Some(started) = started {
             let (outcome, reason) = outcome_of(&result);
             let bytes = bytes(&result);
-            self.audit(
+            self.ctx().audit(
                 call,
                 target.as_deref(),
                 bytes,
@@ -92,12 +104,16 @@ impl HostState {
 
     /// Records the audit event of a call that cannot fail (one that hands
     /// out a stream or a pollable).
-    pub(crate) fn audit_infallible(&mut self, call: &'static str) {
+    fn audit_infallible(&mut self, call: &'static str) {
         let _: Result<(), std::convert::Infallible> = self.audited(call, None, 0, |_| Ok(()));
     }
+}
 
+impl<V: HostView> Audited for V {}
+
+impl CallCtx<'_> {
     /// Records one audit event for a host call (a no-op without a sink).
-    pub(super) fn audit(
+    pub(crate) fn audit(
         &self,
         call: &'static str,
         target: Option<&str>,

@@ -5,9 +5,9 @@
 //! directly; they cannot hang.)
 
 use crate::handoff::Bounded;
-use crate::host::state::HostState;
+use crate::host::view::CallCtx;
 
-impl HostState {
+impl CallCtx<'_> {
     /// Runs `op`, a call into an embedder backend. `cleanup` ones (a provider `close`) run even for a call
     /// that was cancelled, without being waited for then. Each interface
     /// maps the [`Bounded`] outcomes onto its own error cases.

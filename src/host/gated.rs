@@ -3,18 +3,19 @@
 //! event; denials become the interface's `capability-denied`.
 
 use super::audit::{AuditCase, Payload};
-use super::state::HostState;
+use super::view::{CallCtx, HostView};
 use crate::policy::gate::GateRequest;
 use crate::services::Outcome;
 use std::time::Instant;
 
-impl HostState {
+/// The gated pipeline, for every interface's view.
+pub(crate) trait Gated: HostView + Sized {
     /// Every gated host call goes through here, in the order of host ABI
     /// §4: cancel check → validation and manifest (`prepare`) → gate (one
     /// question per request `prepare` returns) → `op` → exactly one audit
     /// event. Denials become the interface's `capability-denied`; the gate's
     /// reason reaches the audit event only.
-    pub(crate) fn gated<C, T: Payload, E: GatedError>(
+    fn gated<C, T: Payload, E: GatedError>(
         &mut self,
         call: &'static str,
         fallback_target: &str,
@@ -22,7 +23,12 @@ impl HostState {
         prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
         op: impl FnOnce(&mut Self, C) -> Result<T, E>,
     ) -> Result<T, E> {
-        let started = self.capsule.services.has_audit_sink().then(Instant::now);
+        let started = self
+            .ctx()
+            .capsule
+            .services
+            .has_audit_sink()
+            .then(Instant::now);
         let mut target = None;
         let result = self.gated_steps(&mut target, prepare, op);
         if let Some(started) = started {
@@ -34,7 +40,7 @@ impl HostState {
             };
             let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
             let target = target.as_deref().unwrap_or(fallback_target);
-            self.audit(
+            self.ctx().audit(
                 call,
                 Some(target),
                 bytes,
@@ -55,14 +61,14 @@ impl HostState {
         prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
         op: impl FnOnce(&mut Self, C) -> Result<T, E>,
     ) -> Result<T, Refused<E>> {
-        if self.call.token.is_cancelled() {
+        if self.ctx().call.token.is_cancelled() {
             return Err(Refused::Failed(E::cancelled()));
         }
         let prepared = prepare(self)?;
         // Empty when no audit sink was installed as the call began.
         *target = Some(prepared.target).filter(|t| !t.is_empty());
         for request in prepared.asks {
-            match self.ask_gate(request) {
+            match self.ctx().ask_gate(request) {
                 Ok(()) => {}
                 Err(GateRefusal::Denied(reason)) => return Err(Refused::Denied(reason)),
                 Err(GateRefusal::Interrupted) => return Err(Refused::Failed(E::cancelled())),
@@ -70,7 +76,11 @@ impl HostState {
         }
         op(self, prepared.ctx).map_err(Refused::Failed)
     }
+}
 
+impl<V: HostView> Gated for V {}
+
+impl CallCtx<'_> {
     /// Asks the embedder's gate about one request the manifest allowed.
     pub(crate) fn ask_gate(&self, request: GateRequest) -> Result<(), GateRefusal> {
         let runtime = &self.capsule.services;

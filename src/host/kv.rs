@@ -4,10 +4,13 @@
 
 use crate::handoff::Bounded;
 use crate::host::audit::audit_cases;
-use crate::host::state::HostState;
+use crate::host::audit::Audited;
+use crate::host::call::CallContext;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, HostView};
 use crate::kv::{self, KvError, KvStore, Namespace};
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -19,8 +22,20 @@ mod bindings {
 
 use bindings::astrid::kv::host::{self, ErrorCode, KeyPage};
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+/// What `astrid:kv` sees of a store: the capsule and the call (the
+/// namespace follows from them).
+pub(crate) struct KvView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+}
+
+host_view!(KvView, KvData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KvView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, KvData>(linker, view)
 }
 
 audit_cases! {
@@ -52,7 +67,7 @@ fn check_value(value: &[u8]) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-impl HostState {
+impl KvView<'_> {
     /// Cancellation first (host ABI §1), then the key rules.
     fn valid_key(&self, key: &str, prefix: bool) -> Result<(), ErrorCode> {
         if self.call.token.is_cancelled() {
@@ -64,7 +79,7 @@ impl HostState {
     /// The namespace of the current data scope.
     fn kv_namespace(&self) -> Namespace {
         Namespace {
-            scope: self.data_scope().to_string(),
+            scope: self.ctx().data_scope().to_string(),
             capsule_id: self.capsule.id.clone(),
         }
     }
@@ -85,7 +100,7 @@ impl HostState {
         if !store.is_callback() {
             return op(&*store, &ns).map_err(Into::into);
         }
-        match self.backend_call(false, move || op(&*store, &ns)) {
+        match self.ctx().backend_call(false, move || op(&*store, &ns)) {
             Bounded::Done(result) => result.map_err(Into::into),
             Bounded::Panicked => Err(ErrorCode::Unknown("storage failed".into())),
             Bounded::Overran => Err(ErrorCode::Unknown("timeout".into())),
@@ -111,7 +126,7 @@ impl HostState {
     }
 }
 
-impl host::Host for HostState {
+impl host::Host for KvView<'_> {
     fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, ErrorCode> {
         self.audited("kv.kv-get", Some(&key), 0, |state| {
             state.valid_key(&key, false)?;

@@ -1,5 +1,6 @@
 //! The linker every capsule of a runtime is instantiated with: each host
-//! interface adds itself.
+//! interface adds itself with the function that builds its view of a
+//! store.
 
 use super::state::HostState;
 use super::{fs, http, io, ipc, kv, net, sys, wasi};
@@ -12,13 +13,13 @@ pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     wasi::route_name_lookups(&mut linker)?;
     wasi::count_wasi_sockets(&mut linker)?;
-    sys::add_to_linker(&mut linker)?;
-    fs::add_to_linker(&mut linker)?;
-    kv::add_to_linker(&mut linker)?;
-    io::add_to_linker(&mut linker)?;
-    ipc::add_to_linker(&mut linker)?;
-    net::add_to_linker(&mut linker)?;
-    http::add_to_linker(&mut linker)?;
+    sys::add_to_linker(&mut linker, HostState::sys_view)?;
+    fs::add_to_linker(&mut linker, HostState::fs_view)?;
+    kv::add_to_linker(&mut linker, HostState::kv_view)?;
+    io::add_to_linker(&mut linker, HostState::io_view)?;
+    ipc::add_to_linker(&mut linker, HostState::ipc_view)?;
+    net::add_to_linker(&mut linker, HostState::net_view)?;
+    http::add_to_linker(&mut linker, HostState::http_view)?;
     // `astrid:guest/lifecycle` only declares types the exports use; guests
     // built from the published worlds import it, so it is served empty.
     linker.instance(crate::engine::GUEST_LIFECYCLE)?;

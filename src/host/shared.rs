@@ -1,6 +1,9 @@
 //! What every store of one capsule shares: who the capsule is, its manifest
-//! and configuration, the runtime's services, and the state its host
-//! interfaces keep across instances (quotas, subscriptions, sockets).
+//! and configuration, and the runtime's services ([`CapsuleShared`], which
+//! every interface's view reaches), and apart from it the state each host
+//! interface keeps across instances ([`InterfaceShared`]: quotas,
+//! subscriptions, sockets), which reaches an interface only through its
+//! own view.
 
 use crate::cancel::CancelToken;
 use crate::host::fs::shared::FsShared;
@@ -35,10 +38,14 @@ pub struct CapsuleShared {
     /// placeholder): bus handlers are then the loop's own business, not
     /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<RunLoop>>,
-    /// What each interface keeps per capsule.
+}
+
+/// What each host interface keeps per capsule, over all its stores.
+pub struct InterfaceShared {
     pub(crate) fs: FsShared,
     pub(crate) ipc: Arc<IpcShared>,
-    /// Socket quotas and the unix listener path (host ABI §2.6).
+    /// Socket quotas and the unix listener path (host ABI §2.6), shared by
+    /// `astrid:net`, `astrid:http` and `wasi:sockets`.
     pub(crate) net: CapsuleNet,
 }
 

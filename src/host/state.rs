@@ -1,52 +1,26 @@
 //! The data of every capsule store: the call it serves, its memory ceilings,
-//! why the guest was interrupted, the per-call resources to close when a
-//! pooled call ends, and the WASI context.
+//! why the guest was interrupted, each interface's per-call state, and the
+//! WASI context; and the views each interface is linked with
+//! ([`super::view`]), built from it.
 
+use super::call::CallContext;
 use super::fs::shared::FsCall;
+use super::fs::FsView;
+use super::http::HttpView;
+use super::io::IoView;
 use super::ipc::shared::IpcCall;
-use super::shared::CapsuleShared;
+use super::ipc::IpcView;
+use super::kv::KvView;
+use super::net::NetView;
+use super::shared::{CapsuleShared, InterfaceShared};
+use super::sys::SysView;
+use super::view::{CallScopedSet, EndOfCall};
 use super::wasi::stdio::{deny_by_default_ctx, StdioLog};
 use super::wasi::vetting::WasiSocketSlots;
-use crate::cancel::CancelToken;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// The call a store is serving: who asked, on whose behalf, until when.
-#[derive(Clone)]
-pub struct CallContext {
-    pub principal: Option<Arc<str>>,
-    pub source_id: Arc<str>,
-    /// When the triggering call or message was made (ms since the epoch).
-    pub timestamp_ms: u64,
-    pub token: CancelToken,
-    pub deadline: Instant,
-    /// Per-call config overlay (`get-config` step 2).
-    pub overlay: Option<Arc<HashMap<String, String>>>,
-    /// False between calls: `get-caller` then reports no caller.
-    pub active: bool,
-    /// Depth of the message being handled (0 for embedder calls); the
-    /// guest's own publishes get one more (host ABI §8.6).
-    pub depth: u32,
-}
-
-impl CallContext {
-    pub fn idle(token: CancelToken) -> Self {
-        CallContext {
-            principal: None,
-            source_id: Arc::from(""),
-            timestamp_ms: 0,
-            token,
-            deadline: Instant::now(),
-            overlay: None,
-            active: false,
-            depth: 0,
-        }
-    }
-}
 
 /// Why the epoch callback stopped the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,34 +66,48 @@ impl ResourceLimiter for MemoryLimiter {
 /// The data of every capsule store.
 pub struct HostState {
     pub(crate) capsule: Arc<CapsuleShared>,
+    /// What each interface keeps per capsule (reached through its view).
+    pub(super) interfaces: Arc<InterfaceShared>,
     pub(crate) call: CallContext,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) stdio: Arc<StdioLog>,
     /// What each interface keeps for the current call.
-    pub(crate) fs: FsCall,
-    pub(crate) ipc: IpcCall,
-    /// Sockets and HTTP streams the current call opened: closed when a
-    /// pooled call ends, so none outlives it into another caller's call.
-    pub(crate) call_scoped: Vec<std::sync::Weak<dyn CallScoped>>,
+    pub(super) fs: FsCall,
+    pub(super) ipc: IpcCall,
+    /// Sockets and HTTP streams the current call opened.
+    pub(super) call_scoped: CallScopedSet,
     /// The store's `wasi:sockets` resources and their quota units.
-    pub(crate) wasi_sockets: WasiSocketSlots,
+    pub(super) wasi_sockets: WasiSocketSlots,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
     pub(crate) watchdog: Option<std::time::Duration>,
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+}
+
+/// The part of a store every view shares ([`CallCtx`]'s two fields), as a
+/// pair of disjoint borrows so a view can borrow other fields mutably.
+macro_rules! shared_part {
+    ($state:ident) => {
+        (&$state.capsule, &$state.call)
+    };
 }
 
 impl HostState {
-    pub fn new(capsule: Arc<CapsuleShared>, max_memory: u64) -> Self {
+    pub fn new(
+        capsule: Arc<CapsuleShared>,
+        interfaces: Arc<InterfaceShared>,
+        max_memory: u64,
+    ) -> Self {
         let max_memory = usize::try_from(max_memory).unwrap_or(usize::MAX);
         let stdio = Arc::new(StdioLog::new(capsule.clone()));
         let wasi = deny_by_default_ctx(&stdio);
         HostState {
             call: CallContext::idle(capsule.unload_token.clone()),
             capsule,
+            interfaces,
             limiter: MemoryLimiter {
                 max_memory,
                 max_table_elements: max_memory / 32,
@@ -129,7 +117,7 @@ impl HostState {
             stdio,
             fs: FsCall::default(),
             ipc: IpcCall::default(),
-            call_scoped: Vec::new(),
+            call_scoped: CallScopedSet::default(),
             wasi_sockets: WasiSocketSlots::default(),
             run_loop: false,
             watchdog: None,
@@ -139,68 +127,82 @@ impl HostState {
     }
 
     /// Ends a pooled call: the store no longer speaks for its caller, and
-    /// everything the call opened (file handles, subscriptions, sockets and
-    /// HTTP streams) is closed, so none outlives it into another caller's
-    /// call. The guest's resources stay, answering `closed`.
+    /// each interface closes what the call opened ([`EndOfCall`]).
     pub(crate) fn end_call(&mut self) {
         self.call.active = false;
         self.call.overlay = None;
-        if !self.fs.open_files.is_empty() {
-            self.close_call_files();
-        }
-        if !self.ipc.open_subscriptions.is_empty() {
-            self.close_call_subscriptions();
-        }
-        if !self.call_scoped.is_empty() {
-            self.close_call_scoped();
-        }
+        self.fs_view().end_call();
+        self.ipc_view().end_call();
+        self.call_scoped.end_call();
     }
 
-    /// Remembers a host object to close when the current call ends.
-    pub(crate) fn track_call_scoped(&mut self, object: std::sync::Weak<dyn CallScoped>) {
-        self.call_scoped.retain(|o| o.strong_count() > 0);
-        self.call_scoped.push(object);
+    pub(crate) fn kv_view(&mut self) -> KvView<'_> {
+        let (capsule, call) = shared_part!(self);
+        KvView { capsule, call }
     }
 
-    /// Closes everything the current call opened (end of a pooled call).
-    /// The guest's resources stay, answering `closed`.
-    pub(crate) fn close_call_scoped(&mut self) {
-        for object in std::mem::take(&mut self.call_scoped) {
-            if let Some(object) = object.upgrade() {
-                object.close();
-            }
+    pub(crate) fn sys_view(&mut self) -> SysView<'_> {
+        let (capsule, call) = shared_part!(self);
+        SysView {
+            capsule,
+            call,
+            run_loop: self.run_loop,
         }
     }
 
-    /// Tells the run-loop watchdog that the guest came back to a waiting
-    /// host call (host ABI §7.2).
-    pub(crate) fn note_waited(&self) {
-        self.capsule.note_waited();
+    pub(crate) fn fs_view(&mut self) -> FsView<'_> {
+        let (capsule, call) = shared_part!(self);
+        FsView {
+            capsule,
+            call,
+            shared: &self.interfaces.fs,
+            fs: &mut self.fs,
+            table: &mut self.table,
+        }
     }
 
-    /// The principal of the data scope: the context principal, else the owner.
-    pub(crate) fn data_scope_principal(&self) -> Option<&str> {
-        self.call
-            .principal
-            .as_deref()
-            .or(self.capsule.owner.as_deref())
+    pub(crate) fn io_view(&mut self) -> IoView<'_> {
+        let (capsule, call) = shared_part!(self);
+        IoView {
+            capsule,
+            call,
+            table: &mut self.table,
+        }
     }
 
-    /// The data scope (host ABI §1): the context principal, else the owner,
-    /// else `system`.
-    pub(crate) fn data_scope(&self) -> &str {
-        self.call
-            .principal
-            .as_deref()
-            .or(self.capsule.owner.as_deref())
-            .unwrap_or("system")
+    pub(crate) fn ipc_view(&mut self) -> IpcView<'_> {
+        IpcView {
+            capsule: &self.capsule,
+            call: &mut self.call,
+            shared: &self.interfaces.ipc,
+            ipc: &mut self.ipc,
+            table: &mut self.table,
+            run_loop: self.run_loop,
+            stdio: &self.stdio,
+        }
     }
-}
 
-/// A host object bound to the call that opened it (see `call_scoped`).
-pub(crate) trait CallScoped: Send + Sync {
-    /// Releases the underlying socket or request; later use reports closed.
-    fn close(&self);
+    pub(crate) fn net_view(&mut self) -> NetView<'_> {
+        let (capsule, call) = shared_part!(self);
+        NetView {
+            capsule,
+            call,
+            net: &self.interfaces.net,
+            table: &mut self.table,
+            call_scoped: &mut self.call_scoped,
+        }
+    }
+
+    pub(crate) fn http_view(&mut self) -> HttpView<'_> {
+        let (capsule, call) = shared_part!(self);
+        HttpView {
+            capsule,
+            call,
+            net: &self.interfaces.net,
+            table: &mut self.table,
+            call_scoped: &mut self.call_scoped,
+        }
+    }
 }
 
 impl WasiView for HostState {

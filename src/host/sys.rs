@@ -2,11 +2,15 @@
 //! clocks, sleep, randomness and capability queries. Not gated; audited.
 
 use crate::host::audit::audit_cases;
-use crate::host::state::HostState;
+use crate::host::audit::Audited;
+use crate::host::call::CallContext;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, HostView};
 use crate::services::LogLevel;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -25,8 +29,21 @@ pub const MAX_RANDOM_BYTES: u64 = 4096;
 pub const MAX_SLEEP_NS: u64 = 60_000_000_000;
 pub const MAX_LOG_BYTES: usize = 64 * 1024;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+/// What `astrid:sys` sees of a store: the capsule, the call, and whether
+/// the store runs the capsule's run loop.
+pub(crate) struct SysView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+    pub(crate) run_loop: bool,
+}
+
+host_view!(SysView, SysData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> SysView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, SysData>(linker, view)
 }
 
 audit_cases! {
@@ -71,7 +88,7 @@ pub fn wall_clock_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-impl host::Host for HostState {
+impl host::Host for SysView<'_> {
     fn get_config(&mut self, key: String) -> Result<Option<String>, ErrorCode> {
         self.audited("sys.get-config", Some(&key), key.len() as u64, |state| {
             if key.starts_with("ASTRID_") {
@@ -179,7 +196,7 @@ impl host::Host for HostState {
                 Ok(())
             }
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 

@@ -1,10 +1,13 @@
 //! The generated `astrid:fs` bindings, the guest's `file-handle` and the
 //! interface's limits.
 
-use crate::host::state::HostState;
+use super::shared::{FsCall, FsShared};
+use crate::host::call::CallContext;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::host_view;
 use crate::vfs::Vfs;
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Linker, ResourceTable};
 
 pub(crate) mod generated {
     wasmtime::component::bindgen!({
@@ -27,8 +30,24 @@ pub const MAX_READDIR_ENTRIES: usize = 4096;
 /// Directory nesting `fs-remove-dir-all` descends before giving up.
 pub(crate) const MAX_TREE_DEPTH: usize = 256;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+/// What `astrid:fs` sees of a store: the capsule and the call, the
+/// capsule's mounts and quotas, the handles the call opened, and the
+/// resource table its `file-handle`s live in.
+pub(crate) struct FsView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+    pub(crate) shared: &'a FsShared,
+    pub(crate) fs: &'a mut FsCall,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+host_view!(FsView, FsData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> FsView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, FsData>(linker, view)
 }
 
 /// A guest `file-handle`: the provider handle, `None` once closed.

@@ -6,13 +6,13 @@ use super::bindings::{
 use super::errors::{file_stat, map};
 use super::session::read_whole;
 use super::targets::{read, write, Need, PathArg};
-use crate::host::state::HostState;
+use crate::host::fs::FsView;
 use crate::policy::paths::{self};
 use crate::vfs::{self, FileKind, OpenFlags, VfsError};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-impl host::Host for HostState {
+impl host::Host for FsView<'_> {
     fn fs_open(&mut self, path: String, mode: OpenMode) -> Result<Resource<FileHandle>, ErrorCode> {
         let (need, flags) = match mode {
             OpenMode::Read => (Need::Read, OpenFlags::READ),

@@ -3,11 +3,11 @@
 
 use super::bindings::{ErrorCode, FileHandle, FileStat, HostFileHandle};
 use super::errors::{file_stat, map};
-use crate::host::state::HostState;
+use crate::host::fs::FsView;
 use crate::vfs::MAX_POSITIONAL;
 use wasmtime::component::Resource;
 
-impl HostFileHandle for HostState {
+impl HostFileHandle for FsView<'_> {
     fn read_at(
         &mut self,
         this: Resource<FileHandle>,

@@ -6,13 +6,14 @@ use super::bindings::ErrorCode;
 use super::errors::{map, path_error, resolve_refusal};
 use super::targets::{PathArg, Target};
 use crate::host::audit::Payload;
+use crate::host::fs::FsView;
+use crate::host::gated::Gated;
 use crate::host::gated::{Prepared, Refused};
-use crate::host::state::HostState;
 use crate::policy::gate::{manifest_grants, GateKind, GateRequest};
 use crate::policy::paths::{self, VfsPath};
 use crate::vfs;
 
-impl HostState {
+impl FsView<'_> {
     /// Validation, manifest (lexical, then canonical) and the gate requests
     /// for every path argument of a call.
     pub(super) fn prepare_paths(

@@ -2,13 +2,15 @@
 //! the call's cancel token, the open-handle quota and write budget, and the
 //! whole-file, copy and tree operations composed from provider calls.
 
+use super::bindings::FsView;
 use super::bindings::{
     ErrorCode, FileHandle, MAX_OPEN_FILES, MAX_READDIR_ENTRIES, MAX_TREE_DEPTH, MAX_WHOLE_FILE,
 };
 use super::errors::map;
 use super::targets::{Modes, Target};
 use crate::handoff::Bounded;
-use crate::host::state::HostState;
+use crate::host::audit::Audited;
+use crate::host::view::{EndOfCall, HostView};
 use crate::policy::paths::Mount;
 use crate::vfs::{self, FileKind, OpenFlags, Stat, Vfs, VfsError, VfsResult, MAX_POSITIONAL};
 use std::sync::atomic::Ordering;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::Resource;
 
-impl HostState {
+impl FsView<'_> {
     /// Runs a provider operation; callback providers run it under the VFS
     /// deadline and the call's cancel token.
     pub(super) fn vfs_call<R: Send + 'static>(
@@ -39,7 +41,7 @@ impl HostState {
             return op(&**vfs);
         }
         let provider = vfs.clone();
-        match self.backend_call(cleanup, move || op(&*provider)) {
+        match self.ctx().backend_call(cleanup, move || op(&*provider)) {
             Bounded::Done(result) => result,
             Bounded::Panicked => Err(VfsError::Io),
             Bounded::Overran => Err(VfsError::Timeout),
@@ -49,7 +51,7 @@ impl HostState {
 
     /// Opens a provider handle, charging the capsule's handle quota.
     pub(super) fn open_counted(&self, target: &Target, flags: OpenFlags) -> Result<u64, ErrorCode> {
-        let counter = &self.capsule.fs.open_files;
+        let counter = &self.shared.open_files;
         if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
             counter.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::Quota);
@@ -63,7 +65,7 @@ impl HostState {
     }
 
     pub(super) fn close_counted(&self, vfs: &Arc<dyn Vfs>, handle: u64) {
-        self.capsule.fs.open_files.fetch_sub(1, Ordering::SeqCst);
+        self.shared.open_files.fetch_sub(1, Ordering::SeqCst);
         // Best effort: a close that times out is abandoned to the provider;
         // one for a cancelled call still reaches it.
         let _ = self.provider_call(vfs, true, move |v| {
@@ -84,7 +86,7 @@ impl HostState {
         offset: u64,
         length: u64,
     ) -> Result<(), ErrorCode> {
-        if self.capsule.fs.write_budget.is_none() {
+        if self.shared.write_budget.is_none() {
             return Ok(());
         }
         let size = match self.vfs_call(vfs, move |v| v.fstat(handle)) {
@@ -97,12 +99,12 @@ impl HostState {
 
     /// Charges the optional per-capsule write budget.
     pub(super) fn charge_writes(&self, bytes: u64) -> Result<(), ErrorCode> {
-        let Some(budget) = self.capsule.fs.write_budget else {
+        let Some(budget) = self.shared.write_budget else {
             return Ok(());
         };
         // One compare-and-swap: a charge that does not fit never touches
         // the counter, so no concurrent charge can see it wrapped.
-        let used = &self.capsule.fs.bytes_written;
+        let used = &self.shared.bytes_written;
         used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spent| {
             spent.checked_add(bytes).filter(|&total| total <= budget)
         })
@@ -158,7 +160,7 @@ impl HostState {
         flags: OpenFlags,
         body: impl FnOnce(&dyn Vfs, u64, &SessionStop) -> Result<R, ErrorCode> + Send + 'static,
     ) -> Result<R, ErrorCode> {
-        let counter = &self.capsule.fs.open_files;
+        let counter = &self.shared.open_files;
         if counter.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
             counter.fetch_sub(1, Ordering::SeqCst);
             return Err(ErrorCode::Quota);
@@ -308,7 +310,7 @@ impl HostState {
     /// §5.2). `home` belongs to the owner: calls on behalf of someone else
     /// have none.
     pub(super) fn mount(&self, mount: Mount) -> Option<Arc<dyn Vfs>> {
-        let mounts = &self.capsule.fs.mounts;
+        let mounts = &self.shared.mounts;
         match mount {
             Mount::Cwd => Some(mounts.cwd.clone()),
             Mount::Home => {
@@ -319,13 +321,14 @@ impl HostState {
                 };
                 mounts.home.clone().filter(|_| owner_scope)
             }
-            Mount::Tmp => Some(mounts.tmp_for(self.data_scope())),
+            Mount::Tmp => Some(mounts.tmp_for(self.ctx().data_scope())),
         }
     }
+}
 
-    /// Closes every handle this store's current call opened (end of a pooled
-    /// call, cancel, unload). The guest's resources stay, reporting `closed`.
-    pub(crate) fn close_call_files(&mut self) {
+/// Closes every handle the current call opened.
+impl EndOfCall for FsView<'_> {
+    fn end_call(&mut self) {
         for rep in std::mem::take(&mut self.fs.open_files) {
             let resource = Resource::<FileHandle>::new_borrow(rep);
             let Ok(file) = self.table.get_mut(&resource) else {

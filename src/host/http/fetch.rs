@@ -11,9 +11,12 @@ use super::exchange::{
 use super::headers::header_pairs;
 use super::options::{Options, Redirect, Request, MAX_STREAMS};
 use super::resources::{AbortOnDrop, Stream, Upload, UploadState};
+use crate::host::audit::Audited;
 use crate::host::gated::GateRefusal;
+use crate::host::http::HttpView;
 use crate::host::net::{resolve, QuotaSlot};
-use crate::host::state::{CallScoped, HostState};
+use crate::host::view::CallScoped;
+use crate::host::view::HostView;
 use crate::policy::airlock;
 use crate::policy::gate::GateRequest;
 use crate::policy::net::NetHost;
@@ -24,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-impl HostState {
+impl HttpView<'_> {
     /// The checks of one hop, in order: scheme, manifest, gate, airlock.
     /// Returns where to connect. The hop's URL is first rewritten with its
     /// host in canonical spelling and without userinfo (never sent: the
@@ -64,15 +67,15 @@ impl HostState {
             url,
             &host,
         );
-        match self.ask_gate(request) {
+        match self.ctx().ask_gate(request) {
             Ok(()) => {}
             Err(GateRefusal::Denied(reason)) => return Err(HttpError::Denied(reason)),
             Err(GateRefusal::Interrupted) => return Err(HttpError::Closed),
         }
-        let allow = self.allow_loopback();
+        let allow = self.ctx().allow_loopback();
         let (addrs, tls_name) = match &host {
             NetHost::Name(name) => {
-                let found = resolve::resolve(self, &host, port).map_err(|e| match e {
+                let found = resolve::resolve(self.ctx(), &host, port).map_err(|e| match e {
                     resolve::ResolveError::Cancelled => HttpError::Closed,
                     resolve::ResolveError::Timeout => HttpError::Timeout,
                     resolve::ResolveError::NoSuchName => HttpError::DnsError,
@@ -296,7 +299,7 @@ impl HostState {
     }
 
     pub(crate) fn claim_http_stream(&self) -> Result<QuotaSlot, HttpError> {
-        QuotaSlot::claim(&self.capsule.net.http_streams, MAX_STREAMS).ok_or(HttpError::Quota)
+        QuotaSlot::claim(&self.net.http_streams, MAX_STREAMS).ok_or(HttpError::Quota)
     }
 
     /// `http-stream-start`: the head now, the body as the guest reads it.
@@ -395,7 +398,8 @@ impl HostState {
             },
             |_| bytes_in,
         )?;
-        self.track_call_scoped(Arc::downgrade(&object) as std::sync::Weak<dyn CallScoped>);
+        self.call_scoped
+            .track(Arc::downgrade(&object) as std::sync::Weak<dyn CallScoped>);
         Ok(object)
     }
 
@@ -430,7 +434,7 @@ impl HostState {
                 }
             }
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 }

@@ -22,11 +22,31 @@ mod versions;
 mod v1_0;
 mod v1_1;
 
-use crate::host::state::HostState;
-use wasmtime::component::Linker;
+use crate::host::call::CallContext;
+use crate::host::net::CapsuleNet;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, CallScopedSet};
+use std::sync::Arc;
+use wasmtime::component::{Linker, ResourceTable};
+
+/// What `astrid:http` sees of a store: the capsule and the call, the
+/// capsule's socket quotas (HTTP streams count against them), the resource
+/// table, and the exchanges the call opened (closed when it ends).
+pub(crate) struct HttpView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+    pub(crate) net: &'a CapsuleNet,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) call_scoped: &'a mut CallScopedSet,
+}
+
+host_view!(HttpView, HttpData);
 
 /// Links both published versions of `astrid:http`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v1_0::add_to_linker(linker)?;
-    v1_1::add_to_linker(linker)
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> HttpView<'_>,
+) -> wasmtime::Result<()> {
+    v1_0::add_to_linker(linker, view)?;
+    v1_1::add_to_linker(linker, view)
 }

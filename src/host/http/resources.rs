@@ -4,8 +4,9 @@
 use super::body::{Body, BodyReadable, BodySource, UploadBody, UploadSink, UploadWritable};
 use super::exchange::{Exchange, Fetched, HopInFlight};
 use super::options::Options;
+use crate::host::http::HttpView;
 use crate::host::net::QuotaSlot;
-use crate::host::state::{CallScoped, HostState};
+use crate::host::view::CallScoped;
 use crate::signal::MutexExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ pub(crate) struct Stream {
 
 impl Stream {
     pub(crate) fn open(
-        state: &HostState,
+        state: &HttpView<'_>,
         fetched: Fetched,
         opts: &Options,
         deadline: Option<Instant>,

@@ -3,9 +3,11 @@
 
 use super::error::HttpError;
 use super::options::Options;
+use crate::host::audit::Audited;
+use crate::host::http::HttpView;
+use crate::host::io::{push_input_stream, push_pollable};
 use crate::host::io::{InputStream, Pollable};
-use crate::host::state::HostState;
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -25,8 +27,11 @@ use bindings::astrid::http::host::{
     self, ErrorCode, HostHttpStream, HttpMethod, HttpRequestData, HttpResponseData, KeyValuePair,
 };
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> HttpView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, super::HttpData>(linker, view)
 }
 
 fn error_code(e: HttpError) -> ErrorCode {
@@ -50,7 +55,7 @@ fn error_code(e: HttpError) -> ErrorCode {
 
 http_stream_common!(HttpStream10, "http.http-stream");
 
-impl host::Host for HostState {
+impl host::Host for HttpView<'_> {
     fn http_request(&mut self, request: HttpRequestData) -> Result<HttpResponseData, ErrorCode> {
         let response = self
             .http_buffered(

@@ -3,9 +3,12 @@
 
 use super::error::HttpError;
 use super::options::{GuestOptions, Options, Redirect};
-use crate::host::io::{InputStream, OutputStream, Pollable};
-use crate::host::state::HostState;
-use wasmtime::component::{HasSelf, Linker, Resource};
+use crate::host::audit::Audited;
+use crate::host::http::HttpView;
+use crate::host::io::{
+    push_input_stream, push_output_stream, push_pollable, InputStream, OutputStream, Pollable,
+};
+use wasmtime::component::{Linker, Resource};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -27,8 +30,11 @@ use bindings::astrid::http::host::{
     KeyValuePair, RedirectPolicy, RequestOptions, ResponseMeta,
 };
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> HttpView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, super::HttpData>(linker, view)
 }
 
 fn error_code(e: HttpError) -> ErrorCode {
@@ -85,7 +91,7 @@ http_stream_common!(HttpStream11, "http.http-stream", trailers: yes);
 /// The guest's `http-upload`.
 pub struct HttpUpload11(std::sync::Arc<super::resources::Upload>);
 
-impl HostState {
+impl HttpView<'_> {
     fn request_opts(
         &mut self,
         request: HttpRequestData,
@@ -123,7 +129,7 @@ impl HostState {
     }
 }
 
-impl host::Host for HostState {
+impl host::Host for HttpView<'_> {
     fn http_request(&mut self, request: HttpRequestData) -> Result<HttpResponseData, ErrorCode> {
         self.request_opts(request, GuestOptions::default())
     }
@@ -166,14 +172,14 @@ impl host::Host for HostState {
     }
 }
 
-impl HostHttpUpload for HostState {
+impl HostHttpUpload for HttpView<'_> {
     fn body_sink(&mut self, this: Resource<HttpUpload11>) -> Resource<OutputStream> {
         let sink = match self.table.get(&this) {
             Ok(upload) => upload.0.take_sink(),
             Err(_) => std::sync::Arc::new(crate::host::io::ClosedStream),
         };
         self.audit_infallible("http.http-upload.body-sink");
-        self.push_output_stream(sink)
+        push_output_stream(self.table, sink)
     }
 
     fn subscribe_writable(&mut self, this: Resource<HttpUpload11>) -> Resource<Pollable> {
@@ -182,7 +188,7 @@ impl HostHttpUpload for HostState {
             Err(_) => std::sync::Arc::new(crate::host::io::AlwaysReady),
         };
         self.audit_infallible("http.http-upload.subscribe-writable");
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn finish(
@@ -202,7 +208,7 @@ impl HostHttpUpload for HostState {
 
     fn drop(&mut self, this: Resource<HttpUpload11>) -> wasmtime::Result<()> {
         let upload = self.table.delete(this)?;
-        crate::host::state::CallScoped::close(&*upload.0);
+        crate::host::view::CallScoped::close(&*upload.0);
         Ok(())
     }
 }

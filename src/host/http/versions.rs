@@ -37,11 +37,11 @@ macro_rules! http_stream_common {
         /// The guest's `http-stream`.
         pub struct $stream(pub(crate) std::sync::Arc<crate::host::http::resources::Stream>);
 
-        fn stream_of(state: &HostState, this: &Resource<$stream>) -> Option<std::sync::Arc<crate::host::http::resources::Stream>> {
+        fn stream_of(state: &HttpView<'_>, this: &Resource<$stream>) -> Option<std::sync::Arc<crate::host::http::resources::Stream>> {
             state.table.get(this).ok().map(|s| s.0.clone())
         }
 
-        impl HostHttpStream for HostState {
+        impl HostHttpStream for HttpView<'_> {
             fn status(&mut self, this: Resource<$stream>) -> u16 {
                 let stream = stream_of(self, &this);
                 let result: Result<u16, std::convert::Infallible> =
@@ -76,7 +76,7 @@ macro_rules! http_stream_common {
                     None => std::sync::Arc::new(crate::host::io::AlwaysReady),
                 };
                 self.audit_infallible(concat!($prefix, ".subscribe-readable"));
-                self.push_pollable(source)
+                push_pollable(self.table, source)
             }
 
             fn body_stream(&mut self, this: Resource<$stream>) -> Resource<InputStream> {
@@ -85,7 +85,7 @@ macro_rules! http_stream_common {
                     None => std::sync::Arc::new(crate::host::io::ClosedStream),
                 };
                 self.audit_infallible(concat!($prefix, ".body-stream"));
-                self.push_input_stream(source)
+                push_input_stream(self.table, source)
             }
 
             $(

@@ -9,22 +9,39 @@ use super::resources::{
     MAX_BLOCKING_WRITE, MAX_POLL_LIST, MAX_STREAM_CHUNK,
 };
 use crate::host::audit::audit_cases;
-use crate::host::state::HostState;
+use crate::host::audit::Audited;
+use crate::host::call::CallContext;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, HostView};
 use crate::signal::Readiness;
 use crate::wait::wait_for;
 use poll::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use streams::StreamError;
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    error::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    poll::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    streams::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+/// What `astrid:io` sees of a store: the capsule and the call (whose
+/// token and deadline bound every wait) and the resource table the
+/// pollables and streams of every interface live in.
+pub(crate) struct IoView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+    pub(crate) table: &'a mut ResourceTable,
 }
 
-impl HostState {
+host_view!(IoView, IoData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> IoView<'_>,
+) -> wasmtime::Result<()> {
+    error::add_to_linker::<T, IoData>(linker, view)?;
+    poll::add_to_linker::<T, IoData>(linker, view)?;
+    streams::add_to_linker::<T, IoData>(linker, view)
+}
+
+impl IoView<'_> {
     fn stream_failure(&mut self, failure: StreamFailure) -> StreamError {
         match failure {
             StreamFailure::Closed => StreamError::Closed,
@@ -184,9 +201,9 @@ audit_cases! {
     denials: []
 }
 
-impl error::Host for HostState {}
+impl error::Host for IoView<'_> {}
 
-impl error::HostError for HostState {
+impl error::HostError for IoView<'_> {
     fn to_debug_string(&mut self, this: Resource<IoError>) -> String {
         self.table
             .get(&this)
@@ -200,7 +217,7 @@ impl error::HostError for HostState {
     }
 }
 
-impl poll::HostPollable for HostState {
+impl poll::HostPollable for IoView<'_> {
     fn ready(&mut self, this: Resource<Pollable>) -> bool {
         let Ok(ready) = self.audited("io.pollable.ready", None, 0, |state| {
             let ready = state.call.token.is_cancelled()
@@ -227,7 +244,7 @@ impl poll::HostPollable for HostState {
                 }
             })()
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -237,7 +254,7 @@ impl poll::HostPollable for HostState {
     }
 }
 
-impl poll::Host for HostState {
+impl poll::Host for IoView<'_> {
     fn poll(&mut self, pollables: Vec<Resource<Pollable>>) -> Result<Vec<u32>, ErrorCode> {
         let result = self.audited("io.poll", None, 0, |state| {
             (|| {
@@ -272,14 +289,14 @@ impl poll::Host for HostState {
                 }
             })()
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 }
 
-impl streams::Host for HostState {}
+impl streams::Host for IoView<'_> {}
 
-impl streams::HostInputStream for HostState {
+impl streams::HostInputStream for IoView<'_> {
     fn read(&mut self, this: Resource<InputStream>, len: u64) -> Result<Vec<u8>, StreamError> {
         self.audited("io.input-stream.read", None, 0, |state| {
             state.read_stream(&this, len, false)
@@ -294,7 +311,7 @@ impl streams::HostInputStream for HostState {
         let result = self.audited("io.input-stream.blocking-read", None, 0, |state| {
             state.read_stream(&this, len, true)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -308,7 +325,7 @@ impl streams::HostInputStream for HostState {
         let result = self.audited("io.input-stream.blocking-skip", None, 0, |state| {
             state.read_stream(&this, len, true).map(|b| b.len() as u64)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -317,7 +334,7 @@ impl streams::HostInputStream for HostState {
             Some(source) => source.readiness(),
             None => Arc::new(AlwaysReady),
         };
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn drop(&mut self, this: Resource<InputStream>) -> wasmtime::Result<()> {
@@ -326,7 +343,7 @@ impl streams::HostInputStream for HostState {
     }
 }
 
-impl streams::HostOutputStream for HostState {
+impl streams::HostOutputStream for IoView<'_> {
     fn check_write(&mut self, this: Resource<OutputStream>) -> Result<u64, StreamError> {
         self.audited("io.output-stream.check-write", None, 0, |state| {
             (|| {
@@ -379,7 +396,7 @@ impl streams::HostOutputStream for HostState {
                 }
             },
         );
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -404,7 +421,7 @@ impl streams::HostOutputStream for HostState {
                 None => Err(StreamError::Closed),
             },
         );
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -413,7 +430,7 @@ impl streams::HostOutputStream for HostState {
             Some(sink) => sink.readiness(),
             None => Arc::new(AlwaysReady),
         };
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn write_zeroes(&mut self, this: Resource<OutputStream>, len: u64) -> Result<(), StreamError> {
@@ -452,7 +469,7 @@ impl streams::HostOutputStream for HostState {
                 }
             },
         );
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -476,7 +493,7 @@ impl streams::HostOutputStream for HostState {
         let result = self.audited("io.output-stream.blocking-splice", None, 0, |state| {
             state.splice_stream(&this, &src, len, true)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -486,31 +503,35 @@ impl streams::HostOutputStream for HostState {
     }
 }
 
-impl HostState {
-    /// A new guest pollable over `source` (a stand-in that is always ready
-    /// if the table is full, so a guest waiting on it cannot hang).
-    /// A new guest input stream over `source` (a dead handle if the table
-    /// is full: using it fails like any closed handle).
-    pub(crate) fn push_input_stream(
-        &mut self,
-        source: Arc<dyn ByteSource>,
-    ) -> Resource<InputStream> {
-        self.table
-            .push(InputStream::new(source))
-            .unwrap_or_else(|_| Resource::new_own(u32::MAX))
+/// A new guest pollable over `source` (a stand-in that is always ready if
+/// the table is full, so a guest waiting on it cannot hang).
+pub(crate) fn push_pollable(
+    table: &mut ResourceTable,
+    source: Arc<dyn Readiness>,
+) -> Resource<Pollable> {
+    match table.push(Pollable::new(source)) {
+        Ok(resource) => resource,
+        Err(_) => Resource::new_own(u32::MAX),
     }
+}
 
-    /// A new guest output stream over `sink` (see `push_input_stream`).
-    pub(crate) fn push_output_stream(&mut self, sink: Arc<dyn ByteSink>) -> Resource<OutputStream> {
-        self.table
-            .push(OutputStream::new(sink))
-            .unwrap_or_else(|_| Resource::new_own(u32::MAX))
-    }
+/// A new guest input stream over `source` (a dead handle if the table is
+/// full: using it fails like any closed handle).
+pub(crate) fn push_input_stream(
+    table: &mut ResourceTable,
+    source: Arc<dyn ByteSource>,
+) -> Resource<InputStream> {
+    table
+        .push(InputStream::new(source))
+        .unwrap_or_else(|_| Resource::new_own(u32::MAX))
+}
 
-    pub(crate) fn push_pollable(&mut self, source: Arc<dyn Readiness>) -> Resource<Pollable> {
-        match self.table.push(Pollable::new(source)) {
-            Ok(resource) => resource,
-            Err(_) => Resource::new_own(u32::MAX),
-        }
-    }
+/// A new guest output stream over `sink` (see [`push_input_stream`]).
+pub(crate) fn push_output_stream(
+    table: &mut ResourceTable,
+    sink: Arc<dyn ByteSink>,
+) -> Resource<OutputStream> {
+    table
+        .push(OutputStream::new(sink))
+        .unwrap_or_else(|_| Resource::new_own(u32::MAX))
 }

@@ -12,7 +12,8 @@ mod host;
 mod pipe;
 mod resources;
 
-pub use host::add_to_linker;
+pub(crate) use host::add_to_linker;
+pub(crate) use host::{push_input_stream, push_output_stream, push_pollable, IoView};
 pub(crate) use resources::bindings;
 pub use resources::{
     AlwaysReady, ByteSink, ByteSource, ClosedStream, InputStream, IoError, OutputStream, Pollable,

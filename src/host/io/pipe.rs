@@ -165,6 +165,7 @@ mod host_tests {
     use super::*;
     use crate::cancel::CancelToken;
     use crate::host::io::bindings::astrid::io::{error, poll, streams};
+    use crate::host::io::IoView;
     use crate::host::io::{InputStream, OutputStream, MAX_POLL_LIST};
     use crate::host::state::HostState;
     use crate::{Capsule, LoadOptions, Runtime, RuntimeConfig};
@@ -181,18 +182,22 @@ mod host_tests {
         let capsule = rt
             .load_dir(&dir, &LoadOptions::default())
             .expect("build the capsules first (scripts/build-capsules.sh)");
-        let mut state = HostState::new(capsule.inner.shared.clone(), 64 << 20);
+        let mut state = HostState::new(
+            capsule.inner.shared.clone(),
+            capsule.inner.factory.interfaces.clone(),
+            64 << 20,
+        );
         state.call.token = CancelToken::new();
         state.call.deadline = Instant::now() + Duration::from_secs(10);
         (rt, capsule, state)
     }
 
-    fn input(state: &mut HostState, pipe: &Arc<Pipe>) -> Resource<InputStream> {
+    fn input(state: &mut IoView<'_>, pipe: &Arc<Pipe>) -> Resource<InputStream> {
         let source: Arc<dyn ByteSource> = Arc::new(PipeReader(pipe.clone()));
         state.table.push(InputStream::new(source)).unwrap()
     }
 
-    fn output(state: &mut HostState, pipe: &Arc<Pipe>) -> Resource<OutputStream> {
+    fn output(state: &mut IoView<'_>, pipe: &Arc<Pipe>) -> Resource<OutputStream> {
         let sink: Arc<dyn ByteSink> = Arc::new(PipeWriter(pipe.clone()));
         state.table.push(OutputStream::new(sink)).unwrap()
     }
@@ -203,7 +208,8 @@ mod host_tests {
 
     #[test]
     fn input_streams_read_wait_end_and_close_on_cancel() {
-        let (_rt, _capsule, mut state) = state();
+        let (_rt, _capsule, mut host) = state();
+        let mut state = host.io_view();
         let pipe = Pipe::new(4 << 20);
         let stream = input(&mut state, &pipe);
         assert_eq!(state.read(again(&stream), 10).unwrap(), b"");
@@ -264,7 +270,8 @@ mod host_tests {
 
     #[test]
     fn output_streams_honour_check_write_permits() {
-        let (_rt, _capsule, mut state) = state();
+        let (_rt, _capsule, mut host) = state();
+        let mut state = host.io_view();
         let pipe = Pipe::new(8);
         let stream = output(&mut state, &pipe);
         // No permit yet: a write fails with last-operation-failed.
@@ -317,18 +324,23 @@ mod host_tests {
 
     #[test]
     fn poll_limits() {
-        let (_rt, _capsule, mut state) = state();
-        assert!(matches!(
-            state.poll(Vec::new()),
-            Err(ErrorCode::InvalidInput)
-        ));
+        let (_rt, _capsule, mut host) = state();
         let pipe = Pipe::new(8);
-        let stream = input(&mut state, &pipe);
-        let ready = streams::HostInputStream::subscribe(&mut state, again(&stream));
-        let many: Vec<_> = (0..=MAX_POLL_LIST).map(|_| again(&ready)).collect();
-        assert!(matches!(state.poll(many), Err(ErrorCode::TooLarge)));
+        let ready = {
+            let mut state = host.io_view();
+            assert!(matches!(
+                state.poll(Vec::new()),
+                Err(ErrorCode::InvalidInput)
+            ));
+            let stream = input(&mut state, &pipe);
+            let ready = streams::HostInputStream::subscribe(&mut state, again(&stream));
+            let many: Vec<_> = (0..=MAX_POLL_LIST).map(|_| again(&ready)).collect();
+            assert!(matches!(state.poll(many), Err(ErrorCode::TooLarge)));
+            ready
+        };
         // Nothing ready: poll gives up with `cancelled` at the call's deadline.
-        state.call.deadline = Instant::now() + Duration::from_millis(50);
+        host.call.deadline = Instant::now() + Duration::from_millis(50);
+        let mut state = host.io_view();
         assert!(matches!(
             state.poll(vec![again(&ready)]),
             Err(ErrorCode::Cancelled)

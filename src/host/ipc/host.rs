@@ -5,20 +5,45 @@ use super::bindings::{
     MAX_RECV_MS, RESERVED_PREFIX,
 };
 use super::shared::{GuestSubscription, SubscribeRefusal};
+use super::shared::{IpcCall, IpcShared};
 use crate::bus::{
     Attribution, PrincipalFilter, Publish, SubscriptionQueue, Take, MAX_PENDING_PER_SOURCE,
 };
 use crate::host::audit::audit_cases;
+use crate::host::audit::Audited;
+use crate::host::call::CallContext;
+use crate::host::io::push_pollable;
 use crate::host::io::Pollable;
-use crate::host::state::HostState;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, EndOfCall, HostView};
+use crate::host::wasi::stdio::StdioLog;
 
 use crate::policy::topic;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+/// What `astrid:ipc` sees of a store: the capsule, the call (a run loop's
+/// delivery sets its principal and origin, host ABI §1), the capsule's
+/// subscriptions and publish budget, the subscriptions the call made, the
+/// resource table, and the store's stdio (whose lines carry the principal).
+pub(crate) struct IpcView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a mut CallContext,
+    pub(crate) shared: &'a Arc<IpcShared>,
+    pub(crate) ipc: &'a mut IpcCall,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) run_loop: bool,
+    pub(crate) stdio: &'a StdioLog,
+}
+
+host_view!(IpcView, IpcData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> IpcView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, IpcData>(linker, view)
 }
 
 audit_cases! {
@@ -43,7 +68,7 @@ fn to_wit(attribution: &Attribution) -> PrincipalAttribution {
     }
 }
 
-impl HostState {
+impl IpcView<'_> {
     /// In a run loop the context principal is the verified principal of the
     /// message delivered last (host ABI §1); other messages clear it.
     fn deliver(&mut self, take: Take) -> Result<IpcEnvelope, ErrorCode> {
@@ -93,7 +118,7 @@ fn envelope(take: Take) -> Result<IpcEnvelope, ErrorCode> {
     }
 }
 
-impl HostState {
+impl IpcView<'_> {
     /// Checks in the order of host ABI §2.5, then publishes.
     fn guest_publish(
         &mut self,
@@ -115,15 +140,13 @@ impl HostState {
         }
         // The topic was checked above.
         crate::bus::validate_payload(payload).map_err(|_| ErrorCode::InvalidInput)?;
-        let scope = self.data_scope().to_string();
-        if !self.capsule.ipc.take_publish_budget(&scope, payload.len()) {
+        let scope = self.ctx().data_scope().to_string();
+        if !self.shared.take_publish_budget(&scope, payload.len()) {
             return Err(ErrorCode::RateLimited);
         }
         // A publish refused after this point gives its bytes back.
         let refund = |e: ErrorCode| {
-            self.capsule
-                .ipc
-                .refund_publish_budget(&scope, payload.len());
+            self.shared.refund_publish_budget(&scope, payload.len());
             e
         };
         let depth = self.call.depth + 1;
@@ -179,10 +202,11 @@ impl HostState {
             .and_then(|s| s.queue.clone())
             .ok_or(ErrorCode::Closed)
     }
+}
 
-    /// Closes every subscription the current call made (end of a pooled
-    /// call, cancel, unload). The guest's resources stay, answering `closed`.
-    pub(crate) fn close_call_subscriptions(&mut self) {
+/// Closes every subscription the current call made.
+impl EndOfCall for IpcView<'_> {
+    fn end_call(&mut self) {
         for rep in std::mem::take(&mut self.ipc.open_subscriptions) {
             let resource = Resource::<GuestSubscription>::new_borrow(rep);
             if let Ok(subscription) = self.table.get_mut(&resource) {
@@ -192,7 +216,7 @@ impl HostState {
     }
 }
 
-impl host::HostSubscription for HostState {
+impl host::HostSubscription for IpcView<'_> {
     fn poll(&mut self, this: Resource<GuestSubscription>) -> Result<IpcEnvelope, ErrorCode> {
         self.audited("ipc.subscription.poll", None, 0, |state| {
             let take = state.queue_of(&this)?.try_take();
@@ -219,7 +243,7 @@ impl host::HostSubscription for HostState {
             }
             state.deliver(queue.try_take())
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -229,7 +253,7 @@ impl host::HostSubscription for HostState {
                 Some(queue) => queue,
                 None => Arc::new(crate::host::io::AlwaysReady),
             };
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn drop(&mut self, this: Resource<GuestSubscription>) -> wasmtime::Result<()> {
@@ -241,10 +265,10 @@ impl host::HostSubscription for HostState {
     }
 }
 
-impl host::Host for HostState {
+impl host::Host for IpcView<'_> {
     fn publish(&mut self, topic: String, payload: String) -> Result<(), ErrorCode> {
         self.audited("ipc.publish", Some(&topic), payload.len() as u64, |state| {
-            let attribution = match state.data_scope_principal() {
+            let attribution = match state.ctx().data_scope_principal() {
                 Some(p) => Attribution::Verified(p.to_string()),
                 None => Attribution::System,
             };
@@ -300,7 +324,7 @@ impl host::Host for HostState {
                 return Err(ErrorCode::CapabilityDenied);
             }
             let filter = state.subscription_filter();
-            let ipc = state.capsule.ipc.clone();
+            let ipc = state.shared.clone();
             let queue = ipc
                 .claim_subscription(&topic_pattern, filter)
                 .map_err(|refusal| match refusal {

@@ -9,5 +9,6 @@ mod host;
 pub mod shared;
 
 pub use bindings::{MAX_DEPTH, MAX_RECV_MS};
-pub use host::add_to_linker;
+pub(crate) use host::add_to_linker;
+pub(crate) use host::IpcView;
 pub use shared::{GuestSubscription, MAX_SUBSCRIPTIONS};

@@ -6,7 +6,8 @@
 use super::bindings::astrid::net::host::{ErrorCode, NetReadStatus};
 use super::{io_error, QuotaSlot};
 use crate::host::io::{ByteSink, ByteSource, StreamFailure};
-use crate::host::state::{CallScoped, HostState};
+use crate::host::net::NetView;
+use crate::host::view::CallScoped;
 use crate::signal::{MutexExt, RwLockExt};
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
 use crate::wait::wait_for;
@@ -234,7 +235,7 @@ impl Conn {
     /// the call deadline are `timeout`; cancel is `closed`.
     pub(crate) fn wait_readable(
         &self,
-        state: &HostState,
+        state: &NetView<'_>,
         want: usize,
         timeout: Option<Duration>,
     ) -> Result<(), ErrorCode> {
@@ -318,7 +319,7 @@ impl Conn {
     }
 
     /// Writes at least one byte of `data`, waiting under the write timeout.
-    pub(crate) fn write_some(&self, state: &HostState, data: &[u8]) -> Result<usize, ErrorCode> {
+    pub(crate) fn write_some(&self, state: &NetView<'_>, data: &[u8]) -> Result<usize, ErrorCode> {
         let mut outcome = self.write_now(data);
         if !matches!(outcome, Ok(0)) || data.is_empty() {
             return outcome;
@@ -346,7 +347,7 @@ impl Conn {
     /// Writes a whole frame. The write timeout applies to its first byte;
     /// a frame that cannot be finished (cancel, deadline, reset) closes the
     /// stream, since the peer could never find the next frame boundary.
-    pub(crate) fn write_frame(&self, state: &HostState, frame: &[u8]) -> Result<(), ErrorCode> {
+    pub(crate) fn write_frame(&self, state: &NetView<'_>, frame: &[u8]) -> Result<(), ErrorCode> {
         let mut rest = &frame[self.write_some(state, frame)?..];
         while !rest.is_empty() {
             match self.write_now(rest) {
@@ -383,7 +384,7 @@ impl Conn {
         !matches!(socket.poll_write_ready(&mut cx), Poll::Pending)
     }
 
-    pub(crate) fn read_frame(&self, state: &HostState) -> Result<NetReadStatus, ErrorCode> {
+    pub(crate) fn read_frame(&self, state: &NetView<'_>) -> Result<NetReadStatus, ErrorCode> {
         match self.wait_readable(state, 4, Some(FRAME_HEADER_WAIT)) {
             Ok(()) => {}
             Err(ErrorCode::Timeout | ErrorCode::WouldBlock) => {
@@ -434,7 +435,7 @@ impl Conn {
 
     pub(crate) fn read_raw(
         &self,
-        state: &HostState,
+        state: &NetView<'_>,
         max: u32,
         consume: bool,
     ) -> Result<Vec<u8>, ErrorCode> {
@@ -497,7 +498,7 @@ impl CallScoped for Conn {
 
 /// Connects to the vetted `addrs` in order, 10 s in total.
 pub(crate) fn connect(
-    state: &HostState,
+    state: &NetView<'_>,
     addrs: Vec<SocketAddr>,
     slot: QuotaSlot,
 ) -> Result<Arc<Conn>, ErrorCode> {

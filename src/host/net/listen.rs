@@ -8,9 +8,13 @@ use super::bindings::astrid::net::host::{ErrorCode, HostTcpListener, HostUnixLis
 use super::conn::{Conn, Identity, Socket};
 use super::{clamp_poll_ms, io_error, QuotaSlot, MAX_STREAMS};
 use crate::gate::{AcceptRequest, AcceptVerdict};
+use crate::host::audit::Audited;
+use crate::host::io::push_pollable;
 use crate::host::io::Pollable;
+use crate::host::net::NetView;
 use crate::host::shared::CapsuleShared;
-use crate::host::state::{CallScoped, HostState};
+use crate::host::view::CallScoped;
+use crate::host::view::HostView;
 use crate::services::Services;
 use crate::signal::MutexExt;
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
@@ -71,7 +75,7 @@ impl Listener {
     }
 
     pub(crate) fn bind_tcp(
-        state: &HostState,
+        state: &NetView<'_>,
         addr: std::net::SocketAddr,
         slot: QuotaSlot,
     ) -> Result<Arc<Listener>, ErrorCode> {
@@ -89,7 +93,7 @@ impl Listener {
     /// Binds the embedder-assigned path. A stale socket left there is
     /// replaced; any other file is `address-in-use`.
     pub(crate) fn bind_unix(
-        state: &HostState,
+        state: &NetView<'_>,
         path: &Path,
         slot: QuotaSlot,
     ) -> Result<Arc<Listener>, ErrorCode> {
@@ -193,12 +197,11 @@ impl Listener {
 
     /// Waits for a connection under the capsule's stream quota. `Ok(None)`
     /// when `until` passed first.
-    fn accept(&self, state: &HostState, until: Instant) -> Result<Option<Arc<Conn>>, ErrorCode> {
+    fn accept(&self, state: &NetView<'_>, until: Instant) -> Result<Option<Arc<Conn>>, ErrorCode> {
         if self.is_closed() {
             return Err(ErrorCode::Closed);
         }
-        let slot =
-            QuotaSlot::claim(&state.capsule.net.streams, MAX_STREAMS).ok_or(ErrorCode::Quota)?;
+        let slot = QuotaSlot::claim(&state.net.streams, MAX_STREAMS).ok_or(ErrorCode::Quota)?;
         let got = wait_for(&[&*self.signal], &state.call.token, until, || {
             self.poll_one() || self.is_closed()
         });
@@ -284,7 +287,7 @@ impl Readiness for ListenerReady {
     }
 }
 
-impl HostState {
+impl NetView<'_> {
     pub(crate) fn push_tcp_listener(
         &mut self,
         listener: Arc<Listener>,
@@ -294,7 +297,7 @@ impl HostState {
             .table
             .push(TcpListenerHandle(listener))
             .map_err(|_| ErrorCode::Quota)?;
-        self.track_call_scoped(weak);
+        self.call_scoped.track(weak);
         Ok(handle)
     }
 
@@ -307,7 +310,7 @@ impl HostState {
             .table
             .push(UnixListenerHandle(listener))
             .map_err(|_| ErrorCode::Quota)?;
-        self.track_call_scoped(weak);
+        self.call_scoped.track(weak);
         Ok(handle)
     }
 
@@ -337,7 +340,7 @@ impl HostState {
                 None => Ok(None),
             }
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 }
@@ -359,7 +362,7 @@ impl ListenerHandle for UnixListenerHandle {
     }
 }
 
-impl HostState {
+impl NetView<'_> {
     fn listener_of<H: ListenerHandle>(
         &self,
         this: &Resource<H>,
@@ -380,7 +383,7 @@ impl HostState {
             Err(_) => Arc::new(crate::host::io::AlwaysReady),
         };
         self.audit_infallible(call);
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn drop_listener<H: ListenerHandle>(&mut self, this: Resource<H>) -> wasmtime::Result<()> {
@@ -389,7 +392,7 @@ impl HostState {
     }
 }
 
-impl HostUnixListener for HostState {
+impl HostUnixListener for NetView<'_> {
     fn accept(
         &mut self,
         this: Resource<UnixListenerHandle>,
@@ -417,7 +420,7 @@ impl HostUnixListener for HostState {
     }
 }
 
-impl HostTcpListener for HostState {
+impl HostTcpListener for NetView<'_> {
     fn accept(
         &mut self,
         this: Resource<TcpListenerHandle>,

@@ -8,7 +8,7 @@
 //! and every wait races the call's cancel token and deadline.
 //!
 //! Every factory runs validation → manifest → gate → airlock → operation →
-//! audit through [`HostState::gated`]; [`resolve`] is the one place names
+//! audit through [`Gated::gated`](crate::host::gated::Gated::gated); [`resolve`] is the one place names
 //! become addresses, and only vetted addresses are ever contacted.
 
 pub mod conn;
@@ -18,9 +18,13 @@ pub(crate) mod resolve;
 mod stream;
 pub mod udp;
 
+use crate::host::audit::Audited;
 use crate::host::audit::{audit_cases, Payload};
+use crate::host::call::CallContext;
+use crate::host::gated::Gated;
 use crate::host::gated::{GatedError, Prepared, Refused};
-use crate::host::state::HostState;
+use crate::host::shared::CapsuleShared;
+use crate::host::view::{host_view, CallScopedSet, HostView};
 use crate::host::wasi::vetting::Lookup;
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost, SocketGrant};
@@ -30,7 +34,7 @@ pub use quota::{
 };
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
 pub use conn::TcpStreamHandle;
 pub use listen::{TcpListenerHandle, UnixListenerHandle};
@@ -65,12 +69,25 @@ use bindings::astrid::net::host::{self, ErrorCode};
 /// Longest `poll-accept` wait.
 const MAX_POLL_ACCEPT_MS: u64 = 60_000;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    bindings::astrid::request_context::host::add_to_linker::<HostState, HasSelf<HostState>>(
-        linker,
-        |s| s,
-    )
+/// What `astrid:net` and `astrid:request-context` see of a store: the
+/// capsule and the call, the capsule's socket quotas, the resource table,
+/// and the sockets the call opened (closed when it ends).
+pub(crate) struct NetView<'a> {
+    pub(crate) capsule: &'a Arc<CapsuleShared>,
+    pub(crate) call: &'a CallContext,
+    pub(crate) net: &'a CapsuleNet,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) call_scoped: &'a mut CallScopedSet,
+}
+
+host_view!(NetView, NetData);
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> NetView<'_>,
+) -> wasmtime::Result<()> {
+    host::add_to_linker::<T, NetData>(linker, view)?;
+    bindings::astrid::request_context::host::add_to_linker::<T, NetData>(linker, view)
 }
 
 audit_cases! {
@@ -151,12 +168,7 @@ enum UdpBind {
     Bind(BindRequest),
 }
 
-impl HostState {
-    /// Whether the runtime lets capsules reach loopback and private ranges.
-    pub(crate) fn allow_loopback(&self) -> bool {
-        self.capsule.services.config.flags & crate::config::FLAG_ALLOW_LOOPBACK != 0
-    }
-
+impl NetView<'_> {
     fn gate_socket(
         &self,
         kind: GateKind,
@@ -253,8 +265,8 @@ impl HostState {
         host: &NetHost,
         port: u16,
     ) -> Result<Vec<std::net::SocketAddr>, ErrorCode> {
-        let addrs = resolve::resolve(self, host, port)?;
-        let allow = self.allow_loopback();
+        let addrs = resolve::resolve(self.ctx(), host, port)?;
+        let allow = self.ctx().allow_loopback();
         if addrs
             .iter()
             .any(|a| crate::policy::airlock::check(a.ip(), allow).is_err())
@@ -269,7 +281,7 @@ impl HostState {
     }
 }
 
-impl host::Host for HostState {
+impl host::Host for NetView<'_> {
     fn bind_unix(&mut self) -> Result<Resource<UnixListenerHandle>, ErrorCode> {
         self.gated(
             "net.bind-unix",
@@ -288,12 +300,11 @@ impl host::Host for HostState {
             },
             |state, ()| {
                 let path = state
-                    .capsule
                     .net
                     .unix_path
                     .clone()
                     .ok_or(ErrorCode::AddressNotAvailable)?;
-                let slot = QuotaSlot::claim(&state.capsule.net.unix_listeners, MAX_UNIX_LISTENERS)
+                let slot = QuotaSlot::claim(&state.net.unix_listeners, MAX_UNIX_LISTENERS)
                     .ok_or(ErrorCode::AddressInUse)?;
                 let listener = listen::Listener::bind_unix(state, &path, slot)?;
                 state.push_unix_listener(listener)
@@ -316,8 +327,7 @@ impl host::Host for HostState {
             },
             |state, bind| {
                 let addr = state.bind_address(&bind.host, bind.port)?;
-                let slot =
-                    state.claim(&state.capsule.net.tcp_listeners.clone(), MAX_TCP_LISTENERS)?;
+                let slot = state.claim(&state.net.tcp_listeners.clone(), MAX_TCP_LISTENERS)?;
                 let listener = listen::Listener::bind_tcp(state, addr, slot)?;
                 state.push_tcp_listener(listener)
             },
@@ -338,7 +348,7 @@ impl host::Host for HostState {
                 state.prepare_connect("tcp", host, port)
             },
             |state, (host, port)| {
-                let slot = state.claim(&state.capsule.net.streams.clone(), MAX_STREAMS)?;
+                let slot = state.claim(&state.net.streams.clone(), MAX_STREAMS)?;
                 let addrs = state.resolve_all_safe(&host, port)?;
                 let conn = conn::connect(state, addrs, slot)?;
                 state.push_conn(conn)
@@ -376,7 +386,7 @@ impl host::Host for HostState {
                         (state.bind_address(&bind.host, bind.port)?, false)
                     }
                 };
-                let slot = state.claim(&state.capsule.net.udp_sockets.clone(), MAX_UDP_SOCKETS)?;
+                let slot = state.claim(&state.net.udp_sockets.clone(), MAX_UDP_SOCKETS)?;
                 let socket = udp::Udp::bind(state, addr, outbound, slot)?;
                 state.push_udp(socket)
             },
@@ -395,7 +405,7 @@ impl Payload for Lookup {
     }
 }
 
-impl HostState {
+impl NetView<'_> {
     /// A name lookup (`lookup-host`, `wasi:sockets` name lookups): the
     /// canonical host, a `net_connect` entry whose host matches it (any
     /// port), the gate's `dns-lookup`, resolution, then the airlock drops
@@ -427,8 +437,8 @@ impl HostState {
                 })
             },
             |state, name| {
-                let found = resolve::resolve(state, &name, 0)?;
-                let allow = state.allow_loopback();
+                let found = resolve::resolve(state.ctx(), &name, 0)?;
+                let allow = state.ctx().allow_loopback();
                 let mut addrs: Vec<std::net::IpAddr> = Vec::new();
                 for addr in found {
                     let ip = addr.ip();
@@ -445,7 +455,7 @@ impl HostState {
     }
 }
 
-impl bindings::astrid::request_context::host::Host for HostState {
+impl bindings::astrid::request_context::host::Host for NetView<'_> {
     fn connection_owner(
         &mut self,
         connection: Resource<TcpStreamHandle>,
@@ -465,7 +475,7 @@ impl bindings::astrid::request_context::host::Host for HostState {
     }
 }
 
-impl HostState {
+impl NetView<'_> {
     /// One field of what a unix listener learned about a connection's peer
     /// (`None` for connections without an identity).
     fn connection_identity(

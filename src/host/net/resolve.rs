@@ -2,8 +2,8 @@
 //! Callers vet the result with the airlock and connect only to what they
 //! vetted; nothing here resolves twice.
 
-use super::super::HostState;
 use super::bindings::astrid::net::host::ErrorCode;
+use crate::host::view::CallCtx;
 use crate::policy::net::{canonical_host, NetHost};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ impl From<ResolveError> for ErrorCode {
 /// Addresses of `host` (an IP is its own answer), with `port`. Races the
 /// call's cancel token and deadline.
 pub(crate) fn resolve(
-    state: &HostState,
+    state: CallCtx<'_>,
     host: &NetHost,
     port: u16,
 ) -> Result<Vec<SocketAddr>, ResolveError> {

@@ -4,8 +4,13 @@
 use super::bindings::astrid::net::host::{ErrorCode, HostTcpStream, NetReadStatus, ShutdownHow};
 use super::conn::{Conn, ConnReadable, ConnSink, ConnSource, Socket, TcpStreamHandle, MAX_FRAME};
 use super::io_error;
+use crate::host::audit::Audited;
+use crate::host::io::push_input_stream;
+use crate::host::io::push_output_stream;
+use crate::host::io::push_pollable;
 use crate::host::io::{ByteSink, ByteSource, ClosedStream, InputStream, OutputStream, Pollable};
-use crate::host::state::HostState;
+use crate::host::net::NetView;
+use crate::host::view::HostView;
 use crate::signal::MutexExt;
 use crate::signal::Readiness;
 use std::io;
@@ -18,7 +23,7 @@ fn option_failed(_: io::Error) -> ErrorCode {
     ErrorCode::Unknown("the socket rejected the option".into())
 }
 
-impl HostState {
+impl NetView<'_> {
     /// The connection behind a guest handle (`closed` once it was closed).
     pub(crate) fn conn(&self, this: &Resource<TcpStreamHandle>) -> Result<Arc<Conn>, ErrorCode> {
         let conn = self
@@ -39,7 +44,7 @@ impl HostState {
             .table
             .push(TcpStreamHandle { conn })
             .map_err(|_| ErrorCode::Quota)?;
-        self.track_call_scoped(weak);
+        self.call_scoped.track(weak);
         Ok(handle)
     }
 
@@ -50,7 +55,7 @@ impl HostState {
         call: &'static str,
         this: &Resource<TcpStreamHandle>,
         bytes_in: u64,
-        body: impl FnOnce(&HostState, &Conn) -> Result<T, ErrorCode>,
+        body: impl FnOnce(&NetView<'_>, &Conn) -> Result<T, ErrorCode>,
     ) -> Result<T, ErrorCode> {
         self.audited_io(call, None, bytes_in, |state| {
             if state.call.token.is_cancelled() {
@@ -65,12 +70,12 @@ impl HostState {
     }
 }
 
-impl HostTcpStream for HostState {
+impl HostTcpStream for NetView<'_> {
     fn read(&mut self, this: Resource<TcpStreamHandle>) -> Result<NetReadStatus, ErrorCode> {
         let result = self.on_conn("net.tcp-stream.read", &this, 0, |state, conn| {
             conn.read_frame(state)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -99,7 +104,7 @@ impl HostTcpStream for HostState {
         let result = self.on_conn("net.tcp-stream.read-bytes", &this, 0, |state, conn| {
             conn.read_raw(state, max_bytes, true)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -132,7 +137,7 @@ impl HostTcpStream for HostState {
         let result = self.on_conn("net.tcp-stream.peek", &this, 0, |state, conn| {
             conn.read_raw(state, max_bytes, false)
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -360,7 +365,7 @@ impl HostTcpStream for HostState {
             Err(_) => Arc::new(crate::host::io::AlwaysReady),
         };
         self.audit_infallible("net.tcp-stream.subscribe-readable");
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn read_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<InputStream> {
@@ -371,7 +376,7 @@ impl HostTcpStream for HostState {
             _ => Arc::new(ClosedStream),
         };
         self.audit_infallible("net.tcp-stream.read-stream");
-        self.push_input_stream(source)
+        push_input_stream(self.table, source)
     }
 
     fn write_stream(&mut self, this: Resource<TcpStreamHandle>) -> Resource<OutputStream> {
@@ -382,7 +387,7 @@ impl HostTcpStream for HostState {
             _ => Arc::new(ClosedStream),
         };
         self.audit_infallible("net.tcp-stream.write-stream");
-        self.push_output_stream(sink)
+        push_output_stream(self.table, sink)
     }
 
     fn drop(&mut self, this: Resource<TcpStreamHandle>) -> wasmtime::Result<()> {

@@ -6,8 +6,13 @@
 
 use super::bindings::astrid::net::host::{ErrorCode, HostUdpSocket, UdpDatagram};
 use super::{io_error, resolve, target, Prepared, QuotaSlot, Refused, MAX_DATAGRAM};
+use crate::host::audit::Audited;
+use crate::host::gated::Gated;
+use crate::host::io::push_pollable;
 use crate::host::io::Pollable;
-use crate::host::state::{CallScoped, HostState};
+use crate::host::net::NetView;
+use crate::host::view::CallScoped;
+use crate::host::view::HostView;
 use crate::policy::net::NetHost;
 use crate::signal::{MutexExt, RwLockExt};
 use crate::signal::{Readiness, Signal, SignalWaker, Waiter};
@@ -50,7 +55,7 @@ pub struct UdpHandle(pub(crate) Arc<Udp>);
 
 impl Udp {
     pub(crate) fn bind(
-        state: &HostState,
+        state: &NetView<'_>,
         addr: SocketAddr,
         outbound: bool,
         slot: QuotaSlot,
@@ -127,7 +132,7 @@ impl Udp {
 
     /// Waits for a datagram under the read timeout; `Ok(None)` when the
     /// timeout passed (`would-block` at 0, `timeout` at the call deadline).
-    fn receive(&self, state: &HostState) -> Result<Option<(Vec<u8>, SocketAddr)>, ErrorCode> {
+    fn receive(&self, state: &NetView<'_>) -> Result<Option<(Vec<u8>, SocketAddr)>, ErrorCode> {
         let timeout = self.read_timeout.locked().map(Duration::from_millis);
         if !self.fill() {
             if timeout == Some(Duration::ZERO) {
@@ -171,7 +176,7 @@ impl Udp {
         }
     }
 
-    fn send(&self, state: &HostState, data: &[u8], to: SocketAddr) -> Result<u32, ErrorCode> {
+    fn send(&self, state: &NetView<'_>, data: &[u8], to: SocketAddr) -> Result<u32, ErrorCode> {
         let mut sent = self.send_now(data, to)?;
         if sent.is_none() {
             let mut failure = None;
@@ -223,14 +228,14 @@ impl Readiness for UdpReadable {
     }
 }
 
-impl HostState {
+impl NetView<'_> {
     pub(crate) fn push_udp(&mut self, socket: Arc<Udp>) -> Result<Resource<UdpHandle>, ErrorCode> {
         let weak = Arc::downgrade(&socket);
         let handle = self
             .table
             .push(UdpHandle(socket))
             .map_err(|_| ErrorCode::Quota)?;
-        self.track_call_scoped(weak);
+        self.call_scoped.track(weak);
         Ok(handle)
     }
 
@@ -260,7 +265,7 @@ impl HostState {
         data: Option<&[u8]>,
         host: &str,
         port: u16,
-        op: impl FnOnce(&HostState, &Arc<Udp>, SocketAddr) -> Result<T, ErrorCode>,
+        op: impl FnOnce(&NetView<'_>, &Arc<Udp>, SocketAddr) -> Result<T, ErrorCode>,
     ) -> Result<T, ErrorCode> {
         let bytes = data.map_or(0, |d| d.len() as u64);
         self.gated(
@@ -314,7 +319,7 @@ fn check_size(data: &[u8]) -> Result<(), ErrorCode> {
     }
 }
 
-impl HostUdpSocket for HostState {
+impl HostUdpSocket for NetView<'_> {
     fn send_to(
         &mut self,
         this: Resource<UdpHandle>,
@@ -348,7 +353,7 @@ impl HostUdpSocket for HostState {
                 }
             }))
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -404,7 +409,7 @@ impl HostUdpSocket for HostState {
                 data
             }))
         });
-        self.note_waited();
+        self.ctx().note_waited();
         result
     }
 
@@ -444,7 +449,7 @@ impl HostUdpSocket for HostState {
             Err(_) => Arc::new(crate::host::io::AlwaysReady),
         };
         self.audit_infallible("net.udp-socket.subscribe-readable");
-        self.push_pollable(source)
+        push_pollable(self.table, source)
     }
 
     fn drop(&mut self, this: Resource<UdpHandle>) -> wasmtime::Result<()> {

@@ -66,7 +66,10 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             if state.stdio.sockets.is_none() {
                 return Ok((Err(ErrorCode::PermanentResolverFailure),));
             }
-            let found = match state.vetted_lookup("wasi:sockets.resolve-addresses", &name) {
+            let found = match state
+                .net_view()
+                .vetted_lookup("wasi:sockets.resolve-addresses", &name)
+            {
                 Ok(found) => found,
                 Err(e) => return Ok((Err(wasi_error(e)),)),
             };
@@ -193,7 +196,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
          (this,): (Resource<TcpSocket>,)|
          -> wasmtime::Result<(Result<Accepted, ErrorCode>,)> {
             let state = store.data_mut();
-            let Some(slot) = state.capsule.net.claim_stream() else {
+            let Some(slot) = state.interfaces.net.claim_stream() else {
                 return Ok((Err(ErrorCode::AccessDenied),));
             };
             match HostTcpSocket::accept(&mut state.sockets(), this) {
@@ -285,7 +288,7 @@ fn counted(
         // Already counted (a retried connect, a listen after a failed one).
         None
     } else {
-        let (counter, max) = quota(&state.capsule.net);
+        let (counter, max) = quota(&state.interfaces.net);
         match crate::host::net::QuotaSlot::claim(counter, max) {
             Some(slot) => Some(slot),
             None => return Ok((Err(ErrorCode::AccessDenied),)),

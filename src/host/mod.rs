@@ -5,7 +5,7 @@
 //! runs in the audit wrapper ([`audit`]) and, when it reaches anything
 //! outside the sandbox, the gated pipeline ([`gated`]). What a capsule's
 //! stores share is [`shared::CapsuleShared`], and per interface
-//! [`shared::InterfaceShared`].
+//! [`state::InterfaceShared`].
 
 pub(crate) mod audit;
 pub(crate) mod backend;
@@ -26,5 +26,5 @@ pub mod wasi;
 
 pub use call::CallContext;
 pub use linker::build_linker;
-pub use shared::{CapsuleShared, InterfaceShared};
-pub use state::{HostState, Interrupt, MemoryLimiter};
+pub use shared::CapsuleShared;
+pub use state::{HostState, InterfaceShared, Interrupt, MemoryLimiter};

@@ -1,14 +1,9 @@
-//! What every store of one capsule shares: who the capsule is, its manifest
-//! and configuration, and the runtime's services ([`CapsuleShared`], which
-//! every interface's view reaches), and apart from it the state each host
-//! interface keeps across instances ([`InterfaceShared`]: quotas,
-//! subscriptions, sockets), which reaches an interface only through its
-//! own view.
+//! What every store of one capsule shares and every interface's view
+//! reaches: who the capsule is, its manifest and configuration, and the
+//! runtime's services. (What each interface keeps per capsule is apart, in
+//! [`InterfaceShared`](super::state::InterfaceShared).)
 
 use crate::cancel::CancelToken;
-use crate::host::fs::shared::FsShared;
-use crate::host::ipc::shared::IpcShared;
-use crate::host::net::quota::CapsuleNet;
 use crate::manifest::{EnvKind, Manifest};
 use crate::runloop::RunLoop;
 use crate::services::{LogLevel, LogRecord, SecretRequest, Services};
@@ -38,15 +33,6 @@ pub struct CapsuleShared {
     /// placeholder): bus handlers are then the loop's own business, not
     /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<RunLoop>>,
-}
-
-/// What each host interface keeps per capsule, over all its stores.
-pub struct InterfaceShared {
-    pub(crate) fs: FsShared,
-    pub(crate) ipc: Arc<IpcShared>,
-    /// Socket quotas and the unix listener path (host ABI §2.6), shared by
-    /// `astrid:net`, `astrid:http` and `wasi:sockets`.
-    pub(crate) net: CapsuleNet,
 }
 
 impl CapsuleShared {

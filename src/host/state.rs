@@ -5,18 +5,23 @@
 
 use super::call::CallContext;
 use super::fs::shared::FsCall;
+use super::fs::shared::FsShared;
 use super::fs::FsView;
 use super::http::HttpView;
 use super::io::IoView;
 use super::ipc::shared::IpcCall;
+use super::ipc::shared::IpcShared;
 use super::ipc::IpcView;
 use super::kv::KvView;
+use super::net::quota::CapsuleNet;
+use super::net::resolve::Lookup;
 use super::net::NetView;
-use super::shared::{CapsuleShared, InterfaceShared};
+use super::shared::CapsuleShared;
 use super::sys::SysView;
 use super::view::{CallScopedSet, EndOfCall};
+use super::wasi::sockets::WasiSocketsHost;
 use super::wasi::stdio::{deny_by_default_ctx, StdioLog};
-use super::wasi::vetting::WasiSocketSlots;
+use super::wasi::vetting::{WasiSocketSlots, WasiSocketsCall};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -63,28 +68,37 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// What each host interface keeps per capsule, over all its stores.
+pub struct InterfaceShared {
+    pub(crate) fs: FsShared,
+    pub(crate) ipc: Arc<IpcShared>,
+    /// Socket quotas and the unix listener path (host ABI §2.6), shared by
+    /// `astrid:net`, `astrid:http` and `wasi:sockets`.
+    pub(crate) net: CapsuleNet,
+}
+
 /// The data of every capsule store.
 pub struct HostState {
     pub(crate) capsule: Arc<CapsuleShared>,
     /// What each interface keeps per capsule (reached through its view).
-    pub(super) interfaces: Arc<InterfaceShared>,
+    interfaces: Arc<InterfaceShared>,
     pub(crate) call: CallContext,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) stdio: Arc<StdioLog>,
     /// What each interface keeps for the current call.
-    pub(super) fs: FsCall,
-    pub(super) ipc: IpcCall,
+    fs: FsCall,
+    ipc: IpcCall,
     /// Sockets and HTTP streams the current call opened.
-    pub(super) call_scoped: CallScopedSet,
+    call_scoped: CallScopedSet,
     /// The store's `wasi:sockets` resources and their quota units.
-    pub(super) wasi_sockets: WasiSocketSlots,
+    wasi_sockets: WasiSocketSlots,
     /// This store runs the capsule's `run` loop.
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
     pub(crate) watchdog: Option<std::time::Duration>,
-    pub(super) wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    wasi: WasiCtx,
+    table: ResourceTable,
 }
 
 /// The part of a store every view shares ([`CallCtx`]'s two fields), as a
@@ -202,6 +216,30 @@ impl HostState {
             table: &mut self.table,
             call_scoped: &mut self.call_scoped,
         }
+    }
+}
+
+/// `wasi:sockets` counted against the capsule's quotas and resolved by
+/// `astrid:net`'s vetted resolver.
+impl WasiSocketsHost for HostState {
+    fn socket_slots(&mut self) -> &mut WasiSocketSlots {
+        &mut self.wasi_sockets
+    }
+
+    fn net_quotas(&self) -> &CapsuleNet {
+        &self.interfaces.net
+    }
+
+    fn socket_checks(&self) -> Option<&WasiSocketsCall> {
+        self.stdio.sockets.as_ref()
+    }
+
+    fn vetted_lookup(
+        &mut self,
+        call: &'static str,
+        name: &str,
+    ) -> Result<Lookup, crate::host::net::bindings::astrid::net::host::ErrorCode> {
+        self.net_view().vetted_lookup(call, name)
     }
 }
 

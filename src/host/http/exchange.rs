@@ -185,7 +185,7 @@ impl Exchange {
     /// Applies a 3xx `location` under `follow`: method and body rules,
     /// credential stripping, the hop count.
     /// From the moment the location is read, the exchange is at the new
-    /// hop, so a hop refused here or by [`HostState::vet_hop`] is the one
+    /// hop, so a hop refused here or by [`HttpView::vet_hop`](super::view::HttpView::vet_hop) is the one
     /// audited.
     pub(crate) fn redirect(
         &mut self,

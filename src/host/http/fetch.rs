@@ -11,9 +11,9 @@ use super::exchange::{
 use super::headers::header_pairs;
 use super::options::{Options, Redirect, Request, MAX_STREAMS};
 use super::resources::{AbortOnDrop, Stream, Upload, UploadState};
+use super::view::HttpView;
 use crate::host::audit::Audited;
 use crate::host::gated::GateRefusal;
-use crate::host::http::HttpView;
 use crate::host::net::{resolve, QuotaSlot};
 use crate::host::view::CallScoped;
 use crate::host::view::HostView;

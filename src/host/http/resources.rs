@@ -4,7 +4,7 @@
 use super::body::{Body, BodyReadable, BodySource, UploadBody, UploadSink, UploadWritable};
 use super::exchange::{Exchange, Fetched, HopInFlight};
 use super::options::Options;
-use crate::host::http::HttpView;
+use super::view::HttpView;
 use crate::host::net::QuotaSlot;
 use crate::host::view::CallScoped;
 use crate::signal::MutexExt;

@@ -3,8 +3,8 @@
 
 use super::error::HttpError;
 use super::options::Options;
+use super::view::HttpView;
 use crate::host::audit::Audited;
-use crate::host::http::HttpView;
 use crate::host::io::{push_input_stream, push_pollable};
 use crate::host::io::{InputStream, Pollable};
 use wasmtime::component::{Linker, Resource};
@@ -31,7 +31,7 @@ pub fn add_to_linker<T: 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> HttpView<'_>,
 ) -> wasmtime::Result<()> {
-    host::add_to_linker::<T, super::HttpData>(linker, view)
+    host::add_to_linker::<T, super::view::HttpData>(linker, view)
 }
 
 fn error_code(e: HttpError) -> ErrorCode {

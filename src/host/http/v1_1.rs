@@ -3,8 +3,8 @@
 
 use super::error::HttpError;
 use super::options::{GuestOptions, Options, Redirect};
+use super::view::HttpView;
 use crate::host::audit::Audited;
-use crate::host::http::HttpView;
 use crate::host::io::{
     push_input_stream, push_output_stream, push_pollable, InputStream, OutputStream, Pollable,
 };
@@ -34,7 +34,7 @@ pub fn add_to_linker<T: 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> HttpView<'_>,
 ) -> wasmtime::Result<()> {
-    host::add_to_linker::<T, super::HttpData>(linker, view)
+    host::add_to_linker::<T, super::view::HttpData>(linker, view)
 }
 
 fn error_code(e: HttpError) -> ErrorCode {

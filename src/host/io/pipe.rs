@@ -164,32 +164,51 @@ mod tests {
 mod host_tests {
     use super::*;
     use crate::cancel::CancelToken;
+    use crate::host::call::CallContext;
     use crate::host::io::bindings::astrid::io::{error, poll, streams};
     use crate::host::io::IoView;
     use crate::host::io::{InputStream, OutputStream, MAX_POLL_LIST};
-    use crate::host::state::HostState;
     use crate::{Capsule, LoadOptions, Runtime, RuntimeConfig};
     use poll::ErrorCode;
     use poll::{Host as _, HostPollable as _};
     use std::time::{Duration, Instant};
     use streams::StreamError;
     use streams::{HostInputStream as _, HostOutputStream as _};
-    use wasmtime::component::Resource;
+    use wasmtime::component::{Resource, ResourceTable};
 
-    fn state() -> (Runtime, Capsule, HostState) {
-        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/capsules/hello");
-        let capsule = rt
-            .load_dir(&dir, &LoadOptions::default())
-            .expect("build the capsules first (scripts/build-capsules.sh)");
-        let mut state = HostState::new(
-            capsule.inner.shared.clone(),
-            capsule.inner.factory.interfaces.clone(),
-            64 << 20,
-        );
-        state.call.token = CancelToken::new();
-        state.call.deadline = Instant::now() + Duration::from_secs(10);
-        (rt, capsule, state)
+    /// What an `astrid:io` view is built from: a real capsule, a call
+    /// with ten seconds to go, and an empty resource table.
+    struct Store {
+        _rt: Runtime,
+        capsule: Capsule,
+        call: CallContext,
+        table: ResourceTable,
+    }
+
+    impl Store {
+        fn new() -> Store {
+            let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/capsules/hello");
+            let capsule = rt
+                .load_dir(&dir, &LoadOptions::default())
+                .expect("build the capsules first (scripts/build-capsules.sh)");
+            let mut call = CallContext::idle(CancelToken::new());
+            call.deadline = Instant::now() + Duration::from_secs(10);
+            Store {
+                _rt: rt,
+                capsule,
+                call,
+                table: ResourceTable::new(),
+            }
+        }
+
+        fn view(&mut self) -> IoView<'_> {
+            IoView {
+                capsule: &self.capsule.inner.shared,
+                call: &self.call,
+                table: &mut self.table,
+            }
+        }
     }
 
     fn input(state: &mut IoView<'_>, pipe: &Arc<Pipe>) -> Resource<InputStream> {
@@ -208,8 +227,8 @@ mod host_tests {
 
     #[test]
     fn input_streams_read_wait_end_and_close_on_cancel() {
-        let (_rt, _capsule, mut host) = state();
-        let mut state = host.io_view();
+        let mut store = Store::new();
+        let mut state = store.view();
         let pipe = Pipe::new(4 << 20);
         let stream = input(&mut state, &pipe);
         assert_eq!(state.read(again(&stream), 10).unwrap(), b"");
@@ -270,8 +289,8 @@ mod host_tests {
 
     #[test]
     fn output_streams_honour_check_write_permits() {
-        let (_rt, _capsule, mut host) = state();
-        let mut state = host.io_view();
+        let mut store = Store::new();
+        let mut state = store.view();
         let pipe = Pipe::new(8);
         let stream = output(&mut state, &pipe);
         // No permit yet: a write fails with last-operation-failed.
@@ -324,10 +343,10 @@ mod host_tests {
 
     #[test]
     fn poll_limits() {
-        let (_rt, _capsule, mut host) = state();
+        let mut store = Store::new();
         let pipe = Pipe::new(8);
         let ready = {
-            let mut state = host.io_view();
+            let mut state = store.view();
             assert!(matches!(
                 state.poll(Vec::new()),
                 Err(ErrorCode::InvalidInput)
@@ -339,8 +358,8 @@ mod host_tests {
             ready
         };
         // Nothing ready: poll gives up with `cancelled` at the call's deadline.
-        host.call.deadline = Instant::now() + Duration::from_millis(50);
-        let mut state = host.io_view();
+        store.call.deadline = Instant::now() + Duration::from_millis(50);
+        let mut state = store.view();
         assert!(matches!(
             state.poll(vec![again(&ready)]),
             Err(ErrorCode::Cancelled)

@@ -15,6 +15,8 @@ pub mod conn;
 pub mod listen;
 pub mod quota;
 pub(crate) mod resolve;
+
+use resolve::Lookup;
 mod stream;
 pub mod udp;
 
@@ -25,7 +27,6 @@ use crate::host::gated::Gated;
 use crate::host::gated::{GatedError, Prepared, Refused};
 use crate::host::shared::CapsuleShared;
 use crate::host::view::{host_view, CallScopedSet, HostView};
-use crate::host::wasi::vetting::Lookup;
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost, SocketGrant};
 pub use quota::{

@@ -18,6 +18,13 @@ pub(crate) fn canonical(host: &str) -> Result<NetHost, ErrorCode> {
     canonical_host(host).map_err(|_| ErrorCode::NameUnresolvable)
 }
 
+/// What a vetted name lookup found: the canonical name it resolved and
+/// the addresses the airlock let through (in order, without repeats).
+pub(crate) struct Lookup {
+    pub name: NetHost,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
 pub(crate) enum ResolveError {
     Cancelled,
     Timeout,

@@ -6,6 +6,7 @@ pub mod sockets;
 pub mod stdio;
 pub mod vetting;
 
-pub use sockets::{count_wasi_sockets, route_name_lookups, VettedAddresses};
+pub use sockets::VettedAddresses;
+pub(crate) use sockets::{count_wasi_sockets, route_name_lookups};
 pub use stdio::{deny_by_default_ctx, StdioLog, MAX_LINE_BYTES};
 pub use vetting::WasiSocketsCall;

@@ -2,9 +2,30 @@
 //! lookups routed through the host resolver, and socket creation counted
 //! against the capsule's quota.
 
-use crate::host::state::HostState;
-use wasmtime::component::{Linker, Resource};
+use super::vetting::{WasiSocketSlots, WasiSocketsCall};
+use crate::host::net::bindings::astrid::net::host::ErrorCode as NetError;
+use crate::host::net::resolve::Lookup;
+use crate::host::net::CapsuleNet;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::StoreContextMut;
+use wasmtime_wasi::WasiView;
+
+/// What the `wasi:sockets` wrappers need of a store besides wasmtime-wasi's
+/// own view of it: the quota units its sockets hold, the capsule's socket
+/// quotas, the current call's checks, and astrid's vetted resolver.
+pub(crate) trait WasiSocketsHost: WasiView + 'static {
+    fn socket_slots(&mut self) -> &mut WasiSocketSlots;
+    /// The capsule's `astrid:net` quotas, which WASI sockets count against.
+    fn net_quotas(&self) -> &CapsuleNet;
+    /// The current call's socket checks (`None` when the runtime gives
+    /// guests no sockets).
+    fn socket_checks(&self) -> Option<&WasiSocketsCall>;
+    /// Resolves `name` as `astrid:net` does: manifest, gate, airlock, audit.
+    fn vetted_lookup(&mut self, call: &'static str, name: &str) -> Result<Lookup, NetError>;
+    fn resource_table(&mut self) -> &mut ResourceTable {
+        self.ctx().table
+    }
+}
 
 /// The WASI version of `wasi:sockets` the linker serves (imports of any
 /// 0.2.x match it).
@@ -27,8 +48,9 @@ impl wasmtime_wasi::p2::Pollable for VettedAddresses {
 /// airlock blocks are left out; none left is `access-denied` and audited
 /// as a denial. One audit event per lookup, on the canonical name. Without
 /// the runtime flag lookups fail as wasmtime-wasi's disabled lookups do.
-pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    use crate::host::net::bindings::astrid::net::host::ErrorCode as NetError;
+pub(crate) fn route_name_lookups<T: WasiSocketsHost>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     use wasmtime::component::ResourceType;
     use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, Network};
     use wasmtime_wasi::p2::DynPollable;
@@ -47,55 +69,54 @@ pub fn route_name_lookups(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     lookup.resource(
         "resolve-address-stream",
         ResourceType::host::<VettedAddresses>(),
-        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+        |mut store: StoreContextMut<'_, T>, rep: u32| {
             store
                 .data_mut()
-                .table
+                .resource_table()
                 .delete(Resource::<VettedAddresses>::new_own(rep))?;
             Ok(())
         },
     )?;
     lookup.func_wrap(
         "resolve-addresses",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (network, name): (Resource<Network>, String)|
          -> wasmtime::Result<(Result<Resource<VettedAddresses>, ErrorCode>,)> {
             let state = store.data_mut();
             // The network resource is the capability to look names up.
-            state.table.get(&network)?;
-            if state.stdio.sockets.is_none() {
+            state.resource_table().get(&network)?;
+            if state.socket_checks().is_none() {
                 return Ok((Err(ErrorCode::PermanentResolverFailure),));
             }
-            let found = match state
-                .net_view()
-                .vetted_lookup("wasi:sockets.resolve-addresses", &name)
-            {
+            let found = match state.vetted_lookup("wasi:sockets.resolve-addresses", &name) {
                 Ok(found) => found,
                 Err(e) => return Ok((Err(wasi_error(e)),)),
             };
-            if let Some(call) = &state.stdio.sockets {
+            if let Some(call) = state.socket_checks() {
                 call.note_lookup(&found);
             }
-            let stream = state.table.push(VettedAddresses(found.addrs.into_iter()))?;
+            let stream = state
+                .resource_table()
+                .push(VettedAddresses(found.addrs.into_iter()))?;
             Ok((Ok(stream),))
         },
     )?;
     lookup.func_wrap(
         "[method]resolve-address-stream.resolve-next-address",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (stream,): (Resource<VettedAddresses>,)|
          -> wasmtime::Result<(Result<Option<IpAddress>, ErrorCode>,)> {
-            let next = store.data_mut().table.get_mut(&stream)?.0.next();
+            let next = store.data_mut().resource_table().get_mut(&stream)?.0.next();
             Ok((Ok(next.map(IpAddress::from)),))
         },
     )?;
     lookup.func_wrap(
         "[method]resolve-address-stream.subscribe",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (stream,): (Resource<VettedAddresses>,)|
          -> wasmtime::Result<(Resource<DynPollable>,)> {
             Ok((wasmtime_wasi::p2::subscribe(
-                &mut store.data_mut().table,
+                store.data_mut().resource_table(),
                 stream,
             )?,))
         },
@@ -120,7 +141,9 @@ const MAX_WASI_SOCKETS: usize = crate::host::net::MAX_STREAMS
 /// UDP slot when it binds; the slot is given back when the guest drops the
 /// socket. Over a quota the operation fails with `access-denied` and does
 /// nothing (a connection waiting to be accepted stays queued).
-pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn count_wasi_sockets<T: WasiSocketsHost>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     use crate::host::net::{MAX_STREAMS, MAX_TCP_LISTENERS, MAX_UDP_SOCKETS};
     use wasmtime::component::ResourceType;
     use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpSocketAddress, Network};
@@ -139,7 +162,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     linker.allow_shadowing(true);
     linker.instance(WASI_TCP_CREATE)?.func_wrap(
         "create-tcp-socket",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (family,): (IpAddressFamily,)|
          -> wasmtime::Result<(Result<Resource<TcpSocket>, ErrorCode>,)> {
             use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host;
@@ -150,7 +173,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     )?;
     linker.instance(WASI_UDP_CREATE)?.func_wrap(
         "create-udp-socket",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (family,): (IpAddressFamily,)|
          -> wasmtime::Result<(Result<Resource<UdpSocket>, ErrorCode>,)> {
             use wasmtime_wasi::p2::bindings::sync::sockets::udp_create_socket::Host;
@@ -162,7 +185,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     let mut tcp = linker.instance(WASI_TCP)?;
     tcp.func_wrap(
         "[method]tcp-socket.start-connect",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (this, network, remote): (Resource<TcpSocket>, Resource<Network>, IpSocketAddress)|
          -> wasmtime::Result<(Result<(), ErrorCode>,)> {
             let state = store.data_mut();
@@ -177,7 +200,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     )?;
     tcp.func_wrap(
         "[method]tcp-socket.start-listen",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (this,): (Resource<TcpSocket>,)|
          -> wasmtime::Result<(Result<(), ErrorCode>,)> {
             let state = store.data_mut();
@@ -192,16 +215,16 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     )?;
     tcp.func_wrap(
         "[method]tcp-socket.accept",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (this,): (Resource<TcpSocket>,)|
          -> wasmtime::Result<(Result<Accepted, ErrorCode>,)> {
             let state = store.data_mut();
-            let Some(slot) = state.interfaces.net.claim_stream() else {
+            let Some(slot) = state.net_quotas().claim_stream() else {
                 return Ok((Err(ErrorCode::AccessDenied),));
             };
             match HostTcpSocket::accept(&mut state.sockets(), this) {
                 Ok(accepted) => {
-                    state.wasi_sockets.quota.insert(accepted.0.rep(), slot);
+                    state.socket_slots().quota.insert(accepted.0.rep(), slot);
                     Ok((Ok(accepted),))
                 }
                 Err(e) => Ok((Err(e.downcast()?),)),
@@ -211,7 +234,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     tcp.resource(
         "tcp-socket",
         ResourceType::host::<TcpSocket>(),
-        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+        |mut store: StoreContextMut<'_, T>, rep: u32| {
             let state = store.data_mut();
             forget(state, rep);
             HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
@@ -220,7 +243,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     let mut udp = linker.instance(WASI_UDP)?;
     udp.func_wrap(
         "[method]udp-socket.start-bind",
-        |mut store: StoreContextMut<'_, HostState>,
+        |mut store: StoreContextMut<'_, T>,
          (this, network, local): (Resource<UdpSocket>, Resource<Network>, IpSocketAddress)|
          -> wasmtime::Result<(Result<(), ErrorCode>,)> {
             let state = store.data_mut();
@@ -236,7 +259,7 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
     udp.resource(
         "udp-socket",
         ResourceType::host::<UdpSocket>(),
-        |mut store: StoreContextMut<'_, HostState>, rep: u32| {
+        |mut store: StoreContextMut<'_, T>, rep: u32| {
             let state = store.data_mut();
             forget(state, rep);
             HostUdpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
@@ -247,19 +270,19 @@ pub fn count_wasi_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()
 }
 
 /// Creates a WASI socket within the store's cap of live sockets.
-fn created<R: 'static>(
-    state: &mut HostState,
-    create: impl FnOnce(&mut HostState) -> Result<Resource<R>, wasmtime_wasi::p2::SocketError>,
+fn created<T: WasiSocketsHost, R: 'static>(
+    state: &mut T,
+    create: impl FnOnce(&mut T) -> Result<Resource<R>, wasmtime_wasi::p2::SocketError>,
 ) -> wasmtime::Result<(
     Result<Resource<R>, wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,
 )> {
     use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
-    if state.wasi_sockets.created.len() >= MAX_WASI_SOCKETS {
+    if state.socket_slots().created.len() >= MAX_WASI_SOCKETS {
         return Ok((Err(ErrorCode::NewSocketLimit),));
     }
     match create(state) {
         Ok(socket) => {
-            state.wasi_sockets.created.insert(socket.rep());
+            state.socket_slots().created.insert(socket.rep());
             Ok((Ok(socket),))
         }
         Err(e) => Ok((Err(e.downcast()?),)),
@@ -268,27 +291,27 @@ fn created<R: 'static>(
 
 /// A WASI socket is being dropped: its quota unit and its place under the
 /// cap go with it.
-fn forget(state: &mut HostState, rep: u32) {
-    state.wasi_sockets.quota.remove(&rep);
-    state.wasi_sockets.created.remove(&rep);
+fn forget<T: WasiSocketsHost>(state: &mut T, rep: u32) {
+    state.socket_slots().quota.remove(&rep);
+    state.socket_slots().created.remove(&rep);
 }
 
 /// Runs a WASI socket operation under one unit of a capsule quota, kept
 /// for the socket `rep` when the operation succeeds.
-fn counted(
-    state: &mut HostState,
+fn counted<T: WasiSocketsHost>(
+    state: &mut T,
     rep: u32,
     quota: impl FnOnce(
         &crate::host::net::CapsuleNet,
     ) -> (&std::sync::Arc<std::sync::atomic::AtomicUsize>, usize),
-    operation: impl FnOnce(&mut HostState) -> Result<(), wasmtime_wasi::p2::SocketError>,
+    operation: impl FnOnce(&mut T) -> Result<(), wasmtime_wasi::p2::SocketError>,
 ) -> wasmtime::Result<(Result<(), wasmtime_wasi::p2::bindings::sockets::network::ErrorCode>,)> {
     use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
-    let slot = if state.wasi_sockets.quota.contains_key(&rep) {
+    let slot = if state.socket_slots().quota.contains_key(&rep) {
         // Already counted (a retried connect, a listen after a failed one).
         None
     } else {
-        let (counter, max) = quota(&state.interfaces.net);
+        let (counter, max) = quota(state.net_quotas());
         match crate::host::net::QuotaSlot::claim(counter, max) {
             Some(slot) => Some(slot),
             None => return Ok((Err(ErrorCode::AccessDenied),)),
@@ -297,7 +320,7 @@ fn counted(
     match operation(state) {
         Ok(()) => {
             if let Some(slot) = slot {
-                state.wasi_sockets.quota.insert(rep, slot);
+                state.socket_slots().quota.insert(rep, slot);
             }
             Ok((Ok(()),))
         }

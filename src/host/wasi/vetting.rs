@@ -4,6 +4,7 @@
 //! call.
 
 use crate::host::net::quota::QuotaSlot;
+use crate::host::net::resolve::Lookup;
 use crate::host::shared::CapsuleShared;
 use crate::policy::gate::{GateKind, GateRequest};
 use crate::policy::net::{sockets_allow, sockets_allow_any_port, NetHost};
@@ -12,13 +13,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What a vetted name lookup found: the canonical name it resolved and
-/// the addresses the airlock let through (in order, without repeats).
-pub(crate) struct Lookup {
-    pub name: NetHost,
-    pub addrs: Vec<std::net::IpAddr>,
-}
 
 /// The call a store's `wasi:sockets` checks belong to: its cancel token
 /// and deadline, and the UDP destinations already vetted in it (datagrams

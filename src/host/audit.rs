@@ -51,19 +51,10 @@ pub(crate) trait Audited: HostView + Sized {
     where
         E: AuditCase,
     {
-        let started = self
-            .ctx()
-            .capsule
-            .services
-            .has_audit_sink()
-            .then(Instant::now);
+        let started = self.ctx().audit_clock();
         let result = body(self);
-        if let Some(started) = started {
-            let (outcome, reason) = outcome_of(&result);
-            let bytes = bytes(&result);
-            self.ctx()
-                .audit(call, target, bytes, outcome, reason.as_deref(), started);
-        }
+        self.ctx()
+            .audit_result(call, target, started, &result, bytes);
         result
     }
 
@@ -79,26 +70,11 @@ pub(crate) trait Audited: HostView + Sized {
     where
         E: AuditCase,
     {
-        let started = self
-            .ctx()
-            .capsule
-            .services
-            .has_audit_sink()
-            .then(Instant::now);
+        let started = self.ctx().audit_clock();
         let mut target = None;
         let result = body(self, &mut target);
-        if let Some(started) = started {
-            let (outcome, reason) = outcome_of(&result);
-            let bytes = bytes(&result);
-            self.ctx().audit(
-                call,
-                target.as_deref(),
-                bytes,
-                outcome,
-                reason.as_deref(),
-                started,
-            );
-        }
+        self.ctx()
+            .audit_result(call, target.as_deref(), started, &result, bytes);
         result
     }
 
@@ -112,6 +88,30 @@ pub(crate) trait Audited: HostView + Sized {
 impl<V: HostView> Audited for V {}
 
 impl CallCtx<'_> {
+    /// When an audited call began: `None` when no audit sink is installed,
+    /// so unaudited runtimes never read the clock.
+    pub(crate) fn audit_clock(&self) -> Option<Instant> {
+        self.capsule.services.has_audit_sink().then(Instant::now)
+    }
+
+    /// Records the event of a call that began at `started` (nothing when
+    /// it is `None`), its outcome and reason taken from `result` and its
+    /// bytes counted by `bytes`.
+    pub(crate) fn audit_result<T, E: AuditCase>(
+        &self,
+        call: &'static str,
+        target: Option<&str>,
+        started: Option<Instant>,
+        result: &Result<T, E>,
+        bytes: impl FnOnce(&Result<T, E>) -> u64,
+    ) {
+        if let Some(started) = started {
+            let (outcome, reason) = outcome_of(result);
+            let bytes = bytes(result);
+            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+        }
+    }
+
     /// Records one audit event for a host call (a no-op without a sink).
     pub(crate) fn audit(
         &self,

@@ -6,7 +6,6 @@ use super::audit::{AuditCase, Payload};
 use super::view::{CallCtx, HostView};
 use crate::policy::gate::GateRequest;
 use crate::services::Outcome;
-use std::time::Instant;
 
 /// The gated pipeline, for every interface's view.
 pub(crate) trait Gated: HostView + Sized {
@@ -23,12 +22,7 @@ pub(crate) trait Gated: HostView + Sized {
         prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
         op: impl FnOnce(&mut Self, C) -> Result<T, E>,
     ) -> Result<T, E> {
-        let started = self
-            .ctx()
-            .capsule
-            .services
-            .has_audit_sink()
-            .then(Instant::now);
+        let started = self.ctx().audit_clock();
         let mut target = None;
         let result = self.gated_steps(&mut target, prepare, op);
         if let Some(started) = started {

@@ -32,6 +32,6 @@ pub(crate) fn add_to_linker<T: 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> HttpView<'_>,
 ) -> wasmtime::Result<()> {
-    v1_0::add_to_linker(linker, view)?;
-    v1_1::add_to_linker(linker, view)
+    v1_0::bindings::astrid::http::host::add_to_linker::<T, view::HttpData>(linker, view)?;
+    v1_1::bindings::astrid::http::host::add_to_linker::<T, view::HttpData>(linker, view)
 }

@@ -7,9 +7,9 @@ use super::view::HttpView;
 use crate::host::audit::Audited;
 use crate::host::io::{push_input_stream, push_pollable};
 use crate::host::io::{InputStream, Pollable};
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::Resource;
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         inline: "package astrid-runtime:http10; world imports { import astrid:http/host@1.0.0; }",
         path: ["wit/astrid-io@1.0.0", "wit/astrid-http@1.0.0"],
@@ -26,13 +26,6 @@ mod bindings {
 use bindings::astrid::http::host::{
     self, ErrorCode, HostHttpStream, HttpMethod, HttpRequestData, HttpResponseData, KeyValuePair,
 };
-
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> HttpView<'_>,
-) -> wasmtime::Result<()> {
-    host::add_to_linker::<T, super::view::HttpData>(linker, view)
-}
 
 fn error_code(e: HttpError) -> ErrorCode {
     match e {

@@ -8,9 +8,9 @@ use crate::host::audit::Audited;
 use crate::host::io::{
     push_input_stream, push_output_stream, push_pollable, InputStream, OutputStream, Pollable,
 };
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::Resource;
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         inline: "package astrid-runtime:http11; world imports { import astrid:http/host@1.1.0; }",
         path: ["wit/astrid-io@1.0.0", "wit/astrid-http@1.1.0"],
@@ -29,13 +29,6 @@ use bindings::astrid::http::host::{
     self, ErrorCode, HostHttpStream, HostHttpUpload, HttpMethod, HttpRequestData, HttpResponseData,
     KeyValuePair, RedirectPolicy, RequestOptions, ResponseMeta,
 };
-
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> HttpView<'_>,
-) -> wasmtime::Result<()> {
-    host::add_to_linker::<T, super::view::HttpData>(linker, view)
-}
 
 fn error_code(e: HttpError) -> ErrorCode {
     match e {

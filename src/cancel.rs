@@ -62,6 +62,33 @@ impl CancelToken {
         child
     }
 
+    /// Makes `child` (an existing token) follow `self` until
+    /// [`release`](Self::release): cancelling `self` then cancels it. A
+    /// cancelled `self` cancels it at once. A per-call token governs a
+    /// store's token this way for the length of one call.
+    pub fn adopt(&self, child: &CancelToken) {
+        let mut children = self.inner.children.locked();
+        // Checked under the lock `cancel` takes after setting the flag: a
+        // cancel either sees `child` in the list or is seen here.
+        if self.is_cancelled() {
+            drop(children);
+            child.cancel();
+            return;
+        }
+        children.retain(|w| w.strong_count() > 0);
+        children.push(Arc::downgrade(&child.inner));
+    }
+
+    /// Undoes [`adopt`](Self::adopt): cancelling `self` no longer reaches
+    /// `child`. (A cancel that already reached it stays.)
+    pub fn release(&self, child: &CancelToken) {
+        let target = Arc::as_ptr(&child.inner);
+        self.inner
+            .children
+            .locked()
+            .retain(|w| w.strong_count() > 0 && w.as_ptr() != target);
+    }
+
     pub fn cancel(&self) {
         self.inner.cancel();
     }
@@ -147,6 +174,41 @@ mod tests {
         assert!(token.wait_timeout(Duration::from_secs(10)));
         assert!(start.elapsed() < Duration::from_secs(5));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn adopted_tokens_follow_until_released() {
+        let call = CancelToken::new();
+        let store = CancelToken::new();
+        call.adopt(&store);
+        call.release(&store);
+        call.cancel();
+        assert!(!store.is_cancelled(), "released before the cancel");
+
+        let call = CancelToken::new();
+        call.adopt(&store);
+        call.cancel();
+        assert!(store.is_cancelled(), "adopted when cancelled");
+        assert!(!call.inner.children.locked().iter().any(|w| w.upgrade().is_some()));
+
+        let fired = CancelToken::new();
+        fired.cancel();
+        let late = CancelToken::new();
+        fired.adopt(&late);
+        assert!(late.is_cancelled(), "adopting into a cancelled token cancels at once");
+    }
+
+    #[test]
+    fn adopt_races_cancel_without_losing_it() {
+        for _ in 0..200 {
+            let call = CancelToken::new();
+            let store = CancelToken::new();
+            let firing = call.clone();
+            let t = std::thread::spawn(move || firing.cancel());
+            call.adopt(&store);
+            t.join().unwrap();
+            assert!(store.is_cancelled());
+        }
     }
 
     #[test]

@@ -288,6 +288,7 @@ impl Dispatcher {
             &target.action,
             payload,
             Invocation {
+                control: None,
                 principal,
                 overlay: None,
                 source_id: Some(message.source_id.clone()),

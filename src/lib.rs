@@ -32,6 +32,6 @@ pub mod signal;
 pub mod vfs;
 pub mod wait;
 
-pub use capsule::{CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
+pub use capsule::{CallCancel, CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
 pub use error::{Code, Error, Result};
 pub use runtime::{AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig};

@@ -479,6 +479,45 @@ class LoadOptions {
 /// Per-call options (astrid_call_options_t): the invoking principal and a
 /// config overlay. Not thread-safe while being modified; any number of
 /// concurrent calls may share one.
+/// A token that ends the calls it governs when fired (pass it to
+/// `CallOptions::cancel`). `fire()` may be called from any thread, any
+/// number of times, and never waits for a call; a call started with a fired
+/// token throws `Code::Cancelled` without running the guest. One token may
+/// govern many calls on any capsules; other calls are untouched. Move-only;
+/// the destructor frees it (calls it governs run on).
+class Cancel {
+  public:
+    Cancel() {
+        astrid_error_t *err = nullptr;
+        detail::check(astrid_cancel_new(&h_, &err), err, "astrid_cancel_new");
+    }
+    ~Cancel() { astrid_cancel_free(h_); }
+    Cancel(Cancel &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+    Cancel &operator=(Cancel &&o) noexcept {
+        if (this != &o) {
+            astrid_cancel_free(h_);
+            h_ = std::exchange(o.h_, nullptr);
+        }
+        return *this;
+    }
+    Cancel(const Cancel &) = delete;
+    Cancel &operator=(const Cancel &) = delete;
+
+    /// Fires the token (idempotent). Throws `Code::Closed` when moved from.
+    void fire() const {
+        if (!h_) detail::throw_closed("the cancel token");
+        astrid_error_t *err = nullptr;
+        detail::check(astrid_cancel_fire(h_, &err), err, "astrid_cancel_fire");
+    }
+    /// Whether the token has been fired (false when moved from).
+    [[nodiscard]] bool fired() const noexcept { return h_ && astrid_cancel_is_fired(h_); }
+
+    astrid_cancel_t *native() const noexcept { return h_; }
+
+  private:
+    astrid_cancel_t *h_ = nullptr;
+};
+
 class CallOptions {
   public:
     CallOptions() noexcept { c_.size = sizeof c_; }
@@ -505,6 +544,26 @@ class CallOptions {
     CallOptions &config(std::string key, std::string value) {
         config_.set(std::move(key), std::move(value));
         sync();
+        return *this;
+    }
+    /// A deadline for this call; it can only shorten the capsule's timeout.
+    /// Rounded up to whole milliseconds; zero or less throws
+    /// `Code::InvalidArgument`.
+    template <class Rep, class Period> CallOptions &timeout(std::chrono::duration<Rep, Period> t) {
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(t).count();
+        if (ms <= 0) throw Error(Code::InvalidArgument, "CallOptions::timeout must be positive");
+        c_.timeout_ms = static_cast<uint64_t>(ms);
+        return *this;
+    }
+    /// Fuel for this call in place of the capsule's (0 = the capsule's).
+    CallOptions &fuel(uint64_t units) noexcept {
+        c_.fuel = units;
+        return *this;
+    }
+    /// A token whose `fire()` ends this call. The token must outlive the
+    /// options' use in a call (it is looked up when the call starts).
+    CallOptions &cancel(const Cancel &token) noexcept {
+        c_.cancel = token.native();
         return *this;
     }
 

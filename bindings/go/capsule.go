@@ -47,6 +47,14 @@ type CallOptions struct {
 	Principal string
 	// Config values for this call only; they take precedence over load-time values.
 	Config map[string]string
+	// Timeout is a deadline for this call (0 = the capsule's timeout). It can
+	// only shorten the capsule's; it is rounded up to whole milliseconds.
+	Timeout time.Duration
+	// Fuel replaces the capsule's fuel for this call (0 = the capsule's).
+	Fuel uint64
+	// Cancel ends this call when fired (nil = none). See CallContext for
+	// the same driven by a context.Context.
+	Cancel *Cancel
 }
 
 // Result is what a call returned: the interceptor's action ("continue",
@@ -294,14 +302,26 @@ func (c *Capsule) CallWith(opts *CallOptions, action string, payload []byte) (Re
 	if p == nil {
 		return Result{}, closedError("the capsule")
 	}
+	if opts.Timeout < 0 {
+		return Result{}, &Error{Code: CodeInvalidArgument, Message: "CallOptions.Timeout must not be negative"}
+	}
+	var cancel *C.astrid_cancel_t
+	if opts.Cancel != nil {
+		cancel = opts.Cancel.handle()
+		if cancel == nil {
+			return Result{}, closedError("the cancel token")
+		}
+	}
 	var arena cArena
 	defer arena.free()
 	cfg, cfgLen := arena.config(opts.Config)
 	pr, prlen := optCstr(opts.Principal)
 	a, alen := cstr(action)
 	b, blen := cbytes(payload)
-	out := C.astrid_go_call_with(p, pr, prlen, cfg, cfgLen, a, alen, b, blen)
+	timeoutMs := C.uint64_t((opts.Timeout + time.Millisecond - 1) / time.Millisecond)
+	out := C.astrid_go_call_with(p, pr, prlen, cfg, cfgLen, timeoutMs, C.uint64_t(opts.Fuel), cancel, a, alen, b, blen)
 	runtime.KeepAlive(c)
+	runtime.KeepAlive(opts.Cancel)
 	return takeResult(&out)
 }
 

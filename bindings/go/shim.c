@@ -42,15 +42,18 @@ astrid_go_call_t astrid_go_call(astrid_capsule_t *capsule, const char *action, s
 }
 
 astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *principal, size_t principal_len,
-                                     const astrid_config_entry_t *config, size_t config_len,
-                                     const char *action, size_t action_len, const uint8_t *payload,
-                                     size_t payload_len) {
+                                     const astrid_config_entry_t *config, size_t config_len, uint64_t timeout_ms,
+                                     uint64_t fuel, astrid_cancel_t *cancel, const char *action, size_t action_len,
+                                     const uint8_t *payload, size_t payload_len) {
     astrid_call_options_t opts;
     astrid_call_options_init(&opts, NULL);
     opts.principal = principal;
     opts.principal_len = principal_len;
     opts.config = config;
     opts.config_len = config_len;
+    opts.timeout_ms = timeout_ms;
+    opts.fuel = fuel;
+    opts.cancel = cancel;
     astrid_result_t *result = NULL;
     astrid_error_t *err = NULL;
     astrid_status_t s =

@@ -39,11 +39,11 @@ astrid_go_call_t astrid_go_call(astrid_capsule_t *capsule, const char *action, s
                                 const uint8_t *payload, size_t payload_len);
 
 /* astrid_capsule_call_with with the options built here; principal (NULL, 0)
-   means the capsule's owner. */
+   means the capsule's owner, 0 / NULL the defaults of the other options. */
 astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *principal, size_t principal_len,
-                                     const astrid_config_entry_t *config, size_t config_len,
-                                     const char *action, size_t action_len, const uint8_t *payload,
-                                     size_t payload_len);
+                                     const astrid_config_entry_t *config, size_t config_len, uint64_t timeout_ms,
+                                     uint64_t fuel, astrid_cancel_t *cancel, const char *action, size_t action_len,
+                                     const uint8_t *payload, size_t payload_len);
 
 /* Installers: `handle` is a cgo.Handle (0 removes the callback); a failure
    stores the library's error object in *err. */

@@ -3,13 +3,15 @@
 //! config overlay, deadline and fuel set on the store, and the resources
 //! the call opened closed when it ends.
 
-use super::instance::{classify_failure, PooledInstance};
-use super::options::{validate_principal, CallOptions, CallResult, Invocation};
+use super::cancel::CallCancel;
+use super::instance::{classify_failure, Limits, PooledInstance};
+use super::options::{validate_principal, CallControl, CallOptions, CallResult, Invocation};
 use super::pool::CapsuleInner;
 use crate::error::{Code, Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 impl CapsuleInner {
     pub(crate) fn call(
@@ -28,6 +30,13 @@ impl CapsuleInner {
         let overlay = options
             .filter(|o| !o.config_overlay.is_empty())
             .map(|o| Arc::new(o.config_overlay.iter().cloned().collect::<HashMap<_, _>>()));
+        let control = options
+            .filter(|o| o.timeout.is_some() || o.fuel.is_some() || o.cancel.is_some())
+            .map(|o| CallControl {
+                timeout: o.timeout,
+                fuel: o.fuel,
+                cancel: o.cancel.clone(),
+            });
         self.invoke(
             action,
             payload,
@@ -37,6 +46,7 @@ impl CapsuleInner {
                 source_id: None,
                 timestamp_ms: None,
                 depth: 0,
+                control,
             },
         )
     }
@@ -65,13 +75,31 @@ impl CapsuleInner {
             source_id,
             timestamp_ms,
             depth,
+            control,
         } = invocation;
+        let limits = &self.factory.limits;
+        let (timeout, fuel, cancel) = match &control {
+            None => (limits.timeout, limits.fuel, None),
+            Some(c) => (
+                c.timeout.map_or(limits.timeout, |t| t.min(limits.timeout)),
+                c.fuel.unwrap_or(limits.fuel),
+                c.cancel.as_ref(),
+            ),
+        };
+        if cancel.is_some_and(CallCancel::is_fired) {
+            return Err(cancelled_before_start());
+        }
         let generation = self.call_generation.load(Ordering::Acquire);
         let rt = &self.shared.services;
-        // The coarse clock lags by up to one tick; adding a tick keeps the
-        // deadline from ever being earlier than the configured timeout.
         let started = rt.coarse_now();
-        let deadline = started + self.factory.limits.timeout + crate::config::EPOCH_TICK;
+        let deadline = if timeout < limits.timeout {
+            // A shorter deadline of the embedder's: read the precise clock.
+            Instant::now() + timeout
+        } else {
+            // The coarse clock lags by up to one tick; adding a tick keeps
+            // the deadline from ever being earlier than the configured timeout.
+            started + timeout + crate::config::EPOCH_TICK
+        };
         let mut worker = self.lease(generation, deadline)?;
 
         let PooledInstance {
@@ -81,18 +109,26 @@ impl CapsuleInner {
             ..
         } = &mut *worker;
         let state = store.data_mut();
-        if *held != generation {
-            // A cancel since this instance's last call: take the new token.
+        if *held != generation || state.call.token.is_cancelled() {
+            // A cancel since this instance's last call (capsule-wide, or a
+            // per-call token that ended its last call): the store takes a
+            // fresh token under the current generation's.
             let (current, token) = self.current_token();
             *held = current;
-            state.call.token = token;
+            state.call.token = token.child();
             if current != generation {
                 // Another cancel came after this call started: it covers it.
                 self.release(worker, true);
-                return Err(Error::new(
-                    Code::Cancelled,
-                    "the call was cancelled before it started",
-                ));
+                return Err(cancelled_before_start());
+            }
+        }
+        if let Some(cancel) = cancel {
+            cancel.attach(&self.factory.engine, &state.call.token);
+            if cancel.is_fired() {
+                // Fired since the check above: the guest does not run.
+                cancel.detach(&state.call.token);
+                self.release(worker, true);
+                return Err(cancelled_before_start());
             }
         }
         // Updated in place: most fields repeat from call to call.
@@ -114,7 +150,7 @@ impl CapsuleInner {
         state.interrupt = None;
         state.limiter.hit = false;
         let outcome = (|| {
-            store.set_fuel(self.factory.limits.fuel)?;
+            store.set_fuel(fuel)?;
             store.set_epoch_deadline(1);
             // Entering costs ~60 ns; pure-astrid capsules skip it.
             let _enter = self.factory.uses_wasi.then(|| rt.handle.enter());
@@ -124,6 +160,9 @@ impl CapsuleInner {
         })();
         store.data().stdio.flush();
         store.data_mut().end_call();
+        if let Some(cancel) = cancel {
+            cancel.detach(&store.data().call.token);
+        }
 
         match outcome {
             Ok((result,)) => {
@@ -131,13 +170,22 @@ impl CapsuleInner {
                 Ok(result)
             }
             Err(e) => {
-                let err = classify_failure(store, &e, &self.factory.limits, "call");
+                let limits = Limits {
+                    memory: limits.memory,
+                    timeout,
+                    fuel,
+                };
+                let err = classify_failure(store, &e, &limits, "call");
                 // A failed instance may hold broken state: never reuse it.
                 self.release(worker, false);
                 Err(err)
             }
         }
     }
+}
+
+fn cancelled_before_start() -> Error {
+    Error::new(Code::Cancelled, "the call was cancelled before it started")
 }
 
 fn same_principal(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {

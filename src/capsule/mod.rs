@@ -4,6 +4,7 @@
 //! capsules of a runtime share ([`platform`]).
 
 mod call;
+mod cancel;
 mod handle;
 mod instance;
 pub(crate) mod load;
@@ -12,6 +13,7 @@ mod platform;
 mod pool;
 mod run_loop;
 
+pub use cancel::CallCancel;
 pub use handle::Capsule;
 pub use options::{CallOptions, CallResult, LoadOptions, Watchdog, MAX_GUEST_BYTES};
 pub use pool::{CapsuleInner, IDLE_INSTANCE_TTL};

@@ -1,6 +1,7 @@
 //! What the embedder passes in and gets back: load and call options, the
 //! interceptor's answer, and the checks on guest-bound arguments.
 
+use super::cancel::CallCancel;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -53,6 +54,13 @@ pub struct CallOptions {
     pub principal: Option<String>,
     /// Config values that take precedence over load-time values.
     pub config_overlay: Vec<(String, String)>,
+    /// A deadline for this call: it can only shorten the capsule's timeout
+    /// (a longer one is the capsule's).
+    pub timeout: Option<Duration>,
+    /// Fuel for this call in place of the capsule's (more or less).
+    pub fuel: Option<u64>,
+    /// A token that ends this call when fired (see [`CallCancel`]).
+    pub cancel: Option<CallCancel>,
 }
 
 /// The most bytes an argument handed to the guest may have: a wasm32 guest
@@ -92,6 +100,15 @@ pub(crate) struct Invocation {
     pub timestamp_ms: Option<u64>,
     /// Depth of the triggering message (0 for embedder calls).
     pub depth: u32,
+    /// The embedder's per-call limits and token (`None` for bus messages).
+    pub control: Option<CallControl>,
+}
+
+/// An embedder call's own deadline, fuel and cancel token.
+pub(crate) struct CallControl {
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub cancel: Option<CallCancel>,
 }
 
 pub(crate) fn validate_principal(principal: &str) -> Result<()> {

@@ -63,7 +63,9 @@ impl CapsuleInner {
     /// A new pooled instance holding the current call token.
     pub(super) fn new_worker(&self) -> Result<Box<PooledInstance>> {
         let (generation, token) = self.current_token();
-        self.factory.new_pooled(generation, token)
+        // Each store has a token of its own under the generation's, which
+        // a per-call token may cancel without touching other stores.
+        self.factory.new_pooled(generation, token.child())
     }
 
     /// Whether the capsule is loaded (not unloading or unloaded).

@@ -2,8 +2,12 @@
 
 use super::capsule::{astrid_capsule_t, astrid_config_entry_t, capsule_from, config_entries};
 use super::errors::astrid_error_t;
-use super::{astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg};
-use crate::capsule::{CallOptions, CallResult};
+use super::{
+    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, read_sized_in, str_arg, Registry,
+};
+use crate::capsule::{CallCancel, CallOptions, CallResult};
+use once_cell::sync::Lazy;
+use std::time::Duration;
 
 thread_local! {
     /// One freed result's allocation, reused by this thread's next call: a
@@ -17,8 +21,11 @@ thread_local! {
 pub const ASTRID_MAX_GUEST_BYTES: u64 = 4_294_967_295;
 const _: () = assert!(ASTRID_MAX_GUEST_BYTES == crate::capsule::MAX_GUEST_BYTES as u64);
 
-/// Per-call options. Size-prefixed like the load options.
+/// Per-call options. Size-prefixed: fields are only ever appended, each
+/// with 0 / NULL meaning "the default", and a caller built against an older
+/// header (a smaller `size`) gets the defaults for the fields it lacks.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct astrid_call_options_t {
     pub size: usize,
     /// The invoking principal; NULL = the capsule's owner.
@@ -27,6 +34,38 @@ pub struct astrid_call_options_t {
     /// Config values for this call only; they take precedence over load-time values.
     pub config: *const astrid_config_entry_t,
     pub config_len: usize,
+    /// A deadline for this call in milliseconds; 0 = the capsule's timeout.
+    /// It can only shorten the capsule's timeout (a longer one is the
+    /// capsule's). The wait for a free instance counts against it.
+    pub timeout_ms: u64,
+    /// Fuel for this call in place of the capsule's; 0 = the capsule's.
+    pub fuel: u64,
+    /// A token that ends this call when fired (`astrid_cancel_fire`); NULL =
+    /// none. A call started with a fired token returns `ASTRID_E_CANCELLED`
+    /// without running the guest. The token is looked up when the call
+    /// starts: freeing it during the call does not end the call.
+    pub cancel: *mut astrid_cancel_t,
+}
+
+/// The smallest `size` of `astrid_call_options_t` (its first published
+/// version, before `timeout_ms`).
+const CALL_OPTIONS_MIN_SIZE: usize = std::mem::offset_of!(astrid_call_options_t, timeout_ms);
+
+/// A cancel token for calls (`astrid_call_options_t.cancel`). An opaque
+/// registry handle: thread-safe, fired from any thread any number of times;
+/// one token may govern any number of calls, on any capsules. After
+/// `astrid_cancel_free`, uses are refused with `ASTRID_E_CLOSED` (false
+/// from `astrid_cancel_is_fired`), never undefined behaviour.
+pub struct astrid_cancel_t {
+    _private: [u8; 0],
+}
+
+static CANCELS: Lazy<Registry<CallCancel>> = Lazy::new(Registry::new);
+
+fn cancel_from(cancel: *const astrid_cancel_t, what: &str) -> crate::error::Result<CallCancel> {
+    CANCELS
+        .get(cancel as usize, what)
+        .map(|token| CallCancel::clone(&token))
 }
 
 /// The result of a call: the interceptor's `action` and optional `data`.
@@ -94,6 +133,9 @@ pub extern "C" fn astrid_call_options_init(
                 principal_len: 0,
                 config: std::ptr::null(),
                 config_len: 0,
+                timeout_ms: 0,
+                fuel: 0,
+                cancel: std::ptr::null_mut(),
             })
         };
         Ok(())
@@ -162,12 +204,20 @@ pub extern "C" fn astrid_capsule_call_with(
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let action = unsafe { str_arg(action, action_len, "action")? };
         let payload = unsafe { bytes_arg(payload, payload_len, "payload")? };
-        let options = match unsafe { sized_struct(opts, "opts")? } {
+        // SAFETY: `opts` is NULL or a readable options struct (caller contract).
+        let options = match unsafe { read_sized_in(opts, CALL_OPTIONS_MIN_SIZE, "opts")? } {
             None => None,
             Some(o) => Some(CallOptions {
                 principal: unsafe { opt_str_arg(o.principal, o.principal_len, "opts.principal")? }
                     .map(str::to_string),
                 config_overlay: unsafe { config_entries(o.config, o.config_len, "opts.config")? },
+                timeout: (o.timeout_ms > 0).then(|| Duration::from_millis(o.timeout_ms)),
+                fuel: (o.fuel > 0).then_some(o.fuel),
+                cancel: if o.cancel.is_null() {
+                    None
+                } else {
+                    Some(cancel_from(o.cancel, "opts.cancel")?)
+                },
             }),
         };
         let CallResult { action, data } = handle.capsule.call(action, payload, options.as_ref())?;
@@ -255,6 +305,55 @@ pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
         let kept = spare.take().or(Some(result));
         spare.set(kept);
     });
+}
+
+/// Creates a cancel token (unfired) into `*out`, to free with
+/// `astrid_cancel_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` when `out` is NULL.
+#[no_mangle]
+pub extern "C" fn astrid_cancel_new(
+    out: *mut *mut astrid_cancel_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        non_null(out, "out")?;
+        let id = CANCELS.insert(CallCancel::new());
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = id as *mut astrid_cancel_t };
+        Ok(())
+    })
+}
+
+/// Fires the token: every call it governs returns `ASTRID_E_CANCELLED`
+/// promptly (guest code stops at its next epoch check, waiting host calls
+/// return at once), and calls started with it afterwards do not run.
+/// Idempotent; thread-safe; never waits for a call to end, so it may be
+/// called from a signal-watching thread or from inside a callback. Other
+/// calls, on the same capsule or not, are untouched.
+/// Errors: `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for a
+/// freed or unknown token.
+#[no_mangle]
+pub extern "C" fn astrid_cancel_fire(
+    cancel: *mut astrid_cancel_t,
+    err: *mut *mut astrid_error_t,
+) -> astrid_status_t {
+    guard(err, || {
+        cancel_from(cancel, "cancel")?.fire();
+        Ok(())
+    })
+}
+
+/// Whether the token has been fired. False for NULL and for a freed token.
+#[no_mangle]
+pub extern "C" fn astrid_cancel_is_fired(cancel: *const astrid_cancel_t) -> bool {
+    cancel_from(cancel, "cancel").is_ok_and(|c| c.is_fired())
+}
+
+/// Frees the token. Calls it governs keep running under it (a fire is no
+/// longer possible through this handle). NULL and already-freed handles
+/// are no-ops.
+#[no_mangle]
+pub extern "C" fn astrid_cancel_free(cancel: *mut astrid_cancel_t) {
+    CANCELS.remove(cancel as usize);
 }
 
 /// Cancels the calls running on this capsule now: each returns

@@ -162,6 +162,45 @@ pub(crate) unsafe fn sized_struct<'a, T>(ptr: *const T, what: &str) -> Result<Op
     Ok(Some(unsafe { &*ptr }))
 }
 
+/// Reads a size-prefixed input struct of any published version: a `size`
+/// below `min_size` (its first published size) is refused; fields past the
+/// caller's `size` (appended in later versions) read as zero, which every
+/// appended field documents as its default.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a readable struct of at least its `size`
+/// bytes whose first field is `size_t size`; `T` must be plain data for
+/// which all-zero bytes are a valid value.
+pub(crate) unsafe fn read_sized_in<T: Copy>(
+    ptr: *const T,
+    min_size: usize,
+    what: &str,
+) -> Result<Option<T>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the first field of every size-prefixed struct is a size_t.
+    let size = unsafe { ptr.cast::<usize>().read() };
+    if size < min_size {
+        return Err(Error::invalid_argument(format!(
+            "`{what}.size` is {size}, smaller than any version of this struct ({min_size} bytes or more; set it with sizeof or the *_init function)"
+        )));
+    }
+    // SAFETY: all-zero is a valid `T` (caller contract).
+    let mut value: T = unsafe { std::mem::zeroed() };
+    let known = size.min(std::mem::size_of::<T>());
+    // SAFETY: the caller's struct has `size` readable bytes and `value` has
+    // `size_of::<T>()` writable ones; `T` is plain data.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            ptr.cast::<u8>(),
+            (&mut value as *mut T).cast::<u8>(),
+            known,
+        );
+    }
+    Ok(Some(value))
+}
+
 /// Handles are opaque ids looked up in a registry, never dereferenced, so a
 /// freed or forged handle is reported as `ASTRID_E_CLOSED` instead of being
 /// a use-after-free.

@@ -561,6 +561,115 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+struct fire_later {
+    astrid_cancel_t *cancel;
+    int delay_ms;
+};
+
+static void *fire_later(void *arg) {
+    struct fire_later *f = arg;
+    usleep((useconds_t)f->delay_ms * 1000);
+    CHECK(astrid_cancel_fire(f->cancel, NULL) == ASTRID_OK);
+    return NULL;
+}
+
+/* A call with its own deadline, timed. */
+struct timed_call {
+    astrid_capsule_t *capsule;
+    const char *action;
+    uint64_t timeout_ms;
+    astrid_status_t status;
+    double took_s;
+};
+
+static void *run_timed_call(void *arg) {
+    struct timed_call *c = arg;
+    astrid_call_options_t o;
+    astrid_call_options_init(&o, NULL);
+    o.timeout_ms = c->timeout_ms;
+    astrid_result_t *r = NULL;
+    double t0 = now_s();
+    c->status = astrid_capsule_call_with(c->capsule, &o, c->action, ASTRID_NTS, NULL, 0, &r, NULL);
+    c->took_s = now_s() - t0;
+    astrid_result_free(r);
+    return NULL;
+}
+
+static astrid_status_t call_with(astrid_capsule_t *capsule, const astrid_call_options_t *o, const char *action,
+                                 astrid_error_t **e) {
+    astrid_result_t *r = NULL;
+    astrid_status_t s = astrid_capsule_call_with(capsule, o, action, ASTRID_NTS, NULL, 0, &r, e);
+    astrid_result_free(r);
+    return s;
+}
+
+static void test_call_control(void) {
+    astrid_runtime_t *rt = new_runtime(20000);
+    astrid_capsule_t *hostile = load(rt, "hostile");
+    astrid_cancel_t *cancel = NULL;
+    CHECK_ERROR(astrid_cancel_new(NULL, err), ASTRID_E_INVALID_ARGUMENT, "`out` must not be NULL");
+    CHECK_STATUS(astrid_cancel_new(&cancel, err), ASTRID_OK);
+    CHECK(cancel != NULL && !astrid_cancel_is_fired(cancel));
+    astrid_call_options_t o;
+    CHECK_STATUS(astrid_call_options_init(&o, err), ASTRID_OK);
+    CHECK(o.size == sizeof o && o.timeout_ms == 0 && o.fuel == 0 && o.cancel == NULL);
+
+    /* The token ends its own call; a concurrent call on the same capsule
+     * runs on to its own deadline. */
+    o.cancel = cancel;
+    struct timed_call other = {hostile, "sleep", 1500, ASTRID_OK, 0};
+    struct fire_later f = {cancel, 200};
+    pthread_t other_thread, firer;
+    pthread_create(&other_thread, NULL, run_timed_call, &other);
+    pthread_create(&firer, NULL, fire_later, &f);
+    double t0 = now_s();
+    CHECK_ERROR(call_with(hostile, &o, "loop", err), ASTRID_E_CANCELLED, "cancelled");
+    CHECK(now_s() - t0 < 1.0);
+    pthread_join(firer, NULL);
+    pthread_join(other_thread, NULL);
+    CHECK(other.took_s >= 1.4 && other.status != ASTRID_E_CANCELLED);
+    CHECK(astrid_cancel_is_fired(cancel));
+    CHECK_STATUS(astrid_cancel_fire(cancel, err), ASTRID_OK); /* idempotent */
+
+    /* Started with a fired token: the guest does not run. */
+    CHECK_ERROR(call_with(hostile, &o, "ok", err), ASTRID_E_CANCELLED, "before it started");
+    CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
+
+    /* A struct of the first published size (before timeout_ms): what
+     * follows it is not read, whatever it holds. */
+    o.size = offsetof(astrid_call_options_t, timeout_ms);
+    o.timeout_ms = 1;
+    CHECK_STATUS(call_with(hostile, &o, "ok", err), ASTRID_OK);
+    o.size = offsetof(astrid_call_options_t, timeout_ms) - 1;
+    CHECK_ERROR(call_with(hostile, &o, "ok", err), ASTRID_E_INVALID_ARGUMENT, "smaller than any version");
+
+    /* A deadline shorter than the capsule's. */
+    astrid_call_options_init(&o, NULL);
+    o.timeout_ms = 200;
+    t0 = now_s();
+    CHECK_ERROR(call_with(hostile, &o, "loop", err), ASTRID_E_TIMEOUT, "200 ms");
+    CHECK(now_s() - t0 < 0.7);
+    /* Fuel for one call. */
+    o.timeout_ms = 0;
+    o.fuel = 2000000;
+    CHECK_ERROR(call_with(hostile, &o, "loop", err), ASTRID_E_OUT_OF_FUEL, "2000000 units");
+    CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
+
+    /* After free: refused, never undefined. */
+    astrid_cancel_free(cancel);
+    CHECK_ERROR(astrid_cancel_fire(cancel, err), ASTRID_E_CLOSED, "already freed");
+    CHECK(!astrid_cancel_is_fired(cancel));
+    astrid_call_options_init(&o, NULL);
+    o.cancel = cancel;
+    CHECK_ERROR(call_with(hostile, &o, "ok", err), ASTRID_E_CLOSED, "opts.cancel");
+    astrid_cancel_free(cancel);
+    astrid_cancel_free(NULL);
+    CHECK_ERROR(astrid_cancel_fire(NULL, err), ASTRID_E_INVALID_ARGUMENT, "must not be NULL");
+    CHECK(!astrid_cancel_is_fired(NULL));
+    astrid_capsule_unload(hostile, NULL);
+    astrid_runtime_free(rt);
+}
+
 static void test_hostile_guests(void) {
     astrid_runtime_t *rt = new_runtime(400);
     astrid_capsule_t *hostile = load(rt, "hostile");
@@ -1481,6 +1590,7 @@ int main(int argc, char **argv) {
     test_ipc_arguments();
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
         test_hostile_guests();
+        test_call_control();
         test_eight_threads();
         test_gate_over_c();
         test_ipc_delivery();

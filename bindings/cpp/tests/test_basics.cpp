@@ -178,6 +178,59 @@ TEST(Basics, GuestFailuresKeepTheCapsuleServing) {
     EXPECT_EQ(looping.call("ok").data(), "harmless");
 }
 
+TEST(CallControl, TokenEndsItsCallOnly) {
+    astrid::Runtime rt(astrid::RuntimeConfig().timeout(20s).fuel(uint64_t(1) << 50));
+    astrid::Capsule hostile = rt.load(test::capsule_dir("hostile"));
+    astrid::Cancel token;
+    EXPECT_FALSE(token.fired());
+    auto other_started = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration other_took{};
+    Code other_code = Code::Ok;
+    std::thread other([&] {
+        try {
+            (void)hostile.call("sleep", {}, astrid::CallOptions().timeout(1500ms));
+        } catch (const astrid::Error &e) {
+            other_code = e.code();
+        }
+        other_took = std::chrono::steady_clock::now() - other_started;
+    });
+    std::thread firer([&] {
+        std::this_thread::sleep_for(200ms);
+        token.fire();
+    });
+    auto started = std::chrono::steady_clock::now();
+    error_of([&] { (void)hostile.call("loop", {}, astrid::CallOptions().cancel(token)); }, Code::Cancelled);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+    firer.join();
+    other.join();
+    EXPECT_GE(other_took, 1400ms);
+    EXPECT_NE(other_code, Code::Cancelled);
+    EXPECT_TRUE(token.fired());
+    std::string msg =
+        error_of([&] { (void)hostile.call("ok", {}, astrid::CallOptions().cancel(token)); }, Code::Cancelled);
+    EXPECT_NE(msg.find("before it started"), std::string::npos) << msg;
+    EXPECT_EQ(hostile.call("ok").data(), "harmless");
+
+    astrid::Cancel moved = std::move(token);
+    EXPECT_TRUE(moved.fired());
+    EXPECT_FALSE(token.fired()); // NOLINT(bugprone-use-after-move): moved-from is defined
+    error_of([&] { token.fire(); }, Code::Closed);
+}
+
+TEST(CallControl, DeadlineAndFuel) {
+    astrid::Runtime rt(astrid::RuntimeConfig().timeout(30s).fuel(uint64_t(1) << 50));
+    astrid::Capsule hostile = rt.load(test::capsule_dir("hostile"));
+    auto started = std::chrono::steady_clock::now();
+    std::string msg = error_of([&] { (void)hostile.call("loop", {}, astrid::CallOptions().timeout(200ms)); },
+                               Code::Timeout);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 700ms);
+    EXPECT_NE(msg.find("200 ms"), std::string::npos) << msg;
+    msg = error_of([&] { (void)hostile.call("loop", {}, astrid::CallOptions().fuel(2000000)); }, Code::OutOfFuel);
+    EXPECT_NE(msg.find("2000000 units"), std::string::npos) << msg;
+    error_of([&] { astrid::CallOptions().timeout(0ms); }, Code::InvalidArgument);
+    EXPECT_EQ(hostile.call("ok", {}, astrid::CallOptions().timeout(5s).fuel(10000000)).data(), "harmless");
+}
+
 TEST(Lifetime, CloseTwiceAndUseAfterClose) {
     astrid::Runtime rt(test::config());
     astrid::Capsule hello = rt.load(test::capsule_dir("hello"));

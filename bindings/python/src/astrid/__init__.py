@@ -44,6 +44,7 @@ from .errors import (
     Utf8Error,
     error_class,
 )
+from .cancel import Cancel
 from .kv import KvBackend, KvError, KvNamespace, KvStatus
 from .runtime import WATCHDOG_OFF, Capsule, Result, Runtime, Subscription
 from .types import (
@@ -86,6 +87,7 @@ __all__ = [
     "AuditEvent",
     "AuditOutcome",
     "CallbackError",
+    "Cancel",
     "CancelledError",
     "Capsule",
     "ClosedError",

@@ -74,6 +74,9 @@ class CallOptions(Structure):
         ("principal_len", c_size_t),
         ("config", POINTER(ConfigEntry)),
         ("config_len", c_size_t),
+        ("timeout_ms", c_uint64),
+        ("fuel", c_uint64),
+        ("cancel", c_void_p),
     ]
 
 
@@ -343,6 +346,10 @@ _SIGNATURES = {
     "astrid_result_data": (c_bool, [_VP, _P_VP, _P_SIZE]),
     "astrid_result_free": (None, [_VP]),
     "astrid_capsule_cancel": (c_int32, [_VP, _P_VP]),
+    "astrid_cancel_new": (c_int32, [_P_VP, _P_VP]),
+    "astrid_cancel_fire": (c_int32, [_VP, _P_VP]),
+    "astrid_cancel_is_fired": (c_bool, [_VP]),
+    "astrid_cancel_free": (None, [_VP]),
     "astrid_capsule_unload": (c_int32, [_VP, _P_VP]),
     "astrid_capsule_name": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_id": (c_char_p, [_VP, _P_SIZE]),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import json as _json
+import math
 import os
 import threading
 import weakref
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
+from .cancel import Cancel
 from .callbacks import AcceptVerifierFn, AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
 from .errors import CallbackError, ClosedError, ReentrantError
 from .kv import build_kv_ops
@@ -773,19 +775,26 @@ class Capsule:
         *,
         principal: Optional[str] = None,
         config: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        fuel: Optional[int] = None,
+        cancel: Optional[Cancel] = None,
     ) -> Result:
         """Calls the capsule's ``astrid-hook-trigger(action, payload)`` and
         blocks until it returns (the GIL is released meanwhile). Runs as the
         capsule's owner unless ``principal`` is given; ``config`` overlays
-        ``[env]`` values for this call. Raises ``DeadlineExceededError``,
-        ``OutOfFuelError``, ``TrapError``, ``CancelledError``, ``ClosedError``..."""
+        ``[env]`` values for this call. ``timeout`` (seconds) is a deadline
+        for this call that can only shorten the capsule's; ``fuel`` replaces
+        the capsule's fuel for this call; ``cancel`` is a :class:`~astrid.Cancel`
+        whose ``fire()`` ends the call (and no other). Raises
+        ``DeadlineExceededError``, ``OutOfFuelError``, ``TrapError``,
+        ``CancelledError``, ``ClosedError``..."""
         # The hot path: every argument is a ready ctypes object (see
         # Library.fast_capsule_call); nothing is converted twice.
         hc = self._hc
         if hc is None:
             raise _closed("capsule")
-        if principal is not None or config is not None:
-            return self._call_with(hc, action, payload, principal, config)
+        if principal is not None or config is not None or timeout is not None or fuel is not None or cancel is not None:
+            return self._call_with(hc, action, payload, principal, config, timeout, fuel, cancel)
         try:
             a, alen = _ACTIONS[action]
         except KeyError:
@@ -813,10 +822,24 @@ class Capsule:
         payload: Bytes,
         principal: Optional[str],
         config: Optional[Mapping[str, str]],
+        timeout: Optional[float] = None,
+        fuel: Optional[int] = None,
+        cancel: Optional[Cancel] = None,
     ) -> Result:
         lib = self._lib
         opts = CallOptions()
         opts.size = _ctypes_sizeof(CallOptions)
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError("timeout must be positive (seconds)")
+            # Rounded up: a deadline never comes earlier than asked.
+            opts.timeout_ms = max(1, math.ceil(timeout * 1000))
+        if fuel is not None:
+            if fuel <= 0:
+                raise ValueError("fuel must be positive")
+            opts.fuel = fuel
+        if cancel is not None:
+            opts.cancel = cancel._handle()
         p = principal.encode() if principal is not None else None
         if p is not None:
             opts.principal, opts.principal_len = p, len(p)

@@ -1,0 +1,123 @@
+package astrid
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestCancelTokenEndsItsCallOnly(t *testing.T) {
+	rt := newRuntime(t, &Config{Timeout: 20 * time.Second, Fuel: 1 << 50})
+	hostile := load(t, rt, "hostile", nil)
+	token, err := NewCancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer token.Close()
+	var wg sync.WaitGroup
+	var otherTook time.Duration
+	var otherErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		start := time.Now()
+		_, otherErr = hostile.CallWith(&CallOptions{Timeout: 1500 * time.Millisecond}, "sleep", nil)
+		otherTook = time.Since(start)
+	}()
+	time.AfterFunc(200*time.Millisecond, func() { _ = token.Fire() })
+	start := time.Now()
+	_, err = hostile.CallWith(&CallOptions{Cancel: token}, "loop", nil)
+	expectCode(t, err, ErrCancelled)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the fire took %v to end the call", took)
+	}
+	wg.Wait()
+	if otherTook < 1400*time.Millisecond || errors.Is(otherErr, ErrCancelled) {
+		t.Fatalf("the concurrent call was touched: %v after %v", otherErr, otherTook)
+	}
+	if !token.Fired() {
+		t.Fatal("Fired() is false after Fire")
+	}
+	_, err = hostile.CallWith(&CallOptions{Cancel: token}, "ok", nil)
+	expectCode(t, err, ErrCancelled)
+	call(t, hostile, "ok", "")
+	token.Close()
+	token.Close()
+	if err := token.Fire(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Fire after Close: %v", err)
+	}
+	_, err = hostile.CallWith(&CallOptions{Cancel: token}, "ok", nil)
+	expectCode(t, err, ErrClosed)
+}
+
+func TestCallDeadlineAndFuel(t *testing.T) {
+	rt := newRuntime(t, &Config{Timeout: 30 * time.Second, Fuel: 1 << 50})
+	hostile := load(t, rt, "hostile", nil)
+	start := time.Now()
+	_, err := hostile.CallWith(&CallOptions{Timeout: 200 * time.Millisecond}, "loop", nil)
+	expectCode(t, err, ErrTimeout)
+	if took := time.Since(start); took > 700*time.Millisecond || !strings.Contains(err.Error(), "200 ms") {
+		t.Fatalf("%v after %v", err, took)
+	}
+	_, err = hostile.CallWith(&CallOptions{Fuel: 2_000_000}, "loop", nil)
+	expectCode(t, err, ErrOutOfFuel)
+	_, err = hostile.CallWith(&CallOptions{Timeout: -time.Second}, "ok", nil)
+	expectCode(t, err, ErrInvalidArgument)
+}
+
+func TestCallContext(t *testing.T) {
+	rt := newRuntime(t, &Config{Timeout: 30 * time.Second, Fuel: 1 << 50})
+	hostile := load(t, rt, "hostile", nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := hostile.CallContext(ctx, "loop", nil, nil)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrCancelled) {
+		t.Fatalf("cancelled context: %v", err)
+	}
+	var ce *ContextError
+	if !errors.As(err, &ce) || time.Since(start) > time.Second {
+		t.Fatalf("%T after %v", err, time.Since(start))
+	}
+
+	ctx, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer stop()
+	start = time.Now()
+	_, err = hostile.CallContext(ctx, "loop", nil, nil)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("deadline: %v", err)
+	}
+	if took := time.Since(start); took > 600*time.Millisecond {
+		t.Fatalf("the deadline took %v", took)
+	}
+
+	// Already done: the guest does not run.
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	_, err = hostile.CallContext(done, "ok", nil, nil)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrCancelled) {
+		t.Fatalf("done context: %v", err)
+	}
+
+	// A live context: the call runs normally, and its pooled token is reused.
+	for i := 0; i < 3; i++ {
+		live, stopLive := context.WithCancel(context.Background())
+		res, err := hostile.CallContext(live, "ok", nil, &CallOptions{Principal: "dora"})
+		stopLive()
+		if err != nil || res.Data != "harmless" {
+			t.Fatalf("live context: %+v %v", res, err)
+		}
+	}
+	res, err := hostile.CallContext(context.Background(), "ok", nil, nil)
+	if err != nil || res.Data != "harmless" {
+		t.Fatalf("background context: %+v %v", res, err)
+	}
+	token, _ := NewCancel()
+	defer token.Close()
+	_, err = hostile.CallContext(context.Background(), "ok", nil, &CallOptions{Cancel: token})
+	expectCode(t, err, ErrInvalidArgument)
+}

@@ -21,11 +21,11 @@
  *   bool or a pointer have no error to report: every *_free accepts NULL,
  *   and accessors answer NULL / false for a NULL or dead handle.
  * - Registry handles (astrid_runtime_t, astrid_capsule_t,
- *   astrid_subscription_t, astrid_gate_ticket_t) are ids the library looks
- *   up, never dereferences: a freed, unloaded or made-up handle is refused
- *   with ASTRID_E_CLOSED (NULL with ASTRID_E_INVALID_ARGUMENT), never
- *   undefined behaviour, and releasing one twice is harmless. They may be
- *   used from any thread.
+ *   astrid_subscription_t, astrid_gate_ticket_t, astrid_cancel_t) are ids
+ *   the library looks up, never dereferences: a freed, unloaded or made-up
+ *   handle is refused with ASTRID_E_CLOSED (NULL with
+ *   ASTRID_E_INVALID_ARGUMENT), never undefined behaviour, and releasing one
+ *   twice is harmless. They may be used from any thread.
  * - Owned pointers (astrid_error_t, astrid_result_t) are real pointers the
  *   caller owns once returned: free each exactly once with its *_free (NULL
  *   is a no-op). Using or freeing one after that is undefined behaviour;
@@ -646,13 +646,22 @@ bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
 // guest can address.
 #define ASTRID_MAX_GUEST_BYTES 4294967295
 
+// A cancel token for calls (`astrid_call_options_t.cancel`). An opaque
+// registry handle: thread-safe, fired from any thread any number of times;
+// one token may govern any number of calls, on any capsules. After
+// `astrid_cancel_free`, uses are refused with `ASTRID_E_CLOSED` (false
+// from `astrid_cancel_is_fired`), never undefined behaviour.
+typedef struct astrid_cancel_t astrid_cancel_t;
+
 // The result of a call: the interceptor's `action` and optional `data`.
 // An owned pointer, not a registry handle: it is the caller's, to free
 // exactly once with `astrid_result_free`; using it after that is undefined
 // behaviour. Immutable, so it may be read from any thread.
 typedef struct astrid_result_t astrid_result_t;
 
-// Per-call options. Size-prefixed like the load options.
+// Per-call options. Size-prefixed: fields are only ever appended, each
+// with 0 / NULL meaning "the default", and a caller built against an older
+// header (a smaller `size`) gets the defaults for the fields it lacks.
 typedef struct astrid_call_options_t {
   size_t size;
   // The invoking principal; NULL = the capsule's owner.
@@ -661,6 +670,17 @@ typedef struct astrid_call_options_t {
   // Config values for this call only; they take precedence over load-time values.
   const astrid_config_entry_t *config;
   size_t config_len;
+  // A deadline for this call in milliseconds; 0 = the capsule's timeout.
+  // It can only shorten the capsule's timeout (a longer one is the
+  // capsule's). The wait for a free instance counts against it.
+  uint64_t timeout_ms;
+  // Fuel for this call in place of the capsule's; 0 = the capsule's.
+  uint64_t fuel;
+  // A token that ends this call when fired (`astrid_cancel_fire`); NULL =
+  // none. A call started with a fired token returns `ASTRID_E_CANCELLED`
+  // without running the guest. The token is looked up when the call
+  // starts: freeing it during the call does not end the call.
+  struct astrid_cancel_t *cancel;
 } astrid_call_options_t;
 
 #ifdef __cplusplus
@@ -717,6 +737,28 @@ bool astrid_result_data(const struct astrid_result_t *result, const char **data,
 
 // Frees a result. NULL is a no-op.
 void astrid_result_free(struct astrid_result_t *result);
+
+// Creates a cancel token (unfired) into `*out`, to free with
+// `astrid_cancel_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` when `out` is NULL.
+astrid_status_t astrid_cancel_new(struct astrid_cancel_t **out, astrid_error_t **err);
+
+// Fires the token: every call it governs returns `ASTRID_E_CANCELLED`
+// promptly (guest code stops at its next epoch check, waiting host calls
+// return at once), and calls started with it afterwards do not run.
+// Idempotent; thread-safe; never waits for a call to end, so it may be
+// called from a signal-watching thread or from inside a callback. Other
+// calls, on the same capsule or not, are untouched.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for a
+// freed or unknown token.
+astrid_status_t astrid_cancel_fire(struct astrid_cancel_t *cancel, astrid_error_t **err);
+
+// Whether the token has been fired. False for NULL and for a freed token.
+bool astrid_cancel_is_fired(const struct astrid_cancel_t *cancel);
+
+// Frees the token. Calls it governs keep running under it (a fire is no
+// longer possible through this handle). NULL and already-freed handles
+// are no-ops.
+void astrid_cancel_free(struct astrid_cancel_t *cancel);
 
 // Cancels the calls running on this capsule now: each returns
 // `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,

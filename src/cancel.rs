@@ -189,13 +189,21 @@ mod tests {
         call.adopt(&store);
         call.cancel();
         assert!(store.is_cancelled(), "adopted when cancelled");
-        assert!(!call.inner.children.locked().iter().any(|w| w.upgrade().is_some()));
+        assert!(!call
+            .inner
+            .children
+            .locked()
+            .iter()
+            .any(|w| w.upgrade().is_some()));
 
         let fired = CancelToken::new();
         fired.cancel();
         let late = CancelToken::new();
         fired.adopt(&late);
-        assert!(late.is_cancelled(), "adopting into a cancelled token cancels at once");
+        assert!(
+            late.is_cancelled(),
+            "adopting into a cancelled token cancels at once"
+        );
     }
 
     #[test]

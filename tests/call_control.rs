@@ -94,7 +94,11 @@ fn a_token_fired_before_the_call_keeps_the_guest_from_running() {
     assert!(e.message().contains("before it started"), "{e}");
     std::thread::sleep(Duration::from_millis(100));
     assert!(
-        !logs.lock().unwrap().iter().any(|l| l.message.contains("never")),
+        !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.message.contains("never")),
         "the guest ran"
     );
     // Without the token the capsule serves.

@@ -138,9 +138,14 @@ func (c *Capsule) CallContext(ctx context.Context, action string, payload []byte
 	if err == nil {
 		return res, nil
 	}
+	ctxErr := ctx.Err()
 	switch {
-	case errors.Is(err, ErrCancelled) && ctx.Err() != nil:
-		return Result{}, &ContextError{Err: err, Context: ctx.Err()}
+	case errors.Is(ctxErr, context.DeadlineExceeded) && errors.Is(err, ErrCancelled):
+		// The context's deadline fired the token before the call's own
+		// deadline was seen: to the caller it is the same timeout.
+		return Result{}, &ContextError{Err: &Error{Code: CodeTimeout, Message: "timeout: the call ran past its context's deadline"}, Context: ctxErr}
+	case errors.Is(err, ErrCancelled) && ctxErr != nil:
+		return Result{}, &ContextError{Err: err, Context: ctxErr}
 	case errors.Is(err, ErrTimeout) && ctxSetsTimeout:
 		return Result{}, &ContextError{Err: err, Context: context.DeadlineExceeded}
 	}

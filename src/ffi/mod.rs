@@ -192,11 +192,7 @@ pub(crate) unsafe fn read_sized_in<T: Copy>(
     // SAFETY: the caller's struct has `size` readable bytes and `value` has
     // `size_of::<T>()` writable ones; `T` is plain data.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            ptr.cast::<u8>(),
-            (&mut value as *mut T).cast::<u8>(),
-            known,
-        );
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), known);
     }
     Ok(Some(value))
 }

@@ -138,6 +138,11 @@ typedef int32_t astrid_status_t;
 extern "C" {
 #endif // __cplusplus
 
+// The id of the guest call that failed (the id its log lines and audit
+// events carry); 0 for an error of no call, for a call that failed before
+// it started (cancelled, unloaded, no free instance in time), and for NULL.
+uint64_t astrid_error_call_id(const struct astrid_error_t *err);
+
 // The error's `ASTRID_E_*` code. NULL gives `ASTRID_E_INVALID_ARGUMENT`.
 // Thread-safe; never fails otherwise.
 astrid_status_t astrid_error_code(const struct astrid_error_t *err);
@@ -271,6 +276,10 @@ typedef struct astrid_log_record_t {
   size_t principal_len;
   const char *message;
   size_t message_len;
+  // The guest call this belongs to (the id its log lines, audit events
+  // and result carry); 0 outside any call. Appended after this struct was
+  // first published: read it only when `size` covers it.
+  uint64_t call_id;
 } astrid_log_record_t;
 
 // Log callback. Runs on the thread executing the guest (the thread inside
@@ -314,6 +323,10 @@ typedef struct astrid_audit_event_t {
   const char *reason;
   size_t reason_len;
   uint64_t elapsed_us;
+  // The guest call this belongs to (the id its log lines, audit events
+  // and result carry); 0 outside any call. Appended after this struct was
+  // first published: read it only when `size` covers it.
+  uint64_t call_id;
 } astrid_audit_event_t;
 
 // Audit callback. Runs on the runtime's audit thread, one event at a time,
@@ -343,6 +356,10 @@ typedef struct astrid_secret_request_info_t {
   size_t principal_len;
   const char *key;
   size_t key_len;
+  // The guest call this belongs to (the id its log lines, audit events
+  // and result carry); 0 outside any call. Appended after this struct was
+  // first published: read it only when `size` covers it.
+  uint64_t call_id;
 } astrid_secret_request_info_t;
 
 // Runtime flag: let capsules reach loopback and private addresses. The only
@@ -392,8 +409,18 @@ typedef struct astrid_secret_request_info_t {
 // Audit outcome: the manifest or the gate denied the host call.
 #define ASTRID_AUDIT_DENIED 1
 
-// Audit outcome: the host call was allowed but failed.
+// Audit outcome: the host call was allowed but failed; for a
+// bus-dispatched handler (`guest.<action>`), the handler failed (trap,
+// timeout, fuel, cancel: the reason says which).
 #define ASTRID_AUDIT_FAILED 2
+
+// Audit outcome of a bus-dispatched handler that answered `continue`.
+#define ASTRID_AUDIT_CONTINUE 3
+
+// Audit outcome of a bus-dispatched handler that answered `final`. (A
+// `deny` answer is `ASTRID_AUDIT_DENIED` with its data as the reason.)
+// Values may be appended: treat an unknown one as `ASTRID_AUDIT_ALLOWED`.
+#define ASTRID_AUDIT_FINAL 4
 
 #ifdef __cplusplus
 extern "C" {
@@ -441,6 +468,14 @@ astrid_status_t astrid_runtime_new(const struct astrid_runtime_config_t *cfg,
 // Thread-safe. Calling it from inside an astrid callback returns without
 // effect (the runtime cannot wait for the call that runs the callback).
 void astrid_runtime_free(struct astrid_runtime_t *rt);
+
+// The id of the guest call the calling thread serves: inside any
+// embedder callback (gate, VFS provider, KV backend, secret provider,
+// accept verifier, log), the call that made the host call it answers; on a
+// thread inside `astrid_capsule_call`, that call. 0 anywhere else. The VFS
+// provider's operations have no request object: this is how they learn
+// the call. Thread-safe; never fails.
+uint64_t astrid_callback_call_id(void);
 
 // Installs the log callback (NULL `log_fn` removes it). The previous
 // callback's finalizer runs once no log line uses it any more. Errors:
@@ -735,6 +770,11 @@ const char *astrid_result_action(const struct astrid_result_t *result, size_t *l
 // `astrid_result_free`) and its length. NULL `result` gives false.
 bool astrid_result_data(const struct astrid_result_t *result, const char **data, size_t *len);
 
+// The id the call ran under, unique within the runtime: the id its log
+// lines, audit events and embedder callbacks carry. (Ids are unique, not
+// ordered by start time.) NULL gives 0.
+uint64_t astrid_result_call_id(const struct astrid_result_t *result);
+
 // Frees a result. NULL is a no-op.
 void astrid_result_free(struct astrid_result_t *result);
 
@@ -844,6 +884,10 @@ typedef struct astrid_gate_request_info_t {
   // `tcp`, `udp` or `unix` for socket kinds.
   const char *transport;
   size_t transport_len;
+  // The guest call asking (the id its log lines, audit events and result
+  // carry); 0 outside any call. Appended after this struct was first
+  // published: read it only when `size` covers it.
+  uint64_t call_id;
 } astrid_gate_request_info_t;
 
 // Gate kind: reading a file or directory (`path` is set).
@@ -1220,6 +1264,10 @@ typedef struct astrid_kv_namespace_t {
   size_t scope_len;
   const char *capsule_id;
   size_t capsule_id_len;
+  // The guest call whose `astrid:kv` call this serves; 0 outside any
+  // call. Appended after this struct was first published: read it only
+  // when `size` covers it.
+  uint64_t call_id;
 } astrid_kv_namespace_t;
 
 // Receives a value from `get` (copied by the library; `(NULL, 0)` is the
@@ -1500,6 +1548,10 @@ typedef struct astrid_accept_request_info_t {
   int64_t pid;
   uint32_t uid;
   uint32_t gid;
+  // The guest call that accepts (the id its log lines, audit events
+  // and result carry); 0 outside any call. Appended after this struct was
+  // first published: read it only when `size` covers it.
+  uint64_t call_id;
 } astrid_accept_request_info_t;
 
 #ifdef __cplusplus

@@ -300,8 +300,13 @@ impl Dispatcher {
             // Unloaded meanwhile: nothing is reported for a capsule that is gone.
             return None;
         }
-        let failure = outcome.as_ref().err().map(|e| e.to_string());
-        if let Some(text) = &failure {
+        let call_id = match &outcome {
+            Ok((_, id)) => *id,
+            Err(e) => e.call_id(),
+        };
+        let _serving = crate::handoff::serve_call(call_id);
+        if let Err(e) = &outcome {
+            let text = e.to_string();
             capsule.shared.log(
                 LogLevel::Warn,
                 message.attribution.principal(),
@@ -312,6 +317,7 @@ impl Dispatcher {
             );
         }
         if let Some(started) = started {
+            let (outcome, reason) = answer_outcome(&outcome);
             self.services().emit_audit(AuditEvent {
                 capsule: capsule.shared.name.to_string(),
                 capsule_id: capsule.shared.id.clone(),
@@ -319,16 +325,13 @@ impl Dispatcher {
                 call: format!("guest.{}", target.action),
                 target: Some(message.topic.clone()),
                 bytes: payload.len() as u64,
-                outcome: if failure.is_some() {
-                    Outcome::Failed
-                } else {
-                    Outcome::Allowed
-                },
-                reason: failure,
+                outcome,
+                reason,
                 elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                call_id,
             });
         }
-        outcome.ok()
+        outcome.ok().map(|(result, _)| result)
     }
 
     fn note_dropped_invocation(&self, capsule: &CapsuleInner, message: &Message) {
@@ -355,7 +358,27 @@ impl Dispatcher {
                 "more than {LANE_CAPACITY} invocations pending for this capsule and principal"
             )),
             elapsed_us: 0,
+            call_id: 0,
         });
+    }
+}
+
+/// What a bus-dispatched handler answered, as its audit event says it:
+/// `continue` and `final` as such, `deny` with its data as the reason, any
+/// other action allowed with the action named, and a failure with its cause
+/// (`timeout: …`, `guest trap: …`, `out of fuel: …`).
+fn answer_outcome(outcome: &Result<(CallResult, u64)>) -> (Outcome, Option<String>) {
+    match outcome {
+        Ok((answer, _)) => match answer.action.as_str() {
+            "continue" => (Outcome::Continue, None),
+            "final" => (Outcome::Final, None),
+            "deny" => (
+                Outcome::Denied,
+                Some(answer.data.clone().unwrap_or_else(|| "deny".into())),
+            ),
+            other => (Outcome::Allowed, Some(format!("answered `{other}`"))),
+        },
+        Err(e) => (Outcome::Failed, Some(e.to_string())),
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Error {
     code: Code,
     message: String,
     causes: Vec<String>,
+    /// The guest call that failed (0: not a call, or one that failed
+    /// before it was given an id).
+    call_id: u64,
 }
 
 impl Error {
@@ -67,7 +70,21 @@ impl Error {
             code,
             message: message.into(),
             causes: Vec::new(),
+            call_id: 0,
         }
+    }
+
+    /// Marks the error as the failure of call `id`.
+    pub(crate) fn in_call(mut self, id: u64) -> Self {
+        self.call_id = id;
+        self
+    }
+
+    /// The id of the guest call that failed (the id its log lines and audit
+    /// events carry); 0 for errors of no call, and for calls that failed
+    /// before they started (cancelled, unloaded, no free instance in time).
+    pub fn call_id(&self) -> u64 {
+        self.call_id
     }
 
     /// Adds the text of a lower-level cause to the chain.

@@ -157,6 +157,36 @@ fn work(shared: &Shared) {
 
 thread_local! {
     static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The call this thread serves (see `current_call_id`).
+    static CALL_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The id of the call this thread serves: set on the guest's thread for
+/// the length of a call (or a run loop's message), and on a hand-off thread
+/// while it runs one of that call's callbacks. 0 outside any call.
+pub fn current_call_id() -> u64 {
+    CALL_ID.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Marks this thread as serving call `id` until the guard drops, which
+/// puts back what was there before.
+pub(crate) fn serve_call(id: u64) -> ServingCall {
+    ServingCall(CALL_ID.try_with(|c| c.replace(id)).unwrap_or(0))
+}
+
+/// See [`serve_call`].
+pub(crate) struct ServingCall(u64);
+
+impl Drop for ServingCall {
+    fn drop(&mut self) {
+        let _ = CALL_ID.try_with(|c| c.set(self.0));
+    }
+}
+
+/// Moves this thread on to call `id` (a run loop taking its next message)
+/// without a guard: the loop's own guard restores the thread at its end.
+pub(crate) fn switch_call(id: u64) {
+    let _ = CALL_ID.try_with(|c| c.set(id));
 }
 
 /// True while this thread runs an embedder callback: blocking API calls made

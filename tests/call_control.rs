@@ -211,3 +211,87 @@ fn a_call_fuel_replaces_the_capsule_fuel() {
     let r = hostile.call("anything", b"", None).unwrap();
     assert_eq!(data(&r), "harmless");
 }
+
+/// Waits up to 5 s for an audit event matching `pred` (the audit sink runs
+/// on its own thread).
+fn audit_event(
+    events: &std::sync::Mutex<Vec<astrid::AuditEvent>>,
+    pred: impl Fn(&astrid::AuditEvent) -> bool,
+) -> astrid::AuditEvent {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = events.lock().unwrap().iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        assert!(Instant::now() < until, "no such audit event");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn every_call_has_an_id_that_its_log_lines_and_audit_events_carry() {
+    let rt = runtime();
+    let logs = collect_logs(&rt);
+    let audit = collect_audit(&rt);
+    let probe = load(&rt, "probe");
+    let (_, first) = probe.call_with_id("log:first-line", b"", None).unwrap();
+    let (_, second) = probe.call_with_id("log:second-line", b"", None).unwrap();
+    assert!(first != 0 && second != 0 && first != second);
+    let line = |text: &str| {
+        let lines = logs.lock().unwrap();
+        lines
+            .iter()
+            .find(|l| l.message.contains(text))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(line("first-line").call_id, first);
+    assert_eq!(line("second-line").call_id, second);
+    let event = audit_event(&audit, |e| e.call == "sys.log" && e.call_id == first);
+    assert_eq!(event.capsule, "probe");
+    assert!(audit_event(&audit, |e| e.call == "sys.log" && e.call_id == second).bytes > 0);
+
+    // A failed call's error carries its id; one that never started has none.
+    let hostile = load(&rt, "hostile");
+    let e = hostile.call_with_id("trap", b"", None).unwrap_err();
+    assert!(e.call_id() != 0 && e.call_id() != first && e.call_id() != second);
+    let cancel = CallCancel::new();
+    cancel.fire();
+    let e = hostile
+        .call_with_id("ok", b"", Some(&with_cancel(&cancel)))
+        .unwrap_err();
+    assert_eq!(e.call_id(), 0);
+    // Between calls, the capsule's own lines carry none.
+    assert!(logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.message.contains("line"))
+        .all(|l| l.call_id != 0));
+}
+
+#[test]
+fn call_ids_are_unique_across_threads_and_capsules() {
+    let rt = runtime();
+    let hello = Arc::new(load(&rt, "hello"));
+    let other = Arc::new(load(&rt, "hello"));
+    let threads: Vec<_> = [hello.clone(), hello, other]
+        .into_iter()
+        .map(|capsule| {
+            std::thread::spawn(move || {
+                (0..700)
+                    .map(|_| capsule.call_with_id("noop", b"", None).unwrap().1)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total);
+    assert!(ids[0] != 0);
+}

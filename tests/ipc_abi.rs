@@ -8,7 +8,7 @@
 mod common;
 
 use astrid::bus::Delivery;
-use astrid::{CallOptions, Capsule, LoadOptions, Runtime};
+use astrid::{CallOptions, Capsule, LoadOptions, Outcome, Runtime};
 use common::*;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -247,7 +247,7 @@ fn interceptor_bindings_are_listed_in_manifest_order() {
         ok(&c, "bindings", &[]),
         "0:echo:echo.in,1:append-a:chain.in,2:final:chain.stop,3:trap:chain.fail,\
          4:report:chain.*,5:report:fan.x,6:report-again:fan.*,7:loop:loop.in,8:whoami:who.*,\
-         9:report:svc.out"
+         9:report:svc.out,10:deny:deny.in"
     );
 }
 
@@ -410,4 +410,45 @@ fn too_many_pending_invocations_give_backpressure_and_others_keep_going() {
     );
     assert_eq!(ok(&quiet, "publish", &["out.q", "1"]), "ok");
     rt.publish("out.host", "1", None).unwrap();
+}
+
+#[test]
+fn dispatched_handlers_are_audited_with_what_they_answered() {
+    let rt = runtime();
+    let audit = collect_audit(&rt);
+    let _c = load_probe(&rt, None);
+    rt.publish("deny.in", "\"d\"", None).unwrap();
+    rt.publish("echo.in", "{}", None).unwrap();
+    rt.publish("chain.stop", "\"s\"", None).unwrap();
+    rt.publish("chain.fail", "\"f\"", None).unwrap();
+    let find = |call: &str| {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = audit.lock().unwrap().iter().find(|e| e.call == call) {
+                return e.clone();
+            }
+            assert!(Instant::now() < until, "no audit event for {call}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let deny = find("guest.deny");
+    assert_eq!(deny.outcome, Outcome::Denied);
+    assert_eq!(deny.reason.as_deref(), Some("nope"));
+    assert_eq!(deny.target.as_deref(), Some("deny.in"));
+    let echo = find("guest.echo");
+    assert_eq!(echo.outcome, Outcome::Continue);
+    assert_eq!(find("guest.final").outcome, Outcome::Final);
+    let trap = find("guest.trap");
+    assert_eq!(trap.outcome, Outcome::Failed);
+    assert!(
+        trap.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("guest trap"),
+        "{trap:?}"
+    );
+    let mut ids = vec![deny.call_id, echo.call_id, trap.call_id];
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(ids.len() == 3 && ids[0] != 0, "{ids:?}");
 }

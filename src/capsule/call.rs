@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl CapsuleInner {
+    /// An embedder call: its result and the id it ran under (a failure
+    /// carries the id in the error).
     pub(crate) fn call(
         &self,
         action: &str,
         payload: &[u8],
         options: Option<&CallOptions>,
-    ) -> Result<CallResult> {
+    ) -> Result<(CallResult, u64)> {
         let principal = match options.and_then(|o| o.principal.as_deref()) {
             Some(p) => {
                 validate_principal(p)?;
@@ -52,13 +54,14 @@ impl CapsuleInner {
     }
 
     /// Runs `astrid-hook-trigger` on a pooled instance for an embedder call
-    /// or a bus message.
+    /// or a bus message: the answer and the call's id, or the failure
+    /// (carrying the id once the call had one).
     pub(crate) fn invoke(
         &self,
         action: &str,
         payload: &[u8],
         invocation: Invocation,
-    ) -> Result<CallResult> {
+    ) -> Result<(CallResult, u64)> {
         self.check_loaded()?;
         self.factory.hook.ok_or_else(|| {
             Error::new(
@@ -131,6 +134,9 @@ impl CapsuleInner {
                 return Err(cancelled_before_start());
             }
         }
+        let call_id = state.begin_call_id();
+        // Log lines and embedder callbacks of this call carry its id.
+        let _serving = crate::handoff::serve_call(call_id);
         // Updated in place: most fields repeat from call to call.
         let call = &mut state.call;
         if !same_principal(&call.principal, &principal) {
@@ -167,7 +173,7 @@ impl CapsuleInner {
         match outcome {
             Ok((result,)) => {
                 self.release(worker, true);
-                Ok(result)
+                Ok((result, call_id))
             }
             Err(e) => {
                 let limits = Limits {
@@ -175,7 +181,7 @@ impl CapsuleInner {
                     timeout,
                     fuel,
                 };
-                let err = classify_failure(store, &e, &limits, "call");
+                let err = classify_failure(store, &e, &limits, "call").in_call(call_id);
                 // A failed instance may hold broken state: never reuse it.
                 self.release(worker, false);
                 Err(err)

@@ -42,6 +42,23 @@ impl Capsule {
         refuse_reentry("astrid_capsule_call")?;
         check_guest_len(action.len(), "action")?;
         check_guest_len(payload.len(), "payload")?;
+        self.inner
+            .call(action, payload, options)
+            .map(|(result, _)| result)
+    }
+
+    /// [`call`](Self::call), also giving the id the call ran under: the id
+    /// its log lines, audit events and embedder callbacks carry (a failed
+    /// call's error carries it as [`Error::call_id`](crate::Error::call_id)).
+    pub fn call_with_id(
+        &self,
+        action: &str,
+        payload: &[u8],
+        options: Option<&CallOptions>,
+    ) -> Result<(CallResult, u64)> {
+        refuse_reentry("astrid_capsule_call")?;
+        check_guest_len(action.len(), "action")?;
+        check_guest_len(payload.len(), "payload")?;
         self.inner.call(action, payload, options)
     }
 

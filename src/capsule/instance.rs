@@ -83,6 +83,10 @@ impl InstanceFactory {
                 .caused_by(e)
             })?;
         self.shared.note_waited();
+        // The loop runs under one id until it takes a message; each message
+        // it takes is a call of its own (see `astrid:ipc`'s delivery).
+        let call_id = store.data_mut().begin_call_id();
+        let _serving = crate::handoff::serve_call(call_id);
         let _enter = self.uses_wasi.then(|| self.shared.services.handle.enter());
         let outcome = run.call(&mut store, ());
         store.data().stdio.flush();

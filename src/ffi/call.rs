@@ -75,6 +75,7 @@ fn cancel_from(cancel: *const astrid_cancel_t, what: &str) -> crate::error::Resu
 pub struct astrid_result_t {
     action: CText,
     data: Option<CText>,
+    call_id: u64,
 }
 
 /// A NUL-terminated copy of a string for C. Short texts (every usual action)
@@ -220,10 +221,14 @@ pub extern "C" fn astrid_capsule_call_with(
                 },
             }),
         };
-        let CallResult { action, data } = handle.capsule.call(action, payload, options.as_ref())?;
+        let (CallResult { action, data }, call_id) =
+            handle
+                .capsule
+                .call_with_id(action, payload, options.as_ref())?;
         let result = astrid_result_t {
             action: CText::new(action),
             data: data.map(CText::new),
+            call_id,
         };
         let boxed = match SPARE_RESULT.try_with(std::cell::Cell::take).ok().flatten() {
             Some(mut spare) => {
@@ -287,6 +292,18 @@ pub extern "C" fn astrid_result_data(
     }
 }
 
+/// The id the call ran under, unique within the runtime: the id its log
+/// lines, audit events and embedder callbacks carry. (Ids are unique, not
+/// ordered by start time.) NULL gives 0.
+#[no_mangle]
+pub extern "C" fn astrid_result_call_id(result: *const astrid_result_t) -> u64 {
+    if result.is_null() {
+        return 0;
+    }
+    // SAFETY: a live result from this library.
+    unsafe { (*result).call_id }
+}
+
 /// Frees a result. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
@@ -300,6 +317,7 @@ pub extern "C" fn astrid_result_free(result: *mut astrid_result_t) {
     *result = astrid_result_t {
         action: CText::new(String::new()),
         data: None,
+        call_id: 0,
     };
     let _ = SPARE_RESULT.try_with(|spare| {
         let kept = spare.take().or(Some(result));

@@ -56,6 +56,7 @@ pub const ASTRID_E_INTERNAL: astrid_status_t = -17;
 pub struct astrid_error_t {
     code: astrid_status_t,
     message: CString,
+    call_id: u64,
 }
 
 pub(crate) fn into_raw(error: Error) -> *mut astrid_error_t {
@@ -63,7 +64,20 @@ pub(crate) fn into_raw(error: Error) -> *mut astrid_error_t {
     Box::into_raw(Box::new(astrid_error_t {
         code: error.code() as i32,
         message: CString::new(text).unwrap_or_default(),
+        call_id: error.call_id(),
     }))
+}
+
+/// The id of the guest call that failed (the id its log lines and audit
+/// events carry); 0 for an error of no call, for a call that failed before
+/// it started (cancelled, unloaded, no free instance in time), and for NULL.
+#[no_mangle]
+pub extern "C" fn astrid_error_call_id(err: *const astrid_error_t) -> u64 {
+    if err.is_null() {
+        return 0;
+    }
+    // SAFETY: non-NULL error pointers come from this library and are live until freed.
+    unsafe { (*err).call_id }
 }
 
 /// The error's `ASTRID_E_*` code. NULL gives `ASTRID_E_INVALID_ARGUMENT`.

@@ -113,11 +113,15 @@ pub struct astrid_gate_request_info_t {
     /// `tcp`, `udp` or `unix` for socket kinds.
     pub transport: *const libc::c_char,
     pub transport_len: usize,
+    /// The guest call asking (the id its log lines, audit events and result
+    /// carry); 0 outside any call. Appended after this struct was first
+    /// published: read it only when `size` covers it.
+    pub call_id: u64,
 }
 
 /// The first published size of `astrid_gate_request_info_t`: the smallest
-/// `size` a caller may pass (freeze it when fields are appended).
-const GATE_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_gate_request_info_t>();
+/// `size` a caller may pass.
+const GATE_INFO_MIN_SIZE: usize = std::mem::offset_of!(astrid_gate_request_info_t, call_id);
 
 /// What the library keeps for a request while its callback runs.
 struct GateState<'a> {
@@ -195,6 +199,7 @@ pub extern "C" fn astrid_runtime_set_gate(
                         host_len,
                         transport,
                         transport_len,
+                        call_id: request.call_id,
                     },
                     reason: RefCell::new(None),
                     ticket: RefCell::new(None),

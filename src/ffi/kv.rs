@@ -35,6 +35,10 @@ pub struct astrid_kv_namespace_t {
     pub scope_len: usize,
     pub capsule_id: *const libc::c_char,
     pub capsule_id_len: usize,
+    /// The guest call whose `astrid:kv` call this serves; 0 outside any
+    /// call. Appended after this struct was first published: read it only
+    /// when `size` covers it.
+    pub call_id: u64,
 }
 
 /// Receives a value from `get` (copied by the library; `(NULL, 0)` is the
@@ -168,6 +172,7 @@ fn c_namespace(ns: &Namespace) -> astrid_kv_namespace_t {
         scope_len,
         capsule_id,
         capsule_id_len,
+        call_id: crate::handoff::current_call_id(),
     }
 }
 

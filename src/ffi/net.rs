@@ -47,11 +47,15 @@ pub struct astrid_accept_request_info_t {
     pub pid: i64,
     pub uid: u32,
     pub gid: u32,
+    /// The guest call that accepts (the id its log lines, audit events
+    /// and result carry); 0 outside any call. Appended after this struct was
+    /// first published: read it only when `size` covers it.
+    pub call_id: u64,
 }
 
 /// The first published size of `astrid_accept_request_info_t`: the
-/// smallest `size` a caller may pass (freeze it when fields are appended).
-const ACCEPT_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_accept_request_info_t>();
+/// smallest `size` a caller may pass.
+const ACCEPT_INFO_MIN_SIZE: usize = std::mem::offset_of!(astrid_accept_request_info_t, call_id);
 
 /// The accept verifier: returns `ASTRID_ALLOW` to hand the connection to
 /// the capsule (optionally naming its verified principal with
@@ -105,6 +109,7 @@ pub extern "C" fn astrid_runtime_set_accept_verifier(
                         pid: request.pid.map_or(-1, i64::from),
                         uid: request.uid,
                         gid: request.gid,
+                        call_id: crate::handoff::current_call_id(),
                     },
                     principal: RefCell::new(None),
                 };

@@ -69,8 +69,16 @@ pub type astrid_audit_outcome_t = u32;
 pub const ASTRID_AUDIT_ALLOWED: astrid_audit_outcome_t = 0;
 /// Audit outcome: the manifest or the gate denied the host call.
 pub const ASTRID_AUDIT_DENIED: astrid_audit_outcome_t = 1;
-/// Audit outcome: the host call was allowed but failed.
+/// Audit outcome: the host call was allowed but failed; for a
+/// bus-dispatched handler (`guest.<action>`), the handler failed (trap,
+/// timeout, fuel, cancel: the reason says which).
 pub const ASTRID_AUDIT_FAILED: astrid_audit_outcome_t = 2;
+/// Audit outcome of a bus-dispatched handler that answered `continue`.
+pub const ASTRID_AUDIT_CONTINUE: astrid_audit_outcome_t = 3;
+/// Audit outcome of a bus-dispatched handler that answered `final`. (A
+/// `deny` answer is `ASTRID_AUDIT_DENIED` with its data as the reason.)
+/// Values may be appended: treat an unknown one as `ASTRID_AUDIT_ALLOWED`.
+pub const ASTRID_AUDIT_FINAL: astrid_audit_outcome_t = 4;
 
 /// A runtime: engine, worker threads, epoch ticker, callbacks. An opaque
 /// registry handle: thread-safe, and once freed every use is refused with
@@ -374,6 +382,10 @@ pub struct astrid_log_record_t {
     pub principal_len: usize,
     pub message: *const libc::c_char,
     pub message_len: usize,
+    /// The guest call this belongs to (the id its log lines, audit events
+    /// and result carry); 0 outside any call. Appended after this struct was
+    /// first published: read it only when `size` covers it.
+    pub call_id: u64,
 }
 
 /// Log callback. Runs on the thread executing the guest (the thread inside
@@ -382,6 +394,17 @@ pub struct astrid_log_record_t {
 /// `ASTRID_E_REENTRANT`).
 pub type astrid_log_fn =
     Option<unsafe extern "C" fn(user_data: *mut libc::c_void, record: *const astrid_log_record_t)>;
+
+/// The id of the guest call the calling thread serves: inside any
+/// embedder callback (gate, VFS provider, KV backend, secret provider,
+/// accept verifier, log), the call that made the host call it answers; on a
+/// thread inside `astrid_capsule_call`, that call. 0 anywhere else. The VFS
+/// provider's operations have no request object: this is how they learn
+/// the call. Thread-safe; never fails.
+#[no_mangle]
+pub extern "C" fn astrid_callback_call_id() -> u64 {
+    crate::handoff::current_call_id()
+}
 
 /// Finalizer of a callback's `user_data`: run exactly once, on whichever
 /// library or caller thread drops the callback last (replaced, removed, or
@@ -422,6 +445,7 @@ pub extern "C" fn astrid_runtime_set_log_callback(
                     principal_len,
                     message,
                     message_len,
+                    call_id: record.call_id,
                 };
                 // SAFETY: the embedder's function, called with its own user_data
                 // and a record that lives for the duration of the call.
@@ -458,6 +482,10 @@ pub struct astrid_audit_event_t {
     pub reason: *const libc::c_char,
     pub reason_len: usize,
     pub elapsed_us: u64,
+    /// The guest call this belongs to (the id its log lines, audit events
+    /// and result carry); 0 outside any call. Appended after this struct was
+    /// first published: read it only when `size` covers it.
+    pub call_id: u64,
 }
 
 /// Audit callback. Runs on the runtime's audit thread, one event at a time,
@@ -508,6 +536,7 @@ pub extern "C" fn astrid_runtime_set_audit_callback(
                     reason,
                     reason_len,
                     elapsed_us: event.elapsed_us,
+                    call_id: event.call_id,
                 };
                 // SAFETY: as for the log callback.
                 unsafe { (callback.function)(callback.user_data, &c_event) };
@@ -577,11 +606,15 @@ pub struct astrid_secret_request_info_t {
     pub principal_len: usize,
     pub key: *const libc::c_char,
     pub key_len: usize,
+    /// The guest call this belongs to (the id its log lines, audit events
+    /// and result carry); 0 outside any call. Appended after this struct was
+    /// first published: read it only when `size` covers it.
+    pub call_id: u64,
 }
 
 /// The first published size of `astrid_secret_request_info_t`: the
-/// smallest `size` a caller may pass (freeze it when fields are appended).
-const SECRET_INFO_MIN_SIZE: usize = std::mem::size_of::<astrid_secret_request_info_t>();
+/// smallest `size` a caller may pass.
+const SECRET_INFO_MIN_SIZE: usize = std::mem::offset_of!(astrid_secret_request_info_t, call_id);
 
 /// What the library keeps for a secret request while its callback runs.
 struct SecretState {
@@ -638,6 +671,7 @@ pub extern "C" fn astrid_runtime_set_secret_callback(
                         principal_len,
                         key,
                         key_len,
+                        call_id: crate::handoff::current_call_id(),
                     },
                     answer: RefCell::new(None),
                 };

@@ -140,6 +140,7 @@ impl CallCtx<'_> {
             outcome,
             reason: reason.map(str::to_string),
             elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            call_id: self.call.id,
         });
     }
 }

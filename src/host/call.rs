@@ -22,6 +22,8 @@ pub struct CallContext {
     /// Depth of the message being handled (0 for embedder calls); the
     /// guest's own publishes get one more (host ABI §8.6).
     pub depth: u32,
+    /// The call's id, unique within the runtime (0 between calls).
+    pub id: u64,
 }
 
 impl CallContext {
@@ -35,6 +37,7 @@ impl CallContext {
             overlay: None,
             active: false,
             depth: 0,
+            id: 0,
         }
     }
 }

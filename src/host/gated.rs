@@ -76,7 +76,8 @@ impl<V: HostView> Gated for V {}
 
 impl CallCtx<'_> {
     /// Asks the embedder's gate about one request the manifest allowed.
-    pub(crate) fn ask_gate(&self, request: GateRequest) -> Result<(), GateRefusal> {
+    pub(crate) fn ask_gate(&self, mut request: GateRequest) -> Result<(), GateRefusal> {
+        request.call_id = self.call.id;
         let runtime = &self.capsule.services;
         match runtime.ask_gate(request, &self.call.token, self.call.deadline) {
             Ok(verdict) if verdict.allowed => Ok(()),

@@ -73,6 +73,7 @@ impl CapsuleShared {
             return;
         }
         self.services.log(&LogRecord {
+            call_id: crate::handoff::current_call_id(),
             level,
             capsule: &self.name,
             principal,

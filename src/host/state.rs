@@ -97,6 +97,8 @@ pub struct HostState {
     pub(crate) run_loop: bool,
     /// The run loop's watchdog window (`None`: exempt, or not a run loop).
     pub(crate) watchdog: Option<std::time::Duration>,
+    /// Call ids reserved for this store: the next one and the end of the block.
+    call_ids: std::ops::Range<u64>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -135,9 +137,24 @@ impl HostState {
             wasi_sockets: WasiSocketSlots::default(),
             run_loop: false,
             watchdog: None,
+            call_ids: 0..0,
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// Gives the call about to run its id (taken from this store's block of
+    /// reserved ids, refilled from the runtime 256 at a time) and returns it.
+    pub(crate) fn begin_call_id(&mut self) -> u64 {
+        const BLOCK: u64 = 256;
+        if self.call_ids.is_empty() {
+            let first = self.capsule.services.reserve_call_ids(BLOCK);
+            self.call_ids = first..first + BLOCK;
+        }
+        let id = self.call_ids.start;
+        self.call_ids.start += 1;
+        self.call.id = id;
+        id
     }
 
     /// Ends a pooled call: the store no longer speaks for its caller, and
@@ -145,6 +162,7 @@ impl HostState {
     pub(crate) fn end_call(&mut self) {
         self.call.active = false;
         self.call.overlay = None;
+        self.call.id = 0;
         self.fs_view().end_call();
         self.ipc_view().end_call();
         self.call_scoped.end_call();

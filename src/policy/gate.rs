@@ -52,6 +52,8 @@ pub struct GateRequest {
     pub port: u16,
     /// Transport for socket kinds (`tcp`, `udp`, `unix`).
     pub transport: Option<&'static str>,
+    /// The guest call asking (0 when the request is made outside one).
+    pub call_id: u64,
 }
 
 impl GateRequest {
@@ -73,6 +75,7 @@ impl GateRequest {
             host: None,
             port: 0,
             transport: None,
+            call_id: 0,
         }
     }
 }
@@ -98,6 +101,7 @@ impl GateRequest {
             host: Some(host.to_string()),
             port,
             transport,
+            call_id: 0,
         }
     }
 
@@ -121,6 +125,7 @@ impl GateRequest {
             host: Some(host.to_string()),
             port: url.port_or_known_default().unwrap_or(0),
             transport: None,
+            call_id: 0,
         }
     }
 }

@@ -19,8 +19,14 @@ const AUDIT_QUEUE: usize = 4096;
 #[repr(u32)]
 pub enum Outcome {
     Allowed = 0,
+    /// A policy refusal; for a bus-dispatched handler (`guest.<action>`),
+    /// its `deny` answer (the reason is the answer's data).
     Denied = 1,
     Failed = 2,
+    /// A bus-dispatched handler answered `continue`.
+    Continue = 3,
+    /// A bus-dispatched handler answered `final`.
+    Final = 4,
 }
 
 /// One host call, as the audit sink sees it (host ABI §1).
@@ -37,6 +43,8 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub elapsed_us: u64,
+    /// The call the event belongs to (0: outside any call).
+    pub call_id: u64,
 }
 
 pub type AuditSink = Arc<dyn Fn(&AuditEvent) + Send + Sync>;

@@ -43,6 +43,8 @@ pub struct LogRecord<'a> {
     pub capsule: &'a str,
     pub principal: Option<&'a str>,
     pub message: &'a str,
+    /// The call that produced the line (0: outside any call).
+    pub call_id: u64,
 }
 
 pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
@@ -105,6 +107,8 @@ pub struct Services {
     pub(crate) audit: Audit,
     pub(crate) closed: AtomicBool,
     peers: OnceLock<Weak<dyn Peers>>,
+    /// The next call id not handed out (ids start at 1; 0 is "no call").
+    next_call_id: AtomicU64,
 }
 
 impl Services {
@@ -134,7 +138,15 @@ impl Services {
             audit: Audit::start()?,
             closed: AtomicBool::new(false),
             peers: OnceLock::new(),
+            next_call_id: AtomicU64::new(1),
         })
+    }
+
+    /// Reserves `count` call ids, unique within the runtime, and returns
+    /// the first. Stores take them in blocks, so a call costs no shared
+    /// write: ids are unique but not in the order calls start.
+    pub(crate) fn reserve_call_ids(&self, count: u64) -> u64 {
+        self.next_call_id.fetch_add(count, Ordering::Relaxed)
     }
 
     /// Connects the layer above (once, right after it is built).
@@ -273,6 +285,7 @@ impl Services {
         }
         let slot: Arc<Mutex<Option<Option<R>>>> = Arc::new(Mutex::new(None));
         let done = token.child();
+        let call_id = crate::handoff::current_call_id();
         let limit_at = Instant::now() + limit;
         let queued = {
             let slot = slot.clone();
@@ -284,6 +297,7 @@ impl Services {
                 if done.is_cancelled() && !always_run {
                     return;
                 }
+                let _serving = crate::handoff::serve_call(call_id);
                 let result = run_callback(callback);
                 *slot.locked() = Some(result);
                 done.cancel();

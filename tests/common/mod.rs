@@ -63,6 +63,7 @@ pub struct Line {
     pub capsule: String,
     pub principal: Option<String>,
     pub message: String,
+    pub call_id: u64,
 }
 
 /// Installs a log sink that records every line.
@@ -75,6 +76,7 @@ pub fn collect_logs(rt: &Runtime) -> Arc<Mutex<Vec<Line>>> {
             capsule: r.capsule.to_string(),
             principal: r.principal.map(str::to_string),
             message: r.message.to_string(),
+            call_id: r.call_id,
         });
     })))
     .unwrap();

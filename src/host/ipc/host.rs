@@ -85,6 +85,9 @@ impl IpcView<'_> {
                 // What the loop publishes next is one deeper than this
                 // message, and get-caller describes it.
                 let message = &delivery.message;
+                let call_id = self.capsule.services.reserve_call_ids(1);
+                self.call.id = call_id;
+                crate::handoff::switch_call(call_id);
                 self.call.depth = message.depth;
                 self.call.source_id = message.source_id.clone();
                 self.call.timestamp_ms = message.timestamp_ms;

@@ -125,7 +125,7 @@ pub(crate) fn wasi_socket_allowed(
         if !granted {
             return Err("manifest: no entry covers the address".into());
         }
-        let request = GateRequest::socket(
+        let mut request = GateRequest::socket(
             kind,
             capsule.name.clone(),
             principal.clone(),
@@ -133,6 +133,7 @@ pub(crate) fn wasi_socket_allowed(
             &host.to_string(),
             addr.port(),
         );
+        request.call_id = crate::handoff::current_call_id();
         match runtime.ask_gate(request, &token, deadline) {
             Ok(v) if v.allowed => {}
             Ok(v) => {
@@ -176,6 +177,7 @@ pub(crate) fn wasi_socket_allowed(
             outcome,
             reason,
             elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            call_id: crate::handoff::current_call_id(),
         });
     }
     verdict.is_ok()

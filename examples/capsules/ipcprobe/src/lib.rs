@@ -144,6 +144,7 @@ fn run(action: &str, payload: &str) -> Result<String, ErrorCode> {
         "echo" => ipc::publish("out.echo", payload).map(|()| "continue".into()),
         "append-a" => Ok(format!("continue-with:{}", append(payload, "a"))),
         "final" => Ok("final".into()),
+        "deny" => Ok("deny".into()),
         "sleep" => {
             let _ = sys::sleep_ns(100_000_000);
             Ok("continue".into())
@@ -200,6 +201,7 @@ impl Guest for IpcProbe {
         match run(&action, &text) {
             Ok(data) if data == "continue" => CapsuleResult { action: "continue".into(), data: None },
             Ok(data) if data == "final" => CapsuleResult { action: "final".into(), data: Some("\"stopped\"".into()) },
+            Ok(data) if data == "deny" => CapsuleResult { action: "deny".into(), data: Some("nope".into()) },
             Ok(data) => match data.strip_prefix("continue-with:") {
                 Some(next) => CapsuleResult { action: "continue".into(), data: Some(next.into()) },
                 None => CapsuleResult { action: "ok".into(), data: Some(data) },

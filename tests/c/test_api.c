@@ -334,12 +334,16 @@ struct log_state {
     atomic_int finalized;
     atomic_int reentrant;
     astrid_capsule_t *target; /* called from inside the callback */
+    _Atomic uint64_t last_call_id;
+    atomic_int id_mismatches; /* lines whose call_id is not astrid_callback_call_id() */
 };
 
 static void count_log(void *user_data, const astrid_log_record_t *rec) {
     struct log_state *st = user_data;
     CHECK(rec->size >= sizeof *rec && rec->capsule_len > 0);
     atomic_fetch_add(&st->lines, 1);
+    atomic_store(&st->last_call_id, rec->call_id);
+    if (rec->call_id == 0 || rec->call_id != astrid_callback_call_id()) atomic_fetch_add(&st->id_mismatches, 1);
     if (st->target) {
         astrid_error_t *e = NULL;
         if (call(st->target, "noop", &e) == ASTRID_E_REENTRANT) atomic_fetch_add(&st->reentrant, 1);
@@ -355,11 +359,13 @@ static void finalize(void *user_data) {
 struct audit_state {
     atomic_int events;
     atomic_int config_calls;
+    atomic_int without_call_id;
 };
 
 static void count_audit(void *user_data, const astrid_audit_event_t *ev) {
     struct audit_state *st = user_data;
     atomic_fetch_add(&st->events, 1);
+    if (ev->size < sizeof *ev || ev->call_id == 0) atomic_fetch_add(&st->without_call_id, 1);
     if (ev->call_len == strlen("sys.get-config") && memcmp(ev->call, "sys.get-config", ev->call_len) == 0 &&
         ev->outcome == ASTRID_AUDIT_ALLOWED)
         atomic_fetch_add(&st->config_calls, 1);
@@ -382,11 +388,23 @@ static void test_callbacks(void) {
     CHECK(call(hello, "greet", &e) == ASTRID_OK);
     CHECK(atomic_load(&second.lines) == 2 && atomic_load(&second.reentrant) == 2);
     second.target = NULL;
+    /* The result's call id is the one its log lines carried. */
+    astrid_result_t *r = NULL;
+    CHECK_STATUS(astrid_capsule_call(hello, "greet", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
+    uint64_t id = astrid_result_call_id(r);
+    CHECK(id != 0 && atomic_load(&second.last_call_id) == id);
+    astrid_result_free(r);
+    CHECK_STATUS(astrid_capsule_call(hello, "greet", ASTRID_NTS, NULL, 0, &r, err), ASTRID_OK);
+    CHECK(astrid_result_call_id(r) != id && atomic_load(&second.last_call_id) == astrid_result_call_id(r));
+    astrid_result_free(r);
+    CHECK(atomic_load(&first.id_mismatches) == 0 && atomic_load(&second.id_mismatches) == 0);
+    CHECK(astrid_callback_call_id() == 0); /* outside any call */
+    CHECK(astrid_result_call_id(NULL) == 0 && astrid_error_call_id(NULL) == 0);
     astrid_capsule_unload(hello, NULL);
     astrid_runtime_free(rt);
     CHECK(atomic_load(&second.finalized) == 1 && atomic_load(&first.finalized) == 1);
-    CHECK(atomic_load(&audit.config_calls) == 2);
-    CHECK(atomic_load(&audit.events) >= 8);
+    CHECK(atomic_load(&audit.config_calls) == 4);
+    CHECK(atomic_load(&audit.events) >= 16 && atomic_load(&audit.without_call_id) == 0);
 }
 
 /* A log callback that holds the call it runs in until released. */
@@ -631,7 +649,14 @@ static void test_call_control(void) {
     CHECK(astrid_cancel_is_fired(cancel));
     CHECK_STATUS(astrid_cancel_fire(cancel, err), ASTRID_OK); /* idempotent */
 
-    /* Started with a fired token: the guest does not run. */
+    /* Started with a fired token: the guest does not run, and the call
+     * never had an id. A call that ran and failed has one. */
+    astrid_error_t *failure = NULL;
+    CHECK(call_with(hostile, &o, "ok", &failure) == ASTRID_E_CANCELLED && astrid_error_call_id(failure) == 0);
+    astrid_error_free(failure);
+    failure = NULL;
+    CHECK(call(hostile, "trap", &failure) == ASTRID_E_TRAP && astrid_error_call_id(failure) != 0);
+    astrid_error_free(failure);
     CHECK_ERROR(call_with(hostile, &o, "ok", err), ASTRID_E_CANCELLED, "before it started");
     CHECK_STATUS(call(hostile, "ok", err), ASTRID_OK);
 
@@ -1160,6 +1185,7 @@ struct ckv {
     int calls;
     int finalized;
     char last_scope[129];
+    int without_call_id; /* calls whose namespace named no call, or not this thread's */
 };
 
 static int ckv_find(struct ckv *kv, const char *key, size_t len) {
@@ -1174,6 +1200,7 @@ static int ckv_enter(struct ckv *kv, const astrid_kv_namespace_t *ns) {
     size_t n = ns->scope_len < 128 ? ns->scope_len : 128;
     memcpy(kv->last_scope, ns->scope, n);
     kv->last_scope[n] = 0;
+    if (ns->size < sizeof *ns || ns->call_id == 0 || ns->call_id != astrid_callback_call_id()) kv->without_call_id++;
     return kv->failing;
 }
 
@@ -1361,6 +1388,8 @@ static void test_kv_backend(void) {
     CHECK(kv_is(c, "set", "k\nv", "err:unknown(storage failed)"));
     kv.failing = 0;
     CHECK(kv_is(c, "delete", "q0000", "ok:ok"));
+    /* Every backend call named the guest call it served, on its own thread. */
+    CHECK(kv.calls > 10 && kv.without_call_id == 0);
     /* Back to the built-in store: the backend is finalized once. */
     CHECK_STATUS(astrid_runtime_set_kv(rt, NULL, NULL, NULL, err), ASTRID_OK);
     CHECK(kv.finalized == 1);

@@ -67,3 +67,44 @@ def test_a_closed_token_is_refused(capsules) -> None:
         with pytest.raises(astrid.ClosedError):
             hostile.call("ok", cancel=cancel)
         assert "closed" in repr(cancel)
+
+
+def test_call_ids_tie_results_logs_audit_and_errors(capsules) -> None:
+    logs: list = []
+    events: list = []
+    rt = astrid.Runtime(timeout_ms=5000)
+    rt.set_log_callback(logs.append)
+    rt.set_audit_callback(events.append)
+    seen_in_callback: list = []
+    rt.set_gate(lambda request: seen_in_callback.append((request.call_id, astrid.callback_call_id())) or True)
+    with rt.load(capsules / "hello", principal="alice") as hello, rt.load(capsules / "hostile") as hostile:
+        first = hello.call("greet", b'{"name":"one"}')
+        second = hello.call("greet", b'{"name":"two"}')
+        assert first.action and second.action
+        assert first.call_id != 0 and second.call_id != 0 and first.call_id != second.call_id
+        with pytest.raises(astrid.TrapError) as failed:
+            hostile.call("trap")
+        assert failed.value.call_id not in (0, first.call_id, second.call_id)
+    rt.close()  # flushes the audit queue
+    by_id = {r.call_id for r in logs if "greeting" in r.message}
+    assert by_id == {first.call_id, second.call_id}
+    assert {e.call_id for e in events if e.call == "sys.get-config"} == {first.call_id, second.call_id}
+    assert astrid.callback_call_id() == 0
+
+
+def test_a_dispatched_deny_is_audited_with_its_reason(capsules) -> None:
+    events: list = []
+    rt = astrid.Runtime()
+    rt.set_audit_callback(events.append)
+    with rt.load(capsules / "ipcprobe"):
+        rt.publish("deny.in", '"d"')
+        rt.publish("chain.stop", '"s"')
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            any(e.call == "guest.deny" for e in events) and any(e.call == "guest.final" for e in events)
+        ):
+            time.sleep(0.01)
+    rt.close()
+    deny = next(e for e in events if e.call == "guest.deny")
+    assert deny.outcome is astrid.AuditOutcome.DENIED and deny.reason == "nope" and deny.call_id != 0
+    assert next(e for e in events if e.call == "guest.final").outcome is astrid.AuditOutcome.FINAL

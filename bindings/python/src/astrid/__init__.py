@@ -44,7 +44,7 @@ from .errors import (
     Utf8Error,
     error_class,
 )
-from .cancel import Cancel
+from .cancel import Cancel, callback_call_id
 from .kv import KvBackend, KvError, KvNamespace, KvStatus
 from .runtime import WATCHDOG_OFF, Capsule, Result, Runtime, Subscription
 from .types import (
@@ -88,6 +88,7 @@ __all__ = [
     "AuditOutcome",
     "CallbackError",
     "Cancel",
+    "callback_call_id",
     "CancelledError",
     "Capsule",
     "ClosedError",

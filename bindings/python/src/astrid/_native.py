@@ -105,6 +105,7 @@ class GateRequestInfo(Structure):
         ("host_len", c_size_t),
         ("transport", c_void_p),
         ("transport_len", c_size_t),
+        ("call_id", c_uint64),
     ]
 
 
@@ -119,6 +120,7 @@ class AcceptRequestInfo(Structure):
         ("pid", c_int64),
         ("uid", c_uint32),
         ("gid", c_uint32),
+        ("call_id", c_uint64),
     ]
 
 
@@ -158,6 +160,7 @@ class LogRecordStruct(Structure):
         ("principal_len", c_size_t),
         ("message", c_void_p),
         ("message_len", c_size_t),
+        ("call_id", c_uint64),
     ]
 
 
@@ -179,6 +182,7 @@ class AuditEventStruct(Structure):
         ("reason", c_void_p),
         ("reason_len", c_size_t),
         ("elapsed_us", c_uint64),
+        ("call_id", c_uint64),
     ]
 
 
@@ -195,6 +199,7 @@ class SecretRequestInfo(Structure):
         ("principal_len", c_size_t),
         ("key", c_void_p),
         ("key_len", c_size_t),
+        ("call_id", c_uint64),
     ]
 
 
@@ -240,6 +245,7 @@ class KvNamespaceStruct(Structure):
         ("scope_len", c_size_t),
         ("capsule_id", c_void_p),
         ("capsule_id_len", c_size_t),
+        ("call_id", c_uint64),
     ]
 
 
@@ -350,6 +356,9 @@ _SIGNATURES = {
     "astrid_cancel_fire": (c_int32, [_VP, _P_VP]),
     "astrid_cancel_is_fired": (c_bool, [_VP]),
     "astrid_cancel_free": (None, [_VP]),
+    "astrid_result_call_id": (c_uint64, [_VP]),
+    "astrid_error_call_id": (c_uint64, [_VP]),
+    "astrid_callback_call_id": (c_uint64, []),
     "astrid_capsule_unload": (c_int32, [_VP, _P_VP]),
     "astrid_capsule_name": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_id": (c_char_p, [_VP, _P_SIZE]),
@@ -433,6 +442,7 @@ class Library:
         self.fast_result_free = self._unprototyped(keep_gil, "astrid_result_free", None)
         self.fast_result_action = self._unprototyped(keep_gil, "astrid_result_action", c_char_p)
         self.fast_result_data = self._unprototyped(keep_gil, "astrid_result_data", c_bool)
+        self.fast_result_call_id = self._unprototyped(keep_gil, "astrid_result_call_id", c_uint64)
 
     @staticmethod
     def _unprototyped(dll: ctypes.CDLL, name: str, restype: Any) -> Any:
@@ -460,15 +470,19 @@ def raise_status(lib: Library, rc: int, err: c_void_p, what: str) -> NoReturn:
     with the library's message from the error object ``err`` (the
     ``astrid_error_t *`` out-parameter of that call), which it frees."""
     e = err.value
+    call_id = 0
     if e:
         try:
             code = int(lib.astrid_error_code(e))
             message = (lib.astrid_error_message(e) or b"").decode("utf-8", "replace")
+            call_id = int(lib.astrid_error_call_id(e))
         finally:
             lib.astrid_error_free(e)
     else:
         code, message = rc, f"{what} failed"
-    raise make_error(code, message)
+    error = make_error(code, message)
+    error.call_id = call_id
+    raise error
 
 
 def check(lib: Library, what: str, fn: Any, *args: Any) -> None:

@@ -250,6 +250,7 @@ class GateRequest:
     library refuses them anywhere else: ``ClosedError``)."""
 
     __slots__ = (
+        "call_id",
         "kind",
         "port",
         "capsule",
@@ -294,6 +295,8 @@ class GateRequest:
         self.url = opt_text(s.url, s.url_len)
         self.host = opt_text(s.host, s.host_len)
         self.transport = opt_text(s.transport, s.transport_len)
+        #: The guest call asking (``Result.call_id``); 0 outside any call.
+        self.call_id: int = s.call_id
         self._ptr: Optional[int] = ptr
         self._lib = lib
         self._reason: Optional[str] = None
@@ -395,18 +398,21 @@ class AcceptRequest:
     (``None`` when the OS did not report it); ``uid`` / ``gid`` its user and
     group ids. A plain copy: it stays valid after the callback."""
 
-    __slots__ = ("capsule", "pid", "uid", "gid")
+    __slots__ = ("capsule", "pid", "uid", "gid", "call_id")
 
     capsule: str
     pid: Optional[int]
     uid: int
     gid: int
+    #: The guest call that accepts.
+    call_id: int
 
-    def __init__(self, capsule: str, pid: Optional[int], uid: int, gid: int) -> None:
+    def __init__(self, capsule: str, pid: Optional[int], uid: int, gid: int, call_id: int = 0) -> None:
         self.capsule = capsule
         self.pid = pid
         self.uid = uid
         self.gid = gid
+        self.call_id = call_id
 
     def __repr__(self) -> str:
         return f"AcceptRequest({self.capsule!r}, pid={self.pid}, uid={self.uid}, gid={self.gid})"
@@ -440,7 +446,9 @@ def make_accept_verifier(fn: AcceptVerifierFn, sink: ErrorSink, lib: "_native.Li
             s = AcceptRequestInfo()
             s.size = sizeof(AcceptRequestInfo)
             check(lib, "astrid_accept_request_info", request_info, ptr, byref(s))
-            answer = fn(AcceptRequest(text(s.capsule, s.capsule_len), s.pid if s.pid >= 0 else None, s.uid, s.gid))
+            answer = fn(
+                AcceptRequest(text(s.capsule, s.capsule_len), s.pid if s.pid >= 0 else None, s.uid, s.gid, s.call_id)
+            )
             if isinstance(answer, str):
                 raw = answer.encode()
                 err = c_void_p()
@@ -486,6 +494,7 @@ def make_log(fn: LogFn, sink: ErrorSink) -> Any:
                     text(s.capsule, s.capsule_len),
                     opt_text(s.principal, s.principal_len),
                     text(s.message, s.message_len),
+                    s.call_id,
                 )
             )
         except BaseException as exc:
@@ -516,6 +525,7 @@ def make_audit(fn: AuditFn, sink: ErrorSink) -> Any:
                     outcome,
                     text(s.reason, s.reason_len),
                     s.elapsed_us,
+                    s.call_id,
                 )
             )
         except BaseException as exc:
@@ -531,13 +541,15 @@ class SecretRequest:
     """A capsule's ``get-config`` of a secret key. The provider returns the
     value (``str``), or ``None`` for "no value" (the guest reads ``none``)."""
 
-    __slots__ = ("capsule", "capsule_id", "principal", "key")
+    __slots__ = ("capsule", "capsule_id", "principal", "key", "call_id")
 
-    def __init__(self, capsule: str, capsule_id: str, principal: Optional[str], key: str) -> None:
+    def __init__(self, capsule: str, capsule_id: str, principal: Optional[str], key: str, call_id: int = 0) -> None:
         self.capsule = capsule
         self.capsule_id = capsule_id
         self.principal = principal
         self.key = key
+        #: The guest call asking (``Result.call_id``).
+        self.call_id = call_id
 
     def __repr__(self) -> str:
         return f"SecretRequest({self.capsule!r}, {self.key!r})"
@@ -563,6 +575,7 @@ def make_secret(fn: SecretFn, sink: ErrorSink, lib: "_native.Library") -> Any:
                     text(s.capsule_id, s.capsule_id_len),
                     opt_text(s.principal, s.principal_len),
                     text(s.key, s.key_len),
+                    s.call_id,
                 )
             )
             if value is None:

@@ -9,6 +9,14 @@ from . import _native
 from .errors import ClosedError
 
 
+def callback_call_id() -> int:
+    """The id of the guest call the calling thread serves: inside any
+    callback (gate, VFS, KV, secret, accept verifier, log), the call whose
+    host call it answers; 0 elsewhere. VFS and KV methods have no request
+    object: this is how they learn the call."""
+    return int(_native.library().astrid_callback_call_id())
+
+
 class Cancel:
     """A token that ends the calls it governs when fired: pass it as
     ``Capsule.call(..., cancel=token)``. ``fire()`` may be called from any

@@ -49,6 +49,9 @@ class AstridError(Exception):
         super().__init__(code, message)
         self.code: int = code
         self.message: str = message
+        #: The failed guest call's id (the id its log lines and audit events
+        #: carry); 0 for errors of no call and calls that never started.
+        self.call_id: int = 0
 
     def __str__(self) -> str:
         return f"{self.message} (astrid status {self.code})"

@@ -589,10 +589,10 @@ class Result(c_void_p):
 
     #: The library that made it (set on the per-library subclass).
     _lib: "ClassVar[_native.Library]"
-    #: (action, data) once read; None before.
-    _cache: Optional[Tuple[str, Optional[str]]] = None
+    #: (action, data, call id) once read; None before.
+    _cache: Optional[Tuple[str, Optional[str], int]] = None
 
-    def _load(self) -> Tuple[str, Optional[str]]:
+    def _load(self) -> Tuple[str, Optional[str], int]:
         # Under a lock: two threads reading one result must not read it while
         # the other frees it.
         with _RESULT_LOCK:
@@ -613,7 +613,7 @@ class Result(c_void_p):
                     b = string_at(out.ptr, out.len.value)
                 data = b.decode()
             _DATA_SLOTS.append(out)
-            cache = self._cache = (action, data)
+            cache = self._cache = (action, data, int(lib.fast_result_call_id(self)))
             lib.fast_result_free(self)
             return cache
 
@@ -628,6 +628,13 @@ class Result(c_void_p):
         """The result's data text, ``None`` when it carries none."""
         c = self._cache
         return (c if c is not None else self._load())[1]
+
+    @property
+    def call_id(self) -> int:
+        """The id the call ran under, unique within the runtime: the id its
+        log records, audit events and callback requests carry."""
+        c = self._cache
+        return (c if c is not None else self._load())[2]
 
     @property
     def value(self) -> Any:  # type: ignore[override]  # hide c_void_p.value: the pointer is not API

@@ -57,8 +57,16 @@ class AuditOutcome(enum.IntEnum):
     """``astrid_audit_event_t.outcome``."""
 
     ALLOWED = 0
+    #: A policy refusal; for a bus-dispatched handler (``guest.<action>``),
+    #: its ``deny`` answer (the reason is the answer's data).
     DENIED = 1
+    #: The host call failed; for a dispatched handler, the handler failed
+    #: (trap, timeout, fuel...: the reason says which).
     FAILED = 2
+    #: A bus-dispatched handler answered ``continue``.
+    CONTINUE = 3
+    #: A bus-dispatched handler answered ``final``.
+    FINAL = 4
 
 
 class Attribution(enum.IntEnum):
@@ -104,14 +112,18 @@ class LogRecord:
     """A log line from a capsule (guest ``astrid:sys`` log, stdout, stderr,
     or a runtime note about the capsule)."""
 
-    __slots__ = ("level", "capsule", "principal", "message")
+    __slots__ = ("level", "capsule", "principal", "message", "call_id")
 
-    def __init__(self, level: LogLevel, capsule: str, principal: Optional[str], message: str) -> None:
+    def __init__(
+        self, level: LogLevel, capsule: str, principal: Optional[str], message: str, call_id: int = 0
+    ) -> None:
         self.level = level
         self.capsule = capsule
         #: The call's context principal, ``None`` when there is none.
         self.principal = principal
         self.message = message
+        #: The call that wrote the line (``Result.call_id``); 0 outside any call.
+        self.call_id = call_id
 
     def __repr__(self) -> str:
         return f"LogRecord({self.level.name}, {self.capsule!r}, {self.message!r})"
@@ -131,6 +143,7 @@ class AuditEvent:
         "outcome",
         "reason",
         "elapsed_us",
+        "call_id",
     )
 
     def __init__(
@@ -144,6 +157,7 @@ class AuditEvent:
         outcome: AuditOutcome,
         reason: str,
         elapsed_us: int,
+        call_id: int = 0,
     ) -> None:
         self.capsule = capsule
         self.capsule_id = capsule_id
@@ -159,6 +173,8 @@ class AuditEvent:
         #: Why it was denied or failed (``""`` otherwise).
         self.reason = reason
         self.elapsed_us = elapsed_us
+        #: The call the event belongs to (``Result.call_id``); 0 outside any call.
+        self.call_id = call_id
 
     def __repr__(self) -> str:
         return f"AuditEvent({self.call!r}, {self.target!r}, {self.outcome.name})"

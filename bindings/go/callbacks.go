@@ -130,6 +130,7 @@ func astridGoGate(ud unsafe.Pointer, c *C.astrid_gate_request_t) (verdict C.uint
 		URL:       goString(info.url, info.url_len),
 		Host:      goString(info.host, info.host_len),
 		Transport: goString(info.transport, info.transport_len),
+		CallID:    uint64(info.call_id),
 	}}
 	call.req.call = call
 	call.c.Store(c)
@@ -159,6 +160,7 @@ func astridGoAcceptVerify(ud unsafe.Pointer, c *C.astrid_accept_request_t) (verd
 		PID:     int64(info.pid),
 		UID:     uint32(info.uid),
 		GID:     uint32(info.gid),
+		CallID:  uint64(info.call_id),
 	}}
 	call.req.call = call
 	call.c.Store(c)
@@ -187,6 +189,7 @@ func astridGoLog(ud unsafe.Pointer, c *C.astrid_log_record_t) {
 		Capsule:   st.capsules.get(c.capsule, c.capsule_len),
 		Principal: st.principals.get(c.principal, c.principal_len),
 		Message:   goString(c.message, c.message_len),
+		CallID:    uint64(c.call_id),
 	})
 }
 
@@ -207,6 +210,7 @@ func astridGoAudit(ud unsafe.Pointer, c *C.astrid_audit_event_t) {
 		Outcome:   AuditOutcome(c.outcome),
 		Reason:    goString(c.reason, c.reason_len),
 		Elapsed:   time.Duration(c.elapsed_us) * time.Microsecond,
+		CallID:    uint64(c.call_id),
 	})
 }
 
@@ -239,6 +243,7 @@ func astridGoSecret(ud unsafe.Pointer, c *C.astrid_secret_request_t) (status C.a
 		CapsuleID: goString(info.capsule_id, info.capsule_id_len),
 		Principal: goString(info.principal, info.principal_len),
 		Key:       goString(info.key, info.key_len),
+		CallID:    uint64(info.call_id),
 	})
 	if err != nil {
 		var e *Error

@@ -71,6 +71,12 @@ func (c *Cancel) Close() {
 	}
 }
 
+// CallbackCallID is the id of the guest call the calling goroutine's
+// thread serves: inside any callback (gate, VFS, KV, secret, accept
+// verifier, log), the call whose host call it answers; 0 elsewhere. VFS and
+// KV methods have no request value: this is how they learn the call.
+func CallbackCallID() uint64 { return uint64(C.astrid_callback_call_id()) }
+
 // ContextError is the error of a CallContext call that ctx ended: it is
 // both the library's error (errors.Is(err, ErrCancelled) or ErrTimeout) and
 // the context's (errors.Is(err, context.Canceled) or

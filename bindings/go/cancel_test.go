@@ -121,3 +121,62 @@ func TestCallContext(t *testing.T) {
 	_, err = hostile.CallContext(context.Background(), "ok", nil, &CallOptions{Cancel: token})
 	expectCode(t, err, ErrInvalidArgument)
 }
+
+func TestCallIDsTieResultsLogsAuditAndErrors(t *testing.T) {
+	rt := newRuntime(t, &Config{Timeout: 5 * time.Second, Fuel: 1 << 50})
+	var mu sync.Mutex
+	var logs []LogRecord
+	var events []AuditEvent
+	if err := rt.SetLogger(func(r LogRecord) { mu.Lock(); logs = append(logs, r); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.SetAuditor(func(e AuditEvent) { mu.Lock(); events = append(events, e); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	hello := load(t, rt, "hello", nil)
+	first := call(t, hello, "greet", `{"name":"one"}`)
+	second := call(t, hello, "greet", `{"name":"two"}`)
+	if first.CallID == 0 || second.CallID == 0 || first.CallID == second.CallID {
+		t.Fatalf("call ids %d, %d", first.CallID, second.CallID)
+	}
+	hostile := load(t, rt, "hostile", nil)
+	_, err := hostile.Call("trap", nil)
+	var e *Error
+	if !errors.As(err, &e) || e.CallID == 0 || e.CallID == first.CallID {
+		t.Fatalf("trap error %#v", err)
+	}
+	load(t, rt, "ipcprobe", nil)
+	if err := rt.Publish("deny.in", []byte(`"d"`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var deny *AuditEvent
+	for deny == nil && time.Now().Before(deadline) {
+		mu.Lock()
+		for i := range events {
+			if events[i].Call == "guest.deny" {
+				ev := events[i]
+				deny = &ev
+			}
+		}
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if deny == nil || deny.Outcome != AuditDenied || deny.Reason != "nope" || deny.CallID == 0 {
+		t.Fatalf("dispatched deny: %+v", deny)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	ids := map[uint64]bool{}
+	for _, r := range logs {
+		if strings.Contains(r.Message, "greeting") {
+			ids[r.CallID] = true
+		}
+	}
+	if len(ids) != 2 || !ids[first.CallID] || !ids[second.CallID] {
+		t.Fatalf("log call ids %v, want %d and %d", ids, first.CallID, second.CallID)
+	}
+	if CallbackCallID() != 0 {
+		t.Fatal("CallbackCallID outside a callback")
+	}
+}

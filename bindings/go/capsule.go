@@ -64,6 +64,9 @@ type Result struct {
 	// Data is the result's data; HasData says whether the guest returned any.
 	Data    string
 	HasData bool
+	// CallID is the id the call ran under, unique within the runtime: the
+	// id its log records, audit events and callback requests carry.
+	CallID uint64
 }
 
 // Capsule is a loaded capsule. Its methods are safe for concurrent use.
@@ -330,7 +333,7 @@ func takeResult(out *C.astrid_go_call_t) (Result, error) {
 	if out.status != C.ASTRID_OK {
 		return Result{}, takeError(out.status, out.err)
 	}
-	res := Result{HasData: out.has_data != 0}
+	res := Result{HasData: out.has_data != 0, CallID: uint64(out.call_id)}
 	if out.action == nil {
 		res.Action = actionString(&out.action_inline[0], out.action_len)
 	} else {

@@ -69,6 +69,10 @@ func (c Code) String() string {
 type Error struct {
 	Code    Code
 	Message string
+	// CallID is the failed guest call's id (the id its log records and
+	// audit events carry); 0 for errors of no call and calls that never
+	// started. errors.Is ignores it.
+	CallID uint64
 }
 
 func (e *Error) Error() string {
@@ -117,7 +121,11 @@ func takeError(status C.astrid_status_t, err *C.astrid_error_t) error {
 	if err == nil {
 		return &Error{Code: Code(status)}
 	}
-	e := &Error{Code: Code(C.astrid_error_code(err)), Message: C.GoString(C.astrid_error_message(err))}
+	e := &Error{
+		Code:    Code(C.astrid_error_code(err)),
+		Message: C.GoString(C.astrid_error_message(err)),
+		CallID:  uint64(C.astrid_error_call_id(err)),
+	}
 	C.astrid_error_free(err)
 	return e
 }

@@ -73,7 +73,9 @@ func (v Verdict) String() string {
 // (ErrClosed, with the library's message). To answer from elsewhere, Defer
 // and resolve the ticket. Fields the kind does not use are empty.
 type GateRequest struct {
-	Kind GateKind
+	// CallID is the guest call asking (Result.CallID); 0 outside any call.
+	CallID uint64
+	Kind   GateKind
 	// Port is the port for network kinds.
 	Port uint16
 	// Capsule is the asking capsule's name.

@@ -39,6 +39,8 @@ type LogRecord struct {
 	// Principal is the call's context principal ("" when there is none).
 	Principal string
 	Message   string
+	// CallID is the call that wrote the line (Result.CallID); 0 outside any call.
+	CallID uint64
 }
 
 // AuditOutcome is an audit event's outcome (ASTRID_AUDIT_*).
@@ -47,8 +49,15 @@ type AuditOutcome uint32
 // The audit outcomes.
 const (
 	AuditAllowed AuditOutcome = C.ASTRID_AUDIT_ALLOWED
-	AuditDenied  AuditOutcome = C.ASTRID_AUDIT_DENIED
-	AuditFailed  AuditOutcome = C.ASTRID_AUDIT_FAILED
+	// AuditDenied is a policy refusal, or a bus-dispatched handler's "deny"
+	// answer (the reason is the answer's data).
+	AuditDenied AuditOutcome = C.ASTRID_AUDIT_DENIED
+	// AuditFailed is a failed host call, or a failed dispatched handler.
+	AuditFailed AuditOutcome = C.ASTRID_AUDIT_FAILED
+	// AuditContinue and AuditFinal are what a bus-dispatched handler
+	// ("guest.<action>") answered.
+	AuditContinue AuditOutcome = C.ASTRID_AUDIT_CONTINUE
+	AuditFinal    AuditOutcome = C.ASTRID_AUDIT_FINAL
 )
 
 func (o AuditOutcome) String() string {
@@ -57,6 +66,10 @@ func (o AuditOutcome) String() string {
 		return "allowed"
 	case AuditDenied:
 		return "denied"
+	case AuditContinue:
+		return "continue"
+	case AuditFinal:
+		return "final"
 	}
 	return "failed"
 }
@@ -78,6 +91,8 @@ type AuditEvent struct {
 	// Reason says why it was denied or failed (never shown to the guest).
 	Reason  string
 	Elapsed time.Duration
+	// CallID is the call the event belongs to (Result.CallID); 0 outside any call.
+	CallID uint64
 }
 
 // SecretRequest asks for the value of an [env] key of type secret.
@@ -87,6 +102,8 @@ type SecretRequest struct {
 	// Principal is the call's principal ("" when there is none).
 	Principal string
 	Key       string
+	// CallID is the guest call asking (Result.CallID).
+	CallID uint64
 }
 
 // SecretFunc answers a secret request: (value, true, nil) gives the guest

@@ -22,6 +22,8 @@ type AcceptRequest struct {
 	PID int64
 	// UID and GID are the peer's user and group ids.
 	UID, GID uint32
+	// CallID is the guest call that accepts (Result.CallID).
+	CallID uint64
 
 	call *acceptCall // shared by copies of the request
 }

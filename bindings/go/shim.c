@@ -18,8 +18,10 @@ static astrid_go_call_t finish_call(astrid_status_t status, astrid_result_t *res
     out.data = NULL;
     out.data_len = 0;
     out.has_data = 0;
+    out.call_id = 0;
     if (status != ASTRID_OK) return out;
     out.result = result;
+    out.call_id = astrid_result_call_id(result);
     out.action = astrid_result_action(result, &out.action_len);
     out.has_data = astrid_result_data(result, &out.data, &out.data_len) ? 1 : 0;
     if (out.action && out.action_len <= ASTRID_GO_ACTION_INLINE) {

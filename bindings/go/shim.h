@@ -32,6 +32,7 @@ typedef struct astrid_go_call_t {
     size_t action_len;
     const char *data;
     size_t data_len;
+    uint64_t call_id; /* astrid_result_call_id of a successful call */
     char action_inline[ASTRID_GO_ACTION_INLINE];
 } astrid_go_call_t;
 

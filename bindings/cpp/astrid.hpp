@@ -130,14 +130,19 @@ inline const char *code_name(Code code) noexcept {
 /// `what()` the library's message (`"<kind>: <what>: <cause>..."`).
 class Error : public std::runtime_error {
   public:
-    Error(Code code, const std::string &message) : std::runtime_error(message), code_(code) {}
+    Error(Code code, const std::string &message, uint64_t call_id = 0)
+        : std::runtime_error(message), code_(code), call_id_(call_id) {}
 
     Code code() const noexcept { return code_; }
     /// The raw status (equal to `static_cast<int32_t>(code())`).
     astrid_status_t status() const noexcept { return static_cast<astrid_status_t>(code_); }
+    /// The failed guest call's id (the id its log records and audit events
+    /// carry); 0 for errors of no call and calls that never started.
+    uint64_t call_id() const noexcept { return call_id_; }
 
   private:
     Code code_;
+    uint64_t call_id_;
 };
 
 /// The library does not implement the ABI this header was written for:
@@ -161,6 +166,12 @@ class AbiError : public Error {
 /// Throws AbiError unless `library_version` equals the header's ABI version.
 /// The Runtime constructor calls it with `astrid_abi_version()` before
 /// touching anything else in the library.
+/// The id of the guest call the calling thread serves: inside any callback
+/// (gate, VFS, KV, secret, accept verifier, log), the call whose host call it
+/// answers; 0 elsewhere. VFS and KV methods have no request object: this is
+/// how they learn the call.
+inline uint64_t callback_call_id() noexcept { return astrid_callback_call_id(); }
+
 inline void check_abi(uint32_t library_version) {
     if (library_version != header_abi_version) throw AbiError(library_version, header_abi_version);
 }
@@ -170,6 +181,7 @@ namespace detail {
 /// Throws the error a failed call produced; takes ownership of `err`.
 [[noreturn]] inline void throw_error(astrid_status_t status, astrid_error_t *err, const char *what) {
     Code code = static_cast<Code>(err ? astrid_error_code(err) : status);
+    uint64_t call_id = astrid_error_call_id(err);
     std::string message;
     if (err) {
         try {
@@ -182,7 +194,7 @@ namespace detail {
     } else {
         message = std::string(code_name(code)) + ": " + what + " failed";
     }
-    throw Error(code, message);
+    throw Error(code, message, call_id);
 }
 
 /// Checks a status; `err` (may be NULL) is owned and freed. Call it in a
@@ -626,13 +638,21 @@ struct LogRecord {
     /// The call's principal; empty when there is none.
     std::string_view principal;
     std::string_view message;
+    /// The call that wrote the line (Result::call_id()); 0 outside any call.
+    uint64_t call_id;
 };
 using LogFn = std::function<void(const LogRecord &)>;
 
 enum class AuditOutcome : uint32_t {
     Allowed = ASTRID_AUDIT_ALLOWED,
+    /// A policy refusal, or a bus-dispatched handler's `deny` (the reason is its data).
     Denied = ASTRID_AUDIT_DENIED,
+    /// A failed host call, or a failed dispatched handler.
     Failed = ASTRID_AUDIT_FAILED,
+    /// A bus-dispatched handler (`guest.<action>`) answered `continue`.
+    Continue = ASTRID_AUDIT_CONTINUE,
+    /// A bus-dispatched handler answered `final`.
+    Final = ASTRID_AUDIT_FINAL,
 };
 
 /// One host call of a capsule. The views are valid during the callback only.
@@ -650,6 +670,8 @@ struct AuditEvent {
     /// Why it was denied or failed; empty otherwise.
     std::string_view reason;
     std::chrono::microseconds elapsed;
+    /// The call the event belongs to (Result::call_id()); 0 outside any call.
+    uint64_t call_id;
 };
 using AuditFn = std::function<void(const AuditEvent &)>;
 
@@ -660,6 +682,8 @@ struct SecretRequest {
     /// Empty when the call has no principal.
     std::string_view principal;
     std::string_view key;
+    /// The guest call asking (Result::call_id()).
+    uint64_t call_id;
 };
 /// Returns the value, or std::nullopt (the guest reads `none`). Throwing
 /// makes the guest's `get-config` fail.
@@ -746,6 +770,8 @@ class GateRequest {
     std::string_view host() const { return detail::view(info().host, info().host_len); }
     /// `tcp`, `udp` or `unix` for socket kinds.
     std::string_view transport() const { return detail::view(info().transport, info().transport_len); }
+    /// The guest call asking (Result::call_id()); 0 outside any call.
+    uint64_t call_id() const { return info().call_id; }
 
     /// Attaches a reason to the verdict (copied); it reaches the audit callback, never the guest.
     void set_reason(std::string_view reason) {
@@ -815,6 +841,8 @@ class AcceptRequest {
     uint32_t uid() const { return info().uid; }
     /// The peer's group id.
     uint32_t gid() const { return info().gid; }
+    /// The guest call that accepts (Result::call_id()).
+    uint64_t call_id() const { return info().call_id; }
 
     /// Names the connection's verified principal (copied; 1..=128 bytes of
     /// UTF-8 without control characters), which the capsule reads with
@@ -1282,7 +1310,7 @@ inline void log_trampoline(void *user_data, const astrid_log_record_t *r) noexce
     auto *st = static_cast<LogState *>(user_data);
     try {
         st->fn(LogRecord{static_cast<LogLevel>(r->level), view(r->capsule, r->capsule_len),
-                         view(r->principal, r->principal_len), view(r->message, r->message_len)});
+                         view(r->principal, r->principal_len), view(r->message, r->message_len), r->call_id});
     } catch (...) {
         st->shared->report("log");
     }
@@ -1295,7 +1323,8 @@ inline void audit_trampoline(void *user_data, const astrid_audit_event_t *e) noe
                           view(e->principal, e->principal_len), view(e->call, e->call_len),
                           view(e->target, e->target_len), e->bytes, static_cast<AuditOutcome>(e->outcome),
                           view(e->reason, e->reason_len),
-                          std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(e->elapsed_us))});
+                          std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(e->elapsed_us)),
+                          e->call_id});
     } catch (...) {
         st->shared->report("audit");
     }
@@ -1312,7 +1341,8 @@ inline astrid_status_t secret_trampoline(void *user_data, astrid_secret_request_
         check(s, err, "astrid_secret_request_info");
         std::optional<std::string> value =
             st->fn(SecretRequest{view(info.capsule, info.capsule_len), view(info.capsule_id, info.capsule_id_len),
-                                 view(info.principal, info.principal_len), view(info.key, info.key_len)});
+                                 view(info.principal, info.principal_len), view(info.key, info.key_len),
+                                 info.call_id});
         if (value) {
             err = nullptr;
             s = astrid_secret_request_set_value(r, value->data(), value->size(), &err);
@@ -1575,6 +1605,9 @@ class Result {
         return std::string_view(a, len);
     }
     bool has_data() const { return astrid_result_data(get(), nullptr, nullptr); }
+    /// The id the call ran under, unique within the runtime: the id its log
+    /// records, audit events and callback requests carry.
+    uint64_t call_id() const { return astrid_result_call_id(get()); }
     /// The data, or an empty view when there is none (see has_data()).
     std::string_view data() const {
         const char *d = nullptr;

@@ -231,6 +231,57 @@ TEST(CallControl, DeadlineAndFuel) {
     EXPECT_EQ(hostile.call("ok", {}, astrid::CallOptions().timeout(5s).fuel(10000000)).data(), "harmless");
 }
 
+TEST(CallControl, CallIdsTieResultsLogsAuditAndErrors) {
+    astrid::Runtime rt(astrid::RuntimeConfig().timeout(5s).fuel(uint64_t(1) << 50));
+    std::mutex mu;
+    std::vector<std::pair<std::string, uint64_t>> lines;
+    std::vector<std::tuple<std::string, astrid::AuditOutcome, std::string, uint64_t>> events;
+    rt.set_log_callback([&](const astrid::LogRecord &r) {
+        std::lock_guard<std::mutex> g(mu);
+        lines.emplace_back(std::string(r.message), r.call_id);
+    });
+    rt.set_audit_callback([&](const astrid::AuditEvent &e) {
+        std::lock_guard<std::mutex> g(mu);
+        events.emplace_back(std::string(e.call), e.outcome, std::string(e.reason), e.call_id);
+    });
+    astrid::Capsule hello = rt.load(test::capsule_dir("hello"));
+    astrid::Result first = hello.call("greet", R"({"name":"one"})");
+    astrid::Result second = hello.call("greet", R"({"name":"two"})");
+    EXPECT_NE(first.call_id(), 0u);
+    EXPECT_NE(first.call_id(), second.call_id());
+    astrid::Capsule hostile = rt.load(test::capsule_dir("hostile"));
+    try {
+        (void)hostile.call("trap");
+        ADD_FAILURE() << "the trap returned";
+    } catch (const astrid::Error &e) {
+        EXPECT_EQ(e.code(), Code::Trap);
+        EXPECT_NE(e.call_id(), 0u);
+        EXPECT_NE(e.call_id(), first.call_id());
+    }
+    astrid::Capsule ipc = rt.load(test::capsule_dir("ipcprobe"));
+    rt.publish("deny.in", R"("d")");
+    bool denied = false;
+    for (int i = 0; i < 1000 && !denied; i++) {
+        {
+            std::lock_guard<std::mutex> g(mu);
+            for (auto &[call, outcome, reason, id] : events)
+                if (call == "guest.deny" && outcome == astrid::AuditOutcome::Denied && reason == "nope" && id != 0)
+                    denied = true;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(denied);
+    std::lock_guard<std::mutex> g(mu);
+    int tied = 0;
+    for (auto &[message, id] : lines)
+        if (message.find("greeting") != std::string::npos) {
+            EXPECT_TRUE(id == first.call_id() || id == second.call_id()) << message;
+            tied++;
+        }
+    EXPECT_EQ(tied, 2);
+    EXPECT_EQ(astrid::callback_call_id(), 0u);
+}
+
 TEST(Lifetime, CloseTwiceAndUseAfterClose) {
     astrid::Runtime rt(test::config());
     astrid::Capsule hello = rt.load(test::capsule_dir("hello"));

@@ -49,6 +49,7 @@ const SECTIONS: &[(&str, &str)] = &[
         "net.rs",
         "9. Networking: the accept verifier and unix socket paths",
     ),
+    ("stats.rs", "10. Usage metrics"),
 ];
 
 /// The comment that opens a section.

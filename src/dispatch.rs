@@ -335,6 +335,7 @@ impl Dispatcher {
     }
 
     fn note_dropped_invocation(&self, capsule: &CapsuleInner, message: &Message) {
+        capsule.shared.usage.dispatch_dropped();
         capsule.shared.log(
             LogLevel::Warn,
             message.attribution.principal(),

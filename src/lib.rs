@@ -29,9 +29,15 @@ pub mod runloop;
 pub mod runtime;
 pub mod services;
 pub mod signal;
+pub mod usage;
 pub mod vfs;
 pub mod wait;
 
-pub use capsule::{CallCancel, CallOptions, CallResult, Capsule, LoadOptions, Watchdog};
+pub use capsule::{
+    CallCancel, CallOptions, CallResult, Capsule, CapsuleStats, LoadOptions, Watchdog,
+};
 pub use error::{Code, Error, Result};
-pub use runtime::{AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig};
+pub use runtime::{
+    AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig, RuntimeStats,
+};
+pub use usage::UsageTotals;

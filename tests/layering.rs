@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Every top-level module of `src/`, lowest layer first. A module may use
 /// itself and anything listed before it.
 const LAYERS: &[&str] = &[
-    "error", "signal", "policy", "exports", "cancel", "wait", "handoff", "kv", "vfs", "manifest",
+    "error", "signal", "usage", "policy", "exports", "cancel", "wait", "handoff", "kv", "vfs", "manifest",
     "engine", "runloop", "gate", "bus", "config", "services", "host", "capsule", "dispatch",
     "runtime", "fuzzing", "ffi",
 ];

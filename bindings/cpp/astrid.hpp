@@ -1659,6 +1659,18 @@ class Capsule {
         return Result(r);
     }
 
+    /// What the capsule's calls cost and did since it was loaded (see
+    /// astrid_capsule_stats_t; index the arrays with ASTRID_CALLS_*,
+    /// ASTRID_IFACE_*, ASTRID_CHANNEL_*). Throws Code::Closed once unloaded.
+    [[nodiscard]] astrid_capsule_stats_t stats() const {
+        astrid_capsule_stats_t out{};
+        out.size = sizeof out;
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_capsule_stats(get(), &out, &err);
+        detail::check(s, err, "astrid_capsule_stats");
+        return out;
+    }
+
     /// Cancels the calls running now (they throw Code::Cancelled). Non-blocking;
     /// allowed inside callbacks.
     void cancel() const {
@@ -1938,6 +1950,29 @@ class Runtime {
     bool is_open() const noexcept { return rt_ != nullptr; }
     explicit operator bool() const noexcept { return is_open(); }
     astrid_runtime_t *native() const noexcept { return rt_.get(); }
+
+    /// The runtime's figures over every capsule it has loaded (unloaded ones
+    /// included: counters never go down).
+    [[nodiscard]] astrid_runtime_stats_t stats() const {
+        astrid_runtime_stats_t out{};
+        out.size = sizeof out;
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_stats(get(), &out, &err);
+        detail::check(s, err, "astrid_runtime_stats");
+        return out;
+    }
+
+    /// The figures in the Prometheus text exposition format (labels
+    /// `capsule`, `capsule_id`), ready to serve as `/metrics`.
+    [[nodiscard]] std::string metrics_text() const {
+        char *text = nullptr;
+        size_t len = 0;
+        astrid_error_t *err = nullptr;
+        astrid_status_t s = astrid_runtime_metrics_text(get(), &text, &len, &err);
+        detail::check(s, err, "astrid_runtime_metrics_text");
+        std::unique_ptr<char, void (*)(char *)> owned(text, astrid_text_free);
+        return std::string(text, len);
+    }
 
   private:
     astrid_runtime_t *get() const {

@@ -180,3 +180,25 @@ func TestCallIDsTieResultsLogsAuditAndErrors(t *testing.T) {
 		t.Fatal("CallbackCallID outside a callback")
 	}
 }
+
+func TestStatsAndMetricsText(t *testing.T) {
+	rt := newRuntime(t, &Config{Timeout: 5 * time.Second, Fuel: 1 << 50})
+	hello := load(t, rt, "hello", nil)
+	call(t, hello, "greet", `{"name":"one"}`)
+	call(t, hello, "greet", `{"name":"two"}`)
+	s, err := hello.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Usage.Calls[0] != 2 || s.Usage.FuelConsumed == 0 || s.Usage.HostCalls[0] < 4 || !s.HasKVBytes || s.InstancesLive < 1 {
+		t.Fatalf("capsule stats %+v", s)
+	}
+	r, err := rt.Stats()
+	if err != nil || r.CapsulesLoaded != 1 || r.Usage.Calls[0] != 2 {
+		t.Fatalf("runtime stats %+v %v", r, err)
+	}
+	text, err := rt.MetricsText()
+	if err != nil || !strings.Contains(text, `astrid_capsule_calls_total{capsule="hello",capsule_id="`+hello.ID()+`",outcome="ok"} 2`) {
+		t.Fatalf("metrics text: %v\n%s", err, text)
+	}
+}

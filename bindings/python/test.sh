@@ -50,7 +50,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/astrid-python-test.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 "$PYTHON" -m venv "$work/venv"
 venv_py="$work/venv/bin/python"
-"$venv_py" -m pip install -q --disable-pip-version-check "pytest>=7"
+# prometheus-client parses the metrics text in test_metrics.py.
+"$venv_py" -m pip install -q --disable-pip-version-check "pytest>=7" "prometheus-client>=0.20"
 # The real install path users take (`pip install bindings/python`), from a
 # copy so the build leaves no build/ or *.egg-info in the source tree.
 mkdir "$work/pkg"

@@ -6,6 +6,7 @@
 use super::cancel::CallCancel;
 use super::instance::{classify_failure, Limits, PooledInstance};
 use super::options::{validate_principal, CallControl, CallOptions, CallResult, Invocation};
+use crate::usage::CallEnd;
 use super::pool::CapsuleInner;
 use crate::error::{Code, Error, Result};
 use std::collections::HashMap;
@@ -55,8 +56,25 @@ impl CapsuleInner {
 
     /// Runs `astrid-hook-trigger` on a pooled instance for an embedder call
     /// or a bus message: the answer and the call's id, or the failure
-    /// (carrying the id once the call had one).
+    /// (carrying the id once the call had one). Counted in the capsule's
+    /// usage either way.
     pub(crate) fn invoke(
+        &self,
+        action: &str,
+        payload: &[u8],
+        invocation: Invocation,
+    ) -> Result<(CallResult, u64)> {
+        let outcome = self.run_invocation(action, payload, invocation);
+        if let Err(e) = &outcome {
+            if e.call_id() == 0 {
+                // It never ran on a store, which counts the calls that do.
+                self.shared.usage.unstarted(call_end(e.code()));
+            }
+        }
+        outcome
+    }
+
+    fn run_invocation(
         &self,
         action: &str,
         payload: &[u8],
@@ -137,6 +155,7 @@ impl CapsuleInner {
         let call_id = state.begin_call_id();
         // Log lines and embedder callbacks of this call carry its id.
         let _serving = crate::handoff::serve_call(call_id);
+        state.call.usage.call_started();
         // Updated in place: most fields repeat from call to call.
         let call = &mut state.call;
         if !same_principal(&call.principal, &principal) {
@@ -170,8 +189,20 @@ impl CapsuleInner {
             cancel.detach(&store.data().call.token);
         }
 
+        let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));
+        // On the coarse clock (the epoch tick): reading a precise one twice
+        // would cost a tenth of a no-op call. A call's share of ticks is
+        // its duration on average, so the sum is right over many calls,
+        // though a single short call reads as 0 or a whole tick.
+        let guest_ns = u64::try_from(rt.coarse_now().saturating_duration_since(started).as_nanos())
+            .unwrap_or(u64::MAX);
         match outcome {
             Ok((result,)) => {
+                store
+                    .data()
+                    .call
+                    .usage
+                    .call_ended(CallEnd::Ok, fuel_used, guest_ns);
                 self.release(worker, true);
                 Ok((result, call_id))
             }
@@ -182,11 +213,28 @@ impl CapsuleInner {
                     fuel,
                 };
                 let err = classify_failure(store, &e, &limits, "call").in_call(call_id);
+                store
+                    .data()
+                    .call
+                    .usage
+                    .call_ended(call_end(err.code()), fuel_used, guest_ns);
                 // A failed instance may hold broken state: never reuse it.
                 self.release(worker, false);
                 Err(err)
             }
         }
+    }
+}
+
+/// How a failed call counts in the usage figures.
+fn call_end(code: Code) -> CallEnd {
+    match code {
+        Code::Trap => CallEnd::Trap,
+        Code::Timeout => CallEnd::Timeout,
+        Code::OutOfFuel => CallEnd::OutOfFuel,
+        Code::Cancelled => CallEnd::Cancelled,
+        Code::ResourceLimit => CallEnd::ResourceLimit,
+        _ => CallEnd::Other,
     }
 }
 

@@ -62,6 +62,14 @@ impl Capsule {
         self.inner.call(action, payload, options)
     }
 
+    /// What the capsule's calls cost and did since it was loaded (see
+    /// [`CapsuleStats`](super::CapsuleStats)). Errors: `Closed` once
+    /// unloaded.
+    pub fn stats(&self) -> Result<super::CapsuleStats> {
+        self.inner.check_loaded()?;
+        Ok(self.inner.stats())
+    }
+
     /// Waits until a run-loop capsule has called `signal-ready` (others are
     /// ready once loaded). Errors: `Timeout`, the loop's failure, `Closed`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {

@@ -87,6 +87,8 @@ impl InstanceFactory {
         // it takes is a call of its own (see `astrid:ipc`'s delivery).
         let call_id = store.data_mut().begin_call_id();
         let _serving = crate::handoff::serve_call(call_id);
+        // The loop's instance is never idle.
+        store.data().call.usage.call_started();
         let _enter = self.uses_wasi.then(|| self.shared.services.handle.enter());
         let outcome = run.call(&mut store, ());
         store.data().stdio.flush();
@@ -134,7 +136,7 @@ impl InstanceFactory {
             Ok(UpdateDeadline::Continue(1))
         });
         let data = store.data_mut();
-        data.call = CallContext::idle(token.clone());
+        data.call = CallContext::idle(token.clone(), data.call.usage.clone());
         let fuel = match kind {
             StoreKind::Pooled => {
                 data.call.deadline = Instant::now() + self.limits.timeout;

@@ -149,6 +149,7 @@ fn load(
         services: platform.services.clone(),
         source_id: Arc::from(id.as_str()),
         run_loop: runs_loop.then(|| Arc::new(RunLoop::new())),
+        usage: Default::default(),
         id,
         name: Arc::from(manifest.name.as_str()),
         capability_names: manifest.capabilities.names(),

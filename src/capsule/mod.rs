@@ -12,9 +12,11 @@ mod options;
 mod platform;
 mod pool;
 mod run_loop;
+mod stats;
 
 pub use cancel::CallCancel;
 pub use handle::Capsule;
+pub use stats::CapsuleStats;
 pub use options::{CallOptions, CallResult, LoadOptions, Watchdog, MAX_GUEST_BYTES};
 pub use pool::{CapsuleInner, IDLE_INSTANCE_TTL};
 

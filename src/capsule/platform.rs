@@ -44,23 +44,27 @@ impl Platform {
     /// Adds a capsule; entries of capsules gone or fully unloaded are
     /// pruned (one still unloading stays, so shutdown waits for it).
     pub(crate) fn register(&self, capsule: &Arc<CapsuleInner>) -> Result<()> {
-        // Declared before the guard, so dropped after it: the last strong
-        // reference to a pruned capsule may be one of these, and freeing a
-        // capsule can run an embedder's finalizer, which must not run under
-        // the registry lock.
-        let mut pruned = Vec::new();
         let mut list = self.capsules.locked();
         // Checked under the registry lock so shutdown cannot miss it.
         self.services.check_open()?;
-        list.retain(|w| match w.upgrade() {
-            Some(c) if !c.has_unloaded() => true,
-            other => {
-                pruned.extend(other);
-                false
-            }
-        });
+        // Unloaded capsules stay listed while something holds them (their
+        // figures count in the runtime's until they go, then they join the
+        // retired totals); entries of capsules gone are dropped. No strong
+        // reference is taken here, so none can be the last one freed under
+        // the lock.
+        list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(capsule));
         Ok(())
+    }
+
+    /// Every capsule not yet gone, loaded or not, strongly held for the
+    /// caller's use.
+    pub(crate) fn held_capsules(&self) -> Vec<Arc<CapsuleInner>> {
+        self.capsules
+            .locked()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// The capsules loaded or still unloading (the registry's view until

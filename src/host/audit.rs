@@ -1,14 +1,17 @@
 //! One audit event per host call (host ABI §1): the wrappers every host
 //! function runs its body in, and how a result becomes an outcome.
 
+use crate::usage::{interface_of, Channel};
 use super::view::{CallCtx, HostView};
 use crate::services::{AuditEvent, Outcome};
 use std::time::Instant;
 
-/// The audit wrappers, for every interface's view.
+/// The audit wrappers, for every interface's view. Each also counts the
+/// host call in the store's usage (per interface: calls and time) and, for
+/// `astrid:fs`, `astrid:net` and `astrid:http`, the bytes it moved.
 pub(crate) trait Audited: HostView + Sized {
-    /// Runs one host call and records its audit event. The clock is read only
-    /// when an audit sink is installed, so unaudited runtimes pay nothing.
+    /// Runs one host call and records its audit event; `bytes` is what the
+    /// guest handed in.
     fn audited<T, E>(
         &mut self,
         call: &'static str,
@@ -19,7 +22,11 @@ pub(crate) trait Audited: HostView + Sized {
     where
         E: AuditCase,
     {
-        self.audited_counting(call, target, body, |_| bytes)
+        let started = Instant::now();
+        let result = body(self);
+        self.ctx()
+            .host_call_done(call, target, started, &result, bytes, |_| 0);
+        result
     }
 
     /// [`audited`](Self::audited) for calls that move data: the event's
@@ -34,47 +41,34 @@ pub(crate) trait Audited: HostView + Sized {
     where
         E: AuditCase,
     {
-        self.audited_counting(call, target, body, |result| {
-            bytes_in + result.as_ref().map_or(0, Payload::payload_len)
-        })
-    }
-
-    /// The audit wrapper behind both: `bytes` counts the event's bytes from
-    /// the result, and runs only when an audit sink is installed.
-    fn audited_counting<T, E>(
-        &mut self,
-        call: &'static str,
-        target: Option<&str>,
-        body: impl FnOnce(&mut Self) -> Result<T, E>,
-        bytes: impl FnOnce(&Result<T, E>) -> u64,
-    ) -> Result<T, E>
-    where
-        E: AuditCase,
-    {
-        let started = self.ctx().audit_clock();
+        let started = Instant::now();
         let result = body(self);
         self.ctx()
-            .audit_result(call, target, started, &result, bytes);
+            .host_call_done(call, target, started, &result, bytes_in, |result| {
+                result.as_ref().map_or(0, Payload::payload_len)
+            });
         result
     }
 
-    /// [`audited_counting`](Self::audited_counting) for calls whose target
-    /// is known only once they ran (an HTTP exchange is audited with the
-    /// hop it ended on): `body` fills the target slot.
+    /// [`audited_io`](Self::audited_io) for calls whose target is known
+    /// only once they ran (an HTTP exchange is audited with the hop it
+    /// ended on): `body` fills the target slot; `bytes_out` counts what
+    /// the result carries out.
     fn audited_late_target<T, E>(
         &mut self,
         call: &'static str,
+        bytes_in: u64,
         body: impl FnOnce(&mut Self, &mut Option<String>) -> Result<T, E>,
-        bytes: impl FnOnce(&Result<T, E>) -> u64,
+        bytes_out: impl FnOnce(&Result<T, E>) -> u64,
     ) -> Result<T, E>
     where
         E: AuditCase,
     {
-        let started = self.ctx().audit_clock();
+        let started = Instant::now();
         let mut target = None;
         let result = body(self, &mut target);
         self.ctx()
-            .audit_result(call, target.as_deref(), started, &result, bytes);
+            .host_call_done(call, target.as_deref(), started, &result, bytes_in, bytes_out);
         result
     }
 
@@ -88,28 +82,58 @@ pub(crate) trait Audited: HostView + Sized {
 impl<V: HostView> Audited for V {}
 
 impl CallCtx<'_> {
-    /// When an audited call began: `None` when no audit sink is installed,
-    /// so unaudited runtimes never read the clock.
-    pub(crate) fn audit_clock(&self) -> Option<Instant> {
-        self.capsule.services.has_audit_sink().then(Instant::now)
-    }
-
-    /// Records the event of a call that began at `started` (nothing when
-    /// it is `None`), its outcome and reason taken from `result` and its
-    /// bytes counted by `bytes`.
-    pub(crate) fn audit_result<T, E: AuditCase>(
+    /// Counts a finished host call (interface, time, and the bytes of
+    /// `astrid:fs`, `astrid:net` and `astrid:http` calls) and records its
+    /// audit event when a sink is installed, outcome and reason taken from
+    /// `result`. `bytes_out` runs only when someone needs it.
+    pub(crate) fn host_call_done<T, E: AuditCase>(
         &self,
         call: &'static str,
         target: Option<&str>,
-        started: Option<Instant>,
+        started: Instant,
         result: &Result<T, E>,
-        bytes: impl FnOnce(&Result<T, E>) -> u64,
+        bytes_in: u64,
+        bytes_out: impl FnOnce(&Result<T, E>) -> u64,
     ) {
-        if let Some(started) = started {
+        let sink = self.capsule.services.has_audit_sink();
+        let out = if sink || moves_bytes(call) {
+            bytes_out(result)
+        } else {
+            0
+        };
+        let elapsed = self.count_host_call(call, started, bytes_in, out);
+        if sink {
             let (outcome, reason) = outcome_of(result);
-            let bytes = bytes(result);
-            self.audit(call, target, bytes, outcome, reason.as_deref(), started);
+            self.audit(
+                call,
+                target,
+                bytes_in + out,
+                outcome,
+                reason.as_deref(),
+                elapsed,
+            );
         }
+    }
+
+    /// Counts a host call that began at `started` in the usage figures and
+    /// returns how long it took.
+    pub(crate) fn count_host_call(
+        &self,
+        call: &'static str,
+        started: Instant,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> std::time::Duration {
+        let elapsed = started.elapsed();
+        let interface = interface_of(call);
+        self.call.usage.host_call(
+            interface,
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        );
+        if let Some(channel) = channel_of(interface) {
+            self.capsule.usage.moved(channel, bytes_out, bytes_in);
+        }
+        elapsed
     }
 
     /// Records one audit event for a host call (a no-op without a sink).
@@ -120,7 +144,7 @@ impl CallCtx<'_> {
         bytes: u64,
         outcome: Outcome,
         reason: Option<&str>,
-        started: Instant,
+        elapsed: std::time::Duration,
     ) {
         let runtime = &self.capsule.services;
         if !runtime.has_audit_sink() {
@@ -139,9 +163,25 @@ impl CallCtx<'_> {
             bytes,
             outcome,
             reason: reason.map(str::to_string),
-            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             call_id: self.call.id,
         });
+    }
+}
+
+/// Whether a call's bytes are counted (its interface has a byte channel).
+pub(crate) fn moves_bytes(call: &str) -> bool {
+    channel_of(interface_of(call)).is_some()
+}
+
+/// The byte channel an interface's calls count in (its index in
+/// [`INTERFACES`](super::usage::INTERFACES)).
+fn channel_of(interface: usize) -> Option<Channel> {
+    match interface {
+        1 => Some(Channel::Fs),
+        5 => Some(Channel::Net),
+        6 => Some(Channel::Http),
+        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The call a store serves: who asked, on whose behalf, until when. Every
 //! interface's view shares it.
 
+use crate::usage::StoreUsage;
 use crate::cancel::CancelToken;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +25,13 @@ pub struct CallContext {
     pub depth: u32,
     /// The call's id, unique within the runtime (0 between calls).
     pub id: u64,
+    /// The store's usage counters (one writer: the thread holding the store).
+    pub usage: Arc<StoreUsage>,
 }
 
 impl CallContext {
-    pub fn idle(token: CancelToken) -> Self {
+    /// A context for no call yet, counting into `usage`.
+    pub fn idle(token: CancelToken, usage: Arc<StoreUsage>) -> Self {
         CallContext {
             principal: None,
             source_id: Arc::from(""),
@@ -38,6 +42,7 @@ impl CallContext {
             active: false,
             depth: 0,
             id: 0,
+            usage,
         }
     }
 }

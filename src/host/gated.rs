@@ -6,6 +6,7 @@ use super::audit::{AuditCase, Payload};
 use super::view::{CallCtx, HostView};
 use crate::policy::gate::GateRequest;
 use crate::services::Outcome;
+use std::time::Instant;
 
 /// The gated pipeline, for every interface's view.
 pub(crate) trait Gated: HostView + Sized {
@@ -22,25 +23,27 @@ pub(crate) trait Gated: HostView + Sized {
         prepare: impl FnOnce(&mut Self) -> Result<Prepared<C>, Refused<E>>,
         op: impl FnOnce(&mut Self, C) -> Result<T, E>,
     ) -> Result<T, E> {
-        let started = self.ctx().audit_clock();
+        let started = Instant::now();
         let mut target = None;
         let result = self.gated_steps(&mut target, prepare, op);
-        if let Some(started) = started {
+        let ctx = self.ctx();
+        let bytes_out = result.as_ref().map_or(0, Payload::payload_len);
+        let elapsed = ctx.count_host_call(call, started, bytes_in, bytes_out);
+        if ctx.capsule.services.has_audit_sink() {
             let (outcome, reason) = match &result {
                 Ok(_) => (Outcome::Allowed, None),
                 Err(Refused::Denied(reason)) => (Outcome::Denied, Some(reason.clone())),
                 Err(Refused::Failed(e)) if e.is_denial() => (Outcome::Denied, Some(e.case())),
                 Err(Refused::Failed(e)) => (Outcome::Failed, Some(e.case())),
             };
-            let bytes = bytes_in + result.as_ref().map_or(0, Payload::payload_len);
             let target = target.as_deref().unwrap_or(fallback_target);
-            self.ctx().audit(
+            ctx.audit(
                 call,
                 Some(target),
-                bytes,
+                bytes_in + bytes_out,
                 outcome,
                 reason.as_deref(),
-                started,
+                elapsed,
             );
         }
         result.map_err(|refused| match refused {
@@ -79,7 +82,11 @@ impl CallCtx<'_> {
     pub(crate) fn ask_gate(&self, mut request: GateRequest) -> Result<(), GateRefusal> {
         request.call_id = self.call.id;
         let runtime = &self.capsule.services;
-        match runtime.ask_gate(request, &self.call.token, self.call.deadline) {
+        let verdict = runtime.ask_gate(request, &self.call.token, self.call.deadline);
+        self.call
+            .usage
+            .gate_asked(matches!(&verdict, Ok(v) if !v.allowed));
+        match verdict {
             Ok(verdict) if verdict.allowed => Ok(()),
             Ok(verdict) => {
                 let reason = verdict

@@ -4,6 +4,7 @@
 //! [`InterfaceShared`](super::state::InterfaceShared).)
 
 use crate::cancel::CancelToken;
+use crate::usage::CapsuleUsage;
 use crate::manifest::{EnvKind, Manifest};
 use crate::runloop::RunLoop;
 use crate::services::{LogLevel, LogRecord, SecretRequest, Services};
@@ -33,6 +34,8 @@ pub struct CapsuleShared {
     /// placeholder): bus handlers are then the loop's own business, not
     /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<RunLoop>>,
+    /// What the capsule's calls cost and did.
+    pub(crate) usage: CapsuleUsage,
 }
 
 impl CapsuleShared {

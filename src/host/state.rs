@@ -42,17 +42,25 @@ pub struct MemoryLimiter {
     pub max_table_elements: usize,
     /// Set when a grow was refused, to report "resource limit" on a trap.
     pub hit: bool,
+    /// This store's linear memory (bytes), reported to its capsule's gauge.
+    pub(crate) memory: u64,
+    pub(crate) capsule: Arc<CapsuleShared>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.max_memory;
         self.hit |= !allowed;
+        if allowed {
+            let grown = desired.saturating_sub(current) as u64;
+            self.memory += grown;
+            self.capsule.usage.memory_changed(grown, 0);
+        }
         Ok(allowed)
     }
 
@@ -121,14 +129,16 @@ impl HostState {
         let stdio = Arc::new(StdioLog::new(capsule.clone()));
         let wasi = deny_by_default_ctx(&stdio);
         HostState {
-            call: CallContext::idle(capsule.unload_token.clone()),
-            capsule,
-            interfaces,
+            call: CallContext::idle(capsule.unload_token.clone(), capsule.usage.register()),
             limiter: MemoryLimiter {
                 max_memory,
                 max_table_elements: max_memory / 32,
                 hit: false,
+                memory: 0,
+                capsule: capsule.clone(),
             },
+            capsule,
+            interfaces,
             interrupt: None,
             stdio,
             fs: FsCall::default(),
@@ -234,6 +244,15 @@ impl HostState {
             table: &mut self.table,
             call_scoped: &mut self.call_scoped,
         }
+    }
+}
+
+/// A store that goes takes its counters into its capsule's retired totals
+/// and its linear memory off the capsule's gauge.
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.capsule.usage.retire(&self.call.usage);
+        self.capsule.usage.memory_changed(0, self.limiter.memory);
     }
 }
 

@@ -93,6 +93,17 @@ impl MemoryKv {
 }
 
 impl KvStore for MemoryKv {
+    fn usage_bytes(&self, capsule_id: &str) -> Option<u64> {
+        let spaces = self.spaces.locked();
+        Some(
+            spaces
+                .iter()
+                .filter(|(ns, _)| ns.capsule_id == capsule_id)
+                .map(|(_, space)| space.bytes)
+                .sum(),
+        )
+    }
+
     fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         Ok(self.with(ns, |space| space.entries.get(key).cloned()))
     }

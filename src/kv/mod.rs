@@ -64,6 +64,13 @@ pub trait KvStore: Send + Sync {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<(), KvError>;
+    /// Bytes a capsule's namespaces hold (keys, values and bookkeeping, as
+    /// the quota counts them), for the usage figures; `None` when the store
+    /// cannot tell (an embedder backend).
+    fn usage_bytes(&self, capsule_id: &str) -> Option<u64> {
+        let _ = capsule_id;
+        None
+    }
 }
 
 /// Why a key or prefix breaks the rules.

@@ -20,6 +20,7 @@ use crate::handoff::{run_callback, Bounded, HandOff};
 use crate::kv::KvStore;
 use crate::policy::paths::Mount;
 use crate::signal::{MutexExt, RwLockExt};
+use crate::usage::UsageTotals;
 use crate::vfs::Vfs;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -109,6 +110,8 @@ pub struct Services {
     peers: OnceLock<Weak<dyn Peers>>,
     /// The next call id not handed out (ids start at 1; 0 is "no call").
     next_call_id: AtomicU64,
+    /// The usage of capsules that are gone.
+    retired_usage: Mutex<UsageTotals>,
 }
 
 impl Services {
@@ -139,7 +142,18 @@ impl Services {
             closed: AtomicBool::new(false),
             peers: OnceLock::new(),
             next_call_id: AtomicU64::new(1),
+            retired_usage: Mutex::default(),
         })
+    }
+
+    /// Adds a capsule that is going to the runtime's retired totals.
+    pub(crate) fn retire_usage(&self, totals: &UsageTotals) {
+        self.retired_usage.locked().add(totals);
+    }
+
+    /// The usage of the capsules that are gone.
+    pub(crate) fn retired_usage(&self) -> UsageTotals {
+        *self.retired_usage.locked()
     }
 
     /// Reserves `count` call ids, unique within the runtime, and returns

@@ -695,6 +695,47 @@ static void test_call_control(void) {
     astrid_runtime_free(rt);
 }
 
+static void test_stats(void) {
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_capsule_t *hello = load(rt, "hello");
+    CHECK_STATUS(call(hello, "greet", err), ASTRID_OK);
+    CHECK_STATUS(call(hello, "greet", err), ASTRID_OK);
+    astrid_capsule_stats_t s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    CHECK_STATUS(astrid_capsule_stats(hello, &s, err), ASTRID_OK);
+    CHECK(s.size == sizeof s && s.usage.calls[ASTRID_CALLS_OK] == 2 && s.usage.calls[ASTRID_CALLS_TRAP] == 0);
+    CHECK(s.usage.fuel_consumed > 0 && s.usage.host_calls[ASTRID_IFACE_SYS] >= 4);
+    CHECK(s.usage.host_calls[ASTRID_IFACE_FS] == 0 && s.usage.host_ns[ASTRID_IFACE_SYS] > 0);
+    CHECK(s.instances_live >= 1 && s.instances_idle == s.instances_live && s.memory_peak_bytes > 0);
+    CHECK(s.kv_bytes == 0);
+    s.size = 8;
+    CHECK_ERROR(astrid_capsule_stats(hello, &s, err), ASTRID_E_INVALID_ARGUMENT, "size");
+    CHECK_ERROR(astrid_capsule_stats(hello, NULL, err), ASTRID_E_INVALID_ARGUMENT, "`out` must not be NULL");
+    astrid_runtime_stats_t r;
+    memset(&r, 0, sizeof r);
+    r.size = sizeof r;
+    CHECK_STATUS(astrid_runtime_stats(rt, &r, err), ASTRID_OK);
+    CHECK(r.capsules_loaded == 1 && r.usage.calls[ASTRID_CALLS_OK] == 2 && r.instances_live >= 1);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_STATUS(astrid_runtime_metrics_text(rt, &text, &len, err), ASTRID_OK);
+    CHECK(text && strlen(text) == len);
+    CHECK(text && strstr(text, "astrid_capsule_calls_total{capsule=\"hello\",capsule_id=\"") != NULL);
+    CHECK(text && strstr(text, "astrid_runtime_capsules_loaded 1\n") != NULL);
+    astrid_text_free(text);
+    astrid_text_free(NULL);
+    CHECK_ERROR(astrid_runtime_metrics_text(rt, NULL, NULL, err), ASTRID_E_INVALID_ARGUMENT, "`text`");
+    astrid_capsule_unload(hello, NULL);
+    s.size = sizeof s;
+    CHECK_STATUS(astrid_capsule_stats(hello, &s, err), ASTRID_E_CLOSED);
+    /* The unloaded capsule's calls stay in the runtime's totals. */
+    CHECK_STATUS(astrid_runtime_stats(rt, &r, err), ASTRID_OK);
+    CHECK(r.capsules_loaded == 0 && r.usage.calls[ASTRID_CALLS_OK] == 2);
+    astrid_runtime_free(rt);
+    CHECK_STATUS(astrid_runtime_stats(rt, &r, err), ASTRID_E_CLOSED);
+}
+
 static void test_hostile_guests(void) {
     astrid_runtime_t *rt = new_runtime(400);
     astrid_capsule_t *hostile = load(rt, "hostile");
@@ -1620,6 +1661,7 @@ int main(int argc, char **argv) {
     if (!(argc > 2 && strcmp(argv[2], "lifetime") == 0)) {
         test_hostile_guests();
         test_call_control();
+        test_stats();
         test_eight_threads();
         test_gate_over_c();
         test_ipc_delivery();

@@ -282,6 +282,26 @@ TEST(CallControl, CallIdsTieResultsLogsAuditAndErrors) {
     EXPECT_EQ(astrid::callback_call_id(), 0u);
 }
 
+TEST(Metrics, StatsAndText) {
+    astrid::Runtime rt(test::config());
+    astrid::Capsule hello = rt.load(test::capsule_dir("hello"));
+    (void)hello.call("greet", R"({"name":"one"})");
+    (void)hello.call("greet", R"({"name":"two"})");
+    astrid_capsule_stats_t s = hello.stats();
+    EXPECT_EQ(s.usage.calls[ASTRID_CALLS_OK], 2u);
+    EXPECT_GT(s.usage.fuel_consumed, 0u);
+    EXPECT_GE(s.usage.host_calls[ASTRID_IFACE_SYS], 4u);
+    astrid_runtime_stats_t r = rt.stats();
+    EXPECT_EQ(r.capsules_loaded, 1u);
+    std::string text = rt.metrics_text();
+    EXPECT_NE(text.find("astrid_capsule_calls_total{capsule=\"hello\",capsule_id=\"" + std::string(hello.id()) +
+                        "\",outcome=\"ok\"} 2\n"),
+              std::string::npos)
+        << text;
+    hello.close();
+    error_of([&] { (void)hello.stats(); }, Code::Closed);
+}
+
 TEST(Lifetime, CloseTwiceAndUseAfterClose) {
     astrid::Runtime rt(test::config());
     astrid::Capsule hello = rt.load(test::capsule_dir("hello"));

@@ -26,6 +26,9 @@ STRUCTS = {
     "astrid_kv_namespace_t": _native.KvNamespaceStruct,
     "astrid_kv_ops_t": _native.KvOps,
     "astrid_accept_request_info_t": _native.AcceptRequestInfo,
+    "astrid_usage_t": _native.UsageStruct,
+    "astrid_capsule_stats_t": _native.CapsuleStatsStruct,
+    "astrid_runtime_stats_t": _native.RuntimeStatsStruct,
 }
 
 
@@ -40,7 +43,7 @@ def test_struct_layouts_match_the_header(include_dir: pathlib.Path, tmp_path: pa
     for name, cls in present.items():
         lines.append(f'printf("{name} size %zu\\n", sizeof({name}));')
         for field, *_ in cls._fields_:
-            if re.search(rf"[\s*]{field};|\(\*{field}\)", _struct_body(text, name)):
+            if re.search(rf"[\s*]{field}(\[\d+\])?;|\(\*{field}\)", _struct_body(text, name)):
                 lines.append(f'printf("{name}.{field} %zu\\n", offsetof({name}, {field}));')
     lines += ["return 0;", "}"]
     (tmp_path / "layout.c").write_text("\n".join(lines))

@@ -278,7 +278,7 @@ impl FsView<'_> {
     }
 
     /// A `file-handle` method: cancel first, closed handles, audit.
-    pub(super) fn handle_call<T>(
+    pub(super) fn handle_call<T: crate::host::audit::Payload>(
         &mut self,
         call: &'static str,
         this: &Resource<FileHandle>,
@@ -297,7 +297,7 @@ impl FsView<'_> {
             ),
             Err(_) => return Err(ErrorCode::Closed),
         };
-        self.audited(call, Some(&spelling), bytes_in, |state| {
+        self.audited_io(call, Some(&spelling), bytes_in, |state| {
             if state.call.token.is_cancelled() {
                 return Err(ErrorCode::Closed);
             }

@@ -266,6 +266,10 @@ impl Readiness for BodyReadable {
 pub(crate) struct BodySource(pub Arc<Body>);
 
 impl ByteSource for BodySource {
+    fn channel(&self) -> Option<crate::usage::Channel> {
+        Some(crate::usage::Channel::Http)
+    }
+
     fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure> {
         match self.0.take(max) {
             Ok(None) => Ok(Vec::new()),
@@ -347,6 +351,10 @@ impl UploadBody {
 pub(crate) struct UploadSink(pub Arc<UploadBody>);
 
 impl ByteSink for UploadSink {
+    fn channel(&self) -> Option<crate::usage::Channel> {
+        Some(crate::usage::Channel::Http)
+    }
+
     fn check_write(&self) -> Result<usize, StreamFailure> {
         let state = self.0.state.locked();
         if state.finished || state.aborted {

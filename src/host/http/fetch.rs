@@ -232,14 +232,14 @@ impl HttpView<'_> {
         opts: Options,
     ) -> Result<Buffered, HttpError> {
         let bytes_in = request.body.as_ref().map_or(0, |b| b.len() as u64);
-        let counted = |result: &Result<Buffered, HttpError>| {
-            bytes_in
-                + result
-                    .as_ref()
-                    .map_or(0, crate::host::audit::Payload::payload_len)
+        let bytes_out = |result: &Result<Buffered, HttpError>| {
+            result
+                .as_ref()
+                .map_or(0, crate::host::audit::Payload::payload_len)
         };
         self.audited_late_target(
             call,
+            bytes_in,
             |state, target| {
                 *target = request_target(&request.url);
                 if state.call.token.is_cancelled() {
@@ -250,7 +250,7 @@ impl HttpView<'_> {
                 *target = Some(exchange.audit_target());
                 result
             },
-            counted,
+            bytes_out,
         )
     }
 
@@ -389,6 +389,7 @@ impl HttpView<'_> {
     ) -> Result<Arc<T>, HttpError> {
         let object = self.audited_late_target(
             call,
+            bytes_in,
             |state, target| {
                 *target = first;
                 if state.call.token.is_cancelled() {
@@ -396,7 +397,7 @@ impl HttpView<'_> {
                 }
                 open(state, target)
             },
-            |_| bytes_in,
+            |_| 0,
         )?;
         self.call_scoped
             .track(Arc::downgrade(&object) as std::sync::Weak<dyn CallScoped>);

@@ -11,6 +11,7 @@ use super::resources::{
 use crate::host::audit::audit_cases;
 use crate::host::audit::Audited;
 use crate::host::call::CallContext;
+use crate::usage::Channel;
 use crate::host::shared::CapsuleShared;
 use crate::host::view::{host_view, HostView};
 use crate::signal::Readiness;
@@ -84,7 +85,19 @@ impl IoView<'_> {
             }
             outcome = last;
         }
+        if let Ok(bytes) = &outcome {
+            self.count_moved(source.channel(), bytes.len(), 0);
+        }
         outcome.map_err(|f| self.stream_failure(f))
+    }
+
+    /// Counts bytes a stream moved in its producer's channel (net, http).
+    fn count_moved(&self, channel: Option<Channel>, read: usize, written: usize) {
+        if let Some(channel) = channel {
+            self.capsule
+                .usage
+                .moved(channel, read as u64, written as u64);
+        }
     }
 
     fn output(&self, this: &Resource<OutputStream>) -> Option<Arc<dyn ByteSink>> {
@@ -106,7 +119,9 @@ impl IoView<'_> {
         }
         stream.permit -= bytes.len();
         let sink = stream.sink.clone();
-        sink.write(bytes).map_err(|f| self.stream_failure(f))
+        sink.write(bytes).map_err(|f| self.stream_failure(f))?;
+        self.count_moved(sink.channel(), 0, bytes.len());
+        Ok(())
     }
 
     /// Waits for room, writes `bytes` (at most 4096), then waits for the flush.
@@ -126,6 +141,7 @@ impl IoView<'_> {
             let room = self.wait_writable(&sink)?;
             let (now, later) = rest.split_at(room.min(rest.len()));
             sink.write(now).map_err(|f| self.stream_failure(f))?;
+            self.count_moved(sink.channel(), 0, now.len());
             rest = later;
         }
         self.blocking_flush_sink(&sink)
@@ -178,6 +194,7 @@ impl IoView<'_> {
         }
         let data = self.read_stream(src, want, blocking)?;
         sink.write(&data).map_err(|f| self.stream_failure(f))?;
+        self.count_moved(sink.channel(), 0, data.len());
         Ok(data.len() as u64)
     }
 }

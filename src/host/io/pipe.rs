@@ -192,7 +192,7 @@ mod host_tests {
             let capsule = rt
                 .load_dir(&dir, &LoadOptions::default())
                 .expect("build the capsules first (scripts/build-capsules.sh)");
-            let mut call = CallContext::idle(CancelToken::new());
+            let mut call = CallContext::idle(CancelToken::new(), Default::default());
             call.deadline = Instant::now() + Duration::from_secs(10);
             Store {
                 _rt: rt,

@@ -3,6 +3,7 @@
 //! over [`ByteSource`] / [`ByteSink`] (sockets and HTTP bodies implement
 //! them).
 
+use crate::usage::Channel;
 use crate::signal::{Readiness, Waiter};
 use std::sync::Arc;
 
@@ -61,6 +62,10 @@ pub trait ByteSource: Send + Sync {
     /// Up to `max` bytes available now; empty when none yet; `Closed` at the end.
     fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure>;
     fn readiness(&self) -> Arc<dyn Readiness>;
+    /// Where the bytes come from, for the usage figures (`None`: nowhere counted).
+    fn channel(&self) -> Option<Channel> {
+        None
+    }
 }
 
 /// Bytes a guest writes. Never blocks: the host waits on `readiness`.
@@ -74,6 +79,10 @@ pub trait ByteSink: Send + Sync {
         true
     }
     fn readiness(&self) -> Arc<dyn Readiness>;
+    /// Where the bytes go, for the usage figures (`None`: nowhere counted).
+    fn channel(&self) -> Option<Channel> {
+        None
+    }
 }
 
 pub struct InputStream {

@@ -93,6 +93,12 @@ impl IpcView<'_> {
                 self.call.timestamp_ms = message.timestamp_ms;
             }
         }
+        let usage = &self.call.usage;
+        match &take {
+            Take::Message(delivery) => usage.delivered(1, delivery.dropped, delivery.lagged),
+            Take::Empty { dropped, lagged } => usage.delivered(0, *dropped, *lagged),
+            Take::Closed => {}
+        }
         envelope(take)
     }
 }
@@ -171,7 +177,7 @@ impl IpcView<'_> {
                 depth,
                 timestamp_ms: crate::host::sys::wall_clock_ms(),
             })
-            .map(drop)
+            .map(|_| self.call.usage.published())
             .map_err(|e| {
                 refund(match e.code() {
                     crate::error::Code::Closed => ErrorCode::Closed,

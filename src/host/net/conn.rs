@@ -538,6 +538,10 @@ impl Readiness for ConnReadable {
 pub(crate) struct ConnSource(pub(crate) Arc<Conn>);
 
 impl ByteSource for ConnSource {
+    fn channel(&self) -> Option<crate::usage::Channel> {
+        Some(crate::usage::Channel::Net)
+    }
+
     fn read(&self, max: usize) -> Result<Vec<u8>, StreamFailure> {
         let conn = &self.0;
         let mut rx = conn.rx.locked();
@@ -578,6 +582,10 @@ impl Readiness for ConnWritable {
 pub(crate) struct ConnSink(pub(crate) Arc<Conn>);
 
 impl ByteSink for ConnSink {
+    fn channel(&self) -> Option<crate::usage::Channel> {
+        Some(crate::usage::Channel::Net)
+    }
+
     fn check_write(&self) -> Result<usize, StreamFailure> {
         let conn = &self.0;
         if conn.is_closed() {

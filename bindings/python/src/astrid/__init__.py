@@ -45,6 +45,7 @@ from .errors import (
     error_class,
 )
 from .cancel import Cancel, callback_call_id
+from .stats import CapsuleStats, RuntimeStats, Usage
 from .kv import KvBackend, KvError, KvNamespace, KvStatus
 from .runtime import WATCHDOG_OFF, Capsule, Result, Runtime, Subscription
 from .types import (
@@ -88,6 +89,9 @@ __all__ = [
     "AuditOutcome",
     "CallbackError",
     "Cancel",
+    "CapsuleStats",
+    "RuntimeStats",
+    "Usage",
     "callback_call_id",
     "CancelledError",
     "Capsule",

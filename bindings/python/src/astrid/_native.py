@@ -238,6 +238,50 @@ class MessageStruct(Structure):
     ]
 
 
+class UsageStruct(Structure):
+    """``astrid_usage_t``: the counters of the stats structs."""
+
+    _fields_ = [
+        ("calls", c_uint64 * 8),
+        ("fuel_consumed", c_uint64),
+        ("guest_ns", c_uint64),
+        ("host_calls", c_uint64 * 16),
+        ("host_ns", c_uint64 * 16),
+        ("gate_asks", c_uint64),
+        ("gate_denials", c_uint64),
+        ("read_bytes", c_uint64 * 4),
+        ("written_bytes", c_uint64 * 4),
+        ("bus_published", c_uint64),
+        ("bus_delivered", c_uint64),
+        ("bus_dropped", c_uint64),
+        ("bus_lagged", c_uint64),
+        ("dispatch_dropped", c_uint64),
+    ]
+
+
+class CapsuleStatsStruct(Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("usage", UsageStruct),
+        ("instances_live", c_uint64),
+        ("instances_idle", c_uint64),
+        ("memory_bytes", c_uint64),
+        ("memory_peak_bytes", c_uint64),
+        ("kv_bytes", c_uint64),
+    ]
+
+
+class RuntimeStatsStruct(Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("usage", UsageStruct),
+        ("capsules_loaded", c_uint64),
+        ("instances_live", c_uint64),
+        ("instances_idle", c_uint64),
+        ("memory_bytes", c_uint64),
+    ]
+
+
 class KvNamespaceStruct(Structure):
     _fields_ = [
         ("size", c_size_t),
@@ -359,6 +403,10 @@ _SIGNATURES = {
     "astrid_result_call_id": (c_uint64, [_VP]),
     "astrid_error_call_id": (c_uint64, [_VP]),
     "astrid_callback_call_id": (c_uint64, []),
+    "astrid_capsule_stats": (c_int32, [_VP, POINTER(CapsuleStatsStruct), _P_VP]),
+    "astrid_runtime_stats": (c_int32, [_VP, POINTER(RuntimeStatsStruct), _P_VP]),
+    "astrid_runtime_metrics_text": (c_int32, [_VP, _P_VP, _P_SIZE, _P_VP]),
+    "astrid_text_free": (None, [_VP]),
     "astrid_capsule_unload": (c_int32, [_VP, _P_VP]),
     "astrid_capsule_name": (c_char_p, [_VP, _P_SIZE]),
     "astrid_capsule_id": (c_char_p, [_VP, _P_SIZE]),

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
 from .cancel import Cancel
+from .stats import CapsuleStats, RuntimeStats
 from .callbacks import AcceptVerifierFn, AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
 from .errors import CallbackError, ClosedError, ReentrantError
 from .kv import build_kv_ops
@@ -339,6 +340,28 @@ class Runtime:
         callbacks.install(
             lib, lib.astrid_runtime_set_log_callback, h, cfn, (cfn, log), "astrid_runtime_set_log_callback"
         )
+
+    def stats(self) -> RuntimeStats:
+        """The runtime's usage figures over every capsule it has loaded
+        (unloaded ones included: counters never go down)."""
+        lib = self._lib
+        out = _native.RuntimeStatsStruct()
+        out.size = _ctypes_sizeof(_native.RuntimeStatsStruct)
+        _check(lib, "astrid_runtime_stats", lib.astrid_runtime_stats, self._handle(), byref(out))
+        return RuntimeStats._from(out)
+
+    def metrics_text(self) -> str:
+        """The runtime's and each loaded capsule's figures in the Prometheus
+        text exposition format (labels ``capsule``, ``capsule_id``), ready to
+        serve as ``/metrics``."""
+        lib = self._lib
+        text, n = c_void_p(), c_size_t()
+        _check(lib, "astrid_runtime_metrics_text", lib.astrid_runtime_metrics_text, self._handle(), byref(text),
+               byref(n))
+        try:
+            return string_at(text.value, n.value).decode()
+        finally:
+            lib.astrid_text_free(text)
 
     def set_audit_callback(self, audit: Optional[AuditFn]) -> None:
         """Installs ``audit(event: AuditEvent)`` (``None`` removes it). Runs on
@@ -888,6 +911,18 @@ class Capsule:
         rc = self._lib.astrid_capsule_wait_ready(h, timeout_ms, byref(err))
         if rc:
             _raise_status(self._lib, rc, err, "astrid_capsule_wait_ready")
+
+    def stats(self) -> CapsuleStats:
+        """What the capsule's calls cost and did since it was loaded. Raises
+        ``ClosedError`` once the capsule is closed."""
+        h = self._h
+        if h is None:
+            raise _closed("capsule")
+        lib = self._lib
+        out = _native.CapsuleStatsStruct()
+        out.size = _ctypes_sizeof(_native.CapsuleStatsStruct)
+        _check(lib, "astrid_capsule_stats", lib.astrid_capsule_stats, h, byref(out))
+        return CapsuleStats._from(out)
 
     def cancel(self) -> None:
         """Cancels the calls running on this capsule now (they raise

@@ -3,6 +3,9 @@
 //! compiled and instantiated on, the interceptor dispatcher), runs the epoch
 //! ticker and the housekeeping task, and shuts it all down in order.
 
+mod metrics;
+
+pub use metrics::RuntimeStats;
 pub use crate::config::{
     RuntimeConfig, EPOCH_TICK, FLAG_ALLOW_ANY_BIND, FLAG_ALLOW_LOOPBACK,
     FLAG_DISABLE_CAPABILITY_REGISTRY, FLAG_INLINE_CALLBACKS, FLAG_WASI_SOCKETS, KNOWN_FLAGS,

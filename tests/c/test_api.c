@@ -582,12 +582,13 @@ static double now_s(void) {
 struct fire_later {
     astrid_cancel_t *cancel;
     int delay_ms;
+    astrid_status_t status; /* checked by the main thread after the join */
 };
 
 static void *fire_later(void *arg) {
     struct fire_later *f = arg;
     usleep((useconds_t)f->delay_ms * 1000);
-    CHECK(astrid_cancel_fire(f->cancel, NULL) == ASTRID_OK);
+    f->status = astrid_cancel_fire(f->cancel, NULL);
     return NULL;
 }
 
@@ -636,7 +637,7 @@ static void test_call_control(void) {
      * runs on to its own deadline. */
     o.cancel = cancel;
     struct timed_call other = {hostile, "sleep", 1500, ASTRID_OK, 0};
-    struct fire_later f = {cancel, 200};
+    struct fire_later f = {cancel, 200, ASTRID_E_INTERNAL};
     pthread_t other_thread, firer;
     pthread_create(&other_thread, NULL, run_timed_call, &other);
     pthread_create(&firer, NULL, fire_later, &f);
@@ -644,6 +645,7 @@ static void test_call_control(void) {
     CHECK_ERROR(call_with(hostile, &o, "loop", err), ASTRID_E_CANCELLED, "cancelled");
     CHECK(now_s() - t0 < 1.0);
     pthread_join(firer, NULL);
+    CHECK(f.status == ASTRID_OK);
     pthread_join(other_thread, NULL);
     CHECK(other.took_s >= 1.4 && other.status != ASTRID_E_CANCELLED);
     CHECK(astrid_cancel_is_fired(cancel));

@@ -1607,4 +1607,160 @@ astrid_status_t astrid_runtime_assign_unix_socket(astrid_runtime_t *rt,
 }  // extern "C"
 #endif  // __cplusplus
 
+// ============================================================================
+// 10. Usage metrics
+// ============================================================================
+
+// `astrid_usage_t.calls` index: calls that returned.
+#define ASTRID_CALLS_OK 0
+
+// `calls` index: calls that trapped (or called exit).
+#define ASTRID_CALLS_TRAP 1
+
+// `calls` index: calls past their deadline.
+#define ASTRID_CALLS_TIMEOUT 2
+
+// `calls` index: calls that ran out of fuel.
+#define ASTRID_CALLS_OUT_OF_FUEL 3
+
+// `calls` index: calls cancelled (before or while running).
+#define ASTRID_CALLS_CANCELLED 4
+
+// `calls` index: calls that hit a memory or instance limit.
+#define ASTRID_CALLS_RESOURCE_LIMIT 5
+
+// `calls` index: calls that failed otherwise (unloaded, no handler...).
+#define ASTRID_CALLS_OTHER 6
+
+// `astrid_usage_t.host_calls` / `host_ns` index: `astrid:sys`.
+#define ASTRID_IFACE_SYS 0
+
+// Index of `astrid:fs`.
+#define ASTRID_IFACE_FS 1
+
+// Index of `astrid:kv`.
+#define ASTRID_IFACE_KV 2
+
+// Index of `astrid:io`.
+#define ASTRID_IFACE_IO 3
+
+// Index of `astrid:ipc`.
+#define ASTRID_IFACE_IPC 4
+
+// Index of `astrid:net` and `astrid:request-context`.
+#define ASTRID_IFACE_NET 5
+
+// Index of `astrid:http`.
+#define ASTRID_IFACE_HTTP 6
+
+// Index of the vetted `wasi:sockets` checks.
+#define ASTRID_IFACE_WASI 7
+
+// `astrid_usage_t.read_bytes` / `written_bytes` index: `astrid:fs` calls.
+#define ASTRID_CHANNEL_FS 0
+
+// Index of sockets (`astrid:net` calls and their streams).
+#define ASTRID_CHANNEL_NET 1
+
+// Index of HTTP bodies (`astrid:http` calls and their streams).
+#define ASTRID_CHANNEL_HTTP 2
+
+// Monotonic counters of what calls cost and did. Arrays leave room:
+// unused slots read 0. This struct's layout is fixed; later figures are
+// appended to the stats structs that embed it.
+typedef struct astrid_usage_t {
+  // Calls by how they ended (`ASTRID_CALLS_*`); calls refused before they
+  // ran (cancelled, no free instance in time) count too.
+  uint64_t calls[8];
+  // Fuel the calls consumed.
+  uint64_t fuel_consumed;
+  // Wall time in guest calls, ns, on the runtime's 100 ms tick: right in
+  // sum over many calls, not per call (a short call reads as 0 or a tick).
+  uint64_t guest_ns;
+  // Host calls and the time spent in them (ns), by interface (`ASTRID_IFACE_*`).
+  uint64_t host_calls[16];
+  uint64_t host_ns[16];
+  // Questions put to the gate, and those it denied.
+  uint64_t gate_asks;
+  uint64_t gate_denials;
+  // Bytes the guest read and wrote, by channel (`ASTRID_CHANNEL_*`).
+  uint64_t read_bytes[4];
+  uint64_t written_bytes[4];
+  // Bus messages the guest published and took, and those reported
+  // dropped or lagged for its subscriptions.
+  uint64_t bus_published;
+  uint64_t bus_delivered;
+  uint64_t bus_dropped;
+  uint64_t bus_lagged;
+  // Bus-dispatched invocations dropped because the capsule's lane was full.
+  uint64_t dispatch_dropped;
+} astrid_usage_t;
+
+// A capsule's usage figures (`astrid_capsule_stats`). Size-prefixed: set
+// `size = sizeof(astrid_capsule_stats_t)` first; fields are only appended.
+typedef struct astrid_capsule_stats_t {
+  size_t size;
+  struct astrid_usage_t usage;
+  // Instances alive now (pooled, and a running `run` loop's), and of
+  // those the pooled ones waiting for a call.
+  uint64_t instances_live;
+  uint64_t instances_idle;
+  // Linear memory of the live instances, bytes, and its highest value.
+  uint64_t memory_bytes;
+  uint64_t memory_peak_bytes;
+  // Bytes its KV namespaces hold in the built-in store; `UINT64_MAX` with
+  // an embedder's KV backend (which keeps its own account).
+  uint64_t kv_bytes;
+} astrid_capsule_stats_t;
+
+// A runtime's usage figures (`astrid_runtime_stats`): counters over every
+// capsule it has loaded (unloaded ones included, so they never go down).
+// Size-prefixed like `astrid_capsule_stats_t`.
+typedef struct astrid_runtime_stats_t {
+  size_t size;
+  struct astrid_usage_t usage;
+  uint64_t capsules_loaded;
+  uint64_t instances_live;
+  uint64_t instances_idle;
+  uint64_t memory_bytes;
+} astrid_runtime_stats_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Fills `*out` with the capsule's figures (set `out->size` first; a smaller
+// size from an older header gets the fields it knows). Reading costs a
+// lock per capsule, never a call's time. Errors: `ASTRID_E_INVALID_ARGUMENT`
+// (NULL, `out->size` too small), `ASTRID_E_CLOSED` (unloaded, runtime freed).
+astrid_status_t astrid_capsule_stats(astrid_capsule_t *capsule,
+                                     struct astrid_capsule_stats_t *out,
+                                     astrid_error_t **err);
+
+// Fills `*out` with the runtime's figures (set `out->size` first).
+// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL, `out->size` too small),
+// `ASTRID_E_CLOSED` (freed or closed runtime).
+astrid_status_t astrid_runtime_stats(astrid_runtime_t *rt,
+                                     struct astrid_runtime_stats_t *out,
+                                     astrid_error_t **err);
+
+// The runtime's and each loaded capsule's figures in the Prometheus text
+// exposition format (0.0.4), labelled `capsule` and `capsule_id`, ready to
+// serve as `/metrics`. On success `*text` receives a NUL-terminated UTF-8
+// string to free with `astrid_text_free`, and `*len` (when non-NULL) its
+// length. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL `text`),
+// `ASTRID_E_CLOSED` (freed or closed runtime).
+astrid_status_t astrid_runtime_metrics_text(astrid_runtime_t *rt,
+                                            char **text,
+                                            size_t *len,
+                                            astrid_error_t **err);
+
+// Frees a text from `astrid_runtime_metrics_text`. NULL is a no-op.
+// Freeing twice is undefined behaviour.
+void astrid_text_free(char *text);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* ASTRID_H */

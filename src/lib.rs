@@ -37,7 +37,5 @@ pub use capsule::{
     CallCancel, CallOptions, CallResult, Capsule, CapsuleStats, LoadOptions, Watchdog,
 };
 pub use error::{Code, Error, Result};
-pub use runtime::{
-    AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig, RuntimeStats,
-};
+pub use runtime::{AuditEvent, LogLevel, LogRecord, Outcome, Runtime, RuntimeConfig, RuntimeStats};
 pub use usage::UsageTotals;

@@ -351,7 +351,10 @@ mod tests {
     #[test]
     fn host_calls_are_sorted_by_interface() {
         assert_eq!(INTERFACES[interface_of("kv.kv-get")], "kv");
-        assert_eq!(INTERFACES[interface_of("request-context.connection-owner")], "net");
+        assert_eq!(
+            INTERFACES[interface_of("request-context.connection-owner")],
+            "net"
+        );
         assert_eq!(INTERFACES[interface_of("wasi:sockets.connect")], "wasi");
         assert_eq!(INTERFACES[interface_of("http.http-request")], "http");
     }

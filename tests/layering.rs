@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 /// Every top-level module of `src/`, lowest layer first. A module may use
 /// itself and anything listed before it.
 const LAYERS: &[&str] = &[
-    "error", "signal", "usage", "policy", "exports", "cancel", "wait", "handoff", "kv", "vfs", "manifest",
-    "engine", "runloop", "gate", "bus", "config", "services", "host", "capsule", "dispatch",
-    "runtime", "fuzzing", "ffi",
+    "error", "signal", "usage", "policy", "exports", "cancel", "wait", "handoff", "kv", "vfs",
+    "manifest", "engine", "runloop", "gate", "bus", "config", "services", "host", "capsule",
+    "dispatch", "runtime", "fuzzing", "ffi",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -70,7 +70,10 @@ fn fs_bytes_and_gate_questions_are_counted() {
     let seen = denied.clone();
     rt.set_gate(Some(Arc::new(
         move |request: &astrid::policy::gate::GateRequest, _: &astrid::gate::Deferral| {
-            let deny = request.path.as_deref().is_some_and(|p| p.contains("secret"));
+            let deny = request
+                .path
+                .as_deref()
+                .is_some_and(|p| p.contains("secret"));
             if deny {
                 seen.store(true, std::sync::atomic::Ordering::SeqCst);
             }

@@ -6,9 +6,9 @@
 use super::cancel::CallCancel;
 use super::instance::{classify_failure, Limits, PooledInstance};
 use super::options::{validate_principal, CallControl, CallOptions, CallResult, Invocation};
-use crate::usage::CallEnd;
 use super::pool::CapsuleInner;
 use crate::error::{Code, Error, Result};
+use crate::usage::CallEnd;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -194,8 +194,12 @@ impl CapsuleInner {
         // would cost a tenth of a no-op call. A call's share of ticks is
         // its duration on average, so the sum is right over many calls,
         // though a single short call reads as 0 or a whole tick.
-        let guest_ns = u64::try_from(rt.coarse_now().saturating_duration_since(started).as_nanos())
-            .unwrap_or(u64::MAX);
+        let guest_ns = u64::try_from(
+            rt.coarse_now()
+                .saturating_duration_since(started)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
         match outcome {
             Ok((result,)) => {
                 store

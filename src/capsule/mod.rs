@@ -16,9 +16,9 @@ mod stats;
 
 pub use cancel::CallCancel;
 pub use handle::Capsule;
-pub use stats::CapsuleStats;
 pub use options::{CallOptions, CallResult, LoadOptions, Watchdog, MAX_GUEST_BYTES};
 pub use pool::{CapsuleInner, IDLE_INSTANCE_TTL};
+pub use stats::CapsuleStats;
 
 pub(crate) use options::{check_guest_len, validate_principal, Invocation};
 pub(crate) use platform::Platform;

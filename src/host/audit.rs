@@ -1,9 +1,9 @@
 //! One audit event per host call (host ABI §1): the wrappers every host
 //! function runs its body in, and how a result becomes an outcome.
 
-use crate::usage::{interface_of, Channel};
 use super::view::{CallCtx, HostView};
 use crate::services::{AuditEvent, Outcome};
+use crate::usage::{interface_of, Channel};
 use std::time::Instant;
 
 /// The audit wrappers, for every interface's view. Each also counts the
@@ -67,8 +67,14 @@ pub(crate) trait Audited: HostView + Sized {
         let started = Instant::now();
         let mut target = None;
         let result = body(self, &mut target);
-        self.ctx()
-            .host_call_done(call, target.as_deref(), started, &result, bytes_in, bytes_out);
+        self.ctx().host_call_done(
+            call,
+            target.as_deref(),
+            started,
+            &result,
+            bytes_in,
+            bytes_out,
+        );
         result
     }
 
@@ -101,7 +107,7 @@ impl CallCtx<'_> {
         } else {
             0
         };
-        let elapsed = self.count_host_call(call, started, bytes_in, out);
+        let elapsed = self.count_host_call(call, started, result.is_ok(), bytes_in, out);
         if sink {
             let (outcome, reason) = outcome_of(result);
             self.audit(
@@ -116,11 +122,13 @@ impl CallCtx<'_> {
     }
 
     /// Counts a host call that began at `started` in the usage figures and
-    /// returns how long it took.
+    /// returns how long it took. The bytes of a call that failed are not
+    /// counted as moved: a refused write wrote nothing.
     pub(crate) fn count_host_call(
         &self,
         call: &'static str,
         started: Instant,
+        succeeded: bool,
         bytes_in: u64,
         bytes_out: u64,
     ) -> std::time::Duration {
@@ -130,7 +138,7 @@ impl CallCtx<'_> {
             interface,
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
         );
-        if let Some(channel) = channel_of(interface) {
+        if let Some(channel) = channel_of(interface).filter(|_| succeeded) {
             self.capsule.usage.moved(channel, bytes_out, bytes_in);
         }
         elapsed

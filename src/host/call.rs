@@ -1,8 +1,8 @@
 //! The call a store serves: who asked, on whose behalf, until when. Every
 //! interface's view shares it.
 
-use crate::usage::StoreUsage;
 use crate::cancel::CancelToken;
+use crate::usage::StoreUsage;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;

@@ -4,10 +4,10 @@
 //! [`InterfaceShared`](super::state::InterfaceShared).)
 
 use crate::cancel::CancelToken;
-use crate::usage::CapsuleUsage;
 use crate::manifest::{EnvKind, Manifest};
 use crate::runloop::RunLoop;
 use crate::services::{LogLevel, LogRecord, SecretRequest, Services};
+use crate::usage::CapsuleUsage;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

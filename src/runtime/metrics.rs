@@ -96,7 +96,9 @@ impl Text {
     ) {
         for (capsule, id, stats) in &self.capsules {
             let Some(v) = value(stats) else { continue };
-            let extra = extra.map_or(String::new(), |(k, val)| format!(",{k}=\"{}\"", escape(val)));
+            let extra = extra.map_or(String::new(), |(k, val)| {
+                format!(",{k}=\"{}\"", escape(val))
+            });
             let _ = writeln!(
                 self.out,
                 "{name}{{capsule=\"{}\",capsule_id=\"{}\"{extra}}} {v}",
@@ -214,7 +216,13 @@ fn render(runtime: &RuntimeStats, capsules: &[(String, String, CapsuleStats)]) -
         "counter",
         "Bus messages the guest published and took, and those dropped or lagged for it.",
         "event",
-        &["published", "delivered", "dropped", "lagged", "dispatch_dropped"],
+        &[
+            "published",
+            "delivered",
+            "dropped",
+            "lagged",
+            "dispatch_dropped",
+        ],
         |s, i| {
             let t = &s.totals;
             [
@@ -288,7 +296,11 @@ fn render(runtime: &RuntimeStats, capsules: &[(String, String, CapsuleStats)]) -
         "gauge",
         "Linear memory of every live instance.",
     );
-    t.sample("astrid_runtime_memory_bytes", None, runtime.memory_bytes as f64);
+    t.sample(
+        "astrid_runtime_memory_bytes",
+        None,
+        runtime.memory_bytes as f64,
+    );
     t.out
 }
 

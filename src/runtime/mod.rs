@@ -5,7 +5,6 @@
 
 mod metrics;
 
-pub use metrics::RuntimeStats;
 pub use crate::config::{
     RuntimeConfig, EPOCH_TICK, FLAG_ALLOW_ANY_BIND, FLAG_ALLOW_LOOPBACK,
     FLAG_DISABLE_CAPABILITY_REGISTRY, FLAG_INLINE_CALLBACKS, FLAG_WASI_SOCKETS, KNOWN_FLAGS,
@@ -13,6 +12,7 @@ pub use crate::config::{
 pub use crate::services::{
     AuditEvent, AuditSink, LogLevel, LogRecord, LogSink, Outcome, SecretProvider, SecretRequest,
 };
+pub use metrics::RuntimeStats;
 
 use crate::bus::{Attribution, DeliveryHandler, HostSubscription, Publish};
 use crate::cancel::CancelToken;

@@ -11,10 +11,10 @@ use super::resources::{
 use crate::host::audit::audit_cases;
 use crate::host::audit::Audited;
 use crate::host::call::CallContext;
-use crate::usage::Channel;
 use crate::host::shared::CapsuleShared;
 use crate::host::view::{host_view, HostView};
 use crate::signal::Readiness;
+use crate::usage::Channel;
 use crate::wait::wait_for;
 use poll::ErrorCode;
 use std::convert::Infallible;

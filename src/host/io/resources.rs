@@ -3,8 +3,8 @@
 //! over [`ByteSource`] / [`ByteSink`] (sockets and HTTP bodies implement
 //! them).
 
-use crate::usage::Channel;
 use crate::signal::{Readiness, Waiter};
+use crate::usage::Channel;
 use std::sync::Arc;
 
 pub(crate) mod bindings {

@@ -33,16 +33,17 @@ const SECTIONS: &[(&str, &str)] = &[
         "runtime.rs",
         "2. Runtime: versions, configuration, lifetime, log / audit / secret callbacks",
     ),
+    // Before capsules: load options may carry a provider per mount.
+    ("vfs.rs", "3. VFS providers"),
     (
         "capsule.rs",
-        "3. Capsules: loading, readiness, introspection, unloading",
+        "4. Capsules: loading, readiness, introspection, unloading",
     ),
-    ("call.rs", "4. Calls: options, results, cancellation"),
+    ("call.rs", "5. Calls: options, results, cancellation"),
     (
         "gate.rs",
-        "5. The security gate: requests, verdicts, deferred tickets",
+        "6. The security gate: requests, verdicts, deferred tickets",
     ),
-    ("vfs.rs", "6. VFS providers"),
     ("kv.rs", "7. KV backends"),
     ("ipc.rs", "8. The IPC bus, host side: publish and subscribe"),
     (

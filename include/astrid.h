@@ -528,463 +528,7 @@ astrid_status_t astrid_secret_request_set_value(struct astrid_secret_request_t *
 #endif  // __cplusplus
 
 // ============================================================================
-// 3. Capsules: loading, readiness, introspection, unloading
-// ============================================================================
-
-// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
-#define ASTRID_WATCHDOG_OFF UINT64_MAX
-
-// A loaded capsule. An opaque registry handle: thread-safe (calls may run
-// concurrently), and once unloaded (or its runtime freed) every use is
-// refused with `ASTRID_E_CLOSED` (NULL / false from the accessors).
-typedef struct astrid_capsule_t astrid_capsule_t;
-
-// One `[env]` value for `astrid:sys` `get-config`: UTF-8 `(ptr, len)` pairs.
-typedef struct astrid_config_entry_t {
-  const char *key;
-  size_t key_len;
-  const char *value;
-  size_t value_len;
-} astrid_config_entry_t;
-
-// Per-capsule load options. Size-prefixed: set `size = sizeof(astrid_load_options_t)`
-// or call `astrid_load_options_init`. Read during the load call only.
-// Strings are UTF-8 `(ptr, len)` pairs (`len == ASTRID_NTS`: NUL-terminated);
-// NULL pointers mean "not set". Zero numeric fields mean "runtime default".
-typedef struct astrid_load_options_t {
-  size_t size;
-  // The capsule's owner principal (1..=128 bytes, no control characters).
-  const char *principal;
-  size_t principal_len;
-  // Host directory served as the workspace mount (`cwd://`).
-  const char *workspace_root;
-  size_t workspace_root_len;
-  // Host directory served as the owner's `home://` mount.
-  const char *home_root;
-  size_t home_root_len;
-  // Linear-memory ceiling per instance in bytes.
-  uint64_t memory_limit_bytes;
-  // Wall-clock deadline per call in milliseconds.
-  uint64_t timeout_ms;
-  // Fuel per call.
-  uint64_t fuel;
-  // Values for the manifest's `[env]` keys (`config_len` entries). Keys the
-  // manifest does not declare are ignored; a declared non-secret key with
-  // neither a value here nor a manifest default fails the load.
-  const struct astrid_config_entry_t *config;
-  size_t config_len;
-  // Cumulative bytes the capsule may write through `astrid:fs` over its
-  // lifetime; 0 = unlimited. Exhausted → the guest sees `quota`.
-  uint64_t fs_write_budget;
-  // Run-loop watchdog window in ms: a loop that goes three windows
-  // without a waiting host call (`recv`, `poll`, `sleep-ns`, blocking
-  // reads) is interrupted and marked failed. 0 = 5000;
-  // `ASTRID_WATCHDOG_OFF` exempts the capsule.
-  uint64_t watchdog_ms;
-} astrid_load_options_t;
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// Fills `opts` with defaults (everything unset) and sets `opts->size`.
-// Errors: `ASTRID_E_INVALID_ARGUMENT` when `opts` is NULL.
-astrid_status_t astrid_load_options_init(struct astrid_load_options_t *opts, astrid_error_t **err);
-
-// Loads the capsule in directory `dir` (`Capsule.toml` plus the component
-// its `[[component]] file` names). `opts` may be NULL. On success
-// `*out_capsule` receives a handle to release with `astrid_capsule_unload`.
-// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`, `ASTRID_E_NOT_FOUND`
-// (no manifest or component file), `ASTRID_E_MANIFEST`, `ASTRID_E_COMPILE`,
-// `ASTRID_E_LINK`, `ASTRID_E_TRAP` / `ASTRID_E_RESOURCE_LIMIT` (the first
-// instantiation failed), `ASTRID_E_CLOSED` (runtime freed), `ASTRID_E_IO`,
-// `ASTRID_E_REENTRANT` (called from a callback). Thread-safe.
-astrid_status_t astrid_capsule_load(astrid_runtime_t *rt,
-                                    const char *dir,
-                                    size_t dir_len,
-                                    const struct astrid_load_options_t *opts,
-                                    struct astrid_capsule_t **out_capsule,
-                                    astrid_error_t **err);
-
-// Loads a capsule from memory: component bytes and `Capsule.toml` text. In
-// this form `[[component]]` may be omitted; when present, its `file` is
-// ignored and its `hash` checked. Both buffers are copied. Errors as for
-// `astrid_capsule_load`. Thread-safe.
-astrid_status_t astrid_capsule_load_bytes(astrid_runtime_t *rt,
-                                          const uint8_t *wasm,
-                                          size_t wasm_len,
-                                          const char *manifest,
-                                          size_t manifest_len,
-                                          const struct astrid_load_options_t *opts,
-                                          struct astrid_capsule_t **out_capsule,
-                                          astrid_error_t **err);
-
-// Waits up to `timeout_ms` until the capsule is ready: a capsule that
-// exports `run` is ready once its loop calls `astrid:sys` `signal-ready`;
-// any other capsule is ready once loaded (returns at once). Errors:
-// `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_TIMEOUT` (not ready in time),
-// `ASTRID_E_TRAP` / `ASTRID_E_TIMEOUT` / `ASTRID_E_RESOURCE_LIMIT` (the
-// run loop failed or returned; it is not restarted), `ASTRID_E_CLOSED`
-// (unloaded), `ASTRID_E_REENTRANT` (from a callback). Thread-safe.
-astrid_status_t astrid_capsule_wait_ready(struct astrid_capsule_t *capsule,
-                                          uint64_t timeout_ms,
-                                          astrid_error_t **err);
-
-// Whether the capsule runs a `run` loop (it exports a real `run`, not a
-// guest-SDK placeholder). Unknown or unloaded handle (runtime freed
-// included) or NULL: false.
-bool astrid_capsule_runs_loop(const struct astrid_capsule_t *capsule);
-
-// Unloads and frees the capsule: cancels its calls, waits for them (bounded
-// by the runtime's unload grace), frees its instances, then frees the handle.
-// No log callback for this capsule runs after it returns. NULL is a no-op.
-// The handle is invalid afterwards: any further use, on any thread,
-// returns `ASTRID_E_CLOSED` (NULL or false from the accessors), also while
-// a call that outlived the grace still runs (handles are looked up, never
-// dereferenced).
-// Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
-// inside a callback; nothing is done). Thread-safe.
-astrid_status_t astrid_capsule_unload(struct astrid_capsule_t *capsule, astrid_error_t **err);
-
-// The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
-// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
-// for the handle, on any thread: do not read it once that call has begun
-// (its memory may be freed at any moment from then on, also while a call
-// that outlived the unload grace still runs; copy the name if you need it
-// longer). Freeing the runtime does not end it.
-// From the moment unload begins, or once the runtime is freed, this
-// returns NULL, as for an unknown handle or NULL. Thread-safe.
-const char *astrid_capsule_name(const struct astrid_capsule_t *capsule, size_t *len);
-
-// The capsule's id (UUIDv5 of its name and component hash), as
-// `astrid:sys` `check-capsule-capability` expects it. Borrowing and NULL
-// returns as for `astrid_capsule_name`.
-const char *astrid_capsule_id(const struct astrid_capsule_t *capsule, size_t *len);
-
-// Whether the capsule holds a capability, by the names of
-// `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
-// `fs_read`, `fs_write`, `uplink`). Unknown or unloaded handle (runtime
-// freed included), NULL or bad UTF-8: false.
-bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
-                                   const char *name,
-                                   size_t name_len);
-
-#ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
-
-// ============================================================================
-// 4. Calls: options, results, cancellation
-// ============================================================================
-
-// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
-// guest can address.
-#define ASTRID_MAX_GUEST_BYTES 4294967295
-
-// A cancel token for calls (`astrid_call_options_t.cancel`). An opaque
-// registry handle: thread-safe, fired from any thread any number of times;
-// one token may govern any number of calls, on any capsules. After
-// `astrid_cancel_free`, uses are refused with `ASTRID_E_CLOSED` (false
-// from `astrid_cancel_is_fired`), never undefined behaviour.
-typedef struct astrid_cancel_t astrid_cancel_t;
-
-// The result of a call: the interceptor's `action` and optional `data`.
-// An owned pointer, not a registry handle: it is the caller's, to free
-// exactly once with `astrid_result_free`; using it after that is undefined
-// behaviour. Immutable, so it may be read from any thread.
-typedef struct astrid_result_t astrid_result_t;
-
-// Per-call options. Size-prefixed: fields are only ever appended, each
-// with 0 / NULL meaning "the default", and a caller built against an older
-// header (a smaller `size`) gets the defaults for the fields it lacks.
-typedef struct astrid_call_options_t {
-  size_t size;
-  // The invoking principal; NULL = the capsule's owner.
-  const char *principal;
-  size_t principal_len;
-  // Config values for this call only; they take precedence over load-time values.
-  const astrid_config_entry_t *config;
-  size_t config_len;
-  // A deadline for this call in milliseconds; 0 = the capsule's timeout.
-  // It can only shorten the capsule's timeout (a longer one is the
-  // capsule's). The wait for a free instance counts against it.
-  uint64_t timeout_ms;
-  // Fuel for this call in place of the capsule's; 0 = the capsule's.
-  uint64_t fuel;
-  // A token that ends this call when fired (`astrid_cancel_fire`); NULL =
-  // none. A call started with a fired token returns `ASTRID_E_CANCELLED`
-  // without running the guest. The token is looked up when the call
-  // starts: freeing it during the call does not end the call.
-  struct astrid_cancel_t *cancel;
-} astrid_call_options_t;
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// Fills `opts` with defaults and sets `opts->size`.
-// Errors: `ASTRID_E_INVALID_ARGUMENT` when `opts` is NULL.
-astrid_status_t astrid_call_options_init(struct astrid_call_options_t *opts, astrid_error_t **err);
-
-// Calls the capsule's `astrid-hook-trigger(action, payload)` on a pooled
-// instance, as the capsule's owner. See `astrid_capsule_call_with`.
-astrid_status_t astrid_capsule_call(astrid_capsule_t *capsule,
-                                    const char *action,
-                                    size_t action_len,
-                                    const uint8_t *payload,
-                                    size_t payload_len,
-                                    struct astrid_result_t **out_result,
-                                    astrid_error_t **err);
-
-// Calls `astrid-hook-trigger(action, payload)` with per-call options
-// (`opts` may be NULL). Blocks the calling thread until the guest returns.
-// Thread-safe: calls on one capsule run concurrently, up to the pool size.
-// On success `*out_result` receives a result to free with `astrid_result_free`.
-// A failed call leaves the capsule loaded; the next call runs on a fresh instance.
-// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8` (action),
-// `ASTRID_E_NOT_FOUND` (no `astrid-hook-trigger` export), `ASTRID_E_TIMEOUT`,
-// `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
-// `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
-// `ASTRID_E_REENTRANT` (from inside a callback).
-// `action_len` and `payload_len` must be below 4 GiB
-// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
-// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
-// Shorter ones still have to fit in the guest's memory ceiling (else
-// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
-astrid_status_t astrid_capsule_call_with(astrid_capsule_t *capsule,
-                                         const struct astrid_call_options_t *opts,
-                                         const char *action,
-                                         size_t action_len,
-                                         const uint8_t *payload,
-                                         size_t payload_len,
-                                         struct astrid_result_t **out_result,
-                                         astrid_error_t **err);
-
-// The result's action (`continue`, `final`, `deny`, ...), NUL-terminated;
-// its length is written to `*len` when `len` is non-NULL. Borrowed: valid
-// until `astrid_result_free`. NULL `result` gives NULL.
-const char *astrid_result_action(const struct astrid_result_t *result, size_t *len);
-
-// Whether the result carries data. When it does and `data` / `len` are
-// non-NULL, they receive a borrowed NUL-terminated copy (valid until
-// `astrid_result_free`) and its length. NULL `result` gives false.
-bool astrid_result_data(const struct astrid_result_t *result, const char **data, size_t *len);
-
-// The id the call ran under, unique within the runtime: the id its log
-// lines, audit events and embedder callbacks carry. (Ids are unique, not
-// ordered by start time.) NULL gives 0.
-uint64_t astrid_result_call_id(const struct astrid_result_t *result);
-
-// Frees a result. NULL is a no-op.
-void astrid_result_free(struct astrid_result_t *result);
-
-// Creates a cancel token (unfired) into `*out`, to free with
-// `astrid_cancel_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` when `out` is NULL.
-astrid_status_t astrid_cancel_new(struct astrid_cancel_t **out, astrid_error_t **err);
-
-// Fires the token: every call it governs returns `ASTRID_E_CANCELLED`
-// promptly (guest code stops at its next epoch check, waiting host calls
-// return at once), and calls started with it afterwards do not run.
-// Idempotent; thread-safe; never waits for a call to end, so it may be
-// called from a signal-watching thread or from inside a callback. Other
-// calls, on the same capsule or not, are untouched.
-// Errors: `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for a
-// freed or unknown token.
-astrid_status_t astrid_cancel_fire(struct astrid_cancel_t *cancel, astrid_error_t **err);
-
-// Whether the token has been fired. False for NULL and for a freed token.
-bool astrid_cancel_is_fired(const struct astrid_cancel_t *cancel);
-
-// Frees the token. Calls it governs keep running under it (a fire is no
-// longer possible through this handle). NULL and already-freed handles
-// are no-ops.
-void astrid_cancel_free(struct astrid_cancel_t *cancel);
-
-// Cancels the calls running on this capsule now: each returns
-// `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,
-// waiting host calls return at once). Calls started afterwards are not
-// affected. Thread-safe, non-blocking, callable from callbacks. Errors:
-// `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
-// unknown handle and for a capsule whose runtime was freed (its calls have
-// already been cancelled).
-astrid_status_t astrid_capsule_cancel(astrid_capsule_t *capsule, astrid_error_t **err);
-
-#ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
-
-// ============================================================================
-// 5. The security gate: requests, verdicts, deferred tickets
-// ============================================================================
-
-// One gate question: an opaque callback request handle. Read it with
-// `astrid_gate_request_info`; answer with the callback's verdict, after
-// `astrid_gate_request_set_reason` or `astrid_gate_request_defer` if
-// wanted. Thread rule: it is valid only on the thread running the gate
-// callback that received it, and only until that callback returns;
-// anywhere else (another thread, or later) every function refuses it with
-// `ASTRID_E_CLOSED` and reads nothing through it. To answer from another
-// thread or later, defer and resolve the ticket.
-typedef struct astrid_gate_request_t astrid_gate_request_t;
-
-// A deferred verdict. An opaque registry handle: thread-safe, answered (and
-// freed) once with `astrid_gate_ticket_resolve` or dropped with
-// `astrid_gate_ticket_free`; afterwards every use is refused with
-// `ASTRID_E_CLOSED`.
-typedef struct astrid_gate_ticket_t astrid_gate_ticket_t;
-
-// A verdict: what the gate and the accept verifier return, and what
-// `astrid_gate_ticket_resolve` takes. `ASTRID_ALLOW` allows; from the gate,
-// `ASTRID_PENDING` after `astrid_gate_request_defer` waits for the ticket;
-// every other value, unknown ones included, denies.
-typedef uint32_t astrid_verdict_t;
-
-// The gate: returns `ASTRID_ALLOW`, `ASTRID_DENY` or `ASTRID_PENDING`.
-// Runs on a library worker thread (on the thread executing the guest with
-// `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly concurrently for different
-// calls. It is asked only about requests the capsule's manifest allows.
-// An answer later than the runtime's `gate_timeout_ms` is a denial. The
-// callback must not call blocking astrid functions (they return
-// `ASTRID_E_REENTRANT`). `request` is valid on this thread until the
-// callback returns.
-typedef astrid_verdict_t (*astrid_gate_fn)(void *user_data, struct astrid_gate_request_t *request);
-
-// What a gate request asks about (`astrid_gate_request_info_t.kind`): an
-// `ASTRID_GATE_*` value. Kinds are only ever appended; treat an unknown
-// one as something to deny.
-typedef uint32_t astrid_gate_kind_t;
-
-// What a gate request asks, filled by `astrid_gate_request_info`.
-// Size-prefixed: set `size = sizeof(astrid_gate_request_info_t)` before the
-// call. Strings are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated, borrowed
-// until the callback returns; fields the kind does not use are `(NULL, 0)`
-// / 0. `path` is the VFS spelling (`cwd://a/b`); `host_path` is the
-// resolved host path, set only for host-directory mounts. `principal` is
-// `(NULL, 0)` for calls without one.
-typedef struct astrid_gate_request_info_t {
-  size_t size;
-  // `ASTRID_GATE_*`.
-  astrid_gate_kind_t kind;
-  // The port for network kinds, else 0.
-  uint16_t port;
-  const char *capsule;
-  size_t capsule_len;
-  const char *principal;
-  size_t principal_len;
-  const char *path;
-  size_t path_len;
-  const char *host_path;
-  size_t host_path_len;
-  const char *method;
-  size_t method_len;
-  const char *url;
-  size_t url_len;
-  const char *host;
-  size_t host_len;
-  // `tcp`, `udp` or `unix` for socket kinds.
-  const char *transport;
-  size_t transport_len;
-  // The guest call asking (the id its log lines, audit events and result
-  // carry); 0 outside any call. Appended after this struct was first
-  // published: read it only when `size` covers it.
-  uint64_t call_id;
-} astrid_gate_request_info_t;
-
-// Gate kind: reading a file or directory (`path` is set).
-#define ASTRID_GATE_FILE_READ 1
-
-// Gate kind: creating, changing or removing a file or directory (`path`).
-#define ASTRID_GATE_FILE_WRITE 2
-
-// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
-#define ASTRID_GATE_HTTP_REQUEST 3
-
-// Gate kind: an outbound connection (`transport`, `host`, `port`).
-#define ASTRID_GATE_NET_CONNECT 4
-
-// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
-#define ASTRID_GATE_NET_BIND 5
-
-// Gate kind: a name lookup (`host`).
-#define ASTRID_GATE_DNS_LOOKUP 6
-
-// Verdict: allow the request.
-#define ASTRID_ALLOW 1
-
-// Verdict: deny the request. Any value other than the three verdicts is a denial too.
-#define ASTRID_DENY 2
-
-// Verdict: the answer comes later through the ticket taken with
-// `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
-#define ASTRID_PENDING 3
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// Installs the security gate (NULL `gate_fn` removes it: the manifest
-// alone then decides). `finalizer(user_data)` runs exactly once, when the
-// gate is replaced or the runtime is freed and no call uses it any more.
-// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
-// When the call fails, `finalizer` is NOT run: `user_data` stays the
-// caller's. Thread-safe.
-astrid_status_t astrid_runtime_set_gate(astrid_runtime_t *rt,
-                                        astrid_gate_fn gate_fn,
-                                        void *user_data,
-                                        astrid_finalizer_fn finalizer,
-                                        astrid_error_t **err);
-
-// Fills `*out_info` with what `request` asks (see
-// `astrid_gate_request_info_t`; set `out_info->size` first). Errors:
-// `ASTRID_E_INVALID_ARGUMENT` (NULL, `out_info->size` too small),
-// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
-astrid_status_t astrid_gate_request_info(const struct astrid_gate_request_t *request,
-                                         struct astrid_gate_request_info_t *out_info,
-                                         astrid_error_t **err);
-
-// Attaches a reason to the verdict (copied; a second call replaces the
-// first). It reaches the audit callback, never the guest. Errors:
-// `ASTRID_E_INVALID_ARGUMENT` (NULL request, or NULL reason with a
-// length), `ASTRID_E_UTF8`, `ASTRID_E_CLOSED` (not on the callback's
-// thread, or after it returned).
-astrid_status_t astrid_gate_request_set_reason(struct astrid_gate_request_t *request,
-                                               const char *reason,
-                                               size_t reason_len,
-                                               astrid_error_t **err);
-
-// Defers the verdict: `*out_ticket` receives a ticket the embedder answers
-// later, from any thread, with `astrid_gate_ticket_resolve` (or drops with
-// `astrid_gate_ticket_free`, a denial); the callback then returns
-// `ASTRID_PENDING`. The waiting call stays cancellable and is still bounded
-// by the gate deadline. A second defer replaces the first ticket (which
-// then only denies). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
-// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
-astrid_status_t astrid_gate_request_defer(struct astrid_gate_request_t *request,
-                                          struct astrid_gate_ticket_t **out_ticket,
-                                          astrid_error_t **err);
-
-// Answers a deferred request with `ASTRID_ALLOW` or `ASTRID_DENY` (anything
-// else denies) and an optional reason (`(NULL, 0)` for none), and frees the
-// ticket. Thread-safe. Resolving after the call gave up (deadline, cancel,
-// unload) is harmless. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
-// `ASTRID_E_CLOSED` (already resolved or freed; nothing happens),
-// `ASTRID_E_UTF8` (the reason; the ticket is then still denied and freed).
-astrid_status_t astrid_gate_ticket_resolve(struct astrid_gate_ticket_t *ticket,
-                                           astrid_verdict_t verdict,
-                                           const char *reason,
-                                           size_t reason_len,
-                                           astrid_error_t **err);
-
-// Frees an unresolved ticket: the waiting request is denied. NULL and
-// already-freed tickets are ignored. Thread-safe.
-void astrid_gate_ticket_free(struct astrid_gate_ticket_t *ticket);
-
-#ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
-
-// ============================================================================
-// 6. VFS providers
+// 3. VFS providers
 // ============================================================================
 
 // What a VFS provider callback returns: an `ASTRID_VFS_*` code (0 =
@@ -1241,6 +785,488 @@ astrid_status_t astrid_runtime_mount_vfs(astrid_runtime_t *rt,
                                          void *user_data,
                                          astrid_finalizer_fn finalizer,
                                          astrid_error_t **err);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+// ============================================================================
+// 4. Capsules: loading, readiness, introspection, unloading
+// ============================================================================
+
+// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
+#define ASTRID_WATCHDOG_OFF UINT64_MAX
+
+// A loaded capsule. An opaque registry handle: thread-safe (calls may run
+// concurrently), and once unloaded (or its runtime freed) every use is
+// refused with `ASTRID_E_CLOSED` (NULL / false from the accessors).
+typedef struct astrid_capsule_t astrid_capsule_t;
+
+// One `[env]` value for `astrid:sys` `get-config`: UTF-8 `(ptr, len)` pairs.
+typedef struct astrid_config_entry_t {
+  const char *key;
+  size_t key_len;
+  const char *value;
+  size_t value_len;
+} astrid_config_entry_t;
+
+// A VFS provider for one of a capsule's mounts, given at load
+// (`astrid_load_options_t.cwd`, `home`, `tmp`): the same table, `user_data`
+// and finalizer as `astrid_runtime_mount_vfs` takes. NULL `ops` = none.
+// The finalizer runs once, when the capsule's last instance lets the
+// provider go (after unload); a failed load leaves `user_data` with the
+// caller and runs nothing.
+typedef struct astrid_load_vfs_t {
+  const astrid_vfs_ops_t *ops;
+  void *user_data;
+  astrid_finalizer_fn finalizer;
+} astrid_load_vfs_t;
+
+// Per-capsule load options. Size-prefixed: set `size = sizeof(astrid_load_options_t)`
+// or call `astrid_load_options_init`. Read during the load call only.
+// Strings are UTF-8 `(ptr, len)` pairs (`len == ASTRID_NTS`: NUL-terminated);
+// NULL pointers mean "not set". Zero numeric fields mean "runtime default".
+typedef struct astrid_load_options_t {
+  size_t size;
+  // The capsule's owner principal (1..=128 bytes, no control characters).
+  const char *principal;
+  size_t principal_len;
+  // Host directory served as the workspace mount (`cwd://`).
+  const char *workspace_root;
+  size_t workspace_root_len;
+  // Host directory served as the owner's `home://` mount.
+  const char *home_root;
+  size_t home_root_len;
+  // Linear-memory ceiling per instance in bytes.
+  uint64_t memory_limit_bytes;
+  // Wall-clock deadline per call in milliseconds.
+  uint64_t timeout_ms;
+  // Fuel per call.
+  uint64_t fuel;
+  // Values for the manifest's `[env]` keys (`config_len` entries). Keys the
+  // manifest does not declare are ignored; a declared non-secret key with
+  // neither a value here nor a manifest default fails the load.
+  const struct astrid_config_entry_t *config;
+  size_t config_len;
+  // Cumulative bytes the capsule may write through `astrid:fs` over its
+  // lifetime; 0 = unlimited. Exhausted → the guest sees `quota`.
+  uint64_t fs_write_budget;
+  // Run-loop watchdog window in ms: a loop that goes three windows
+  // without a waiting host call (`recv`, `poll`, `sleep-ns`, blocking
+  // reads) is interrupted and marked failed. 0 = 5000;
+  // `ASTRID_WATCHDOG_OFF` exempts the capsule.
+  uint64_t watchdog_ms;
+  // The runtime's network flags for this capsule only, added to the
+  // runtime's own: `ASTRID_RUNTIME_ALLOW_LOOPBACK`,
+  // `ASTRID_RUNTIME_ALLOW_ANY_BIND`, `ASTRID_RUNTIME_WASI_SOCKETS` (any
+  // other flag is `ASTRID_E_INVALID_ARGUMENT`). Fields from here on were
+  // appended: a smaller `size` (at least `offsetof(astrid_load_options_t,
+  // net_flags)`) reads them as 0 / NULL.
+  astrid_runtime_flags_t net_flags;
+  // Providers for this capsule's `cwd`, `home` and `tmp` mounts, in place
+  // of the runtime's mounts (`astrid_runtime_mount_vfs`) and the built-in
+  // ones. A `cwd` provider with `workspace_root` (or `home` with
+  // `home_root`) is `ASTRID_E_INVALID_ARGUMENT`.
+  struct astrid_load_vfs_t cwd;
+  struct astrid_load_vfs_t home;
+  struct astrid_load_vfs_t tmp;
+} astrid_load_options_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Fills `opts` with defaults (everything unset) and sets `opts->size`.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` when `opts` is NULL.
+astrid_status_t astrid_load_options_init(struct astrid_load_options_t *opts, astrid_error_t **err);
+
+// Loads the capsule in directory `dir` (`Capsule.toml` plus the component
+// its `[[component]] file` names). `opts` may be NULL. On success
+// `*out_capsule` receives a handle to release with `astrid_capsule_unload`.
+// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8`, `ASTRID_E_NOT_FOUND`
+// (no manifest or component file), `ASTRID_E_MANIFEST`, `ASTRID_E_COMPILE`,
+// `ASTRID_E_LINK`, `ASTRID_E_TRAP` / `ASTRID_E_RESOURCE_LIMIT` (the first
+// instantiation failed), `ASTRID_E_CLOSED` (runtime freed), `ASTRID_E_IO`,
+// `ASTRID_E_REENTRANT` (called from a callback). Thread-safe.
+astrid_status_t astrid_capsule_load(astrid_runtime_t *rt,
+                                    const char *dir,
+                                    size_t dir_len,
+                                    const struct astrid_load_options_t *opts,
+                                    struct astrid_capsule_t **out_capsule,
+                                    astrid_error_t **err);
+
+// Loads a capsule from memory: component bytes and `Capsule.toml` text. In
+// this form `[[component]]` may be omitted; when present, its `file` is
+// ignored and its `hash` checked. Both buffers are copied. Errors as for
+// `astrid_capsule_load`. Thread-safe.
+astrid_status_t astrid_capsule_load_bytes(astrid_runtime_t *rt,
+                                          const uint8_t *wasm,
+                                          size_t wasm_len,
+                                          const char *manifest,
+                                          size_t manifest_len,
+                                          const struct astrid_load_options_t *opts,
+                                          struct astrid_capsule_t **out_capsule,
+                                          astrid_error_t **err);
+
+// Waits up to `timeout_ms` until the capsule is ready: a capsule that
+// exports `run` is ready once its loop calls `astrid:sys` `signal-ready`;
+// any other capsule is ready once loaded (returns at once). Errors:
+// `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_TIMEOUT` (not ready in time),
+// `ASTRID_E_TRAP` / `ASTRID_E_TIMEOUT` / `ASTRID_E_RESOURCE_LIMIT` (the
+// run loop failed or returned; it is not restarted), `ASTRID_E_CLOSED`
+// (unloaded), `ASTRID_E_REENTRANT` (from a callback). Thread-safe.
+astrid_status_t astrid_capsule_wait_ready(struct astrid_capsule_t *capsule,
+                                          uint64_t timeout_ms,
+                                          astrid_error_t **err);
+
+// Whether the capsule runs a `run` loop (it exports a real `run`, not a
+// guest-SDK placeholder). Unknown or unloaded handle (runtime freed
+// included) or NULL: false.
+bool astrid_capsule_runs_loop(const struct astrid_capsule_t *capsule);
+
+// Unloads and frees the capsule: cancels its calls, waits for them (bounded
+// by the runtime's unload grace), frees its instances, then frees the handle.
+// No log callback for this capsule runs after it returns. NULL is a no-op.
+// The handle is invalid afterwards: any further use, on any thread,
+// returns `ASTRID_E_CLOSED` (NULL or false from the accessors), also while
+// a call that outlived the grace still runs (handles are looked up, never
+// dereferenced).
+// Errors: `ASTRID_E_CLOSED` (already unloaded), `ASTRID_E_REENTRANT` (from
+// inside a callback; nothing is done). Thread-safe.
+astrid_status_t astrid_capsule_unload(struct astrid_capsule_t *capsule, astrid_error_t **err);
+
+// The capsule's `[package] name`, NUL-terminated; its length goes to `*len`
+// when non-NULL. Borrowed: valid until `astrid_capsule_unload` is called
+// for the handle, on any thread: do not read it once that call has begun
+// (its memory may be freed at any moment from then on, also while a call
+// that outlived the unload grace still runs; copy the name if you need it
+// longer). Freeing the runtime does not end it.
+// From the moment unload begins, or once the runtime is freed, this
+// returns NULL, as for an unknown handle or NULL. Thread-safe.
+const char *astrid_capsule_name(const struct astrid_capsule_t *capsule, size_t *len);
+
+// The capsule's id (UUIDv5 of its name and component hash), as
+// `astrid:sys` `check-capsule-capability` expects it. Borrowing and NULL
+// returns as for `astrid_capsule_name`.
+const char *astrid_capsule_id(const struct astrid_capsule_t *capsule, size_t *len);
+
+// Whether the capsule holds a capability, by the names of
+// `astrid:sys` `enumerate-capabilities` (`net`, `net_connect`, `net_bind`,
+// `fs_read`, `fs_write`, `uplink`). Unknown or unloaded handle (runtime
+// freed included), NULL or bad UTF-8: false.
+bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
+                                   const char *name,
+                                   size_t name_len);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+// ============================================================================
+// 5. Calls: options, results, cancellation
+// ============================================================================
+
+// The most bytes an action or payload may have (4 GiB - 1): what a wasm32
+// guest can address.
+#define ASTRID_MAX_GUEST_BYTES 4294967295
+
+// A cancel token for calls (`astrid_call_options_t.cancel`). An opaque
+// registry handle: thread-safe, fired from any thread any number of times;
+// one token may govern any number of calls, on any capsules. After
+// `astrid_cancel_free`, uses are refused with `ASTRID_E_CLOSED` (false
+// from `astrid_cancel_is_fired`), never undefined behaviour.
+typedef struct astrid_cancel_t astrid_cancel_t;
+
+// The result of a call: the interceptor's `action` and optional `data`.
+// An owned pointer, not a registry handle: it is the caller's, to free
+// exactly once with `astrid_result_free`; using it after that is undefined
+// behaviour. Immutable, so it may be read from any thread.
+typedef struct astrid_result_t astrid_result_t;
+
+// Per-call options. Size-prefixed: fields are only ever appended, each
+// with 0 / NULL meaning "the default", and a caller built against an older
+// header (a smaller `size`) gets the defaults for the fields it lacks.
+typedef struct astrid_call_options_t {
+  size_t size;
+  // The invoking principal; NULL = the capsule's owner.
+  const char *principal;
+  size_t principal_len;
+  // Config values for this call only; they take precedence over load-time values.
+  const astrid_config_entry_t *config;
+  size_t config_len;
+  // A deadline for this call in milliseconds; 0 = the capsule's timeout.
+  // It can only shorten the capsule's timeout (a longer one is the
+  // capsule's). The wait for a free instance counts against it.
+  uint64_t timeout_ms;
+  // Fuel for this call in place of the capsule's; 0 = the capsule's.
+  uint64_t fuel;
+  // A token that ends this call when fired (`astrid_cancel_fire`); NULL =
+  // none. A call started with a fired token returns `ASTRID_E_CANCELLED`
+  // without running the guest. The token is looked up when the call
+  // starts: freeing it during the call does not end the call.
+  struct astrid_cancel_t *cancel;
+} astrid_call_options_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Fills `opts` with defaults and sets `opts->size`.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` when `opts` is NULL.
+astrid_status_t astrid_call_options_init(struct astrid_call_options_t *opts, astrid_error_t **err);
+
+// Calls the capsule's `astrid-hook-trigger(action, payload)` on a pooled
+// instance, as the capsule's owner. See `astrid_capsule_call_with`.
+astrid_status_t astrid_capsule_call(astrid_capsule_t *capsule,
+                                    const char *action,
+                                    size_t action_len,
+                                    const uint8_t *payload,
+                                    size_t payload_len,
+                                    struct astrid_result_t **out_result,
+                                    astrid_error_t **err);
+
+// Calls `astrid-hook-trigger(action, payload)` with per-call options
+// (`opts` may be NULL). Blocks the calling thread until the guest returns.
+// Thread-safe: calls on one capsule run concurrently, up to the pool size.
+// On success `*out_result` receives a result to free with `astrid_result_free`.
+// A failed call leaves the capsule loaded; the next call runs on a fresh instance.
+// Errors: `ASTRID_E_INVALID_ARGUMENT`, `ASTRID_E_UTF8` (action),
+// `ASTRID_E_NOT_FOUND` (no `astrid-hook-trigger` export), `ASTRID_E_TIMEOUT`,
+// `ASTRID_E_CANCELLED`, `ASTRID_E_OUT_OF_FUEL`, `ASTRID_E_RESOURCE_LIMIT`,
+// `ASTRID_E_TRAP`, `ASTRID_E_CLOSED` (unloaded, or runtime freed),
+// `ASTRID_E_REENTRANT` (from inside a callback).
+// `action_len` and `payload_len` must be below 4 GiB
+// (`ASTRID_MAX_GUEST_BYTES`): a wasm32 guest cannot address more, so a longer
+// one is `ASTRID_E_INVALID_ARGUMENT`, refused before the buffer is read.
+// Shorter ones still have to fit in the guest's memory ceiling (else
+// `ASTRID_E_RESOURCE_LIMIT` or `ASTRID_E_TRAP`, as the guest's allocator fails).
+astrid_status_t astrid_capsule_call_with(astrid_capsule_t *capsule,
+                                         const struct astrid_call_options_t *opts,
+                                         const char *action,
+                                         size_t action_len,
+                                         const uint8_t *payload,
+                                         size_t payload_len,
+                                         struct astrid_result_t **out_result,
+                                         astrid_error_t **err);
+
+// The result's action (`continue`, `final`, `deny`, ...), NUL-terminated;
+// its length is written to `*len` when `len` is non-NULL. Borrowed: valid
+// until `astrid_result_free`. NULL `result` gives NULL.
+const char *astrid_result_action(const struct astrid_result_t *result, size_t *len);
+
+// Whether the result carries data. When it does and `data` / `len` are
+// non-NULL, they receive a borrowed NUL-terminated copy (valid until
+// `astrid_result_free`) and its length. NULL `result` gives false.
+bool astrid_result_data(const struct astrid_result_t *result, const char **data, size_t *len);
+
+// The id the call ran under, unique within the runtime: the id its log
+// lines, audit events and embedder callbacks carry. (Ids are unique, not
+// ordered by start time.) NULL gives 0.
+uint64_t astrid_result_call_id(const struct astrid_result_t *result);
+
+// Frees a result. NULL is a no-op.
+void astrid_result_free(struct astrid_result_t *result);
+
+// Creates a cancel token (unfired) into `*out`, to free with
+// `astrid_cancel_free`. Errors: `ASTRID_E_INVALID_ARGUMENT` when `out` is NULL.
+astrid_status_t astrid_cancel_new(struct astrid_cancel_t **out, astrid_error_t **err);
+
+// Fires the token: every call it governs returns `ASTRID_E_CANCELLED`
+// promptly (guest code stops at its next epoch check, waiting host calls
+// return at once), and calls started with it afterwards do not run.
+// Idempotent; thread-safe; never waits for a call to end, so it may be
+// called from a signal-watching thread or from inside a callback. Other
+// calls, on the same capsule or not, are untouched.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for a
+// freed or unknown token.
+astrid_status_t astrid_cancel_fire(struct astrid_cancel_t *cancel, astrid_error_t **err);
+
+// Whether the token has been fired. False for NULL and for a freed token.
+bool astrid_cancel_is_fired(const struct astrid_cancel_t *cancel);
+
+// Frees the token. Calls it governs keep running under it (a fire is no
+// longer possible through this handle). NULL and already-freed handles
+// are no-ops.
+void astrid_cancel_free(struct astrid_cancel_t *cancel);
+
+// Cancels the calls running on this capsule now: each returns
+// `ASTRID_E_CANCELLED` promptly (guest code stops at its next epoch check,
+// waiting host calls return at once). Calls started afterwards are not
+// affected. Thread-safe, non-blocking, callable from callbacks. Errors:
+// `ASTRID_E_INVALID_ARGUMENT` for NULL, `ASTRID_E_CLOSED` for an unloaded or
+// unknown handle and for a capsule whose runtime was freed (its calls have
+// already been cancelled).
+astrid_status_t astrid_capsule_cancel(astrid_capsule_t *capsule, astrid_error_t **err);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+// ============================================================================
+// 6. The security gate: requests, verdicts, deferred tickets
+// ============================================================================
+
+// One gate question: an opaque callback request handle. Read it with
+// `astrid_gate_request_info`; answer with the callback's verdict, after
+// `astrid_gate_request_set_reason` or `astrid_gate_request_defer` if
+// wanted. Thread rule: it is valid only on the thread running the gate
+// callback that received it, and only until that callback returns;
+// anywhere else (another thread, or later) every function refuses it with
+// `ASTRID_E_CLOSED` and reads nothing through it. To answer from another
+// thread or later, defer and resolve the ticket.
+typedef struct astrid_gate_request_t astrid_gate_request_t;
+
+// A deferred verdict. An opaque registry handle: thread-safe, answered (and
+// freed) once with `astrid_gate_ticket_resolve` or dropped with
+// `astrid_gate_ticket_free`; afterwards every use is refused with
+// `ASTRID_E_CLOSED`.
+typedef struct astrid_gate_ticket_t astrid_gate_ticket_t;
+
+// A verdict: what the gate and the accept verifier return, and what
+// `astrid_gate_ticket_resolve` takes. `ASTRID_ALLOW` allows; from the gate,
+// `ASTRID_PENDING` after `astrid_gate_request_defer` waits for the ticket;
+// every other value, unknown ones included, denies.
+typedef uint32_t astrid_verdict_t;
+
+// The gate: returns `ASTRID_ALLOW`, `ASTRID_DENY` or `ASTRID_PENDING`.
+// Runs on a library worker thread (on the thread executing the guest with
+// `ASTRID_RUNTIME_INLINE_CALLBACKS`), possibly concurrently for different
+// calls. It is asked only about requests the capsule's manifest allows.
+// An answer later than the runtime's `gate_timeout_ms` is a denial. The
+// callback must not call blocking astrid functions (they return
+// `ASTRID_E_REENTRANT`). `request` is valid on this thread until the
+// callback returns.
+typedef astrid_verdict_t (*astrid_gate_fn)(void *user_data, struct astrid_gate_request_t *request);
+
+// What a gate request asks about (`astrid_gate_request_info_t.kind`): an
+// `ASTRID_GATE_*` value. Kinds are only ever appended; treat an unknown
+// one as something to deny.
+typedef uint32_t astrid_gate_kind_t;
+
+// What a gate request asks, filled by `astrid_gate_request_info`.
+// Size-prefixed: set `size = sizeof(astrid_gate_request_info_t)` before the
+// call. Strings are UTF-8 `(ptr, len)` pairs, NOT NUL-terminated, borrowed
+// until the callback returns; fields the kind does not use are `(NULL, 0)`
+// / 0. `path` is the VFS spelling (`cwd://a/b`); `host_path` is the
+// resolved host path, set only for host-directory mounts. `principal` is
+// `(NULL, 0)` for calls without one.
+typedef struct astrid_gate_request_info_t {
+  size_t size;
+  // `ASTRID_GATE_*`.
+  astrid_gate_kind_t kind;
+  // The port for network kinds, else 0.
+  uint16_t port;
+  const char *capsule;
+  size_t capsule_len;
+  const char *principal;
+  size_t principal_len;
+  const char *path;
+  size_t path_len;
+  const char *host_path;
+  size_t host_path_len;
+  const char *method;
+  size_t method_len;
+  const char *url;
+  size_t url_len;
+  const char *host;
+  size_t host_len;
+  // `tcp`, `udp` or `unix` for socket kinds.
+  const char *transport;
+  size_t transport_len;
+  // The guest call asking (the id its log lines, audit events and result
+  // carry); 0 outside any call. Appended after this struct was first
+  // published: read it only when `size` covers it.
+  uint64_t call_id;
+} astrid_gate_request_info_t;
+
+// Gate kind: reading a file or directory (`path` is set).
+#define ASTRID_GATE_FILE_READ 1
+
+// Gate kind: creating, changing or removing a file or directory (`path`).
+#define ASTRID_GATE_FILE_WRITE 2
+
+// Gate kind: an outbound HTTP request (`method`, `url`, `host`, `port`).
+#define ASTRID_GATE_HTTP_REQUEST 3
+
+// Gate kind: an outbound connection (`transport`, `host`, `port`).
+#define ASTRID_GATE_NET_CONNECT 4
+
+// Gate kind: a listener or bound socket (`transport`, `host`, `port`).
+#define ASTRID_GATE_NET_BIND 5
+
+// Gate kind: a name lookup (`host`).
+#define ASTRID_GATE_DNS_LOOKUP 6
+
+// Verdict: allow the request.
+#define ASTRID_ALLOW 1
+
+// Verdict: deny the request. Any value other than the three verdicts is a denial too.
+#define ASTRID_DENY 2
+
+// Verdict: the answer comes later through the ticket taken with
+// `astrid_gate_request_defer` (without a ticket, PENDING is a denial).
+#define ASTRID_PENDING 3
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Installs the security gate (NULL `gate_fn` removes it: the manifest
+// alone then decides). `finalizer(user_data)` runs exactly once, when the
+// gate is replaced or the runtime is freed and no call uses it any more.
+// Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL runtime), `ASTRID_E_CLOSED`.
+// When the call fails, `finalizer` is NOT run: `user_data` stays the
+// caller's. Thread-safe.
+astrid_status_t astrid_runtime_set_gate(astrid_runtime_t *rt,
+                                        astrid_gate_fn gate_fn,
+                                        void *user_data,
+                                        astrid_finalizer_fn finalizer,
+                                        astrid_error_t **err);
+
+// Fills `*out_info` with what `request` asks (see
+// `astrid_gate_request_info_t`; set `out_info->size` first). Errors:
+// `ASTRID_E_INVALID_ARGUMENT` (NULL, `out_info->size` too small),
+// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
+astrid_status_t astrid_gate_request_info(const struct astrid_gate_request_t *request,
+                                         struct astrid_gate_request_info_t *out_info,
+                                         astrid_error_t **err);
+
+// Attaches a reason to the verdict (copied; a second call replaces the
+// first). It reaches the audit callback, never the guest. Errors:
+// `ASTRID_E_INVALID_ARGUMENT` (NULL request, or NULL reason with a
+// length), `ASTRID_E_UTF8`, `ASTRID_E_CLOSED` (not on the callback's
+// thread, or after it returned).
+astrid_status_t astrid_gate_request_set_reason(struct astrid_gate_request_t *request,
+                                               const char *reason,
+                                               size_t reason_len,
+                                               astrid_error_t **err);
+
+// Defers the verdict: `*out_ticket` receives a ticket the embedder answers
+// later, from any thread, with `astrid_gate_ticket_resolve` (or drops with
+// `astrid_gate_ticket_free`, a denial); the callback then returns
+// `ASTRID_PENDING`. The waiting call stays cancellable and is still bounded
+// by the gate deadline. A second defer replaces the first ticket (which
+// then only denies). Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
+// `ASTRID_E_CLOSED` (not on the callback's thread, or after it returned).
+astrid_status_t astrid_gate_request_defer(struct astrid_gate_request_t *request,
+                                          struct astrid_gate_ticket_t **out_ticket,
+                                          astrid_error_t **err);
+
+// Answers a deferred request with `ASTRID_ALLOW` or `ASTRID_DENY` (anything
+// else denies) and an optional reason (`(NULL, 0)` for none), and frees the
+// ticket. Thread-safe. Resolving after the call gave up (deadline, cancel,
+// unload) is harmless. Errors: `ASTRID_E_INVALID_ARGUMENT` (NULL),
+// `ASTRID_E_CLOSED` (already resolved or freed; nothing happens),
+// `ASTRID_E_UTF8` (the reason; the ticket is then still denied and freed).
+astrid_status_t astrid_gate_ticket_resolve(struct astrid_gate_ticket_t *ticket,
+                                           astrid_verdict_t verdict,
+                                           const char *reason,
+                                           size_t reason_len,
+                                           astrid_error_t **err);
+
+// Frees an unresolved ticket: the waiting request is denied. NULL and
+// already-freed tickets are ignored. Thread-safe.
+void astrid_gate_ticket_free(struct astrid_gate_ticket_t *ticket);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -453,6 +453,14 @@ class LoadOptions {
         c_.fs_write_budget = bytes;
         return *this;
     }
+    /// Network flags for this capsule alone, on top of the runtime's:
+    /// `ASTRID_RUNTIME_ALLOW_LOOPBACK`, `ASTRID_RUNTIME_ALLOW_ANY_BIND`,
+    /// `ASTRID_RUNTIME_WASI_SOCKETS` (others make the load throw
+    /// `Code::InvalidArgument`).
+    LoadOptions &net_flags(astrid_runtime_flags_t flags) noexcept {
+        c_.net_flags = flags;
+        return *this;
+    }
     /// Run-loop watchdog window: a `run` loop that goes three windows without
     /// a waiting host call (`recv`, `poll`, `sleep-ns`, blocking reads) is
     /// interrupted and marked failed. Zero (or less) = the default, 5 s.

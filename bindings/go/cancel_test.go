@@ -202,3 +202,32 @@ func TestStatsAndMetricsText(t *testing.T) {
 		t.Fatalf("metrics text: %v\n%s", err, text)
 	}
 }
+
+func TestLoadPolicyPerCapsule(t *testing.T) {
+	rt := newRuntime(t, nil)
+	first, second := newMemFS(), newMemFS()
+	first.addDir("ws")
+	first.addFile("ws/who.txt", "first")
+	second.addDir("ws")
+	second.addFile("ws/who.txt", "second")
+	a := load(t, rt, "fsprobe", &LoadOptions{CwdVFS: first})
+	b := load(t, rt, "fsprobe", &LoadOptions{CwdVFS: second})
+	if got := call(t, a, "read-file", "ws/who.txt"); got.Data != "first" {
+		t.Fatalf("first: %+v", got)
+	}
+	if got := call(t, b, "read-file", "ws/who.txt"); got.Data != "second" {
+		t.Fatalf("second: %+v", got)
+	}
+	refused := newMemFS()
+	_, err := rt.Load(capsuleDir("fsprobe"), &LoadOptions{CwdVFS: refused, WorkspaceRoot: capsuleDir("fsprobe")})
+	expectCode(t, err, ErrInvalidArgument)
+	_, err = rt.Load(capsuleDir("netprobe"), &LoadOptions{NetFlags: FlagInlineCallbacks})
+	expectCode(t, err, ErrInvalidArgument)
+	if refused.released.Load() != 0 {
+		t.Fatal("a refused load released the provider")
+	}
+	loop := load(t, rt, "netprobe", &LoadOptions{NetFlags: FlagAllowLoopback})
+	loop.Close()
+	a.Close()
+	b.Close()
+}

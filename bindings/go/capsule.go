@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"runtime"
+	"runtime/cgo"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,14 @@ type LoadOptions struct {
 	// poll, sleep-ns, blocking reads) is interrupted and marked failed.
 	// 0 = 5 s; WatchdogOff (any negative value) exempts the capsule.
 	Watchdog time.Duration
+	// NetFlags gives this capsule alone FlagAllowLoopback, FlagAllowAnyBind
+	// or FlagWASISockets, on top of the runtime's flags (others are
+	// ErrInvalidArgument).
+	NetFlags RuntimeFlag
+	// CwdVFS, HomeVFS and TmpVFS serve this capsule's mounts in place of the
+	// runtime's (MountVFS) and the built-in ones. CwdVFS with WorkspaceRoot
+	// (or HomeVFS with HomeRoot) is ErrInvalidArgument.
+	CwdVFS, HomeVFS, TmpVFS VFS
 }
 
 // WatchdogOff as LoadOptions.Watchdog exempts a capsule's run loop from the
@@ -164,9 +173,12 @@ func (a *cArena) free() {
 	a.ptrs = nil
 }
 
-func (o *LoadOptions) toC(a *cArena) *C.astrid_load_options_t {
+// toC builds the C options in a; the handles of the load-time VFS
+// providers it made must be deleted if the load fails (the library then
+// runs no finalizer).
+func (o *LoadOptions) toC(a *cArena, rep *reporter) (*C.astrid_load_options_t, []cgo.Handle) {
 	if o == nil {
-		return nil
+		return nil, nil
 	}
 	c := (*C.astrid_load_options_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.astrid_load_options_t{}))))
 	a.ptrs = append(a.ptrs, unsafe.Pointer(c))
@@ -184,7 +196,34 @@ func (o *LoadOptions) toC(a *cArena) *C.astrid_load_options_t {
 	} else {
 		c.watchdog_ms = millis(o.Watchdog)
 	}
-	return c
+	c.net_flags = C.astrid_runtime_flags_t(o.NetFlags)
+	var handles []cgo.Handle
+	for _, m := range []struct {
+		v    VFS
+		slot *C.astrid_load_vfs_t
+	}{{o.CwdVFS, &c.cwd}, {o.HomeVFS, &c.home}, {o.TmpVFS, &c.tmp}} {
+		if m.v == nil {
+			continue
+		}
+		state, mask := newVFSState(m.v, rep)
+		h := cgo.NewHandle(state)
+		handles = append(handles, h)
+		ops := (*C.astrid_vfs_ops_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.astrid_vfs_ops_t{}))))
+		a.ptrs = append(a.ptrs, unsafe.Pointer(ops))
+		C.astrid_go_load_vfs(m.slot, ops, C.uintptr_t(h), mask)
+	}
+	return c, handles
+}
+
+// loaded finishes a load: on failure the providers' handles are deleted.
+func (r *Runtime) loaded(status C.astrid_status_t, cerr *C.astrid_error_t, out *C.astrid_capsule_t, handles []cgo.Handle) (*Capsule, error) {
+	if status != C.ASTRID_OK {
+		for _, h := range handles {
+			h.Delete()
+		}
+		return nil, takeError(status, cerr)
+	}
+	return r.newCapsule(out), nil
 }
 
 // Load loads the capsule in directory dir (Capsule.toml plus the component
@@ -196,16 +235,13 @@ func (r *Runtime) Load(dir string, opts *LoadOptions) (*Capsule, error) {
 	}
 	var a cArena
 	defer a.free()
-	copts := opts.toC(&a)
+	copts, handles := opts.toC(&a, r.rep)
 	d, dlen := cstr(dir)
 	var out *C.astrid_capsule_t
 	var cerr *C.astrid_error_t
 	status := C.astrid_capsule_load(p, d, dlen, copts, &out, &cerr)
 	runtime.KeepAlive(r)
-	if status != C.ASTRID_OK {
-		return nil, takeError(status, cerr)
-	}
-	return r.newCapsule(out), nil
+	return r.loaded(status, cerr, out, handles)
 }
 
 // LoadBytes loads a capsule from memory: the component's bytes and the text
@@ -218,17 +254,14 @@ func (r *Runtime) LoadBytes(wasm []byte, manifest string, opts *LoadOptions) (*C
 	}
 	var a cArena
 	defer a.free()
-	copts := opts.toC(&a)
+	copts, handles := opts.toC(&a, r.rep)
 	w, wlen := cbytes(wasm)
 	m, mlen := optCstr(manifest)
 	var out *C.astrid_capsule_t
 	var cerr *C.astrid_error_t
 	status := C.astrid_capsule_load_bytes(p, w, wlen, m, mlen, copts, &out, &cerr)
 	runtime.KeepAlive(r)
-	if status != C.ASTRID_OK {
-		return nil, takeError(status, cerr)
-	}
-	return r.newCapsule(out), nil
+	return r.loaded(status, cerr, out, handles)
 }
 
 func (r *Runtime) newCapsule(p *C.astrid_capsule_t) *Capsule {

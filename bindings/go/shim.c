@@ -171,28 +171,40 @@ static int32_t vfs_read_link(void *ud, const char *path, size_t path_len, char *
     return astridGoVfsReadLink(ud, (char *)path, path_len, buf, cap, out_len);
 }
 
+/* The table of the Go VFS trampolines, the optional entries as `mask` says. */
+static void fill_vfs_ops(astrid_vfs_ops_t *ops, uint32_t mask) {
+    memset(ops, 0, sizeof *ops);
+    ops->size = sizeof *ops;
+    ops->stat = vfs_stat;
+    ops->open = vfs_open;
+    ops->read_at = vfs_read_at;
+    ops->close = vfs_close;
+    ops->fstat = vfs_fstat;
+    if (mask & ASTRID_GO_VFS_WRITE_AT) ops->write_at = vfs_write_at;
+    if (mask & ASTRID_GO_VFS_SYNC) ops->sync = vfs_sync;
+    if (mask & ASTRID_GO_VFS_SET_LEN) ops->set_len = vfs_set_len;
+    if (mask & ASTRID_GO_VFS_READ_DIR) ops->read_dir = vfs_read_dir;
+    if (mask & ASTRID_GO_VFS_MKDIR) ops->mkdir = vfs_mkdir;
+    if (mask & ASTRID_GO_VFS_REMOVE_FILE) ops->remove_file = vfs_remove_file;
+    if (mask & ASTRID_GO_VFS_REMOVE_DIR) ops->remove_dir = vfs_remove_dir;
+    if (mask & ASTRID_GO_VFS_RENAME) ops->rename = vfs_rename;
+    if (mask & ASTRID_GO_VFS_HARD_LINK) ops->hard_link = vfs_hard_link;
+    if (mask & ASTRID_GO_VFS_READ_LINK) ops->read_link = vfs_read_link;
+}
+
 astrid_status_t astrid_go_mount_vfs(astrid_runtime_t *rt, const char *mount, size_t mount_len, uintptr_t handle,
                                     uint32_t mask, astrid_error_t **err) {
     if (!handle) return astrid_runtime_mount_vfs(rt, mount, mount_len, NULL, NULL, NULL, err);
     astrid_vfs_ops_t ops;
-    memset(&ops, 0, sizeof ops);
-    ops.size = sizeof ops;
-    ops.stat = vfs_stat;
-    ops.open = vfs_open;
-    ops.read_at = vfs_read_at;
-    ops.close = vfs_close;
-    ops.fstat = vfs_fstat;
-    if (mask & ASTRID_GO_VFS_WRITE_AT) ops.write_at = vfs_write_at;
-    if (mask & ASTRID_GO_VFS_SYNC) ops.sync = vfs_sync;
-    if (mask & ASTRID_GO_VFS_SET_LEN) ops.set_len = vfs_set_len;
-    if (mask & ASTRID_GO_VFS_READ_DIR) ops.read_dir = vfs_read_dir;
-    if (mask & ASTRID_GO_VFS_MKDIR) ops.mkdir = vfs_mkdir;
-    if (mask & ASTRID_GO_VFS_REMOVE_FILE) ops.remove_file = vfs_remove_file;
-    if (mask & ASTRID_GO_VFS_REMOVE_DIR) ops.remove_dir = vfs_remove_dir;
-    if (mask & ASTRID_GO_VFS_RENAME) ops.rename = vfs_rename;
-    if (mask & ASTRID_GO_VFS_HARD_LINK) ops.hard_link = vfs_hard_link;
-    if (mask & ASTRID_GO_VFS_READ_LINK) ops.read_link = vfs_read_link;
+    fill_vfs_ops(&ops, mask);
     return astrid_runtime_mount_vfs(rt, mount, mount_len, &ops, (void *)handle, finalize, err);
+}
+
+void astrid_go_load_vfs(astrid_load_vfs_t *slot, astrid_vfs_ops_t *ops, uintptr_t handle, uint32_t mask) {
+    fill_vfs_ops(ops, mask);
+    slot->ops = ops;
+    slot->user_data = (void *)handle;
+    slot->finalizer = finalize;
 }
 
 int32_t astrid_go_dir_sink(void *sink, void *ctx, const char *name, size_t name_len,

@@ -46,6 +46,10 @@ astrid_go_call_t astrid_go_call_with(astrid_capsule_t *capsule, const char *prin
                                      uint64_t fuel, astrid_cancel_t *cancel, const char *action, size_t action_len,
                                      const uint8_t *payload, size_t payload_len);
 
+/* Fills a load-time provider slot with the Go VFS trampolines over `ops`
+   (caller-owned storage, read during the load) and `handle`. */
+void astrid_go_load_vfs(astrid_load_vfs_t *slot, astrid_vfs_ops_t *ops, uintptr_t handle, uint32_t mask);
+
 /* Installers: `handle` is a cgo.Handle (0 removes the callback); a failure
    stores the library's error object in *err. */
 astrid_status_t astrid_go_set_gate(astrid_runtime_t *rt, uintptr_t handle, astrid_error_t **err);

@@ -103,6 +103,25 @@ fn load(
     if let Some(p) = &options.principal {
         validate_principal(p)?;
     }
+    let per_capsule = crate::config::FLAG_ALLOW_LOOPBACK
+        | crate::config::FLAG_ALLOW_ANY_BIND
+        | crate::config::FLAG_WASI_SOCKETS;
+    if options.net_flags & !per_capsule != 0 {
+        return Err(Error::invalid_argument(format!(
+            "net_flags {:#x} names flags that are not per capsule (allow-loopback, allow-any-bind and wasi-sockets are)",
+            options.net_flags
+        )));
+    }
+    if options.workspace_root.is_some() && options.cwd_vfs.is_some() {
+        return Err(Error::invalid_argument(
+            "a workspace root and a cwd provider cannot both serve cwd",
+        ));
+    }
+    if options.home_root.is_some() && options.home_vfs.is_some() {
+        return Err(Error::invalid_argument(
+            "a home root and a home provider cannot both serve home",
+        ));
+    }
     for (root, what) in [
         (&options.workspace_root, "workspace root"),
         (&options.home_root, "home root"),
@@ -150,6 +169,7 @@ fn load(
         source_id: Arc::from(id.as_str()),
         run_loop: runs_loop.then(|| Arc::new(RunLoop::new())),
         usage: Default::default(),
+        net_flags: (rt.config.flags & per_capsule) | options.net_flags,
         id,
         name: Arc::from(manifest.name.as_str()),
         capability_names: manifest.capabilities.names(),
@@ -227,20 +247,24 @@ fn build_mounts(rt: &Services, options: &LoadOptions) -> Result<CapsuleMounts> {
         })?;
         Ok(Arc::new(dir))
     };
-    let cwd = match &options.workspace_root {
-        Some(root) => host_dir(root, "workspace root")?,
-        None => rt
+    // A provider given at load wins over the runtime's mount, which wins
+    // over the built-in one.
+    let cwd = match (&options.workspace_root, &options.cwd_vfs) {
+        (Some(root), _) => host_dir(root, "workspace root")?,
+        (None, Some(provider)) => provider.clone(),
+        (None, None) => rt
             .mounted(Mount::Cwd)
             .unwrap_or_else(|| Arc::new(MemoryFs::new(rt.config.memfs_limits))),
     };
-    let home = match &options.home_root {
-        Some(root) => Some(host_dir(root, "home root")?),
-        None => rt.mounted(Mount::Home),
+    let home = match (&options.home_root, &options.home_vfs) {
+        (Some(root), _) => Some(host_dir(root, "home root")?),
+        (None, Some(provider)) => Some(provider.clone()),
+        (None, None) => rt.mounted(Mount::Home),
     };
     Ok(CapsuleMounts::new(
         cwd,
         home,
-        rt.mounted(Mount::Tmp),
+        options.tmp_vfs.clone().or_else(|| rt.mounted(Mount::Tmp)),
         rt.config.memfs_limits,
     ))
 }

@@ -3,6 +3,7 @@
 
 use super::cancel::CallCancel;
 use crate::error::{Error, Result};
+use crate::vfs::Vfs;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use wasmtime::component::{ComponentType, Lift};
 
 /// What the embedder may set per capsule at load.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// The capsule's owner (its data scope outside calls).
     pub principal: Option<String>,
@@ -33,6 +34,42 @@ pub struct LoadOptions {
     /// `Runtime::assign_unix_socket`, else `bind-unix` fails with
     /// `address-not-available`.
     pub unix_socket_path: Option<PathBuf>,
+    /// The runtime's network flags for this capsule only, on top of the
+    /// runtime's own: `FLAG_ALLOW_LOOPBACK`, `FLAG_ALLOW_ANY_BIND`,
+    /// `FLAG_WASI_SOCKETS` (others are an invalid argument).
+    pub net_flags: u32,
+    /// Providers for this capsule's `cwd`, `home` and `tmp` mounts, in place
+    /// of the runtime's mounts and the built-in ones. A provider together
+    /// with `workspace_root` (for `cwd`) or `home_root` (for `home`) is an
+    /// invalid argument.
+    pub cwd_vfs: Option<Arc<dyn Vfs>>,
+    pub home_vfs: Option<Arc<dyn Vfs>>,
+    pub tmp_vfs: Option<Arc<dyn Vfs>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let provider = |p: &Option<Arc<dyn Vfs>>| p.as_ref().map(|_| "<provider>");
+        f.debug_struct("LoadOptions")
+            .field("principal", &self.principal)
+            .field("workspace_root", &self.workspace_root)
+            .field("home_root", &self.home_root)
+            .field("memory_limit", &self.memory_limit)
+            .field("timeout", &self.timeout)
+            .field("fuel", &self.fuel)
+            .field(
+                "config_keys",
+                &self.config.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("fs_write_budget", &self.fs_write_budget)
+            .field("watchdog", &self.watchdog)
+            .field("unix_socket_path", &self.unix_socket_path)
+            .field("net_flags", &self.net_flags)
+            .field("cwd_vfs", &provider(&self.cwd_vfs))
+            .field("home_vfs", &provider(&self.home_vfs))
+            .field("tmp_vfs", &provider(&self.tmp_vfs))
+            .finish()
+    }
 }
 
 /// The run-loop watchdog of a capsule.

@@ -2,9 +2,11 @@
 //! Calls on a loaded capsule are in `call.rs`.
 
 use super::errors::astrid_error_t;
-use super::runtime::{astrid_runtime_t, runtime_from};
+use super::runtime::astrid_finalizer_fn;
+use super::runtime::{astrid_runtime_flags_t, astrid_runtime_t, runtime_from};
+use super::vfs::{as_vfs, astrid_vfs_ops_t, disarm_unused, load_tables, CallbackVfs};
 use super::{
-    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, sized_struct, str_arg, Registry,
+    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, read_sized_in, str_arg, Registry,
 };
 use crate::capsule::{Capsule, LoadOptions, Watchdog};
 use crate::error::{Error, Result};
@@ -89,6 +91,7 @@ pub struct astrid_config_entry_t {
 /// Strings are UTF-8 `(ptr, len)` pairs (`len == ASTRID_NTS`: NUL-terminated);
 /// NULL pointers mean "not set". Zero numeric fields mean "runtime default".
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct astrid_load_options_t {
     pub size: usize,
     /// The capsule's owner principal (1..=128 bytes, no control characters).
@@ -119,7 +122,44 @@ pub struct astrid_load_options_t {
     /// reads) is interrupted and marked failed. 0 = 5000;
     /// `ASTRID_WATCHDOG_OFF` exempts the capsule.
     pub watchdog_ms: u64,
+    /// The runtime's network flags for this capsule only, added to the
+    /// runtime's own: `ASTRID_RUNTIME_ALLOW_LOOPBACK`,
+    /// `ASTRID_RUNTIME_ALLOW_ANY_BIND`, `ASTRID_RUNTIME_WASI_SOCKETS` (any
+    /// other flag is `ASTRID_E_INVALID_ARGUMENT`). Fields from here on were
+    /// appended: a smaller `size` (at least `offsetof(astrid_load_options_t,
+    /// net_flags)`) reads them as 0 / NULL.
+    pub net_flags: astrid_runtime_flags_t,
+    /// Providers for this capsule's `cwd`, `home` and `tmp` mounts, in place
+    /// of the runtime's mounts (`astrid_runtime_mount_vfs`) and the built-in
+    /// ones. A `cwd` provider with `workspace_root` (or `home` with
+    /// `home_root`) is `ASTRID_E_INVALID_ARGUMENT`.
+    pub cwd: astrid_load_vfs_t,
+    pub home: astrid_load_vfs_t,
+    pub tmp: astrid_load_vfs_t,
 }
+
+/// The smallest `size` of `astrid_load_options_t` (its first published version).
+const LOAD_OPTIONS_MIN_SIZE: usize = std::mem::offset_of!(astrid_load_options_t, net_flags);
+
+/// A VFS provider for one of a capsule's mounts, given at load
+/// (`astrid_load_options_t.cwd`, `home`, `tmp`): the same table, `user_data`
+/// and finalizer as `astrid_runtime_mount_vfs` takes. NULL `ops` = none.
+/// The finalizer runs once, when the capsule's last instance lets the
+/// provider go (after unload); a failed load leaves `user_data` with the
+/// caller and runs nothing.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct astrid_load_vfs_t {
+    pub ops: *const astrid_vfs_ops_t,
+    pub user_data: *mut libc::c_void,
+    pub finalizer: astrid_finalizer_fn,
+}
+
+const NO_PROVIDER: astrid_load_vfs_t = astrid_load_vfs_t {
+    ops: std::ptr::null(),
+    user_data: std::ptr::null_mut(),
+    finalizer: None,
+};
 
 /// `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
 pub const ASTRID_WATCHDOG_OFF: u64 = u64::MAX;
@@ -154,11 +194,54 @@ pub(super) unsafe fn config_entries(
         .collect()
 }
 
-unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions> {
+/// The load options, and the providers built from their VFS tables (to
+/// disarm if the load fails).
+type Loading = (LoadOptions, Vec<Arc<CallbackVfs>>);
+
+unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<Loading> {
     // SAFETY: NULL or a readable size-prefixed struct.
-    let Some(o) = (unsafe { sized_struct(opts, "opts")? }) else {
-        return Ok(LoadOptions::default());
+    let Some(o) = (unsafe { read_sized_in(opts, LOAD_OPTIONS_MIN_SIZE, "opts")? }) else {
+        return Ok((LoadOptions::default(), Vec::new()));
     };
+    let mut options = unsafe { plain_load_options(&o)? };
+    // SAFETY: NULL or readable tables (caller contract).
+    let [cwd, home, tmp] = unsafe {
+        load_tables([
+            (&o.cwd, "opts.cwd.ops"),
+            (&o.home, "opts.home.ops"),
+            (&o.tmp, "opts.tmp.ops"),
+        ])?
+    };
+    options.net_flags = o.net_flags;
+    options.cwd_vfs = cwd.as_ref().map(as_vfs);
+    options.home_vfs = home.as_ref().map(as_vfs);
+    options.tmp_vfs = tmp.as_ref().map(as_vfs);
+    Ok((options, [cwd, home, tmp].into_iter().flatten().collect()))
+}
+
+/// Loads with `options`, giving the providers' `user_data` back when the
+/// load fails.
+fn load_with(
+    (options, providers): Loading,
+    load: impl FnOnce(&LoadOptions) -> Result<Capsule>,
+    out: *mut *mut astrid_capsule_t,
+) -> Result<()> {
+    let loaded = load(&options);
+    drop(options);
+    match loaded {
+        Ok(capsule) => publish(capsule, out),
+        Err(e) => {
+            providers.into_iter().for_each(disarm_unused);
+            Err(e)
+        }
+    }
+}
+
+/// The options that hold no provider.
+///
+/// # Safety
+/// The strings and the config array of `o` are valid for their lengths.
+unsafe fn plain_load_options(o: &astrid_load_options_t) -> Result<LoadOptions> {
     unsafe {
         Ok(LoadOptions {
             principal: opt_str_arg(o.principal, o.principal_len, "opts.principal")?
@@ -184,6 +267,7 @@ unsafe fn load_options(opts: *const astrid_load_options_t) -> Result<LoadOptions
             },
             // Assigned per capsule name: astrid_runtime_assign_unix_socket.
             unix_socket_path: None,
+            ..LoadOptions::default()
         })
     }
 }
@@ -223,6 +307,10 @@ pub extern "C" fn astrid_load_options_init(
                 config_len: 0,
                 fs_write_budget: 0,
                 watchdog_ms: 0,
+                net_flags: 0,
+                cwd: NO_PROVIDER,
+                home: NO_PROVIDER,
+                tmp: NO_PROVIDER,
             })
         };
         Ok(())
@@ -252,8 +340,8 @@ pub extern "C" fn astrid_capsule_load(
         non_null(dir, "dir")?;
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let dir = unsafe { str_arg(dir, dir_len, "dir")? };
-        let options = unsafe { load_options(opts)? };
-        publish(runtime.load_dir(dir.as_ref(), &options)?, out_capsule)
+        let loading = unsafe { load_options(opts)? };
+        load_with(loading, |o| runtime.load_dir(dir.as_ref(), o), out_capsule)
     })
 }
 
@@ -279,8 +367,12 @@ pub extern "C" fn astrid_capsule_load_bytes(
         // SAFETY: pointer arguments are valid for their lengths (caller contract).
         let wasm = unsafe { bytes_arg(wasm, wasm_len, "wasm")? };
         let manifest = unsafe { str_arg(manifest, manifest_len, "manifest")? };
-        let options = unsafe { load_options(opts)? };
-        publish(runtime.load_bytes(wasm, manifest, &options)?, out_capsule)
+        let loading = unsafe { load_options(opts)? };
+        load_with(
+            loading,
+            |o| runtime.load_bytes(wasm, manifest, o),
+            out_capsule,
+        )
     })
 }
 

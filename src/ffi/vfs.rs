@@ -1,6 +1,7 @@
 //! Embedder VFS providers over C (c-api §5): a size-prefixed table of
 //! callbacks mounted on a runtime under a mount name (`cwd`, `home`, `tmp`).
 
+use super::capsule::astrid_load_vfs_t;
 use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
 use super::{astrid_status_t, guard, install_or_disarm, sized_struct, str_arg, Callback};
@@ -333,8 +334,43 @@ fn stat_from(c: &astrid_vfs_stat_t) -> Stat {
 }
 
 /// An embedder's VFS as a provider.
-struct CallbackVfs {
+pub(super) struct CallbackVfs {
     callback: Callback<astrid_vfs_ops_t>,
+}
+
+/// The provider tables of a load, checked before any provider is built
+/// (so a refused table never runs another one's finalizer).
+///
+/// # Safety
+/// Each `ops` must be NULL or a readable size-prefixed table.
+pub(super) unsafe fn load_tables(
+    tables: [(&astrid_load_vfs_t, &str); 3],
+) -> Result<[Option<Arc<CallbackVfs>>; 3]> {
+    let mut checked = [None; 3];
+    for (slot, (table, what)) in checked.iter_mut().zip(tables) {
+        // SAFETY: caller contract.
+        *slot = unsafe { sized_struct(table.ops, what)? }.map(|ops| (*ops, *table));
+    }
+    Ok(checked.map(|entry| {
+        entry.map(|(ops, table)| {
+            Arc::new(CallbackVfs {
+                callback: Callback::new(ops, table.user_data, table.finalizer),
+            })
+        })
+    }))
+}
+
+/// Gives a load-time provider's `user_data` back to the embedder when
+/// nothing else holds the provider (the load failed): no finalizer runs.
+pub(super) fn disarm_unused(provider: Arc<CallbackVfs>) {
+    if let Ok(mut alone) = Arc::try_unwrap(provider) {
+        alone.callback.disarm();
+    }
+}
+
+/// The provider as the capsule's mount.
+pub(super) fn as_vfs(provider: &Arc<CallbackVfs>) -> Arc<dyn Vfs> {
+    provider.clone()
 }
 
 macro_rules! op {

@@ -36,6 +36,10 @@ pub struct CapsuleShared {
     pub(crate) run_loop: Option<Arc<RunLoop>>,
     /// What the capsule's calls cost and did.
     pub(crate) usage: CapsuleUsage,
+    /// The network flags that apply to it: the runtime's, and those given
+    /// at its load (`FLAG_ALLOW_LOOPBACK`, `FLAG_ALLOW_ANY_BIND`,
+    /// `FLAG_WASI_SOCKETS`).
+    pub(crate) net_flags: u32,
 }
 
 impl CapsuleShared {

@@ -35,7 +35,7 @@ impl CallCtx<'_> {
 
     /// Whether the runtime lets capsules reach loopback and private ranges.
     pub(crate) fn allow_loopback(&self) -> bool {
-        self.capsule.services.config.flags & crate::config::FLAG_ALLOW_LOOPBACK != 0
+        self.capsule.net_flags & crate::config::FLAG_ALLOW_LOOPBACK != 0
     }
 
     /// Tells the run-loop watchdog that the guest came back to a waiting

@@ -927,6 +927,56 @@ static void test_gate_over_c(void) {
 }
 
 
+static void count_finalize(void *user_data) { atomic_fetch_add((atomic_int *)user_data, 1); }
+
+/* Per-capsule policy at load: a provider per mount (finalized once the
+ * capsule is gone, never after a failed load) and network flags. */
+static void test_load_policy(void) {
+    static atomic_int finalized;
+    astrid_runtime_t *rt = new_runtime(5000);
+    astrid_vfs_ops_t ops;
+    memset(&ops, 0, sizeof ops); /* every operation "not supported" */
+    ops.size = sizeof ops;
+    astrid_load_options_t o;
+    astrid_load_options_init(&o, NULL);
+    CHECK(o.net_flags == 0 && o.cwd.ops == NULL && o.home.ops == NULL && o.tmp.ops == NULL);
+    o.cwd.ops = &ops;
+    o.cwd.user_data = &finalized;
+    o.cwd.finalizer = count_finalize;
+    astrid_capsule_t *c = NULL;
+    /* Refused loads leave user_data with the caller. */
+    o.net_flags = ASTRID_RUNTIME_INLINE_CALLBACKS;
+    CHECK_ERROR(astrid_capsule_load(rt, path_of("fsprobe"), ASTRID_NTS, &o, &c, err), ASTRID_E_INVALID_ARGUMENT,
+                "net_flags");
+    o.net_flags = 0;
+    o.workspace_root = "/tmp";
+    o.workspace_root_len = ASTRID_NTS;
+    CHECK_ERROR(astrid_capsule_load(rt, path_of("fsprobe"), ASTRID_NTS, &o, &c, err), ASTRID_E_INVALID_ARGUMENT,
+                "cwd");
+    o.workspace_root = NULL;
+    o.workspace_root_len = 0;
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("nope-no-such"), ASTRID_NTS, &o, &c, err), ASTRID_E_NOT_FOUND);
+    ops.size = 8;
+    o.home = o.cwd; /* a bad table refuses the load before any provider exists */
+    CHECK_ERROR(astrid_capsule_load(rt, path_of("fsprobe"), ASTRID_NTS, &o, &c, err), ASTRID_E_INVALID_ARGUMENT,
+                "ops.size");
+    ops.size = sizeof ops;
+    o.home.ops = NULL;
+    CHECK(atomic_load(&finalized) == 0 && c == NULL);
+    /* Loaded: the capsule's cwd is the provider (which supports nothing). */
+    CHECK_STATUS(astrid_capsule_load(rt, path_of("fsprobe"), ASTRID_NTS, &o, &c, err), ASTRID_OK);
+    astrid_result_t *r = NULL;
+    const char *args = "ws/a.txt";
+    CHECK_STATUS(astrid_capsule_call(c, "read-file", ASTRID_NTS, (const uint8_t *)args, strlen(args), &r, err),
+                 ASTRID_OK);
+    CHECK(r && strcmp(astrid_result_action(r, NULL), "err") == 0);
+    astrid_result_free(r);
+    CHECK(atomic_load(&finalized) == 0);
+    CHECK_STATUS(astrid_capsule_unload(c, err), ASTRID_OK);
+    astrid_runtime_free(rt);
+    CHECK(atomic_load(&finalized) == 1);
+}
+
 /* ---- host side of the IPC bus ---- */
 
 struct bus_state {
@@ -1664,6 +1714,7 @@ int main(int argc, char **argv) {
         test_hostile_guests();
         test_call_control();
         test_stats();
+        test_load_policy();
         test_eight_threads();
         test_gate_over_c();
         test_ipc_delivery();

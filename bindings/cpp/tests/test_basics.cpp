@@ -302,6 +302,17 @@ TEST(Metrics, StatsAndText) {
     error_of([&] { (void)hello.stats(); }, Code::Closed);
 }
 
+TEST(LoadPolicy, NetFlagsPerCapsule) {
+    astrid::Runtime rt(test::config());
+    astrid::Capsule open = rt.load(test::capsule_dir("netprobe"),
+                                   astrid::LoadOptions().net_flags(ASTRID_RUNTIME_ALLOW_LOOPBACK));
+    EXPECT_TRUE(open.is_open());
+    error_of([&] {
+        (void)rt.load(test::capsule_dir("netprobe"), astrid::LoadOptions().net_flags(ASTRID_RUNTIME_INLINE_CALLBACKS));
+    },
+             Code::InvalidArgument);
+}
+
 TEST(Lifetime, CloseTwiceAndUseAfterClose) {
     astrid::Runtime rt(test::config());
     astrid::Capsule hello = rt.load(test::capsule_dir("hello"));

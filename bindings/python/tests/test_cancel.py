@@ -108,3 +108,27 @@ def test_a_dispatched_deny_is_audited_with_its_reason(capsules) -> None:
     deny = next(e for e in events if e.call == "guest.deny")
     assert deny.outcome is astrid.AuditOutcome.DENIED and deny.reason == "nope" and deny.call_id != 0
     assert next(e for e in events if e.call == "guest.final").outcome is astrid.AuditOutcome.FINAL
+
+
+def test_load_policy_per_capsule(capsules) -> None:
+    from memfs import MemFs
+
+    first, second = MemFs(), MemFs()
+    first.files["ws/who.txt"] = bytearray(b"first")
+    second.files["ws/who.txt"] = bytearray(b"second")
+    with astrid.Runtime() as rt:
+        a = rt.load(capsules / "fsprobe", cwd_vfs=first)
+        b = rt.load(capsules / "fsprobe", cwd_vfs=second)
+        assert a.call("read-file", b"ws/who.txt").data == "first"
+        assert b.call("read-file", b"ws/who.txt").data == "second"
+        base = astrid.live_callbacks()
+        with pytest.raises(astrid.InvalidArgumentError):
+            rt.load(capsules / "fsprobe", cwd_vfs=MemFs(), workspace_root=capsules)
+        with pytest.raises(astrid.InvalidArgumentError):
+            rt.load(capsules / "fsprobe", net_flags=astrid.RuntimeFlags.INLINE_CALLBACKS)
+        # A refused load keeps no provider alive.
+        assert astrid.live_callbacks() == base
+        c = rt.load(capsules / "netprobe", net_flags=astrid.RuntimeFlags.ALLOW_LOOPBACK)
+        c.close()
+        a.close()
+        b.close()

@@ -27,6 +27,7 @@ STRUCTS = {
     "astrid_kv_ops_t": _native.KvOps,
     "astrid_accept_request_info_t": _native.AcceptRequestInfo,
     "astrid_usage_t": _native.UsageStruct,
+    "astrid_load_vfs_t": _native.LoadVfs,
     "astrid_capsule_stats_t": _native.CapsuleStatsStruct,
     "astrid_runtime_stats_t": _native.RuntimeStatsStruct,
 }

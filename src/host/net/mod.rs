@@ -252,7 +252,7 @@ impl NetView<'_> {
             }
             NetHost::Name(_) => return Err(ErrorCode::NameUnresolvable),
         };
-        let any_bind = self.capsule.services.config.flags & crate::config::FLAG_ALLOW_ANY_BIND != 0;
+        let any_bind = self.capsule.net_flags & crate::config::FLAG_ALLOW_ANY_BIND != 0;
         if !ip.is_loopback() && !any_bind {
             return Err(ErrorCode::AirlockRejected);
         }

@@ -41,7 +41,7 @@ struct StdioState {
 
 impl StdioLog {
     pub fn new(capsule: Arc<CapsuleShared>) -> Self {
-        let sockets = (capsule.services.config.flags & crate::config::FLAG_WASI_SOCKETS != 0)
+        let sockets = (capsule.net_flags & crate::config::FLAG_WASI_SOCKETS != 0)
             .then(super::vetting::WasiSocketsCall::default);
         StdioLog {
             sockets,
@@ -215,7 +215,7 @@ impl tokio::io::AsyncWrite for StdioPipe {
 /// `astrid:net` (lookups through [`route_name_lookups`]).
 pub fn deny_by_default_ctx(log: &Arc<StdioLog>) -> WasiCtx {
     let capsule = log.capsule.clone();
-    let sockets = capsule.services.config.flags & crate::config::FLAG_WASI_SOCKETS != 0;
+    let sockets = capsule.net_flags & crate::config::FLAG_WASI_SOCKETS != 0;
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(StdioPipe {

@@ -105,7 +105,7 @@ pub(crate) fn wasi_socket_allowed(
     let ip = crate::policy::net::canonical_ip(addr.ip());
     let host = NetHost::Ip(ip);
     let runtime = &capsule.services;
-    let flags = runtime.config.flags;
+    let flags = capsule.net_flags;
     let caps = &capsule.manifest.capabilities;
     let verdict: Result<(), String> = (|| {
         if token.is_cancelled() {

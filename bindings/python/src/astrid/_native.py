@@ -48,6 +48,17 @@ class ConfigEntry(Structure):
     ]
 
 
+class LoadVfs(Structure):
+    """``astrid_load_vfs_t``: a provider for one mount of one capsule (the
+    table and finalizer are set as addresses)."""
+
+    _fields_ = [
+        ("ops", c_void_p),
+        ("user_data", c_void_p),
+        ("finalizer", c_void_p),
+    ]
+
+
 class LoadOptions(Structure):
     _fields_ = [
         ("size", c_size_t),
@@ -64,6 +75,10 @@ class LoadOptions(Structure):
         ("config_len", c_size_t),
         ("fs_write_budget", c_uint64),
         ("watchdog_ms", c_uint64),
+        ("net_flags", c_uint32),
+        ("cwd", LoadVfs),
+        ("home", LoadVfs),
+        ("tmp", LoadVfs),
     ]
 
 

@@ -17,6 +17,7 @@ runtime or capsule) must not be called from inside a callback: they raise
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json as _json
 import math
 import os
@@ -443,10 +444,13 @@ class Runtime:
         config: Optional[Mapping[str, str]],
         fs_write_budget: int,
         watchdog_ms: int,
-    ) -> Tuple[Any, List[Any]]:
+        net_flags: int = 0,
+        providers: Optional[Mapping[str, Any]] = None,
+    ) -> Tuple[Any, List[Any], List[int]]:
         opts = LoadOptions()
         opts.size = _ctypes_sizeof(LoadOptions)
         keep: List[Any] = []
+        idents: List[int] = []
         if principal is not None:
             p = principal.encode()
             keep.append(p)
@@ -468,7 +472,25 @@ class Runtime:
             opts.config, opts.config_len = arr, n
         opts.fs_write_budget = fs_write_budget
         opts.watchdog_ms = watchdog_ms
-        return opts, keep
+        opts.net_flags = int(net_flags)
+        for mount, provider in (providers or {}).items():
+            if provider is None:
+                continue
+            ops, held = build_ops(provider, self._sink)
+            ident = callbacks.keep((ops, held))
+            idents.append(ident)
+            slot = getattr(opts, mount)
+            slot.ops = ctypes.addressof(ops)
+            slot.user_data = ident
+            slot.finalizer = ctypes.cast(callbacks.FINALIZER, c_void_p).value
+        return opts, keep, idents
+
+    def _loaded(self, rc: int, err: c_void_p, out: c_void_p, idents: List[int], what: str) -> "Capsule":
+        if rc:
+            for ident in idents:  # a failed load runs no finalizer
+                callbacks.release(ident)
+            _raise_status(self._lib, rc, err, what)
+        return Capsule._adopt(self, out.value or 0)
 
     def load(
         self,
@@ -483,6 +505,10 @@ class Runtime:
         config: Optional[Mapping[str, str]] = None,
         fs_write_budget: int = 0,
         watchdog_ms: int = 0,
+        net_flags: Union[RuntimeFlags, int] = 0,
+        cwd_vfs: Any = None,
+        home_vfs: Any = None,
+        tmp_vfs: Any = None,
     ) -> "Capsule":
         """Loads the capsule in ``directory`` (``Capsule.toml`` plus its
         component). ``principal`` is the capsule's owner; ``workspace_root`` /
@@ -491,13 +517,17 @@ class Runtime:
         it may ever write through ``astrid:fs`` (0: unlimited).
         ``watchdog_ms`` is the run-loop watchdog window: a ``run`` loop that
         goes three windows without a waiting host call is interrupted and
-        failed (0: 5000; :data:`WATCHDOG_OFF` exempts the capsule). Raises
+        failed (0: 5000; :data:`WATCHDOG_OFF` exempts the capsule).
+        ``net_flags`` gives this capsule alone ``RuntimeFlags.ALLOW_LOOPBACK``,
+        ``ALLOW_ANY_BIND`` or ``WASI_SOCKETS``; ``cwd_vfs`` / ``home_vfs`` /
+        ``tmp_vfs`` serve its mounts from Python providers (see
+        :mod:`astrid.vfs`), in place of the runtime's. Raises
         ``NotFoundError``,
         ``ManifestError``, ``CompileError``, ``LinkError``, ..."""
         if callbacks.in_callback():
             raise ReentrantError(_REENTRANT, "capsules cannot be loaded from inside a callback")
         h = self._handle()
-        opts, keep = self._load_options(
+        opts, keep, idents = self._load_options(
             principal,
             workspace_root,
             home_root,
@@ -507,14 +537,14 @@ class Runtime:
             config,
             fs_write_budget,
             watchdog_ms,
+            net_flags,
+            {"cwd": cwd_vfs, "home": home_vfs, "tmp": tmp_vfs},
         )
         d = os.fsencode(directory)
         out, err = c_void_p(), c_void_p()
         rc = self._lib.astrid_capsule_load(h, d, len(d), byref(opts), byref(out), byref(err))
-        if rc:
-            _raise_status(self._lib, rc, err, "astrid_capsule_load")
         del keep
-        return Capsule._adopt(self, out.value or 0)
+        return self._loaded(rc, err, out, idents, "astrid_capsule_load")
 
     def load_bytes(
         self,
@@ -536,7 +566,7 @@ class Runtime:
         if callbacks.in_callback():
             raise ReentrantError(_REENTRANT, "capsules cannot be loaded from inside a callback")
         h = self._handle()
-        opts, keep = self._load_options(
+        opts, keep, idents = self._load_options(
             principal,
             workspace_root,
             home_root,
@@ -550,10 +580,8 @@ class Runtime:
         w, m = _encode(wasm), _encode(manifest)
         out, err = c_void_p(), c_void_p()
         rc = self._lib.astrid_capsule_load_bytes(h, w, len(w), m, len(m), byref(opts), byref(out), byref(err))
-        if rc:
-            _raise_status(self._lib, rc, err, "astrid_capsule_load_bytes")
         del keep
-        return Capsule._adopt(self, out.value or 0)
+        return self._loaded(rc, err, out, idents, "astrid_capsule_load_bytes")
 
     # ------------------------------------------------------------------ IPC
 

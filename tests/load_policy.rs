@@ -73,7 +73,10 @@ fn provider_with(text: &str) -> Arc<dyn Vfs> {
     let fs = MemoryFs::new(MemoryLimits::default());
     fs.mkdir("ws").unwrap();
     let h = fs
-        .open("ws/who.txt", OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE))
+        .open(
+            "ws/who.txt",
+            OpenFlags(OpenFlags::WRITE | OpenFlags::CREATE),
+        )
         .unwrap();
     fs.write_at(h, 0, text.as_bytes()).unwrap();
     fs.close(h);
@@ -83,8 +86,11 @@ fn provider_with(text: &str) -> Arc<dyn Vfs> {
 #[test]
 fn each_capsule_reads_its_own_providers_over_the_runtime_mount() {
     let rt = runtime();
-    rt.mount_vfs(astrid::policy::paths::Mount::Cwd, Some(provider_with("runtime")))
-        .unwrap();
+    rt.mount_vfs(
+        astrid::policy::paths::Mount::Cwd,
+        Some(provider_with("runtime")),
+    )
+    .unwrap();
     let load = |cwd: Option<Arc<dyn Vfs>>, tmp: Option<Arc<dyn Vfs>>| {
         rt.load_dir(
             &capsule_dir("fsprobe"),
@@ -97,7 +103,10 @@ fn each_capsule_reads_its_own_providers_over_the_runtime_mount() {
         .unwrap()
     };
     let first = load(Some(provider_with("first")), None);
-    let second = load(Some(provider_with("second")), Some(provider_with("scratch")));
+    let second = load(
+        Some(provider_with("second")),
+        Some(provider_with("scratch")),
+    );
     let plain = load(None, None);
     assert_eq!(ok(&first, "read-file", &["ws/who.txt"]), "first");
     assert_eq!(ok(&second, "read-file", &["ws/who.txt"]), "second");

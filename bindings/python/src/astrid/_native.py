@@ -499,6 +499,7 @@ class Library:
         # ready-made ctypes objects (c_void_p, c_size_t, byref) and bytes,
         # whose C types are then exact.
         self.fast_capsule_call = self._unprototyped(dll, "astrid_capsule_call", c_int32)
+        self.fast_capsule_call_with = self._unprototyped(dll, "astrid_capsule_call_with", c_int32)
         # The result accessors never block nor call back: they may keep the
         # GIL (PyDLL), which saves its release and reacquisition.
         keep_gil = ctypes.PyDLL(path)

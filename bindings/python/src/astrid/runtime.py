@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _native, callbacks
 from ._native import CallOptions, ConfigEntry, LoadOptions, RuntimeConfig
+from . import interrupts as _interrupts
 from .cancel import Cancel
 from .stats import CapsuleStats, RuntimeStats
 from .callbacks import AcceptVerifierFn, AuditFn, ErrorSink, GateFn, LogFn, MessageFn, SecretFn
@@ -52,6 +53,8 @@ _REENTRANT = -14
 #: Raises the exception for a failed call with the library's message,
 #: consuming its error object.
 _raise_status = _native.raise_status
+_get_ident = threading.get_ident
+_MAIN_IDENT = _interrupts.MAIN_THREAD_IDENT
 _check = _native.check
 
 
@@ -867,7 +870,28 @@ class Capsule:
         except IndexError:
             slot = _ErrSlot()
         n = len(payload)
-        rc = self._call(hc, a, alen, payload, _SIZES[n] if n <= 1024 else c_size_t(n), byref(res), slot.ref)
+        size = _SIZES[n] if n <= 1024 else c_size_t(n)
+        main = _interrupts.main_call(self._lib) if _get_ident() == _MAIN_IDENT else None
+        if main is None:
+            rc = self._call(hc, a, alen, payload, size, byref(res), slot.ref)
+        else:
+            # On the main thread the call carries a token Ctrl-C fires
+            # (see astrid.interrupts).
+            main.active = True
+            try:
+                rc = self._lib.fast_capsule_call_with(hc, main.ref, a, alen, payload, size, byref(res), slot.ref)
+            finally:
+                main.active = False
+            if main.fired:
+                main.renew()
+                if rc:
+                    try:
+                        _interrupts.check_signals()  # KeyboardInterrupt, with the default handler
+                    except BaseException:
+                        self._lib.astrid_error_free(slot.ptr.value)
+                        slot.ptr.value = None
+                        _ERR_SLOTS.append(slot)
+                        raise
         if rc:
             _raise_slot(self._lib, rc, slot, "astrid_capsule_call")
         _ERR_SLOTS.append(slot)
@@ -896,8 +920,13 @@ class Capsule:
             if fuel <= 0:
                 raise ValueError("fuel must be positive")
             opts.fuel = fuel
+        main = None
         if cancel is not None:
             opts.cancel = cancel._handle()
+        elif _get_ident() == _MAIN_IDENT:
+            main = _interrupts.main_call(lib)
+            if main is not None:
+                opts.cancel = main.token._handle()
         p = principal.encode() if principal is not None else None
         if p is not None:
             opts.principal, opts.principal_len = p, len(p)
@@ -907,7 +936,21 @@ class Capsule:
         a = action.encode()
         body = _encode(payload)
         res, err = self._result(), c_void_p()
-        rc = lib.astrid_capsule_call_with(hc, byref(opts), a, len(a), body, len(body), byref(res), byref(err))
+        if main is not None:
+            main.active = True
+        try:
+            rc = lib.astrid_capsule_call_with(hc, byref(opts), a, len(a), body, len(body), byref(res), byref(err))
+        finally:
+            if main is not None:
+                main.active = False
+        if main is not None and main.fired:
+            main.renew()
+            if rc:
+                try:
+                    _interrupts.check_signals()  # KeyboardInterrupt, with the default handler
+                except BaseException:
+                    lib.astrid_error_free(err.value)
+                    raise
         if rc:
             _raise_status(lib, rc, err, "astrid_capsule_call_with")
         del kept

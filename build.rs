@@ -31,26 +31,27 @@ const SECTIONS: &[(&str, &str)] = &[
     ("errors.rs", "1. Status codes and the error object"),
     (
         "runtime.rs",
-        "2. Runtime: versions, configuration, lifetime, log / audit / secret callbacks",
+        "2. Runtime: versions, configuration, lifetime, log and audit callbacks",
     ),
+    ("secret.rs", "3. The secret provider"),
     // Before capsules: load options may carry a provider per mount.
-    ("vfs.rs", "3. VFS providers"),
+    ("vfs.rs", "4. VFS providers"),
     (
         "capsule.rs",
-        "4. Capsules: loading, readiness, introspection, unloading",
+        "5. Capsules: loading, readiness, introspection, unloading",
     ),
-    ("call.rs", "5. Calls: options, results, cancellation"),
+    ("call.rs", "6. Calls: options, results, cancellation"),
     (
         "gate.rs",
-        "6. The security gate: requests, verdicts, deferred tickets",
+        "7. The security gate: requests, verdicts, deferred tickets",
     ),
-    ("kv.rs", "7. KV backends"),
-    ("ipc.rs", "8. The IPC bus, host side: publish and subscribe"),
+    ("kv.rs", "8. KV backends"),
+    ("ipc.rs", "9. The IPC bus, host side: publish and subscribe"),
     (
         "net.rs",
-        "9. Networking: the accept verifier and unix socket paths",
+        "10. Networking: the accept verifier and unix socket paths",
     ),
-    ("stats.rs", "10. Usage metrics"),
+    ("stats.rs", "11. Usage metrics"),
 ];
 
 /// The comment that opens a section.

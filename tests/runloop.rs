@@ -169,3 +169,36 @@ fn unload_ends_a_loop_blocked_in_recv_or_poll_promptly() {
         );
     }
 }
+
+#[test]
+fn each_message_a_loop_takes_is_a_call_of_its_own() {
+    let rt = runtime();
+    let audit = collect_audit(&rt);
+    let service = load_mode(&rt, "echo", Watchdog::Default);
+    service.wait_ready(Duration::from_secs(10)).unwrap();
+    let (_sub, rx) = replies(&rt);
+    for n in 0..3 {
+        rt.publish("svc.in", &format!("{{\"n\":{n}}}"), None).unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    // The loop's replies (`ipc.publish` events) each carry the id of the
+    // message being handled: three messages, three ids, none of them 0.
+    let until = Instant::now() + Duration::from_secs(5);
+    let ids = loop {
+        let mut ids: Vec<u64> = audit
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.call == "ipc.publish" && e.capsule == "runloop")
+            .map(|e| e.call_id)
+            .collect();
+        if ids.len() >= 3 || Instant::now() > until {
+            ids.sort_unstable();
+            ids.dedup();
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids[0] != 0);
+}

@@ -4,9 +4,10 @@
 use super::errors::astrid_error_t;
 use super::runtime::astrid_finalizer_fn;
 use super::runtime::{astrid_runtime_flags_t, astrid_runtime_t, runtime_from};
-use super::vfs::{as_vfs, astrid_vfs_ops_t, disarm_unused, load_tables, CallbackVfs};
+use super::vfs::{as_vfs, astrid_vfs_ops_t, callback_vfs, disarm_unused, CallbackVfs};
 use super::{
-    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, read_sized_in, str_arg, Registry,
+    astrid_status_t, bytes_arg, guard, non_null, opt_str_arg, read_sized_in, sized_struct, str_arg,
+    Registry,
 };
 use crate::capsule::{Capsule, LoadOptions, Watchdog};
 use crate::error::{Error, Result};
@@ -192,6 +193,24 @@ pub(super) unsafe fn config_entries(
             Ok((key.to_string(), value.to_string()))
         })
         .collect()
+}
+
+/// The provider tables of a load, checked before any provider is built
+/// (so a refused table never runs another one's finalizer).
+///
+/// # Safety
+/// Each `ops` must be NULL or a readable size-prefixed table.
+unsafe fn load_tables(
+    tables: [(&astrid_load_vfs_t, &str); 3],
+) -> Result<[Option<Arc<CallbackVfs>>; 3]> {
+    let mut checked = [None; 3];
+    for (slot, (table, what)) in checked.iter_mut().zip(tables) {
+        // SAFETY: caller contract.
+        *slot = unsafe { sized_struct(table.ops, what)? }.map(|ops| (*ops, *table));
+    }
+    Ok(checked.map(|entry| {
+        entry.map(|(ops, table)| callback_vfs(ops, table.user_data, table.finalizer))
+    }))
 }
 
 /// The load options, and the providers built from their VFS tables (to

@@ -16,6 +16,7 @@ pub mod ipc;
 pub mod kv;
 pub mod net;
 pub mod runtime;
+pub mod secret;
 pub mod stats;
 pub mod vfs;
 

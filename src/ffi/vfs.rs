@@ -1,7 +1,6 @@
 //! Embedder VFS providers over C (c-api §5): a size-prefixed table of
 //! callbacks mounted on a runtime under a mount name (`cwd`, `home`, `tmp`).
 
-use super::capsule::astrid_load_vfs_t;
 use super::errors::astrid_error_t;
 use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, runtime_from};
 use super::{astrid_status_t, guard, install_or_disarm, sized_struct, str_arg, Callback};
@@ -338,26 +337,15 @@ pub(super) struct CallbackVfs {
     callback: Callback<astrid_vfs_ops_t>,
 }
 
-/// The provider tables of a load, checked before any provider is built
-/// (so a refused table never runs another one's finalizer).
-///
-/// # Safety
-/// Each `ops` must be NULL or a readable size-prefixed table.
-pub(super) unsafe fn load_tables(
-    tables: [(&astrid_load_vfs_t, &str); 3],
-) -> Result<[Option<Arc<CallbackVfs>>; 3]> {
-    let mut checked = [None; 3];
-    for (slot, (table, what)) in checked.iter_mut().zip(tables) {
-        // SAFETY: caller contract.
-        *slot = unsafe { sized_struct(table.ops, what)? }.map(|ops| (*ops, *table));
-    }
-    Ok(checked.map(|entry| {
-        entry.map(|(ops, table)| {
-            Arc::new(CallbackVfs {
-                callback: Callback::new(ops, table.user_data, table.finalizer),
-            })
-        })
-    }))
+/// A provider over an embedder's callback table (copied).
+pub(super) fn callback_vfs(
+    ops: astrid_vfs_ops_t,
+    user_data: *mut libc::c_void,
+    finalizer: astrid_finalizer_fn,
+) -> Arc<CallbackVfs> {
+    Arc::new(CallbackVfs {
+        callback: Callback::new(ops, user_data, finalizer),
+    })
 }
 
 /// Gives a load-time provider's `user_data` back to the embedder when

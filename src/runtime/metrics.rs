@@ -108,6 +108,18 @@ impl Text {
         }
     }
 
+    /// A per-capsule family of one sample each.
+    fn scalar(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&CapsuleStats) -> Option<f64>,
+    ) {
+        self.family(name, kind, help);
+        self.per_capsule(name, None, value);
+    }
+
     fn sample(&mut self, name: &str, label: Option<(&str, &str)>, value: f64) {
         let labels = label.map_or(String::new(), |(k, v)| format!("{{{k}=\"{}\"}}", escape(v)));
         let _ = writeln!(self.out, "{name}{labels} {value}");
@@ -147,22 +159,18 @@ fn render(runtime: &RuntimeStats, capsules: &[(String, String, CapsuleStats)]) -
         &CALL_END_NAMES,
         |s, i| s.totals.calls[i] as f64,
     );
-    t.family(
+    t.scalar(
         "astrid_capsule_fuel_consumed_total",
         "counter",
         "Fuel the capsule's calls consumed.",
+        |s| Some(s.totals.fuel as f64),
     );
-    t.per_capsule("astrid_capsule_fuel_consumed_total", None, |s| {
-        Some(s.totals.fuel as f64)
-    });
-    t.family(
+    t.scalar(
         "astrid_capsule_guest_seconds_total",
         "counter",
         "Wall time in guest calls, on the runtime's 100 ms tick (right in sum, not per call).",
+        |s| Some(seconds(s.totals.guest_ns)),
     );
-    t.per_capsule("astrid_capsule_guest_seconds_total", None, |s| {
-        Some(seconds(s.totals.guest_ns))
-    });
     t.split(
         "astrid_capsule_host_calls_total",
         "counter",
@@ -179,22 +187,18 @@ fn render(runtime: &RuntimeStats, capsules: &[(String, String, CapsuleStats)]) -
         &INTERFACES,
         |s, i| seconds(s.totals.host_ns[i]),
     );
-    t.family(
+    t.scalar(
         "astrid_capsule_gate_asks_total",
         "counter",
         "Questions put to the embedder's gate.",
+        |s| Some(s.totals.gate_asks as f64),
     );
-    t.per_capsule("astrid_capsule_gate_asks_total", None, |s| {
-        Some(s.totals.gate_asks as f64)
-    });
-    t.family(
+    t.scalar(
         "astrid_capsule_gate_denials_total",
         "counter",
         "Questions the gate denied.",
+        |s| Some(s.totals.gate_denials as f64),
     );
-    t.per_capsule("astrid_capsule_gate_denials_total", None, |s| {
-        Some(s.totals.gate_denials as f64)
-    });
     t.split(
         "astrid_capsule_read_bytes_total",
         "counter",
@@ -245,30 +249,24 @@ fn render(runtime: &RuntimeStats, capsules: &[(String, String, CapsuleStats)]) -
             _ => s.instances_idle as f64,
         },
     );
-    t.family(
+    t.scalar(
         "astrid_capsule_memory_bytes",
         "gauge",
         "Linear memory of the capsule's live instances.",
+        |s| Some(s.memory_bytes as f64),
     );
-    t.per_capsule("astrid_capsule_memory_bytes", None, |s| {
-        Some(s.memory_bytes as f64)
-    });
-    t.family(
+    t.scalar(
         "astrid_capsule_memory_peak_bytes",
         "gauge",
         "The highest linear memory of the capsule's instances together.",
+        |s| Some(s.memory_peak_bytes as f64),
     );
-    t.per_capsule("astrid_capsule_memory_peak_bytes", None, |s| {
-        Some(s.memory_peak_bytes as f64)
-    });
-    t.family(
+    t.scalar(
         "astrid_capsule_kv_bytes",
         "gauge",
         "Bytes the capsule's KV namespaces hold in the built-in store.",
+        |s| s.kv_bytes.map(|b| b as f64),
     );
-    t.per_capsule("astrid_capsule_kv_bytes", None, |s| {
-        s.kv_bytes.map(|b| b as f64)
-    });
     t.family(
         "astrid_runtime_capsules_loaded",
         "gauge",

@@ -159,7 +159,7 @@ void astrid_error_free(struct astrid_error_t *err);
 #endif  // __cplusplus
 
 // ============================================================================
-// 2. Runtime: versions, configuration, lifetime, log / audit / secret callbacks
+// 2. Runtime: versions, configuration, lifetime, log and audit callbacks
 // ============================================================================
 
 // Incremented on every breaking change of this header. Bindings compare it
@@ -172,15 +172,6 @@ void astrid_error_free(struct astrid_error_t *err);
 // registry handle: thread-safe, and once freed every use is refused with
 // `ASTRID_E_CLOSED` (it is looked up, never dereferenced).
 typedef struct astrid_runtime_t astrid_runtime_t;
-
-// A request for a secret config value (an `[env]` key of type `secret`):
-// an opaque callback request handle. Read it with
-// `astrid_secret_request_info`, answer it with
-// `astrid_secret_request_set_value`. Thread rule: it is valid only on the
-// thread running the secret callback that received it, and only until that
-// callback returns; anywhere else (another thread, or later) every function
-// refuses it with `ASTRID_E_CLOSED` and reads nothing through it.
-typedef struct astrid_secret_request_t astrid_secret_request_t;
 
 // Bits of `astrid_runtime_config_t.flags`: the `ASTRID_RUNTIME_*` flags.
 typedef uint32_t astrid_runtime_flags_t;
@@ -334,34 +325,6 @@ typedef struct astrid_audit_event_t {
 // (events are never dropped).
 typedef void (*astrid_audit_fn)(void *user_data, const struct astrid_audit_event_t *event);
 
-// Secret provider callback. Runs on the thread executing the guest, possibly
-// concurrently, on every `get-config` of a secret key (values are never
-// cached or logged). Return `ASTRID_OK` after setting a value (or without
-// one: the guest reads `none`); any other status makes the guest's
-// `get-config` fail with `unknown("secret provider failed")`. `request` is
-// valid on this thread until the callback returns.
-typedef astrid_status_t (*astrid_secret_fn)(void *user_data, struct astrid_secret_request_t *request);
-
-// What a secret request asks, filled by `astrid_secret_request_info`.
-// Size-prefixed: set `size = sizeof(astrid_secret_request_info_t)` before
-// the call. Strings are UTF-8, NOT NUL-terminated, borrowed until the
-// callback returns; `principal` is `(NULL, 0)` when the call has none.
-typedef struct astrid_secret_request_info_t {
-  size_t size;
-  const char *capsule;
-  size_t capsule_len;
-  const char *capsule_id;
-  size_t capsule_id_len;
-  const char *principal;
-  size_t principal_len;
-  const char *key;
-  size_t key_len;
-  // The guest call this belongs to (the id its log lines, audit events
-  // and result carry); 0 outside any call. Appended after this struct was
-  // first published: read it only when `size` covers it.
-  uint64_t call_id;
-} astrid_secret_request_info_t;
-
 // Runtime flag: let capsules reach loopback and private addresses. The only
 // way to open that door; no environment variable can.
 #define ASTRID_RUNTIME_ALLOW_LOOPBACK 1
@@ -496,11 +459,60 @@ astrid_status_t astrid_runtime_set_audit_callback(struct astrid_runtime_t *rt,
                                                   astrid_finalizer_fn finalizer,
                                                   astrid_error_t **err);
 
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+// ============================================================================
+// 3. The secret provider
+// ============================================================================
+
+// A request for a secret config value (an `[env]` key of type `secret`):
+// an opaque callback request handle. Read it with
+// `astrid_secret_request_info`, answer it with
+// `astrid_secret_request_set_value`. Thread rule: it is valid only on the
+// thread running the secret callback that received it, and only until that
+// callback returns; anywhere else (another thread, or later) every function
+// refuses it with `ASTRID_E_CLOSED` and reads nothing through it.
+typedef struct astrid_secret_request_t astrid_secret_request_t;
+
+// Secret provider callback. Runs on the thread executing the guest, possibly
+// concurrently, on every `get-config` of a secret key (values are never
+// cached or logged). Return `ASTRID_OK` after setting a value (or without
+// one: the guest reads `none`); any other status makes the guest's
+// `get-config` fail with `unknown("secret provider failed")`. `request` is
+// valid on this thread until the callback returns.
+typedef astrid_status_t (*astrid_secret_fn)(void *user_data, struct astrid_secret_request_t *request);
+
+// What a secret request asks, filled by `astrid_secret_request_info`.
+// Size-prefixed: set `size = sizeof(astrid_secret_request_info_t)` before
+// the call. Strings are UTF-8, NOT NUL-terminated, borrowed until the
+// callback returns; `principal` is `(NULL, 0)` when the call has none.
+typedef struct astrid_secret_request_info_t {
+  size_t size;
+  const char *capsule;
+  size_t capsule_len;
+  const char *capsule_id;
+  size_t capsule_id_len;
+  const char *principal;
+  size_t principal_len;
+  const char *key;
+  size_t key_len;
+  // The guest call this belongs to (the id its log lines, audit events
+  // and result carry); 0 outside any call. Appended after this struct was
+  // first published: read it only when `size` covers it.
+  uint64_t call_id;
+} astrid_secret_request_info_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
 // Installs the secret provider (NULL `secret_fn` removes it). Ownership of
 // `user_data` and `finalizer`, and errors, as for
 // `astrid_runtime_set_log_callback`. Without a provider, secret keys read
 // as `none`.
-astrid_status_t astrid_runtime_set_secret_callback(struct astrid_runtime_t *rt,
+astrid_status_t astrid_runtime_set_secret_callback(astrid_runtime_t *rt,
                                                    astrid_secret_fn secret_fn,
                                                    void *user_data,
                                                    astrid_finalizer_fn finalizer,
@@ -528,7 +540,7 @@ astrid_status_t astrid_secret_request_set_value(struct astrid_secret_request_t *
 #endif  // __cplusplus
 
 // ============================================================================
-// 3. VFS providers
+// 4. VFS providers
 // ============================================================================
 
 // What a VFS provider callback returns: an `ASTRID_VFS_*` code (0 =
@@ -791,7 +803,7 @@ astrid_status_t astrid_runtime_mount_vfs(astrid_runtime_t *rt,
 #endif  // __cplusplus
 
 // ============================================================================
-// 4. Capsules: loading, readiness, introspection, unloading
+// 5. Capsules: loading, readiness, introspection, unloading
 // ============================================================================
 
 // `astrid_load_options_t.watchdog_ms`: no run-loop watchdog for this capsule.
@@ -963,7 +975,7 @@ bool astrid_capsule_has_capability(const struct astrid_capsule_t *capsule,
 #endif  // __cplusplus
 
 // ============================================================================
-// 5. Calls: options, results, cancellation
+// 6. Calls: options, results, cancellation
 // ============================================================================
 
 // The most bytes an action or payload may have (4 GiB - 1): what a wasm32
@@ -1103,7 +1115,7 @@ astrid_status_t astrid_capsule_cancel(astrid_capsule_t *capsule, astrid_error_t 
 #endif  // __cplusplus
 
 // ============================================================================
-// 6. The security gate: requests, verdicts, deferred tickets
+// 7. The security gate: requests, verdicts, deferred tickets
 // ============================================================================
 
 // One gate question: an opaque callback request handle. Read it with
@@ -1273,7 +1285,7 @@ void astrid_gate_ticket_free(struct astrid_gate_ticket_t *ticket);
 #endif  // __cplusplus
 
 // ============================================================================
-// 7. KV backends
+// 8. KV backends
 // ============================================================================
 
 // What a KV backend callback returns: an `ASTRID_KV_*` code (0 = success,
@@ -1410,7 +1422,7 @@ astrid_status_t astrid_runtime_set_kv(astrid_runtime_t *rt,
 #endif  // __cplusplus
 
 // ============================================================================
-// 8. The IPC bus, host side: publish and subscribe
+// 9. The IPC bus, host side: publish and subscribe
 // ============================================================================
 
 // A host subscription to a topic pattern. An opaque registry handle; free
@@ -1538,7 +1550,7 @@ void astrid_subscription_free(struct astrid_subscription_t *sub);
 #endif  // __cplusplus
 
 // ============================================================================
-// 9. Networking: the accept verifier and unix socket paths
+// 10. Networking: the accept verifier and unix socket paths
 // ============================================================================
 
 // A local peer connecting to a capsule's unix listener: an opaque callback
@@ -1634,7 +1646,7 @@ astrid_status_t astrid_runtime_assign_unix_socket(astrid_runtime_t *rt,
 #endif  // __cplusplus
 
 // ============================================================================
-// 10. Usage metrics
+// 11. Usage metrics
 // ============================================================================
 
 // `astrid_usage_t.calls` index: calls that returned.

@@ -178,7 +178,8 @@ fn each_message_a_loop_takes_is_a_call_of_its_own() {
     service.wait_ready(Duration::from_secs(10)).unwrap();
     let (_sub, rx) = replies(&rt);
     for n in 0..3 {
-        rt.publish("svc.in", &format!("{{\"n\":{n}}}"), None).unwrap();
+        rt.publish("svc.in", &format!("{{\"n\":{n}}}"), None)
+            .unwrap();
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
     // The loop's replies (`ipc.publish` events) each carry the id of the

@@ -208,9 +208,8 @@ unsafe fn load_tables(
         // SAFETY: caller contract.
         *slot = unsafe { sized_struct(table.ops, what)? }.map(|ops| (*ops, *table));
     }
-    Ok(checked.map(|entry| {
-        entry.map(|(ops, table)| callback_vfs(ops, table.user_data, table.finalizer))
-    }))
+    Ok(checked
+        .map(|entry| entry.map(|(ops, table)| callback_vfs(ops, table.user_data, table.finalizer))))
 }
 
 /// The load options, and the providers built from their VFS tables (to

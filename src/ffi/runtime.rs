@@ -3,16 +3,12 @@
 
 use super::errors::astrid_error_t;
 use super::{
-    astrid_status_t, guard, install_or_disarm, non_null, on_request, opt_str_arg, opt_view, view,
-    with_request, write_sized, Callback, Registry, RequestKind,
+    astrid_status_t, guard, install_or_disarm, non_null, opt_str_arg, opt_view, view, Callback,
+    Registry,
 };
 use crate::error::{Error, Result};
-use crate::runtime::{
-    AuditEvent, AuditSink, LogRecord, LogSink, Runtime, RuntimeConfig, SecretProvider,
-    SecretRequest,
-};
+use crate::runtime::{AuditEvent, AuditSink, LogRecord, LogSink, Runtime, RuntimeConfig};
 use once_cell::sync::Lazy;
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 

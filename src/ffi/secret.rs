@@ -2,12 +2,11 @@
 //! a key declared `secret`, asked on every read and never cached or logged.
 
 use super::errors::astrid_error_t;
-use super::runtime::{astrid_finalizer_fn, runtime_from, astrid_runtime_t};
+use super::runtime::{astrid_finalizer_fn, astrid_runtime_t, install_hook};
 use super::{
-    astrid_status_t, guard, install_or_disarm, on_request, opt_view, view, with_request,
-    write_sized, Callback, RequestKind,
+    astrid_status_t, guard, on_request, opt_view, view, with_request, write_sized, RequestKind,
 };
-use crate::runtime::{SecretProvider, SecretRequest};
+use crate::runtime::{Runtime, SecretProvider, SecretRequest};
 use std::cell::RefCell;
 use std::sync::Arc;
 

@@ -187,6 +187,12 @@ impl CapsuleInner {
         store.data_mut().end_call();
         if let Some(cancel) = cancel {
             cancel.detach(&store.data().call.token);
+            if cancel.is_fired() {
+                // A fire may still be on its way to this store's token (the
+                // token takes its children before cancelling them): the next
+                // call on this store starts from a fresh one.
+                *held = u64::MAX;
+            }
         }
 
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(fuel));

@@ -204,6 +204,9 @@ fn load(
         pool_max: rt.config.effective_pool_size(),
         state: AtomicU8::new(LOADED),
     });
+    // Counted from now on; its figures join the runtime's retired totals
+    // when `inner` goes, even if the load fails below.
+    rt.track_usage(&inner.shared.usage);
 
     // One instance now: a component that cannot be instantiated (start
     // code that traps, memory above the ceiling) fails the load, and the

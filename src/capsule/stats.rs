@@ -41,7 +41,6 @@ impl CapsuleInner {
 /// still alive while this runs, and counted.)
 impl Drop for CapsuleInner {
     fn drop(&mut self) {
-        let (totals, _, _) = self.shared.usage.snapshot();
-        self.shared.services.retire_usage(&totals);
+        self.shared.services.retire_usage(&self.shared.usage);
     }
 }

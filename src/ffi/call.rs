@@ -36,7 +36,9 @@ pub struct astrid_call_options_t {
     pub config_len: usize,
     /// A deadline for this call in milliseconds; 0 = the capsule's timeout.
     /// It can only shorten the capsule's timeout (a longer one is the
-    /// capsule's). The wait for a free instance counts against it.
+    /// capsule's). The wait for a free instance counts against it. Host
+    /// calls that wait end at the deadline itself; running guest code is
+    /// stopped at the runtime's next epoch tick, up to 100 ms later.
     pub timeout_ms: u64,
     /// Fuel for this call in place of the capsule's; 0 = the capsule's.
     pub fuel: u64,

@@ -145,9 +145,10 @@ const LOAD_OPTIONS_MIN_SIZE: usize = std::mem::offset_of!(astrid_load_options_t,
 /// A VFS provider for one of a capsule's mounts, given at load
 /// (`astrid_load_options_t.cwd`, `home`, `tmp`): the same table, `user_data`
 /// and finalizer as `astrid_runtime_mount_vfs` takes. NULL `ops` = none.
-/// The finalizer runs once, when the capsule's last instance lets the
-/// provider go (after unload); a failed load leaves `user_data` with the
-/// caller and runs nothing.
+/// The finalizer runs once per provider, when the capsule's last instance
+/// lets it go (after unload); a failed load leaves `user_data` with the
+/// caller and runs nothing. (The same `user_data` given for two mounts is
+/// two providers: its finalizer runs twice.)
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct astrid_load_vfs_t {

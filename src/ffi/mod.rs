@@ -188,6 +188,14 @@ pub(crate) unsafe fn read_sized_in<T: Copy>(
             "`{what}.size` is {size}, smaller than any version of this struct ({min_size} bytes or more; set it with sizeof or the *_init function)"
         )));
     }
+    // Between two published versions a size would cut a field in half
+    // (half a pointer read as the whole): only whole versions are taken.
+    if size != min_size && size < std::mem::size_of::<T>() {
+        return Err(Error::invalid_argument(format!(
+            "`{what}.size` is {size}, not the size of any version of this struct ({min_size} or at least {}; set it with sizeof or the *_init function)",
+            std::mem::size_of::<T>()
+        )));
+    }
     // SAFETY: all-zero is a valid `T` (caller contract).
     let mut value: T = unsafe { std::mem::zeroed() };
     let known = size.min(std::mem::size_of::<T>());
@@ -273,6 +281,9 @@ pub(crate) struct Callback<F: Copy> {
     pub(crate) function: F,
     pub(crate) user_data: *mut libc::c_void,
     finalizer: Option<unsafe extern "C" fn(*mut libc::c_void)>,
+    /// Cleared to give `user_data` back: the finalizer then never runs,
+    /// whoever drops the callback last.
+    armed: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the header documents that callbacks and their user_data are used
@@ -290,6 +301,7 @@ impl<F: Copy> Callback<F> {
             function,
             user_data,
             finalizer,
+            armed: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -300,6 +312,14 @@ impl<F: Copy> Callback<F> {
     /// that a failed call leaves `user_data` with the caller).
     pub(crate) fn disarm(&mut self) {
         self.finalizer = None;
+    }
+
+    /// [`disarm`](Self::disarm) through a shared reference, for a callback
+    /// something else may still hold for a moment (a failed load's provider
+    /// seen by a concurrent metrics read).
+    pub(crate) fn disarm_shared(&self) {
+        self.armed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -323,7 +343,8 @@ pub(crate) fn install_or_disarm<T>(
 
 impl<F: Copy> Drop for Callback<F> {
     fn drop(&mut self) {
-        if let Some(finalizer) = self.finalizer.take() {
+        let armed = self.armed.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(finalizer) = self.finalizer.take().filter(|_| armed) {
             let user_data = self.user_data;
             // SAFETY: the embedder registered this finalizer for user_data.
             crate::handoff::run_callback(|| unsafe { finalizer(user_data) });

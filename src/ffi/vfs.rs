@@ -348,12 +348,11 @@ pub(super) fn callback_vfs(
     })
 }
 
-/// Gives a load-time provider's `user_data` back to the embedder when
-/// nothing else holds the provider (the load failed): no finalizer runs.
+/// Gives a load-time provider's `user_data` back to the embedder (the load
+/// failed): no finalizer runs, even if something still holds the provider
+/// for a moment. (A failed load ran no guest code, so nothing calls it.)
 pub(super) fn disarm_unused(provider: Arc<CallbackVfs>) {
-    if let Ok(mut alone) = Arc::try_unwrap(provider) {
-        alone.callback.disarm();
-    }
+    provider.callback.disarm_shared();
 }
 
 /// The provider as the capsule's mount.

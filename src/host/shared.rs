@@ -35,7 +35,7 @@ pub struct CapsuleShared {
     /// dispatched as interceptors.
     pub(crate) run_loop: Option<Arc<RunLoop>>,
     /// What the capsule's calls cost and did.
-    pub(crate) usage: CapsuleUsage,
+    pub(crate) usage: Arc<CapsuleUsage>,
     /// The network flags that apply to it: the runtime's, and those given
     /// at its load (`FLAG_ALLOW_LOOPBACK`, `FLAG_ALLOW_ANY_BIND`,
     /// `FLAG_WASI_SOCKETS`).

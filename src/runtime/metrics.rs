@@ -37,14 +37,13 @@ impl Runtime {
 
     fn collect(&self) -> (RuntimeStats, Vec<(String, String, CapsuleStats)>) {
         let mut runtime = RuntimeStats {
-            totals: self.inner.services.retired_usage(),
+            totals: self.inner.services.usage_totals(),
             ..RuntimeStats::default()
         };
-        let mut capsules = Vec::new();
+        let mut capsules: Vec<(String, String, CapsuleStats)> = Vec::new();
         for capsule in self.inner.platform.held_capsules() {
-            let stats = capsule.stats();
-            runtime.totals.add(&stats.totals);
             if capsule.is_loaded() {
+                let stats = capsule.stats();
                 runtime.capsules_loaded += 1;
                 runtime.instances_live += stats.instances_live;
                 runtime.instances_idle += stats.instances_idle;
@@ -57,6 +56,20 @@ impl Runtime {
             }
         }
         capsules.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        // The same component loaded twice has one id: its loads are one
+        // sample set (a scrape with two identical label sets is refused).
+        capsules.dedup_by(|later, kept| {
+            let same = (&later.0, &later.1) == (&kept.0, &kept.1);
+            if same {
+                let (a, b) = (&mut kept.2, &later.2);
+                a.totals.add(&b.totals);
+                a.instances_live += b.instances_live;
+                a.instances_idle += b.instances_idle;
+                a.memory_bytes += b.memory_bytes;
+                a.memory_peak_bytes = a.memory_peak_bytes.max(b.memory_peak_bytes);
+            }
+            same
+        });
         (runtime, capsules)
     }
 }

@@ -20,7 +20,7 @@ use crate::handoff::{run_callback, Bounded, HandOff};
 use crate::kv::KvStore;
 use crate::policy::paths::Mount;
 use crate::signal::{MutexExt, RwLockExt};
-use crate::usage::UsageTotals;
+use crate::usage::{CapsuleUsage, UsageTotals};
 use crate::vfs::Vfs;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -110,8 +110,16 @@ pub struct Services {
     peers: OnceLock<Weak<dyn Peers>>,
     /// The next call id not handed out (ids start at 1; 0 is "no call").
     next_call_id: AtomicU64,
-    /// The usage of capsules that are gone.
-    retired_usage: Mutex<UsageTotals>,
+    /// The usage of every capsule loaded: those live, and the totals of
+    /// those gone.
+    usage: Mutex<RuntimeUsage>,
+}
+
+/// The capsules a runtime counts: live ones, and the totals of those gone.
+#[derive(Default)]
+struct RuntimeUsage {
+    live: Vec<Arc<CapsuleUsage>>,
+    retired: UsageTotals,
 }
 
 impl Services {
@@ -142,18 +150,35 @@ impl Services {
             closed: AtomicBool::new(false),
             peers: OnceLock::new(),
             next_call_id: AtomicU64::new(1),
-            retired_usage: Mutex::default(),
+            usage: Mutex::default(),
         })
     }
 
-    /// Adds a capsule that is going to the runtime's retired totals.
-    pub(crate) fn retire_usage(&self, totals: &UsageTotals) {
-        self.retired_usage.locked().add(totals);
+    /// Counts a capsule just loaded in the runtime's figures.
+    pub(crate) fn track_usage(&self, usage: &Arc<CapsuleUsage>) {
+        self.usage.locked().live.push(usage.clone());
     }
 
-    /// The usage of the capsules that are gone.
-    pub(crate) fn retired_usage(&self) -> UsageTotals {
-        *self.retired_usage.locked()
+    /// A capsule is going: its figures join the retired totals, under the
+    /// lock [`usage_totals`](Self::usage_totals) reads with, so no reading
+    /// ever misses them (the runtime's counters never go down).
+    pub(crate) fn retire_usage(&self, usage: &Arc<CapsuleUsage>) {
+        let mut runtime = self.usage.locked();
+        if let Some(i) = runtime.live.iter().position(|u| Arc::ptr_eq(u, usage)) {
+            runtime.live.swap_remove(i);
+            let (totals, _, _) = usage.snapshot();
+            runtime.retired.add(&totals);
+        }
+    }
+
+    /// The figures of every capsule this runtime has loaded.
+    pub(crate) fn usage_totals(&self) -> UsageTotals {
+        let runtime = self.usage.locked();
+        let mut totals = runtime.retired;
+        for usage in &runtime.live {
+            totals.add(&usage.snapshot().0);
+        }
+        totals
     }
 
     /// Reserves `count` call ids, unique within the runtime, and returns

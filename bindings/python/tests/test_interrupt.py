@@ -20,6 +20,10 @@ CHILD = textwrap.dedent(
     action, mode = sys.argv[2], sys.argv[3]
     if mode == "ignore":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        # A shell that starts a job in the background hands it SIGINT
+        # ignored, and Python then keeps it so: install the usual handler.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     rt = astrid.Runtime(timeout_ms=30_000 if mode != "ignore" else 1500, fuel=1 << 60)
     hostile = rt.load(sys.argv[1] + "/hostile")
 
@@ -86,3 +90,36 @@ def test_an_ignored_sigint_cancels_nothing(capsules) -> None:
     assert code == 0, out + err
     assert "error DeadlineExceededError" in out.splitlines(), out + err
     assert "background ok" in out.splitlines(), out + err
+
+
+def test_reinstalling_keeps_one_watcher_and_passes_bytes_on(capsules) -> None:
+    """install() again (as after another library replaced the wakeup fd)
+    reuses the one socket pair: no descriptor is freed under the handler."""
+    script = textwrap.dedent(
+        """
+        import signal, socket, threading
+        import astrid
+        from astrid import interrupts
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        rt = astrid.Runtime()
+        hello = rt.load(__import__("sys").argv[1] + "/hello")
+        hello.call("noop")
+        first = interrupts._pair[0]
+        assert first is not None
+        other_r, other_w = socket.socketpair()
+        other_w.setblocking(False)
+        signal.set_wakeup_fd(other_w.fileno(), warn_on_full_buffer=False)
+        assert interrupts.install()
+        assert interrupts._pair[0] is first
+        assert interrupts._previous[0] == other_w.fileno()
+        assert interrupts.install()
+        assert interrupts._previous[0] == other_w.fileno()
+        watchers = [t for t in threading.enumerate() if t.name == "astrid-sigint"]
+        assert len(watchers) == 1, watchers
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(capsules)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr

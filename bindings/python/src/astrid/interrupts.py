@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 from ctypes import byref, sizeof
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from . import _native
 from .cancel import Cancel
@@ -36,13 +36,18 @@ _lock = threading.Lock()
 _installed = False
 #: The main thread's call state of the library in use, while a call runs.
 _current: List[Optional["MainCall"]] = [None]
+#: The one socket pair the C handler writes to (kept for the process's
+#: life: its descriptors must never be reused while a handler may write),
+#: and the wakeup fd found set before ours, which gets every byte too.
+_pair: List[Optional[Tuple[socket.socket, socket.socket]]] = [None]
+_previous = [-1]
 
 
 class MainCall:
     """The options a main-thread call passes: a cancel token the watcher
     fires on SIGINT, renewed after each fire."""
 
-    __slots__ = ("_lib", "token", "opts", "ref", "active", "fired")
+    __slots__ = ("_lib", "token", "opts", "ref", "active", "fired", "lock")
 
     def __init__(self, lib: "_native.Library") -> None:
         self._lib = lib
@@ -51,8 +56,25 @@ class MainCall:
         self.ref = byref(self.opts)
         self.active = False
         self.fired = False
+        # Orders the watcher's check-and-fire against the end of a call, so
+        # a late signal never fires the token of the next call.
+        self.lock = threading.Lock()
         self.token = Cancel(library=lib)
         self.opts.cancel = self.token._handle()
+
+    def begin(self) -> None:
+        if self.fired:
+            self.renew()
+        self.active = True
+
+    def end(self) -> bool:
+        """Ends the call; whether SIGINT fired its token (then renewed)."""
+        with self.lock:
+            self.active = False
+            fired = self.fired
+        if fired:
+            self.renew()
+        return fired
 
     def renew(self) -> None:
         """A fired token cannot govern the next call: take a fresh one."""
@@ -63,7 +85,7 @@ class MainCall:
         old.close()
 
 
-def _watch(sock: socket.socket, previous: int) -> None:
+def _watch(sock: socket.socket) -> None:
     while True:
         try:
             data = sock.recv(64)
@@ -71,6 +93,7 @@ def _watch(sock: socket.socket, previous: int) -> None:
             return
         if not data:
             return
+        previous = _previous[0]
         if previous != -1:
             try:
                 os.write(previous, data)
@@ -78,16 +101,19 @@ def _watch(sock: socket.socket, previous: int) -> None:
                 pass
         if signal.SIGINT in data:
             call = _current[0]
-            if call is not None and call.active:
-                call.fired = True
-                try:
-                    call.token.fire()
-                except Exception:  # the token was closed meanwhile: nothing runs
-                    pass
+            if call is None:
+                continue
+            with call.lock:
+                if call.active and not call.fired:
+                    call.fired = True
+                    try:
+                        call.token.fire()
+                    except Exception:  # the token was closed meanwhile: nothing runs
+                        pass
 
 
 def install() -> bool:
-    """Arms the watcher (main thread only; re-arms it after another library
+    """Arms the watcher (main thread only; again after another library
     replaced the wakeup fd). Returns whether Ctrl-C will reach calls: not
     when SIGINT is ignored or left to the default action."""
     global _installed
@@ -96,17 +122,21 @@ def install() -> bool:
     if not callable(signal.getsignal(signal.SIGINT)):
         return False
     with _lock:
-        reader, writer = socket.socketpair()
-        writer.setblocking(False)
+        first = _pair[0] is None
+        if first:
+            reader, writer = socket.socketpair()
+            writer.setblocking(False)
+            _pair[0] = (reader, writer)
+        reader, writer = _pair[0]  # type: ignore[misc]
         try:
             previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         except (ValueError, OSError):
-            reader.close()
-            writer.close()
             return False
-        # Kept alive for as long as the wakeup fd points at the writer.
-        install._sockets = (reader, writer)  # type: ignore[attr-defined]
-        threading.Thread(target=_watch, args=(reader, previous), name="astrid-sigint", daemon=True).start()
+        if previous != writer.fileno():
+            # Another library's fd (asyncio's, say): it keeps getting every byte.
+            _previous[0] = previous
+        if first:
+            threading.Thread(target=_watch, args=(reader,), name="astrid-sigint", daemon=True).start()
         _installed = True
     return True
 

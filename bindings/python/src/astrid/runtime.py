@@ -877,13 +877,12 @@ class Capsule:
         else:
             # On the main thread the call carries a token Ctrl-C fires
             # (see astrid.interrupts).
-            main.active = True
+            main.begin()
             try:
                 rc = self._lib.fast_capsule_call_with(hc, main.ref, a, alen, payload, size, byref(res), slot.ref)
             finally:
-                main.active = False
-            if main.fired:
-                main.renew()
+                fired = main.end()
+            if fired:
                 if rc:
                     try:
                         _interrupts.check_signals()  # KeyboardInterrupt, with the default handler
@@ -924,9 +923,7 @@ class Capsule:
         if cancel is not None:
             opts.cancel = cancel._handle()
         elif _get_ident() == _MAIN_IDENT:
-            main = _interrupts.main_call(lib)
-            if main is not None:
-                opts.cancel = main.token._handle()
+            main = _interrupts.main_call(lib)  # its token is set below, once renewed
         p = principal.encode() if principal is not None else None
         if p is not None:
             opts.principal, opts.principal_len = p, len(p)
@@ -937,14 +934,15 @@ class Capsule:
         body = _encode(payload)
         res, err = self._result(), c_void_p()
         if main is not None:
-            main.active = True
+            main.begin()
+            opts.cancel = main.token._handle()
+        fired = False
         try:
             rc = lib.astrid_capsule_call_with(hc, byref(opts), a, len(a), body, len(body), byref(res), byref(err))
         finally:
             if main is not None:
-                main.active = False
-        if main is not None and main.fired:
-            main.renew()
+                fired = main.end()
+        if fired:
             if rc:
                 try:
                     _interrupts.check_signals()  # KeyboardInterrupt, with the default handler

@@ -825,9 +825,10 @@ typedef struct astrid_config_entry_t {
 // A VFS provider for one of a capsule's mounts, given at load
 // (`astrid_load_options_t.cwd`, `home`, `tmp`): the same table, `user_data`
 // and finalizer as `astrid_runtime_mount_vfs` takes. NULL `ops` = none.
-// The finalizer runs once, when the capsule's last instance lets the
-// provider go (after unload); a failed load leaves `user_data` with the
-// caller and runs nothing.
+// The finalizer runs once per provider, when the capsule's last instance
+// lets it go (after unload); a failed load leaves `user_data` with the
+// caller and runs nothing. (The same `user_data` given for two mounts is
+// two providers: its finalizer runs twice.)
 typedef struct astrid_load_vfs_t {
   const astrid_vfs_ops_t *ops;
   void *user_data;
@@ -1008,7 +1009,9 @@ typedef struct astrid_call_options_t {
   size_t config_len;
   // A deadline for this call in milliseconds; 0 = the capsule's timeout.
   // It can only shorten the capsule's timeout (a longer one is the
-  // capsule's). The wait for a free instance counts against it.
+  // capsule's). The wait for a free instance counts against it. Host
+  // calls that wait end at the deadline itself; running guest code is
+  // stopped at the runtime's next epoch tick, up to 100 ms later.
   uint64_t timeout_ms;
   // Fuel for this call in place of the capsule's; 0 = the capsule's.
   uint64_t fuel;

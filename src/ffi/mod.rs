@@ -318,8 +318,7 @@ impl<F: Copy> Callback<F> {
     /// something else may still hold for a moment (a failed load's provider
     /// seen by a concurrent metrics read).
     pub(crate) fn disarm_shared(&self) {
-        self.armed
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

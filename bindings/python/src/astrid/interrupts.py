@@ -158,3 +158,14 @@ def check_signals() -> None:
     ``KeyboardInterrupt`` here)."""
     check: Any = ctypes.pythonapi.PyErr_CheckSignals
     check()
+
+
+def after_interrupted(lib: "_native.Library", err: Optional[int]) -> None:
+    """A main-thread call that SIGINT ended: runs the pending handler, and
+    frees the call's error object when the handler raises (the caller
+    raises its own error from it otherwise)."""
+    try:
+        check_signals()  # KeyboardInterrupt, with the default handler
+    except BaseException:
+        lib.astrid_error_free(err)
+        raise

@@ -882,15 +882,13 @@ class Capsule:
                 rc = self._lib.fast_capsule_call_with(hc, main.ref, a, alen, payload, size, byref(res), slot.ref)
             finally:
                 fired = main.end()
-            if fired:
-                if rc:
-                    try:
-                        _interrupts.check_signals()  # KeyboardInterrupt, with the default handler
-                    except BaseException:
-                        self._lib.astrid_error_free(slot.ptr.value)
-                        slot.ptr.value = None
-                        _ERR_SLOTS.append(slot)
-                        raise
+            if fired and rc:
+                try:
+                    _interrupts.after_interrupted(self._lib, slot.ptr.value)
+                except BaseException:
+                    slot.ptr.value = None
+                    _ERR_SLOTS.append(slot)
+                    raise
         if rc:
             _raise_slot(self._lib, rc, slot, "astrid_capsule_call")
         _ERR_SLOTS.append(slot)
@@ -942,13 +940,8 @@ class Capsule:
         finally:
             if main is not None:
                 fired = main.end()
-        if fired:
-            if rc:
-                try:
-                    _interrupts.check_signals()  # KeyboardInterrupt, with the default handler
-                except BaseException:
-                    lib.astrid_error_free(err.value)
-                    raise
+        if fired and rc:
+            _interrupts.after_interrupted(lib, err.value)
         if rc:
             _raise_status(lib, rc, err, "astrid_capsule_call_with")
         del kept

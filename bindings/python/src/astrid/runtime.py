@@ -871,17 +871,27 @@ class Capsule:
             slot = _ErrSlot()
         n = len(payload)
         size = _SIZES[n] if n <= 1024 else c_size_t(n)
-        main = _interrupts.main_call(self._lib) if _get_ident() == _MAIN_IDENT else None
+        main = None
+        if _get_ident() == _MAIN_IDENT:
+            # On the main thread the call carries a token Ctrl-C fires (see
+            # astrid.interrupts); spelled out here, as this is every call's path.
+            main = self._lib.__dict__.get("main_call")
+            if main is None or _interrupts._current[0] is not main:
+                main = _interrupts.main_call(self._lib)
         if main is None:
             rc = self._call(hc, a, alen, payload, size, byref(res), slot.ref)
         else:
-            # On the main thread the call carries a token Ctrl-C fires
-            # (see astrid.interrupts).
-            main.begin()
+            main.active = True
             try:
                 rc = self._lib.fast_capsule_call_with(hc, main.ref, a, alen, payload, size, byref(res), slot.ref)
             finally:
-                fired = main.end()
+                lock = main.lock
+                lock.acquire()
+                main.active = False
+                fired = main.fired
+                lock.release()
+            if fired:
+                main.renew()
             if fired and rc:
                 try:
                     _interrupts.after_interrupted(self._lib, slot.ptr.value)

@@ -102,12 +102,13 @@ impl CallCtx<'_> {
         bytes_out: impl FnOnce(&Result<T, E>) -> u64,
     ) {
         let sink = self.capsule.services.has_audit_sink();
-        let out = if sink || moves_bytes(call) {
+        let interface = interface_of(call);
+        let out = if sink || channel_of(interface).is_some() {
             bytes_out(result)
         } else {
             0
         };
-        let elapsed = self.count_host_call(call, started, result.is_ok(), bytes_in, out);
+        let elapsed = self.count_host_call(interface, started, result.is_ok(), bytes_in, out);
         if sink {
             let (outcome, reason) = outcome_of(result);
             self.audit(
@@ -121,19 +122,19 @@ impl CallCtx<'_> {
         }
     }
 
-    /// Counts a host call that began at `started` in the usage figures and
-    /// returns how long it took. The bytes of a call that failed are not
-    /// counted as moved: a refused write wrote nothing.
+    /// Counts a host call of `interface` (its [`interface_of`] index) that
+    /// began at `started` in the usage figures and returns how long it
+    /// took. The bytes of a call that failed are not counted as moved: a
+    /// refused write wrote nothing.
     pub(crate) fn count_host_call(
         &self,
-        call: &'static str,
+        interface: usize,
         started: Instant,
         succeeded: bool,
         bytes_in: u64,
         bytes_out: u64,
     ) -> std::time::Duration {
         let elapsed = started.elapsed();
-        let interface = interface_of(call);
         self.call.usage.host_call(
             interface,
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
@@ -175,11 +176,6 @@ impl CallCtx<'_> {
             call_id: self.call.id,
         });
     }
-}
-
-/// Whether a call's bytes are counted (its interface has a byte channel).
-pub(crate) fn moves_bytes(call: &str) -> bool {
-    channel_of(interface_of(call)).is_some()
 }
 
 /// The byte channel an interface's calls count in (its index in

@@ -28,7 +28,8 @@ pub(crate) trait Gated: HostView + Sized {
         let result = self.gated_steps(&mut target, prepare, op);
         let ctx = self.ctx();
         let bytes_out = result.as_ref().map_or(0, Payload::payload_len);
-        let elapsed = ctx.count_host_call(call, started, result.is_ok(), bytes_in, bytes_out);
+        let interface = crate::usage::interface_of(call);
+        let elapsed = ctx.count_host_call(interface, started, result.is_ok(), bytes_in, bytes_out);
         if ctx.capsule.services.has_audit_sink() {
             let (outcome, reason) = match &result {
                 Ok(_) => (Outcome::Allowed, None),
